@@ -1,0 +1,19 @@
+//! tradegate's actors, their messages, the domain types and the store.
+//!
+//! One supervision tree:
+//!
+//! ```text
+//! Gateway (root supervisor: restarts a failed child with backoff, gives up after N restarts in T)
+//! ├── TradeLogWriter    the tradelog pipeline: batching, COPY, spill-to-JSONL, backoff, replay
+//! ├── IngestionLogger   data_ingestion_runs, run records, api_call_logs, api_payloads
+//! ├── OrderRouter       strategy orders -> risk checks -> durable trade_decisions -> broker session
+//! ├── AlpacaSession     one per Alpaca account: REST orders + trade_updates stream
+//! ├── IbkrSyncer        one per IBKR account: executions/fills sync
+//! └── Reporter          audit queries, alerts, retention jobs
+//! ```
+//!
+//! Children are registered by name and found with `ractor::registry::where_is`, because a
+//! restarted child is a new actor with a new id.
+
+pub mod gateway;
+pub mod store;

@@ -1,0 +1,136 @@
+//! The HTTP listener: `/health` and `/metrics` (and, as they are built, the read API and the
+//! strategy WebSocket).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tradegate_actors::gateway::{GatewayMessage, GatewayStatus, status_of};
+
+/// How long a health check waits for the database.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Connections for reads and health checks
+    pub pool: deadpool_postgres::Pool,
+    /// The root supervisor
+    pub gateway: ActorRef<GatewayMessage>,
+    /// Renders `/metrics`
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The body of `/health`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Health {
+    /// "ok" when the database answers and every actor runs, else "degraded"
+    pub status: String,
+    /// The database check
+    pub database: DatabaseHealth,
+    /// The supervision tree
+    pub actors: ActorsHealth,
+}
+
+/// The database part of `/health`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct DatabaseHealth {
+    /// Whether `SELECT 1` succeeded
+    pub ok: bool,
+    /// Round trip in milliseconds
+    pub latency_ms: u64,
+    /// Why it failed
+    pub error: Option<String>,
+}
+
+/// The actor part of `/health`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ActorsHealth {
+    /// Whether the Gateway answered
+    pub gateway: bool,
+    /// Each child: name, state, restarts, last error
+    pub children: Vec<serde_json::Value>,
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let started = Instant::now();
+    let db = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        tradegate_actors::store::ping(&**client)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".into()));
+    let database = DatabaseHealth {
+        ok: db.is_ok(),
+        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        error: db.err(),
+    };
+    let status: Option<GatewayStatus> = status_of(&state.gateway).await.ok();
+    let actors = ActorsHealth {
+        gateway: status.is_some(),
+        children: status
+            .as_ref()
+            .map(|s| {
+                s.children
+                    .iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let healthy = database.ok && status.as_ref().is_some_and(GatewayStatus::all_running);
+    let body = Health {
+        status: if healthy { "ok" } else { "degraded" }.into(),
+        database,
+        actors,
+    };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,366 @@
+//! Assembles the running gateway: the database (given or private), migrations, the supervision
+//! tree and the HTTP listener; and the `run`, `migrate` and `demo` commands built on them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{Days, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
+
+use crate::api::{self, ApiState, Health};
+use crate::config::{Config, DatabaseConfig, redact_conninfo};
+use crate::migrate::{self, MigrationReport};
+use crate::postgres::{self, ClusterOptions, ClusterStart, EmbeddedCluster};
+use crate::telemetry;
+
+/// Name of the database tradegate uses inside its private cluster.
+pub const EMBEDDED_DATABASE: &str = "tradegate";
+/// Daily trade-log partitions created ahead of today at start-up.
+const PARTITION_DAYS_AHEAD: i32 = 7;
+
+/// Where the database came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseOrigin {
+    /// `DATABASE_URL` or `[database] url`
+    Url,
+    /// The private cluster, and what starting it took
+    Embedded(ClusterStart),
+}
+
+/// The database tradegate runs on, and the private cluster behind it when there is one.
+#[derive(Debug)]
+pub struct Database {
+    conninfo: String,
+    origin: DatabaseOrigin,
+    cluster: Option<EmbeddedCluster>,
+    connect_timeout: Duration,
+}
+
+impl Database {
+    /// Connects to the configured server, or starts the private cluster; fails within the
+    /// configured connect timeout when the server cannot be reached.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self> {
+        let timeout = config.connect_timeout();
+        if !config.url.is_empty() {
+            let (client, task) = postgres::connect(&config.url, timeout).await?;
+            drop(client);
+            let _ = task.await;
+            return Ok(Self {
+                conninfo: config.url.clone(),
+                origin: DatabaseOrigin::Url,
+                cluster: None,
+                connect_timeout: timeout,
+            });
+        }
+        let mut options = ClusterOptions::new(&config.data_dir);
+        if !config.pg_bin_dir.as_os_str().is_empty() {
+            options.bin_dir = Some(config.pg_bin_dir.clone());
+        }
+        let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+            .await
+            .context("the PostgreSQL bootstrap task failed")??;
+        postgres::ensure_database(&cluster.conninfo("postgres"), EMBEDDED_DATABASE, timeout)
+            .await?;
+        Ok(Self {
+            conninfo: cluster.conninfo(EMBEDDED_DATABASE),
+            origin: DatabaseOrigin::Embedded(cluster.start_kind()),
+            cluster: Some(cluster),
+            connect_timeout: timeout,
+        })
+    }
+
+    /// The connection string (may hold a password: log [`Database::display_target`] instead).
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// The connection string with any password redacted.
+    pub fn display_target(&self) -> String {
+        redact_conninfo(&self.conninfo)
+    }
+
+    /// Where the database came from.
+    pub fn origin(&self) -> DatabaseOrigin {
+        self.origin
+    }
+
+    /// A new connection.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        let (client, _task) = postgres::connect(&self.conninfo, self.connect_timeout).await?;
+        Ok(client)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        let mut client = self.connect().await?;
+        Ok(migrate::run(&mut client).await?)
+    }
+
+    /// A connection pool of `size` connections.
+    pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool> {
+        let mut pg: tokio_postgres::Config = self.conninfo.parse()?;
+        pg.connect_timeout(self.connect_timeout);
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        Ok(deadpool_postgres::Pool::builder(manager)
+            .max_size(size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(self.connect_timeout))
+            .create_timeout(Some(self.connect_timeout))
+            .build()?)
+    }
+
+    /// Releases the private cluster, stopping it when no other process uses it.
+    pub async fn close(mut self) -> Result<bool> {
+        let Some(mut cluster) = self.cluster.take() else {
+            return Ok(false);
+        };
+        let stopped = tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .context("the PostgreSQL stop task failed")??;
+        Ok(stopped)
+    }
+}
+
+/// The children of the supervision tree, in start order.
+fn children(_config: &Config) -> Vec<ChildSpec> {
+    Vec::new()
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    database: Database,
+    gateway: GatewayHandle,
+    api_addr: SocketAddr,
+    api_task: JoinHandle<std::io::Result<()>>,
+    api_shutdown: oneshot::Sender<()>,
+    migrations: MigrationReport,
+}
+
+impl Running {
+    /// Opens the database, migrates, starts the supervision tree and the HTTP listener on
+    /// `listen` (port 0 picks a free port).
+    pub async fn start(config: &Config, listen: SocketAddr) -> Result<Self> {
+        let database = Database::open(&config.database).await?;
+        let migrations = database.migrate().await?;
+        {
+            let client = database.connect().await?;
+            let yesterday = Utc::now().date_naive() - Days::new(1);
+            tradegate_actors::store::ensure_tradelog_partitions(
+                &client,
+                yesterday,
+                PARTITION_DAYS_AHEAD + 2,
+            )
+            .await?;
+        }
+        let pool = database.pool(config.database.pool_size)?;
+        let gateway = Gateway::start(children(config), config.supervisor.policy()).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (api.listen)"))?;
+        let api_addr = listener.local_addr()?;
+        let (api_shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let state = ApiState {
+            pool,
+            gateway: gateway.actor().clone(),
+            metrics: telemetry::metrics_handle(),
+        };
+        let api_task = tokio::spawn(api::serve(listener, state, async {
+            let _ = shutdown_rx.await;
+        }));
+        tracing::info!(api = %api_addr, database = %database.display_target(), "tradegate running");
+        Ok(Self {
+            database,
+            gateway,
+            api_addr,
+            api_task,
+            api_shutdown,
+            migrations,
+        })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The database in use.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Runs until `signal` completes (then stops cleanly) or the gateway gives up (then
+    /// stops and returns its error).
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
+        let outcome = tokio::select! {
+            () = signal => {
+                tracing::info!("shutting down");
+                None
+            }
+            result = self.gateway.wait() => Some(result),
+        };
+        match outcome {
+            None => self.stop().await.map(|_| ()),
+            Some(result) => {
+                let stopped = self.stop().await;
+                result?;
+                stopped.map(|_| ())
+            }
+        }
+    }
+
+    /// Stops the listener, then the tree (children drain first), then releases the database;
+    /// returns whether the private cluster was stopped.
+    pub async fn stop(self) -> Result<bool> {
+        let _ = self.api_shutdown.send(());
+        match self.api_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP listener ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "the HTTP listener task failed"),
+        }
+        let tree = self.gateway.shutdown().await;
+        let closed = self.database.close().await;
+        tree?;
+        closed
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// `tradegate run`.
+pub async fn run(config: &Config) -> Result<()> {
+    let running = Running::start(config, config.api.listen).await?;
+    println!(
+        "tradegate running: api http://{}, database {}",
+        running.api_addr(),
+        running.database().display_target()
+    );
+    running.run_until(shutdown_signal()).await
+}
+
+/// `tradegate migrate`.
+pub async fn migrate_command(config: &Config) -> Result<()> {
+    let database = Database::open(&config.database).await?;
+    let result = database.migrate().await;
+    let closed = database.close().await;
+    let report = result?;
+    closed?;
+    if report.applied.is_empty() {
+        println!(
+            "schema is up to date ({} migrations)",
+            migrate::embedded().len()
+        );
+    } else {
+        for name in &report.applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+/// `tradegate demo`: everything embedded, end to end, then a clean stop.
+pub async fn demo(config: &Config) -> Result<()> {
+    let started = Instant::now();
+    println!("tradegate demo");
+    let running = Running::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    match running.database().origin() {
+        DatabaseOrigin::Url => println!(
+            "  database:   {} (from configuration)",
+            running.database().display_target()
+        ),
+        DatabaseOrigin::Embedded(kind) => println!(
+            "  database:   private PostgreSQL cluster in {} ({})",
+            config.database.data_dir.display(),
+            match kind {
+                ClusterStart::Initialized => "initialized now",
+                ClusterStart::Started => "reused, started",
+                ClusterStart::AlreadyRunning => "reused, already running",
+            }
+        ),
+    }
+    if running.migrations.applied.is_empty() {
+        println!("  migrations: up to date");
+    } else {
+        println!(
+            "  migrations: applied {}",
+            running.migrations.applied.join(", ")
+        );
+    }
+    let health = check_health(running.api_addr()).await;
+    let stopped = match health {
+        Ok(health) => {
+            println!("  api:        http://{}", running.api_addr());
+            println!(
+                "  health:     {} (database ok: {}, latency {} ms)",
+                health.status, health.database.ok, health.database.latency_ms
+            );
+            println!(
+                "  actors:     gateway {}, {} children",
+                if health.actors.gateway { "running" } else { "not answering" },
+                health.actors.children.len()
+            );
+            for child in &health.actors.children {
+                println!(
+                    "              - {} {}",
+                    child["name"].as_str().unwrap_or("?"),
+                    child["state"].as_str().unwrap_or("?")
+                );
+            }
+            let status = health.status.clone();
+            let cluster_stopped = running.stop().await?;
+            anyhow::ensure!(status == "ok", "the gateway reported {status}");
+            Ok(cluster_stopped)
+        }
+        Err(e) => {
+            let _ = running.stop().await;
+            Err(e)
+        }
+    };
+    let cluster_stopped = stopped?;
+    println!(
+        "  stopped cleanly after {:.1}s{}",
+        started.elapsed().as_secs_f64(),
+        if cluster_stopped {
+            " (private cluster stopped)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// GETs `/health` from the running API.
+pub async fn check_health(addr: SocketAddr) -> Result<Health> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .context("GET /health")?;
+    Ok(response.json::<Health>().await.context("reading /health")?)
+}

@@ -1,0 +1,9 @@
+//! The `tradegate` binary's library: configuration, PostgreSQL bootstrap, migrations, the HTTP
+//! API and the assembly of the running gateway. The actors live in `tradegate-actors`.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod migrate;
+pub mod postgres;
+pub mod telemetry;

@@ -1,0 +1,59 @@
+//! Schema migrations (refinery, embedded at compile time), applied under a PostgreSQL advisory
+//! lock so that several processes starting at once apply each migration exactly once.
+
+use tokio_postgres::Client;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Key of the advisory lock held while migrating ("tradegate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7472_6164_6567_6174;
+
+/// A migration step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// Taking or releasing the advisory lock failed.
+    #[error("migration lock: {0}")]
+    Lock(#[source] tokio_postgres::Error),
+    /// A migration failed; nothing of it was applied.
+    #[error("migration failed: {0}")]
+    Refinery(#[source] refinery::Error),
+}
+
+/// The migrations applied by one run, as `V<version>__<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Newly applied, in order
+    pub applied: Vec<String>,
+}
+
+/// Applies every pending migration.
+pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(MigrateError::Lock)?;
+    let result = embedded::migrations::runner().run_async(client).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let report = result.map_err(MigrateError::Refinery)?;
+    unlock.map_err(MigrateError::Lock)?;
+    Ok(MigrationReport {
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(|m| format!("V{}__{}", m.version(), m.name()))
+            .collect(),
+    })
+}
+
+/// Every migration embedded in this binary, as `V<version>__<name>`.
+pub fn embedded() -> Vec<String> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect()
+}

@@ -159,6 +159,8 @@ impl Running {
             .await?;
         }
         let pool = database.pool(config.database.pool_size)?;
+        let metrics = telemetry::metrics_handle();
+        metrics::gauge!("tradegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let gateway = Gateway::start(children(config), config.supervisor.policy()).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -168,7 +170,7 @@ impl Running {
         let state = ApiState {
             pool,
             gateway: gateway.actor().clone(),
-            metrics: telemetry::metrics_handle(),
+            metrics,
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;
@@ -321,7 +323,11 @@ pub async fn demo(config: &Config) -> Result<()> {
             );
             println!(
                 "  actors:     gateway {}, {} children",
-                if health.actors.gateway { "running" } else { "not answering" },
+                if health.actors.gateway {
+                    "running"
+                } else {
+                    "not answering"
+                },
                 health.actors.children.len()
             );
             for child in &health.actors.children {
@@ -362,5 +368,5 @@ pub async fn check_health(addr: SocketAddr) -> Result<Health> {
         .send()
         .await
         .context("GET /health")?;
-    Ok(response.json::<Health>().await.context("reading /health")?)
+    response.json::<Health>().await.context("reading /health")
 }

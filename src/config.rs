@@ -53,7 +53,7 @@ impl Default for DatabaseConfig {
             url: String::new(),
             data_dir: PathBuf::from(".tradegate/pg"),
             pg_bin_dir: PathBuf::new(),
-            connect_timeout_secs: 10,
+            connect_timeout_secs: 5,
             pool_size: 8,
         }
     }
@@ -470,11 +470,9 @@ mod tests {
     #[test]
     fn env_values_are_typed_when_they_parse_as_toml() {
         let mut table = toml::Table::new();
-        let config =
-            apply_override(&mut table, "V", "supervisor", "max_restarts", "3").unwrap();
+        let config = apply_override(&mut table, "V", "supervisor", "max_restarts", "3").unwrap();
         assert_eq!(config.supervisor.max_restarts, 3);
-        let config =
-            apply_override(&mut table, "V", "api", "listen", "127.0.0.1:9100").unwrap();
+        let config = apply_override(&mut table, "V", "api", "listen", "127.0.0.1:9100").unwrap();
         assert_eq!(config.api.listen.port(), 9100);
     }
 }

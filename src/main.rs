@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     };
     telemetry::init_logging(&config.log.level);
     tradegate_actors::gateway::install_panic_hook();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

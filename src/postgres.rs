@@ -90,10 +90,10 @@ pub fn find_server_binaries(
     roots: &[&Path],
 ) -> Result<PathBuf, BootstrapError> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path_var) = path_var {
-        if let Some(dir) = std::env::split_paths(path_var).find(|d| has_both(d)) {
-            return Ok(dir);
-        }
+    if let Some(path_var) = path_var
+        && let Some(dir) = std::env::split_paths(path_var).find(|d| has_both(d))
+    {
+        return Ok(dir);
     }
     for root in roots {
         let Ok(entries) = std::fs::read_dir(root) else {
@@ -430,7 +430,9 @@ impl Drop for EmbeddedCluster {
             return;
         }
         match self.stop() {
-            Ok(true) => tracing::info!(data_dir = %self.data_dir.display(), "stopped the private PostgreSQL cluster"),
+            Ok(true) => {
+                tracing::info!(data_dir = %self.data_dir.display(), "stopped the private PostgreSQL cluster")
+            }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "could not stop the private PostgreSQL cluster"),
         }
@@ -444,7 +446,10 @@ fn command_error(program: &str, output: &Output, log: Option<&Path>) -> Bootstra
         text = format!("{text}\n{}", stdout.trim());
     }
     if let Some(tail) = log.and_then(|p| tail_of(p, 2_000)) {
-        text = format!("{text}\nserver log ({}):\n{tail}", log.unwrap_or(Path::new("")).display());
+        text = format!(
+            "{text}\nserver log ({}):\n{tail}",
+            log.unwrap_or(Path::new("")).display()
+        );
     }
     BootstrapError::Command {
         program: program.into(),
@@ -553,9 +558,10 @@ pub async fn connect(
         timeout_secs: timeout.as_secs(),
         reason,
     };
-    let mut config: tokio_postgres::Config = conninfo
-        .parse()
-        .map_err(|e: tokio_postgres::Error| connect_error(format!("invalid connection string: {e}")))?;
+    let mut config: tokio_postgres::Config =
+        conninfo.parse().map_err(|e: tokio_postgres::Error| {
+            connect_error(format!("invalid connection string: {e}"))
+        })?;
     config.connect_timeout(timeout);
     let started = Instant::now();
     let attempt = tokio::time::timeout(timeout, config.connect(NoTls)).await;
@@ -612,9 +618,9 @@ pub async fn ensure_database(
         let sql = format!("CREATE DATABASE {}", quote_ident(name));
         if let Err(source) = client.batch_execute(&sql).await {
             // another process may have created it in the meantime
-            let raced = source
-                .as_db_error()
-                .is_some_and(|db| db.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE);
+            let raced = source.as_db_error().is_some_and(|db| {
+                db.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE
+            });
             if !raced {
                 return Err(BootstrapError::Sql {
                     context: format!("creating database {name}"),
@@ -663,7 +669,10 @@ mod tests {
         .unwrap_err();
         let message = err.to_string();
         assert!(message.contains("apt-get install postgresql"), "{message}");
-        assert!(message.contains("/nonexistent/postgresql/*/bin"), "{message}");
+        assert!(
+            message.contains("/nonexistent/postgresql/*/bin"),
+            "{message}"
+        );
     }
 
     #[test]

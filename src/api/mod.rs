@@ -114,6 +114,11 @@ async fn health(State(state): State<ApiState>) -> Response {
             .unwrap_or_default(),
     };
     let healthy = database.ok && status.as_ref().is_some_and(GatewayStatus::all_running);
+    metrics::counter!(
+        "tradegate_health_checks_total",
+        "result" => if healthy { "ok" } else { "degraded" }
+    )
+    .increment(1);
     let body = Health {
         status: if healthy { "ok" } else { "degraded" }.into(),
         database,

@@ -143,8 +143,7 @@ impl Actor for Gateway {
                 if state.shutting_down {
                     return Ok(());
                 }
-                let Some(index) = state.children.iter().position(|c| c.spec.name() == name)
-                else {
+                let Some(index) = state.children.iter().position(|c| c.spec.name() == name) else {
                     return Ok(());
                 };
                 let spec = state.children[index].spec.clone();
@@ -274,13 +273,12 @@ impl GatewayState {
 /// Stops running children, last started first, each given time to drain.
 async fn stop_children(children: &mut [Child]) {
     for child in children.iter_mut().rev() {
-        if let Some(cell) = child.cell.take() {
-            if let Err(e) = cell
+        if let Some(cell) = child.cell.take()
+            && let Err(e) = cell
                 .stop_and_wait(Some("shutdown".to_string()), Some(CHILD_STOP_TIMEOUT))
                 .await
-            {
-                tracing::warn!(actor = child.spec.name(), error = %e, "child did not stop cleanly");
-            }
+        {
+            tracing::warn!(actor = child.spec.name(), error = %e, "child did not stop cleanly");
         }
         child.state = ChildState::Stopped;
         metrics::gauge!("tradegate_actor_up", "actor" => child.spec.name().to_string()).set(0.0);

@@ -106,7 +106,7 @@ fn fast_policy(max_restarts: u32) -> RestartPolicy {
 }
 
 async fn ping(name: &str) -> Option<u32> {
-    let actor: ActorRef<FlakyMsg> = ActorRef::where_is(name.to_string())?;
+    let actor: ActorRef<FlakyMsg> = ActorRef::where_is(name)?;
     ractor::call_t!(actor, FlakyMsg::Ping, 1_000).ok()
 }
 
@@ -134,7 +134,9 @@ async fn a_panicking_child_is_restarted_and_serves_messages_again() {
     let starts = Arc::new(AtomicU32::new(0));
     let spec = {
         let starts = starts.clone();
-        ChildSpec::new(name.clone(), move || (Flaky, (starts.clone(), Mode::Healthy)))
+        ChildSpec::new(name.clone(), move || {
+            (Flaky, (starts.clone(), Mode::Healthy))
+        })
     };
     let gateway = Gateway::start(vec![spec], fast_policy(3)).await.unwrap();
     assert_eq!(ping(&name).await, Some(1));
@@ -175,7 +177,9 @@ async fn a_child_that_keeps_failing_exhausts_the_budget_and_stops_the_gateway() 
     };
     let bystander = {
         let starts = Arc::new(AtomicU32::new(0));
-        ChildSpec::new(healthy.clone(), move || (Flaky, (starts.clone(), Mode::Healthy)))
+        ChildSpec::new(healthy.clone(), move || {
+            (Flaky, (starts.clone(), Mode::Healthy))
+        })
     };
     let mut gateway = Gateway::start(vec![bystander, spec], fast_policy(2))
         .await
@@ -196,7 +200,10 @@ async fn a_child_that_keeps_failing_exhausts_the_budget_and_stops_the_gateway() 
     assert_eq!(starts.load(Ordering::SeqCst), 3);
     let message = gateway.wait().await.unwrap_err().to_string();
     assert!(message.contains(&name), "{message}");
-    assert!(message.contains("lost the database connection"), "{message}");
+    assert!(
+        message.contains("lost the database connection"),
+        "{message}"
+    );
     // the rest of the tree was stopped too
     assert!(
         wait_until(Duration::from_secs(5), || async {
@@ -215,7 +222,9 @@ async fn failures_outside_the_window_do_not_count() {
     let starts = Arc::new(AtomicU32::new(0));
     let spec = {
         let starts = starts.clone();
-        ChildSpec::new(name.clone(), move || (Flaky, (starts.clone(), Mode::Healthy)))
+        ChildSpec::new(name.clone(), move || {
+            (Flaky, (starts.clone(), Mode::Healthy))
+        })
     };
     let policy = RestartPolicy {
         max_restarts: 1,

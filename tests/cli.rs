@@ -1,0 +1,262 @@
+//! The `tradegate` binary, run as a user runs it.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDb, scratch_dir, wait_until};
+
+fn tradegate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tradegate"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("TRADEGATE_CONFIG")
+        .env_remove("APCA_API_KEY_ID")
+        .env_remove("APCA_API_SECRET_KEY")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn demo_starts_a_private_cluster_from_scratch_and_reuses_it_the_second_time() {
+    let workdir = scratch_dir("demo");
+    let data_dir = workdir.join(".tradegate/pg");
+
+    let started = Instant::now();
+    let first = tradegate()
+        .arg("demo")
+        .current_dir(&workdir)
+        .output()
+        .unwrap();
+    let first_took = started.elapsed();
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("private PostgreSQL cluster in .tradegate/pg (initialized now)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("migrations: applied V1__audit_trail"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("health:     ok (database ok: true"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("gateway running"), "{stdout}");
+    assert!(stdout.contains("(private cluster stopped)"), "{stdout}");
+    assert!(data_dir.join("PG_VERSION").is_file());
+    assert!(
+        !data_dir.join("postmaster.pid").exists(),
+        "the server was left running"
+    );
+    let initialized_at = modified(&data_dir.join("PG_VERSION"));
+
+    let started = Instant::now();
+    let second = tradegate()
+        .arg("demo")
+        .current_dir(&workdir)
+        .output()
+        .unwrap();
+    let second_took = started.elapsed();
+    let (stdout, stderr) = text(&second);
+    assert!(
+        second.status.success(),
+        "second demo failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("(reused, started)"), "{stdout}");
+    assert!(stdout.contains("migrations: up to date"), "{stdout}");
+    assert!(
+        !data_dir.join("postmaster.pid").exists(),
+        "the server was left running"
+    );
+    // reused, not re-created
+    assert_eq!(modified(&data_dir.join("PG_VERSION")), initialized_at);
+    eprintln!("demo from scratch took {first_took:?}, with the cluster reused {second_took:?}");
+
+    std::fs::remove_dir_all(&workdir).unwrap();
+}
+
+/// A loopback port that accepts connections and never answers.
+fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(16) {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    port
+}
+
+#[test]
+fn an_unreachable_database_url_fails_clearly_within_ten_seconds() {
+    let port = silent_server();
+    let started = Instant::now();
+    let output = tradegate()
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://trader:hunter2@127.0.0.1:{port}/tg"),
+        )
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at postgres://trader:***@127.0.0.1:{port}/tg"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+
+    // a closed port is refused at once
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = tradegate()
+        .arg("demo")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://trader@127.0.0.1:{closed}/tg"),
+        )
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_named_and_exits_2() {
+    let output = tradegate()
+        .args(["--config", "/nonexistent/tg.toml", "demo"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains("config file /nonexistent/tg.toml not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["run", "migrate", "demo"] {
+        let output = tradegate().args([sub, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{sub} --help");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: tradegate"));
+    }
+}
+
+#[tokio::test]
+async fn migrate_twice_against_a_database_url() {
+    let db = TestDb::empty().await;
+    let run = || {
+        tradegate()
+            .arg("migrate")
+            .env("DATABASE_URL", &db.conninfo)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stdout.contains("applied V1__audit_trail"), "{stdout}");
+    assert!(stdout.contains("applied V3__tradelog"), "{stdout}");
+    let second = run();
+    let (stdout, stderr) = text(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stdout.starts_with("schema is up to date"), "{stdout}");
+}
+
+#[tokio::test]
+async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
+    let db = TestDb::new().await;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .arg("run")
+        .env_remove("TRADEGATE_CONFIG")
+        .env("DATABASE_URL", &db.conninfo)
+        .env("TRADEGATE_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let health = wait_until(Duration::from_secs(20), || async {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json::<serde_json::Value>().await.ok()
+    })
+    .await
+    .expect("/health never answered 200");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"]["ok"], true);
+    assert_eq!(health["actors"]["gateway"], true);
+
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let body = metrics.text().await.unwrap();
+    assert!(body.contains("tradegate_build_info{version=\""), "{body}");
+    assert!(
+        body.contains("tradegate_health_checks_total{result=\"ok\"}"),
+        "{body}"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("tradegate run did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -1,0 +1,69 @@
+//! `/health` tells the truth when the database goes away and comes back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{fast_settings, scratch_dir, wait_until};
+use tradegate::app::{Running, check_health};
+use tradegate::config::Config;
+use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database};
+
+#[tokio::test]
+async fn health_reports_a_lost_database_and_its_return() {
+    let dir = scratch_dir("health");
+    let mut options = ClusterOptions::new(dir.join("pg"));
+    options.settings = fast_settings();
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    ensure_database(&cluster.conninfo("postgres"), "tg", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut config = Config::default();
+    config.database.url = cluster.conninfo("tg");
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = running.api_addr();
+    assert_eq!(check_health(addr).await.unwrap().status, "ok");
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.force_stop().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let degraded = check_health(addr).await.unwrap();
+    assert_eq!(degraded.status, "degraded");
+    assert!(!degraded.database.ok);
+    assert!(degraded.database.error.is_some());
+    assert!(degraded.actors.gateway, "the tree itself is still up");
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let recovered = wait_until(Duration::from_secs(15), || async {
+        check_health(addr).await.ok().filter(|h| h.status == "ok")
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "health did not recover after the database returned"
+    );
+
+    running.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+    assert!(
+        !dir.join("pg/postmaster.pid").exists(),
+        "the cluster was not stopped"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

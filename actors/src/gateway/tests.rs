@@ -298,3 +298,58 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(policy.backoff(5), Duration::from_millis(1_000));
     assert_eq!(policy.backoff(u32::MAX), Duration::from_millis(1_000));
 }
+
+/// A `tracing` writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_inside_an_actor_is_reported_through_tracing() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let name = unique("flaky");
+    let spec = {
+        let starts = Arc::new(AtomicU32::new(0));
+        ChildSpec::new(name.clone(), move || {
+            (Flaky, (starts.clone(), Mode::Healthy))
+        })
+    };
+    let gateway = Gateway::start(vec![spec], fast_policy(3)).await.unwrap();
+    let actor: ActorRef<FlakyMsg> = ActorRef::where_is(name.clone()).unwrap();
+    actor.send_message(FlakyMsg::Panic).unwrap();
+    let restarted = wait_until(Duration::from_secs(5), || async {
+        ping(&name).await.filter(|i| *i == 2)
+    })
+    .await;
+    assert_eq!(restarted, Some(2));
+    gateway.shutdown().await.unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let panic_line = log
+        .lines()
+        .find(|l| l.contains("panic=deliberate panic in incarnation 1"))
+        .unwrap_or_else(|| panic!("the panic was not logged through tracing:\n{log}"));
+    assert!(panic_line.contains("ERROR"), "{panic_line}");
+    assert!(panic_line.contains("gateway/tests.rs"), "{panic_line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&name) && l.contains("restarting")),
+        "the restart was not logged:\n{log}"
+    );
+}

@@ -10,7 +10,11 @@ use chrono::{Days, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tradegate_actors::domain::{RawJson, TradeLogEvent};
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
+use tradegate_actors::trade_log_writer::{
+    self, TradeLog, TradeLogWriter, TradeLogWriterArgs, TradeLogWriterMessage,
+};
 
 use crate::api::{self, ApiState, Health};
 use crate::config::{Config, DatabaseConfig, redact_conninfo};
@@ -126,9 +130,17 @@ impl Database {
     }
 }
 
-/// The children of the supervision tree, in start order.
-fn children(_config: &Config) -> Vec<ChildSpec> {
-    Vec::new()
+/// The children of the supervision tree, in start order (stopped in reverse, so the
+/// TradeLogWriter, started first, drains last).
+fn children(config: &Config, conninfo: &str, trade_log: &TradeLog) -> Vec<ChildSpec> {
+    let writer = TradeLogWriterArgs {
+        log: trade_log.clone(),
+        config: config.tradelog.clone(),
+        conninfo: conninfo.to_string(),
+    };
+    vec![ChildSpec::new(trade_log_writer::NAME, move || {
+        (TradeLogWriter, writer.clone())
+    })]
 }
 
 /// A running gateway.
@@ -140,6 +152,7 @@ pub struct Running {
     api_task: JoinHandle<std::io::Result<()>>,
     api_shutdown: oneshot::Sender<()>,
     migrations: MigrationReport,
+    trade_log: TradeLog,
 }
 
 impl Running {
@@ -161,7 +174,12 @@ impl Running {
         let pool = database.pool(config.database.pool_size)?;
         let metrics = telemetry::metrics_handle();
         metrics::gauge!("tradegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        let gateway = Gateway::start(children(config), config.supervisor.policy()).await?;
+        let trade_log = TradeLog::new(config.tradelog.queue_capacity, config.tradelog.overflow);
+        let gateway = Gateway::start(
+            children(config, database.conninfo(), &trade_log),
+            config.supervisor.policy(),
+        )
+        .await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (api.listen)"))?;
@@ -183,7 +201,26 @@ impl Running {
             api_task,
             api_shutdown,
             migrations,
+            trade_log,
         })
+    }
+
+    /// The producer handle of the trade log.
+    pub fn trade_log(&self) -> &TradeLog {
+        &self.trade_log
+    }
+
+    /// Persists everything queued in the trade log (replaying spill files if the database
+    /// answers) and returns the writer's statistics.
+    pub async fn flush_trade_log(&self) -> Result<trade_log_writer::WriterStats> {
+        let writer =
+            ractor::ActorRef::<TradeLogWriterMessage>::where_is(trade_log_writer::NAME.to_string())
+                .context("the trade-log writer is not running")?;
+        Ok(ractor::call_t!(
+            writer,
+            |reply| TradeLogWriterMessage::Flush { reply },
+            60_000
+        )?)
     }
 
     /// Where the HTTP API listens.
@@ -313,6 +350,16 @@ pub async fn demo(config: &Config) -> Result<()> {
             running.migrations.applied.join(", ")
         );
     }
+    running.trade_log().log(TradeLogEvent::connectivity(
+        "demo",
+        None,
+        RawJson::from_value(&serde_json::json!({"event": "demo_started"})),
+    ));
+    let stats = running.flush_trade_log().await?;
+    println!(
+        "  trade log:  {} events written in {} batches, {} spilled, {} replayed",
+        stats.written, stats.batches, stats.spilled, stats.replayed
+    );
     let health = check_health(running.api_addr()).await;
     let stopped = match health {
         Ok(health) => {
@@ -356,6 +403,31 @@ pub async fn demo(config: &Config) -> Result<()> {
         } else {
             ""
         }
+    );
+    Ok(())
+}
+
+/// `tradegate tradelog export --day DATE`: writes one day of the trade log to
+/// `<out>/tradelog-DATE.jsonl.gz`.
+pub async fn export_trade_log(
+    config: &Config,
+    day: chrono::NaiveDate,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let database = Database::open(&config.database).await?;
+    let result = async {
+        database.migrate().await?;
+        let client = database.connect().await?;
+        let dir = out.unwrap_or(&config.tradelog.export_dir);
+        Ok::<_, anyhow::Error>(trade_log_writer::export_day(&client, day, dir).await?)
+    }
+    .await;
+    let closed = database.close().await;
+    let (path, rows) = result?;
+    closed?;
+    println!(
+        "exported {rows} trade-log rows of {day} to {}",
+        path.display()
     );
     Ok(())
 }

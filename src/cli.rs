@@ -27,4 +27,25 @@ pub enum Command {
     /// Start everything embedded (a private PostgreSQL, the actors, the API), check health,
     /// print what runs, stop cleanly and exit 0.
     Demo,
+    /// The unified trade log.
+    Tradelog {
+        /// What to do with it
+        #[command(subcommand)]
+        command: TradelogCommand,
+    },
+}
+
+/// `tradegate tradelog ...`
+#[derive(Debug, Subcommand)]
+pub enum TradelogCommand {
+    /// Write one UTC day of the trade log to a gzip-compressed JSONL file
+    /// (`tradelog-YYYY-MM-DD.jsonl.gz`, one JSON object per row).
+    Export {
+        /// The day, YYYY-MM-DD (UTC)
+        #[arg(long)]
+        day: chrono::NaiveDate,
+        /// Directory to write to (default: tradelog.export_dir)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Logging
     pub log: LogConfig,
+    /// The trade-log pipeline
+    pub tradelog: tradegate_actors::trade_log_writer::TradeLogConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
@@ -349,6 +351,9 @@ impl Config {
                     self.supervisor.backoff_base_ms
                 ),
             ));
+        }
+        if let Err((key, message)) = self.tradelog.validate() {
+            return Err(invalid(key, message));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("not a valid filter: {e}")));

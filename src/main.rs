@@ -34,6 +34,9 @@ fn main() -> ExitCode {
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,
             cli::Command::Demo => app::demo(&config).await,
+            cli::Command::Tradelog {
+                command: cli::TradelogCommand::Export { day, out },
+            } => app::export_trade_log(&config, day, out.as_deref()).await,
         }
     });
     match result {

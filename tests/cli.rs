@@ -206,6 +206,7 @@ async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
         .env_remove("TRADEGATE_CONFIG")
         .env("DATABASE_URL", &db.conninfo)
         .env("TRADEGATE_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TRADEGATE_TRADELOG__SPILL_DIR", scratch_dir("run-spill"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -24,6 +24,7 @@ async fn health_reports_a_lost_database_and_its_return() {
         .unwrap();
     let mut config = Config::default();
     config.database.url = cluster.conninfo("tg");
+    config.tradelog.spill_dir = dir.join("spill");
     let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();

@@ -15,5 +15,7 @@
 //! Children are registered by name and found with `ractor::registry::where_is`, because a
 //! restarted child is a new actor with a new id.
 
+pub mod domain;
 pub mod gateway;
 pub mod store;
+pub mod trade_log_writer;

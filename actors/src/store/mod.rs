@@ -1,6 +1,8 @@
 //! All SQL that reads or writes tradegate's tables: one documented function per statement,
 //! parameters always bound.
 
+pub mod tradelog;
+
 use chrono::NaiveDate;
 use tokio_postgres::GenericClient;
 
@@ -14,7 +16,7 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    fn new(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+    pub(crate) fn new(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |source| Self { context, source }
     }
 
@@ -22,6 +24,28 @@ impl StoreError {
     pub fn db_error(&self) -> &tokio_postgres::Error {
         &self.source
     }
+
+    /// The underlying database error, owned.
+    pub fn into_inner(self) -> tokio_postgres::Error {
+        self.source
+    }
+}
+
+/// Opens one connection (no TLS: tradegate talks to PostgreSQL on loopback or a unix socket)
+/// and drives it on a background task.
+pub async fn connect(
+    conninfo: &str,
+    timeout: std::time::Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = conninfo.parse()?;
+    config.connect_timeout(timeout);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
 }
 
 /// A trivial round trip, used by health checks.

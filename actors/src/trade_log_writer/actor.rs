@@ -1,0 +1,160 @@
+//! The TradeLogWriter actor: owns the writer loop (a task draining the queue), its spill
+//! directory, and the maintenance schedule. A restart recovers from disk: leftover spill files
+//! are replayed before new events are written.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::config::TradeLogConfig;
+use super::handle::TradeLog;
+use super::maintenance::run_maintenance;
+use super::messages::TradeLogWriterMessage;
+use super::spill::SpillStore;
+use super::worker::{Command, Worker};
+
+/// How long a stop may take to drain the queue.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The writer actor.
+#[derive(Debug, Default)]
+pub struct TradeLogWriter;
+
+/// What the writer is started with; cloned for every restart.
+#[derive(Debug, Clone)]
+pub struct TradeLogWriterArgs {
+    /// The queue producers push into (it outlives writer restarts)
+    pub log: TradeLog,
+    /// `[tradelog]`
+    pub config: TradeLogConfig,
+    /// Where to write
+    pub conninfo: String,
+}
+
+/// The writer's state.
+#[derive(Debug)]
+pub struct TradeLogWriterState {
+    commands: mpsc::Sender<Command>,
+    args: TradeLogWriterArgs,
+    maintenance: Option<JoinHandle<()>>,
+    schedule: Option<JoinHandle<()>>,
+}
+
+impl Actor for TradeLogWriter {
+    type Msg = TradeLogWriterMessage;
+    type State = TradeLogWriterState;
+    type Arguments = TradeLogWriterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let spill = SpillStore::open(&args.config.spill_dir, args.config.spill_file_max_bytes)?;
+        let (commands, receiver) = mpsc::channel(16);
+        let worker = Worker::new(
+            args.log.clone(),
+            args.config.clone(),
+            args.conninfo.clone(),
+            spill,
+        );
+        let task = tokio::spawn(worker.run(receiver));
+        let monitor = myself.clone();
+        tokio::spawn(async move {
+            let reason = match task.await {
+                Ok(()) => "the writer loop ended".to_string(),
+                Err(e) => format!("the writer loop failed: {e}"),
+            };
+            // fails harmlessly when the actor is already stopping
+            let _ = monitor.send_message(TradeLogWriterMessage::WorkerExited { reason });
+        });
+        Ok(TradeLogWriterState {
+            commands,
+            args,
+            maintenance: None,
+            schedule: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = myself.send_message(TradeLogWriterMessage::MaintenanceTick);
+        state.schedule = Some(myself.send_interval(
+            Duration::from_secs(state.args.config.maintenance_interval_secs),
+            || TradeLogWriterMessage::MaintenanceTick,
+        ));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TradeLogWriterMessage::Flush { reply } => {
+                let (tx, rx) = oneshot::channel();
+                state.commands.send(Command::Flush(tx)).await?;
+                let _ = reply.send(rx.await?);
+            }
+            TradeLogWriterMessage::Stats { reply } => {
+                let (tx, rx) = oneshot::channel();
+                state.commands.send(Command::Stats(tx)).await?;
+                let _ = reply.send(rx.await?);
+            }
+            TradeLogWriterMessage::RunMaintenance { today, reply } => {
+                let result = run_maintenance(&state.args.conninfo, &state.args.config, today)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            TradeLogWriterMessage::MaintenanceTick => {
+                if state.maintenance.as_ref().is_some_and(|t| !t.is_finished()) {
+                    return Ok(());
+                }
+                let conninfo = state.args.conninfo.clone();
+                let config = state.args.config.clone();
+                state.maintenance = Some(tokio::spawn(async move {
+                    let today = Utc::now().date_naive();
+                    if let Err(e) = run_maintenance(&conninfo, &config, today).await {
+                        metrics::counter!("tradegate_tradelog_errors_total", "kind" => "maintenance")
+                            .increment(1);
+                        tracing::warn!(error = %e, "trade-log maintenance failed; it runs again at the next interval");
+                    }
+                }));
+            }
+            TradeLogWriterMessage::WorkerExited { reason } => {
+                return Err(reason.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(schedule) = state.schedule.take() {
+            schedule.abort();
+        }
+        let (tx, rx) = oneshot::channel();
+        if state.commands.send(Command::Stop(tx)).await.is_ok() {
+            match tokio::time::timeout(DRAIN_TIMEOUT, rx).await {
+                Ok(Ok(stats)) => tracing::info!(?stats, "trade-log writer drained"),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::error!("trade-log writer did not drain within {DRAIN_TIMEOUT:?}")
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -3,6 +3,9 @@
 //! under `target/tmp/test-pg` and leaves running for the next test binary (`.ci/run` stops it).
 #![allow(dead_code)]
 
+pub mod pgproxy;
+pub mod writer;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

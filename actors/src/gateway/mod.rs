@@ -139,11 +139,20 @@ pub enum GatewayError {
 }
 
 /// Reports panics through `tracing` instead of raw stderr. Installed once per process by
-/// [`Gateway::start`]; ractor turns the panic itself into a supervision event.
+/// [`Gateway::start`]; ractor turns the panic itself into a supervision event. Where no
+/// `tracing` subscriber is active (a bare test, say) the previous hook still prints the panic,
+/// so it is never lost.
 pub fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let subscribed =
+                tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+            if !subscribed {
+                previous(info);
+                return;
+            }
             let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
                 (*s).to_string()
             } else if let Some(s) = info.payload().downcast_ref::<String>() {

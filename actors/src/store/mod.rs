@@ -6,13 +6,38 @@ pub mod tradelog;
 use chrono::NaiveDate;
 use tokio_postgres::GenericClient;
 
-/// A failed statement, with what was being done.
+/// A failed statement, with what was being done and the server's own message.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {source}")]
+#[error("{context}: {}", describe(source))]
 pub struct StoreError {
     context: &'static str,
     #[source]
     source: tokio_postgres::Error,
+}
+
+/// A database error as a person needs it: the server's message, SQLSTATE and detail, or the
+/// connection-level cause.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
 }
 
 impl StoreError {
@@ -72,4 +97,16 @@ pub async fn ensure_tradelog_partitions(
         .await
         .map_err(StoreError::new("creating tradelog partitions"))?;
     Ok(row.get(0))
+}
+
+/// Takes the session-level advisory lock that serializes trade-log maintenance; waits for it.
+pub async fn lock_tradelog_maintenance(client: &impl GenericClient) -> Result<(), StoreError> {
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtext('tradegate.tradelog_maintenance'))",
+            &[],
+        )
+        .await
+        .map_err(StoreError::new("locking trade-log maintenance"))?;
+    Ok(())
 }

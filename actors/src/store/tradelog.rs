@@ -264,58 +264,116 @@ pub async fn partition_row_count(
     if !exists {
         return Ok(None);
     }
-    let row = client
-        .query_one(
-            &format!("SELECT count(*) FROM {}", partition_name(day)),
-            &[],
-        )
+    table_row_count(client, &partition_name(day))
         .await
-        .map_err(StoreError::new("counting a tradelog partition"))?;
-    Ok(Some(row.get(0)))
+        .map(Some)
 }
 
-/// The partition name of `day` (`tradelog_pYYYYMMDD`; digits only, so safe to splice into SQL).
+/// Rows in a table of the trade log (a partition or a retired partition).
+pub async fn table_row_count(client: &impl GenericClient, table: &str) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {}", quote(table)), &[])
+        .await
+        .map_err(StoreError::new("counting a trade-log table"))?;
+    Ok(row.get(0))
+}
+
+/// The partition name of `day` (`tradelog_pYYYYMMDD`).
 pub fn partition_name(day: NaiveDate) -> String {
     format!("tradelog_p{}", day.format("%Y%m%d"))
 }
 
-/// Streams the rows of `day`'s partition as JSON objects (one per row, every column), in time
-/// order, to `sink`; returns how many.
-pub async fn export_partition_rows(
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Streams the rows of `table` (a partition or a retired partition) as JSON objects (one per
+/// row, every column), in time order, to `sink`; returns how many.
+pub async fn export_table_rows(
     client: &Client,
-    day: NaiveDate,
+    table: &str,
     mut sink: impl FnMut(&str) -> std::io::Result<()>,
 ) -> Result<u64, ExportError> {
     let sql = format!(
         "SELECT row_to_json(t)::text FROM {} t ORDER BY local_ts_us, event_id",
-        partition_name(day)
+        quote(table)
     );
     let stream = client
         .query_raw(&sql, std::iter::empty::<i32>())
         .await
-        .map_err(|e| ExportError::Db(StoreError::new("exporting a tradelog partition")(e)))?;
+        .map_err(|e| ExportError::Db(StoreError::new("exporting trade-log rows")(e)))?;
     pin_mut!(stream);
     let mut rows = 0;
     while let Some(row) = stream.next().await {
-        let row =
-            row.map_err(|e| ExportError::Db(StoreError::new("reading a tradelog partition")(e)))?;
+        let row = row.map_err(|e| ExportError::Db(StoreError::new("reading trade-log rows")(e)))?;
         sink(row.get::<_, &str>(0)).map_err(ExportError::Io)?;
         rows += 1;
     }
     Ok(rows)
 }
 
-/// Detaches `day`'s partition from `tradelog` and drops it.
-pub async fn drop_partition(client: &impl GenericClient, day: NaiveDate) -> Result<(), StoreError> {
+/// Retires `day`'s partition: detaches it from `tradelog` and renames it to
+/// `tradelog_retired_pYYYYMMDD_<suffix>`, in one short transaction. New events for that day
+/// then get a fresh partition, and the retired table can be exported at leisure. Returns the
+/// retired table's name.
+pub async fn retire_partition(
+    client: &mut Client,
+    day: NaiveDate,
+    suffix: i64,
+) -> Result<String, StoreError> {
     let name = partition_name(day);
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE tradelog DETACH PARTITION {name}; DROP TABLE {name}"
-        ))
+    let retired = format!("tradelog_retired_p{}_{suffix}", day.format("%Y%m%d"));
+    let tx = client
+        .transaction()
         .await
-        .map_err(StoreError::new(
-            "detaching and dropping a tradelog partition",
-        ))
+        .map_err(StoreError::new("retiring a trade-log partition"))?;
+    tx.batch_execute(&format!(
+        "ALTER TABLE tradelog DETACH PARTITION {}; ALTER TABLE {} RENAME TO {}",
+        quote(&name),
+        quote(&name),
+        quote(&retired)
+    ))
+    .await
+    .map_err(StoreError::new("detaching a trade-log partition"))?;
+    tx.commit()
+        .await
+        .map_err(StoreError::new("retiring a trade-log partition"))?;
+    Ok(retired)
+}
+
+/// Retired partitions waiting for export and drop, oldest day first: (day, table).
+pub async fn list_retired(
+    client: &impl GenericClient,
+) -> Result<Vec<(NaiveDate, String)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT relname::text FROM pg_class
+             WHERE relkind = 'r' AND relname LIKE 'tradelog\\_retired\\_p%'
+               AND relnamespace = current_schema()::regnamespace
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(StoreError::new("listing retired trade-log partitions"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.get(0);
+            let digits = name.strip_prefix("tradelog_retired_p")?.get(..8)?;
+            Some((NaiveDate::parse_from_str(digits, "%Y%m%d").ok()?, name))
+        })
+        .collect())
+}
+
+/// Drops a retired partition (after its export).
+pub async fn drop_retired(client: &impl GenericClient, table: &str) -> Result<(), StoreError> {
+    if !table.starts_with("tradelog_retired_p") {
+        return Ok(());
+    }
+    client
+        .batch_execute(&format!("DROP TABLE {}", quote(table)))
+        .await
+        .map_err(StoreError::new("dropping a retired trade-log partition"))
 }
 
 /// An export that failed.

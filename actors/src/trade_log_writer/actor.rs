@@ -110,6 +110,10 @@ impl Actor for TradeLogWriter {
                 let _ = reply.send(rx.await?);
             }
             TradeLogWriterMessage::RunMaintenance { today, reply } => {
+                // one maintenance at a time: let a scheduled run finish first
+                if let Some(running) = state.maintenance.take() {
+                    let _ = running.await;
+                }
                 let result = run_maintenance(&state.args.conninfo, &state.args.config, today)
                     .await
                     .map_err(|e| e.to_string());

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::config::TradeLogConfig;
+use crate::domain::now_us;
 use crate::store::{self, StoreError, tradelog};
 
 /// What one maintenance run did.
@@ -47,15 +48,19 @@ pub enum MaintenanceError {
     NoPartition(NaiveDate),
 }
 
-/// Creates partitions ahead of `today` and retires partitions older than the hot window.
+/// Creates partitions ahead of `today` and retires partitions older than the hot window:
+/// each is first detached and renamed (so no insert can reach it any more), then exported,
+/// then dropped. A retired table whose export fails is kept and retried on the next run.
 pub async fn run_maintenance(
     conninfo: &str,
     config: &TradeLogConfig,
     today: NaiveDate,
 ) -> Result<MaintenanceReport, MaintenanceError> {
-    let client = store::connect(conninfo, Duration::from_secs(10))
+    let mut client = store::connect(conninfo, Duration::from_secs(10))
         .await
         .map_err(MaintenanceError::Connect)?;
+    // one maintenance at a time across processes; released when this connection closes
+    store::lock_tradelog_maintenance(&client).await?;
     let mut report = MaintenanceReport {
         created_partitions: store::ensure_tradelog_partitions(
             &client,
@@ -69,41 +74,69 @@ pub async fn run_maintenance(
     };
     let cutoff = today - Days::new(u64::from(config.hot_days));
     for (day, _) in tradelog::list_partitions(&client).await? {
-        if day >= cutoff {
-            continue;
+        if day < cutoff {
+            let retired = tradelog::retire_partition(&mut client, day, now_us()).await?;
+            tracing::info!(%day, table = %retired, "detached a trade-log partition past the hot window");
         }
+    }
+    for (day, table) in tradelog::list_retired(&client).await? {
         if config.export_before_drop {
-            let (path, rows) = export_day(&client, day, &config.export_dir).await?;
-            tracing::info!(%day, rows, file = %path.display(), "exported a trade-log partition before retiring it");
+            let (path, rows) = export_table(&client, &table, day, &config.export_dir).await?;
+            tracing::info!(%day, rows, file = %path.display(), "exported a retired trade-log partition");
             report.exported.push((day, path, rows));
         }
-        tradelog::drop_partition(&client, day).await?;
-        tracing::info!(%day, "detached and dropped a trade-log partition past the hot window");
+        tradelog::drop_retired(&client, &table).await?;
+        tracing::info!(%day, table = %table, "dropped a retired trade-log partition");
         report.dropped.push(day);
     }
     Ok(report)
 }
 
-/// Writes `day`'s partition to `<dir>/tradelog-YYYY-MM-DD.jsonl.gz` (one JSON object per row,
-/// every column, in time order), fsynced and renamed into place only when complete and when its
-/// row count matches the table's. Returns the file and the row count.
+/// Writes the live partition of `day` to `<dir>/tradelog-YYYY-MM-DD.jsonl.gz` (see
+/// [`export_table`]). Returns the file and the row count.
 pub async fn export_day(
     client: &Client,
     day: NaiveDate,
     dir: &Path,
 ) -> Result<(PathBuf, u64), MaintenanceError> {
+    if tradelog::partition_row_count(client, day).await?.is_none() {
+        return Err(MaintenanceError::NoPartition(day));
+    }
+    export_table(client, &tradelog::partition_name(day), day, dir).await
+}
+
+/// Writes `table` to `<dir>/tradelog-YYYY-MM-DD[.N].jsonl.gz`, one JSON object per row (every
+/// column) in time order; the file is fsynced and renamed into place only when complete and
+/// when its row count matches the table's. An earlier export of the day is never overwritten.
+async fn export_table(
+    client: &Client,
+    table: &str,
+    day: NaiveDate,
+    dir: &Path,
+) -> Result<(PathBuf, u64), MaintenanceError> {
     let export_error = |message: String| MaintenanceError::Export { day, message };
-    let expected = tradelog::partition_row_count(client, day)
-        .await?
-        .ok_or(MaintenanceError::NoPartition(day))?;
+    let expected = tradelog::table_row_count(client, table).await?;
     std::fs::create_dir_all(dir)
         .map_err(|e| export_error(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join(format!("tradelog-{}.jsonl.gz", day.format("%Y-%m-%d")));
+    let path = (1..)
+        .map(|n| {
+            let suffix = if n == 1 {
+                String::new()
+            } else {
+                format!(".{n}")
+            };
+            dir.join(format!(
+                "tradelog-{}{suffix}.jsonl.gz",
+                day.format("%Y-%m-%d")
+            ))
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join("tradelog-export.jsonl.gz"));
     let partial = path.with_extension("gz.partial");
     let file = std::fs::File::create(&partial)
         .map_err(|e| export_error(format!("creating {}: {e}", partial.display())))?;
     let mut encoder = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
-    let rows = tradelog::export_partition_rows(client, day, |line| {
+    let rows = tradelog::export_table_rows(client, table, |line| {
         encoder.write_all(line.as_bytes())?;
         encoder.write_all(b"\n")
     })
@@ -116,11 +149,15 @@ pub async fn export_day(
     file.sync_all()
         .map_err(|e| export_error(format!("syncing {}: {e}", partial.display())))?;
     if i64::try_from(rows).unwrap_or(i64::MAX) != expected {
+        let _ = std::fs::remove_file(&partial);
         return Err(export_error(format!(
-            "exported {rows} rows but the partition holds {expected}; not retiring it"
+            "exported {rows} rows but the table holds {expected}; not dropping it"
         )));
     }
     std::fs::rename(&partial, &path)
         .map_err(|e| export_error(format!("renaming {}: {e}", partial.display())))?;
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
     Ok((path, rows))
 }

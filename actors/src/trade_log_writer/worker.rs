@@ -131,24 +131,14 @@ fn classify(e: &WriteError) -> Failure {
 }
 
 fn describe(e: &WriteError) -> String {
-    let WriteError::Db(e) = e else {
-        return "not connected".into();
-    };
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => {
-            let mut text = e.to_string();
-            if let Some(source) = std::error::Error::source(e) {
-                text.push_str(": ");
-                text.push_str(&source.to_string());
-            }
-            text
-        }
+    match e {
+        WriteError::Db(e) => store::describe(e),
+        WriteError::NotConnected => "not connected".into(),
     }
 }
 
 /// Why a gap row is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GapReason {
     QueueOverflow,
     MemoryBufferOverflow,
@@ -308,46 +298,52 @@ impl Worker {
         }
     }
 
+    /// Writes the current batch, with rows for any pending gaps in front. When the database
+    /// cannot take it, the batch is spilled; when even that fails, the events wait in memory
+    /// while the gaps stay pending as compact records (a gap is never itself lost).
     async fn persist_batch(&mut self) {
-        let mut events = std::mem::take(&mut self.batch);
+        let events = std::mem::take(&mut self.batch);
         self.batch_started = None;
         self.batch.reserve(self.config.batch_size);
-        self.take_gap_rows(&mut events);
-        if events.is_empty() {
+        if let Some(gap) = self.log.take_gap() {
+            self.add_gap(gap, GapReason::QueueOverflow);
+        }
+        let gaps = std::mem::take(&mut self.gaps);
+        if events.is_empty() && gaps.is_empty() {
             return;
         }
-        metrics::histogram!("tradegate_tradelog_batch_size").record(events.len() as f64);
+        let mut rows: Vec<TradeLogEvent> = gaps.iter().map(|(g, r)| gap_row(*g, *r)).collect();
+        rows.extend(events);
+        metrics::histogram!("tradegate_tradelog_batch_size").record(rows.len() as f64);
         if self.database_usable() {
             let started = Instant::now();
-            match self.write(&events, false).await {
+            match self.write(&rows, false).await {
                 Ok(_) => {
                     metrics::histogram!("tradegate_tradelog_insert_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    self.stats.written += events.len() as u64;
+                    self.stats.written += (rows.len() - gaps.len()) as u64;
+                    self.stats.gap_rows += gaps.len() as u64;
                     self.stats.batches += 1;
                     return;
                 }
                 Err(e) => self.database_failed(&e, "writing a batch"),
             }
         }
-        self.spill_or_buffer(events);
+        if self.spill_or_buffer(&rows[gaps.len()..], &rows[..gaps.len()]) {
+            self.stats.gap_rows += gaps.len() as u64;
+        } else {
+            for (gap, reason) in gaps {
+                self.add_gap(gap, reason);
+            }
+        }
     }
 
-    /// Turns recorded gaps (queue overflow from producers, and the writer's own) into gap rows
-    /// at the front of the batch.
-    fn take_gap_rows(&mut self, events: &mut Vec<TradeLogEvent>) {
-        let mut rows = Vec::new();
-        if let Some(gap) = self.log.take_gap() {
-            self.stats.dropped_on_overflow += gap.count;
-            rows.push(gap_row(gap, GapReason::QueueOverflow));
-        }
-        for (gap, reason) in self.gaps.drain(..) {
-            rows.push(gap_row(gap, reason));
-        }
-        if !rows.is_empty() {
-            self.stats.gap_rows += rows.len() as u64;
-            rows.append(events);
-            *events = rows;
+    /// Adds to the pending gap of the same reason (one record per reason, so memory stays
+    /// bounded however long an outage lasts).
+    fn add_gap(&mut self, gap: Gap, reason: GapReason) {
+        match self.gaps.iter_mut().find(|(_, r)| *r == reason) {
+            Some((pending, _)) => pending.add(gap),
+            None => self.gaps.push((gap, reason)),
         }
     }
 
@@ -374,22 +370,24 @@ impl Worker {
         );
     }
 
-    /// Appends to the spill file, or keeps the events in memory if that fails.
-    fn spill_or_buffer(&mut self, events: Vec<TradeLogEvent>) {
+    /// Appends `gap_rows` and `events` to the spill file; returns whether that worked. If it
+    /// did not, the events are kept in memory (the oldest beyond the limit are lost, counted
+    /// and recorded as a gap) and the caller keeps the gaps pending.
+    fn spill_or_buffer(&mut self, events: &[TradeLogEvent], gap_rows: &[TradeLogEvent]) -> bool {
         if !self.memory.is_empty() {
             let buffered: Vec<TradeLogEvent> = self.memory.iter().cloned().collect();
             if self.spill.append(&buffered).is_ok() {
-                self.stats.spilled += buffered.len() as u64;
-                metrics::counter!("tradegate_tradelog_spilled_events_total")
-                    .increment(buffered.len() as u64);
+                self.count_spilled(buffered.len());
                 self.memory.clear();
             }
         }
-        match self.spill.append(&events) {
+        let mut rows = Vec::with_capacity(gap_rows.len() + events.len());
+        rows.extend_from_slice(gap_rows);
+        rows.extend_from_slice(events);
+        let spilled = match self.spill.append(&rows) {
             Ok(()) => {
-                self.stats.spilled += events.len() as u64;
-                metrics::counter!("tradegate_tradelog_spilled_events_total")
-                    .increment(events.len() as u64);
+                self.count_spilled(rows.len());
+                true
             }
             Err(e) => {
                 metrics::counter!("tradegate_tradelog_errors_total", "kind" => "spill")
@@ -398,7 +396,7 @@ impl Worker {
                     error = %e,
                     "trade-log writer: cannot spill to disk; holding events in memory"
                 );
-                self.memory.extend(events);
+                self.memory.extend(events.iter().cloned());
                 let excess = self
                     .memory
                     .len()
@@ -415,9 +413,16 @@ impl Worker {
                     );
                     self.record_gap(&lost, GapReason::MemoryBufferOverflow);
                 }
+                false
             }
-        }
+        };
         metrics::gauge!("tradegate_tradelog_memory_buffered_events").set(self.memory.len() as f64);
+        spilled
+    }
+
+    fn count_spilled(&mut self, n: usize) {
+        self.stats.spilled += n as u64;
+        metrics::counter!("tradegate_tradelog_spilled_events_total").increment(n as u64);
     }
 
     fn record_gap(&mut self, events: &[TradeLogEvent], reason: GapReason) {
@@ -427,14 +432,14 @@ impl Worker {
         ) else {
             return;
         };
-        self.gaps.push((
+        self.add_gap(
             Gap {
                 count: events.len() as u64,
                 first_local_ts_us: first,
                 last_local_ts_us: last,
             },
             reason,
-        ));
+        );
     }
 
     async fn connect(&mut self) -> Result<(), WriteError> {
@@ -506,6 +511,10 @@ impl Worker {
         self.failures_in_a_row = 0;
         self.retry_at = None;
         self.stats.database_ok = true;
+        // gaps recorded while nothing could be written are written now
+        if !self.gaps.is_empty() && self.batch.is_empty() {
+            self.persist_batch().await;
+        }
     }
 
     async fn replay(&mut self, events: &[TradeLogEvent]) -> Result<(), WriteError> {
@@ -523,14 +532,14 @@ impl Worker {
             metrics::counter!("tradegate_tradelog_spill_torn_lines_total").increment(1);
             tracing::warn!(file = %path.display(), "trade-log spill file ended in a torn line (a crash mid-append); quarantined it");
             let at = read.events.last().map_or_else(now_us, |e| e.local_ts_us);
-            self.gaps.push((
+            self.add_gap(
                 Gap {
                     count: 1,
                     first_local_ts_us: at,
                     last_local_ts_us: at,
                 },
                 GapReason::SpillTornLine,
-            ));
+            );
         }
         if !read.corrupt.is_empty() {
             let corrupt = read.corrupt.len() as u64;
@@ -546,14 +555,14 @@ impl Worker {
             );
             let first = read.events.first().map_or_else(now_us, |e| e.local_ts_us);
             let last = read.events.last().map_or(first, |e| e.local_ts_us);
-            self.gaps.push((
+            self.add_gap(
                 Gap {
                     count: corrupt,
                     first_local_ts_us: first,
                     last_local_ts_us: last,
                 },
                 GapReason::SpillCorruptLine,
-            ));
+            );
         }
         let moved = match self.spill.quarantine(path, read) {
             Ok(moved) => moved.is_some(),

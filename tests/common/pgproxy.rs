@@ -1,0 +1,179 @@
+//! A PostgreSQL wire-protocol proxy on loopback for fault tests: it forwards TCP connections to a
+//! server's unix socket, and on command refuses connections ("database down") or cuts a
+//! connection right after the server has answered a COMMIT, so the client never learns that
+//! its transaction committed ("unknown commit outcome").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::watch;
+
+/// A running proxy.
+pub struct PgProxy {
+    /// Loopback port it listens on
+    pub port: u16,
+    cut_next_commit: Arc<AtomicBool>,
+    cuts: Arc<AtomicU32>,
+    down: watch::Sender<bool>,
+}
+
+impl PgProxy {
+    /// Proxies to the server whose unix socket directory is `socket_dir` (port 5432).
+    pub async fn start(socket_dir: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let socket = socket_dir.join(".s.PGSQL.5432");
+        let cut_next_commit = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicU32::new(0));
+        let (down, down_rx) = watch::channel(false);
+        {
+            let cut_next_commit = cut_next_commit.clone();
+            let cuts = cuts.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if *down_rx.borrow() {
+                        drop(client);
+                        continue;
+                    }
+                    tokio::spawn(proxy_connection(
+                        client,
+                        socket.clone(),
+                        cut_next_commit.clone(),
+                        cuts.clone(),
+                        down_rx.clone(),
+                    ));
+                }
+            });
+        }
+        Self {
+            port,
+            cut_next_commit,
+            cuts,
+            down,
+        }
+    }
+
+    /// A conninfo through the proxy for `dbname`.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Down: closes every open connection and refuses new ones. Up: accepts again.
+    pub fn set_down(&self, down: bool) {
+        let _ = self.down.send(down);
+    }
+
+    /// The next COMMIT is executed by the server, but its answer never reaches the client.
+    pub fn cut_next_commit(&self) {
+        self.cut_next_commit.store(true, Ordering::SeqCst);
+    }
+
+    /// How many connections were cut after a COMMIT.
+    pub fn cuts(&self) -> u32 {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+async fn proxy_connection(
+    client: TcpStream,
+    socket: PathBuf,
+    cut_next_commit: Arc<AtomicBool>,
+    cuts: Arc<AtomicU32>,
+    mut down: watch::Receiver<bool>,
+) {
+    let Ok(server) = UnixStream::connect(&socket).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let cutting = Arc::new(AtomicBool::new(false));
+
+    let upstream = {
+        let cutting = cutting.clone();
+        async move {
+            // the startup packet has no type byte: length, then payload
+            let mut length = [0u8; 4];
+            client_read.read_exact(&mut length).await?;
+            let mut startup = vec![0u8; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
+            client_read.read_exact(&mut startup).await?;
+            server_write.write_all(&length).await?;
+            server_write.write_all(&startup).await?;
+            loop {
+                let mut header = [0u8; 5];
+                client_read.read_exact(&mut header).await?;
+                let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                let mut body = vec![0u8; len.saturating_sub(4)];
+                client_read.read_exact(&mut body).await?;
+                if header[0] == b'Q'
+                    && body.starts_with(b"COMMIT")
+                    && cut_next_commit.swap(false, Ordering::SeqCst)
+                {
+                    cutting.store(true, Ordering::SeqCst);
+                }
+                server_write.write_all(&header).await?;
+                server_write.write_all(&body).await?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
+        }
+    };
+    let downstream = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut withheld: Vec<u8> = Vec::new();
+        loop {
+            let n = server_read.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            if !cutting.load(Ordering::SeqCst) {
+                client_write.write_all(&buffer[..n]).await?;
+                continue;
+            }
+            // withhold the COMMIT's answer; once the server is ready again it has committed
+            withheld.extend_from_slice(&buffer[..n]);
+            let mut at = 0;
+            while withheld.len() >= at + 5 {
+                let kind = withheld[at];
+                let len = u32::from_be_bytes([
+                    withheld[at + 1],
+                    withheld[at + 2],
+                    withheld[at + 3],
+                    withheld[at + 4],
+                ]) as usize;
+                if withheld.len() < at + 1 + len {
+                    break;
+                }
+                if kind == b'Z' {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                at += 1 + len;
+            }
+        }
+    };
+    let went_down = async move {
+        loop {
+            if *down.borrow() {
+                return;
+            }
+            if down.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    // whichever ends first ends the connection: both sockets close when dropped
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+        () = went_down => {}
+    }
+}

@@ -1,0 +1,768 @@
+//! The trade log against a real PostgreSQL: conservation through outages, unknown commit
+//! outcomes, damaged spill files, overflow accounting, secrets, poison rows and partitions.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use common::pgproxy::PgProxy;
+use common::writer::{
+    CONSERVED, OwnCluster, WriterUnderTest, conservation, gap_total, sample_event, store_oracle,
+    test_config,
+};
+use common::{TestDb, scratch_dir, wait_until};
+use tradegate_actors::domain::{OrderIds, RawJson, Side, TradeLogEvent, encode_http_request};
+use tradegate_actors::trade_log_writer::spill::{SpillStore, read_dead_letters};
+use tradegate_actors::trade_log_writer::{Overflow, TradeLogConfig, WriteMode};
+
+async fn row_count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn every_event_lands_exactly_once_across_a_database_restart() {
+    let mut db = OwnCluster::start("conservation").await;
+    let spill = scratch_dir("conservation-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let events: Vec<TradeLogEvent> = (0..30_000).map(sample_event).collect();
+    let (first, rest) = events.split_at(10_000);
+    let (second, third) = rest.split_at(10_000);
+
+    writer.log.log_all(first.iter().cloned());
+    let client = db.client().await;
+    let some_committed = wait_until(Duration::from_secs(20), || async {
+        (row_count(&client, "SELECT count(*) FROM tradelog").await > 0).then_some(())
+    })
+    .await;
+    assert!(some_committed.is_some());
+    drop(client);
+
+    // the database goes away mid-stream; producers carry on
+    db.stop_server().await;
+    writer.log.log_all(second.iter().cloned());
+    let spilled = wait_until(Duration::from_secs(20), || async {
+        let stats = writer.stats().await;
+        (stats.spilled > 0 && writer.log.queued() == 0).then_some(stats)
+    })
+    .await
+    .expect("nothing was spilled while the database was down");
+    assert!(spilled.db_errors > 0);
+    assert!(!spilled.database_ok);
+    db.start_server().await;
+    writer.log.log_all(third.iter().cloned());
+
+    let stats = writer.flush().await;
+    assert!(stats.spilled > 0, "{stats:?}");
+    assert!(stats.replayed > 0, "the replay path did not run: {stats:?}");
+    assert_eq!(stats.spill_files_pending, 0, "{stats:?}");
+    assert_eq!(
+        stats.dead_letters + stats.lost + stats.dropped_on_overflow,
+        0,
+        "{stats:?}"
+    );
+
+    let client = db.client().await;
+    store_oracle(&client, &events).await;
+    assert_eq!(conservation(&client).await, CONSERVED);
+    // exact decimals survived the spill file and the replay
+    let exact = row_count(
+        &client,
+        "SELECT count(*) FROM tradelog WHERE body::text LIKE '%\"last_px\": 42000.500000000000000001%'
+           AND last_px = 42000.500000000000000001",
+    )
+    .await;
+    assert_eq!(exact, 30_000);
+
+    // a new event still gets through
+    let after = sample_event(99_999);
+    writer.log.log(after.clone());
+    writer.flush().await;
+    let found = client
+        .query_one(
+            "SELECT count(*) FROM tradelog WHERE event_id = $1",
+            &[&after.event_id],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(found, 1);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_during_commit_is_replayed_without_duplicates() {
+    let db = OwnCluster::start("commit-cut").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("commit-cut-spill");
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), test_config(&spill)).await;
+    // a first batch establishes the connection and the partitions
+    let warmup: Vec<TradeLogEvent> = (0..10).map(sample_event).collect();
+    writer.log.log_all(warmup.iter().cloned());
+    writer.flush().await;
+
+    proxy.cut_next_commit();
+    let batch: Vec<TradeLogEvent> = (10..160).map(sample_event).collect();
+    writer.log.log_all(batch.iter().cloned());
+    let stats = writer.flush().await;
+    assert_eq!(proxy.cuts(), 1, "the commit was not cut");
+    // the batch committed, the writer could not know, spilled it, and the replay found it all
+    assert_eq!(stats.spilled, 150, "{stats:?}");
+    assert_eq!(stats.replay_duplicates, 150, "{stats:?}");
+    assert_eq!(stats.replayed, 0, "{stats:?}");
+
+    let client = db.client().await;
+    let all: Vec<TradeLogEvent> = warmup.into_iter().chain(batch).collect();
+    store_oracle(&client, &all).await;
+    assert_eq!(conservation(&client).await, CONSERVED);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn torn_corrupt_and_duplicated_spill_files_are_handled_and_the_rest_lands() {
+    let db = OwnCluster::start("damaged-spill").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("damaged-spill");
+    let mut config = test_config(&spill);
+    config.spill_file_max_bytes = 40 * 1024;
+    config.batch_size = 40;
+    let events: Vec<TradeLogEvent> = (0..600).map(sample_event).collect();
+
+    // everything spills while the database is unreachable
+    proxy.set_down(true);
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), config.clone()).await;
+    writer.log.log_all(events.iter().cloned());
+    writer.stop().await;
+    let store = SpillStore::open(&spill, config.spill_file_max_bytes).unwrap();
+    let files = store.closed_files().unwrap();
+    drop(store);
+    assert!(
+        files.len() >= 4,
+        "expected several spill files, got {}",
+        files.len()
+    );
+
+    // 1: torn last line, as after a crash mid-append
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &bytes[..bytes.len() - 40]).unwrap();
+    let torn_event = SpillStore::read(&files[0]).unwrap();
+    assert!(torn_event.torn.is_some());
+    // 2: a flipped byte in the middle of the file
+    let mut bytes = std::fs::read(&files[1]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] = if bytes[middle] == b'7' { b'8' } else { b'7' };
+    std::fs::write(&files[1], &bytes).unwrap();
+    let corrupt = SpillStore::read(&files[1]).unwrap();
+    assert_eq!(corrupt.corrupt.len(), 1);
+    // 3: a duplicated file
+    let copy = files[2].with_file_name(
+        files[2]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("spill-", "spill-9"),
+    );
+    std::fs::copy(&files[2], &copy).unwrap();
+    let duplicated = SpillStore::read(&files[2]).unwrap().events.len() as u64;
+
+    proxy.set_down(false);
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), config).await;
+    let stats = writer.flush().await;
+    assert_eq!(stats.torn_lines, 1, "{stats:?}");
+    assert_eq!(stats.corrupt_lines, 1, "{stats:?}");
+    assert_eq!(stats.quarantined_files, 1, "{stats:?}");
+    assert!(stats.replay_duplicates >= duplicated, "{stats:?}");
+    assert_eq!(stats.spill_files_pending, 0, "{stats:?}");
+
+    let client = db.client().await;
+    store_oracle(&client, &events).await;
+    let result = conservation(&client).await;
+    // exactly the torn and the corrupt line are missing; nothing is doubled or altered
+    assert_eq!(result.missing, 2, "{result:?}");
+    assert_eq!(
+        (result.doubled, result.altered, result.unexpected),
+        (0, 0, 0)
+    );
+    assert_eq!(gap_total(&client, "spill_torn_line").await, 1);
+    assert_eq!(gap_total(&client, "spill_corrupt_line").await, 1);
+    let quarantine = spill.join("quarantine");
+    let name = files[1].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        quarantine.join(&name).is_file(),
+        "the corrupt file was not kept"
+    );
+    assert!(quarantine.join(format!("{name}.report.json")).is_file());
+    let torn_name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(quarantine.join(format!("{torn_name}.torn")).is_file());
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_drops_are_counted_exactly_and_recorded_as_gaps() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("overflow-spill");
+    let config = TradeLogConfig {
+        queue_capacity: 16,
+        batch_size: 8,
+        ..test_config(&spill)
+    };
+    let writer = WriterUnderTest::start(&db.conninfo, config).await;
+    let mut threads = Vec::new();
+    for t in 0..4u64 {
+        let log = writer.log.clone();
+        threads.push(std::thread::spawn(move || {
+            for i in 0..5_000 {
+                log.log(sample_event(t * 1_000_000 + i));
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = writer.flush().await;
+    let dropped = writer.log.dropped_total();
+    assert!(dropped > 0, "the flood did not overflow a 16-event queue");
+    assert_eq!(stats.dropped_on_overflow, dropped);
+
+    let client = db.client().await;
+    let stored = row_count(
+        &client,
+        "SELECT count(*) FROM tradelog WHERE event_type <> 90",
+    )
+    .await;
+    let distinct = row_count(
+        &client,
+        "SELECT count(DISTINCT event_id) FROM tradelog WHERE event_type <> 90",
+    )
+    .await;
+    assert_eq!(stored, distinct);
+    assert_eq!(
+        stored + dropped as i64,
+        20_000,
+        "dropped counter disagrees with the table"
+    );
+    assert_eq!(gap_total(&client, "queue_overflow").await, dropped as i64);
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_mode_loses_nothing() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("block-spill");
+    let config = TradeLogConfig {
+        queue_capacity: 16,
+        batch_size: 8,
+        overflow: Overflow::Block,
+        ..test_config(&spill)
+    };
+    let writer = WriterUnderTest::start(&db.conninfo, config).await;
+    let log = writer.log.clone();
+    // a producer that blocks must not block the runtime the writer runs on
+    tokio::task::spawn_blocking(move || {
+        for i in 0..3_000 {
+            log.log(sample_event(i));
+        }
+    })
+    .await
+    .unwrap();
+    writer.flush().await;
+    assert_eq!(writer.log.dropped_total(), 0);
+    let client = db.client().await;
+    assert_eq!(
+        row_count(&client, "SELECT count(*) FROM tradelog").await,
+        3_000
+    );
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn requests_are_stored_without_keys_secrets_or_signatures() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("secrets-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let body = encode_http_request(
+        "POST",
+        "/v2/orders",
+        &[("signature".into(), "sig-value-123".into())],
+        &[
+            ("APCA-API-KEY-ID".into(), "PK-key-id-456".into()),
+            ("APCA-API-SECRET-KEY".into(), "secret-key-789".into()),
+        ],
+        Some(
+            r#"{"symbol":"AAPL","qty":"10","side":"buy","apiKey":"api-key-abc","secret":"secret-def","client_order_id":"d-1"}"#,
+        ),
+    );
+    let ids = OrderIds {
+        cl_ord_id: Some("d-1".into()),
+        symbol: Some("AAPL".into()),
+        ..OrderIds::default()
+    };
+    writer.log.log(TradeLogEvent::request_order_new(
+        &ids,
+        Some(Side::Buy),
+        Some(10.into()),
+        None,
+        body,
+    ));
+    writer.flush().await;
+    let client = db.client().await;
+    let stored: String = client
+        .query_one("SELECT body::text FROM tradelog WHERE event_type = 10", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for secret in [
+        "sig-value-123",
+        "PK-key-id-456",
+        "secret-key-789",
+        "api-key-abc",
+        "secret-def",
+        "APCA-API",
+        "apiKey",
+        "signature",
+    ] {
+        assert!(!stored.contains(secret), "{secret} was stored: {stored}");
+    }
+    assert!(stored.contains(r#""transport": "http""#), "{stored}");
+    assert!(stored.contains(r#""client_order_id": "d-1""#), "{stored}");
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn poison_rows_go_to_the_dead_letter_file_and_the_rest_of_the_batch_lands() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("poison-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let mut good: Vec<TradeLogEvent> = (0..50).map(sample_event).collect();
+    let mut negative = sample_event(1_000);
+    negative.last_qty = Some((-1).into());
+    let mut overflow = sample_event(1_001);
+    overflow.ord_qty = Some("1000000000000000000000000".parse().unwrap());
+    let mut nul = sample_event(1_002);
+    nul.symbol = Some("AA\0PL".into());
+    let poison = [negative.event_id, overflow.event_id, nul.event_id];
+    let mut batch = good.split_off(25);
+    batch.extend([negative, overflow, nul]);
+    batch.append(&mut good);
+    writer.log.log_all(batch);
+    let stats = writer.flush().await;
+    assert_eq!(stats.dead_letters, 3, "{stats:?}");
+
+    let client = db.client().await;
+    assert_eq!(
+        row_count(
+            &client,
+            "SELECT count(*) FROM tradelog WHERE event_type <> 90"
+        )
+        .await,
+        50
+    );
+    assert_eq!(gap_total(&client, "dead_letter").await, 3);
+    let letters = read_dead_letters(&spill.join("dead-letter"));
+    assert_eq!(letters.len(), 3);
+    let mut states: Vec<String> = letters
+        .iter()
+        .map(|l| l["sqlstate"].as_str().unwrap().to_string())
+        .collect();
+    states.sort();
+    assert_eq!(states, ["22003", "22021", "23514"]);
+    for letter in &letters {
+        let id: uuid::Uuid = letter["event"]["event_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(poison.contains(&id));
+        assert!(!letter["error"].as_str().unwrap().is_empty());
+    }
+    // the writer carries on
+    writer.log.log(sample_event(2_000));
+    writer.flush().await;
+    assert_eq!(
+        row_count(
+            &client,
+            "SELECT count(*) FROM tradelog WHERE event_type <> 90"
+        )
+        .await,
+        51
+    );
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn the_insert_path_writes_and_dedupes_like_copy() {
+    let db = OwnCluster::start("insert-mode").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("insert-spill");
+    let config = TradeLogConfig {
+        write_mode: WriteMode::Insert,
+        ..test_config(&spill)
+    };
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), config).await;
+    let events: Vec<TradeLogEvent> = (0..1_000).map(sample_event).collect();
+    writer.log.log_all(events[..500].iter().cloned());
+    writer.flush().await;
+    proxy.cut_next_commit();
+    writer.log.log_all(events[500..].iter().cloned());
+    let stats = writer.flush().await;
+    assert_eq!(stats.write_mode, "insert");
+    assert_eq!(proxy.cuts(), 1);
+    assert!(stats.replay_duplicates > 0, "{stats:?}");
+    let client = db.client().await;
+    store_oracle(&client, &events).await;
+    assert_eq!(conservation(&client).await, CONSERVED);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn leftover_spill_files_are_replayed_when_a_writer_starts() {
+    let db = OwnCluster::start("leftover").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("leftover-spill");
+    let events: Vec<TradeLogEvent> = (0..700).map(sample_event).collect();
+    proxy.set_down(true);
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), test_config(&spill)).await;
+    writer.log.log_all(events.iter().cloned());
+    // a clean stop drains the queue into the spill directory
+    writer.stop().await;
+    let client = db.client().await;
+    assert_eq!(row_count(&client, "SELECT count(*) FROM tradelog").await, 0);
+
+    proxy.set_down(false);
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), test_config(&spill)).await;
+    let replayed = wait_until(Duration::from_secs(20), || async {
+        let stats = writer.stats().await;
+        (stats.replayed == 700).then_some(stats)
+    })
+    .await;
+    assert!(
+        replayed.is_some(),
+        "leftover spill files were not replayed on start"
+    );
+    store_oracle(&client, &events).await;
+    assert_eq!(conservation(&client).await, CONSERVED);
+    assert_eq!(writer.stats().await.spill_files_pending, 0);
+    writer.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_unwritable_spill_directory_buffers_in_memory_then_counts_every_loss() {
+    let db = OwnCluster::start("no-spill").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("no-spill");
+    let config = TradeLogConfig {
+        memory_buffer_events: 300,
+        ..test_config(&spill)
+    };
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), config).await;
+    proxy.set_down(true);
+    // the spill directory disappears and a file stands in its way
+    std::fs::remove_dir_all(&spill).unwrap();
+    std::fs::write(&spill, b"not a directory").unwrap();
+    let events: Vec<TradeLogEvent> = (0..1_000).map(sample_event).collect();
+    writer.log.log_all(events.iter().cloned());
+    let stats = wait_until(Duration::from_secs(20), || async {
+        let stats = writer.stats().await;
+        (writer.log.queued() == 0 && stats.memory_buffered + stats.lost as usize == 1_000)
+            .then_some(stats)
+    })
+    .await
+    .expect("the writer did not take every event");
+    assert_eq!(stats.memory_buffered, 300, "{stats:?}");
+    assert_eq!(stats.lost, 700, "{stats:?}");
+
+    proxy.set_down(false);
+    let stats = writer.flush().await;
+    assert_eq!(stats.memory_buffered, 0, "{stats:?}");
+    let client = db.client().await;
+    // the newest 300 were kept; the 700 lost are accounted for by gap rows
+    assert_eq!(
+        row_count(
+            &client,
+            "SELECT count(*) FROM tradelog WHERE event_type <> 90"
+        )
+        .await,
+        300
+    );
+    assert_eq!(gap_total(&client, "memory_buffer_overflow").await, 700);
+    writer.stop().await;
+    std::fs::remove_file(&spill).unwrap();
+}
+
+fn at(day: NaiveDate, micros_into_day: i64) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
+        + micros_into_day
+}
+
+#[tokio::test]
+async fn a_batch_across_midnight_utc_lands_in_both_partitions() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("midnight-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let day = NaiveDate::from_ymd_opt(2032, 2, 28).unwrap();
+    let next = day.succ_opt().unwrap();
+    let mut before = sample_event(1);
+    before.local_ts_us = at(next, -1);
+    let mut after = sample_event(2);
+    after.local_ts_us = at(next, 0);
+    writer.log.log_all([before.clone(), after.clone()]);
+    writer.flush().await;
+    let client = db.client().await;
+    let placed: Vec<(String, uuid::Uuid)> = client
+        .query(
+            "SELECT tableoid::regclass::text, event_id FROM tradelog WHERE event_type <> 90 ORDER BY local_ts_us",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            ("tradelog_p20320228".to_string(), before.event_id),
+            ("tradelog_p20320229".to_string(), after.event_id),
+        ]
+    );
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_exports_then_drops_old_partitions_while_inserts_continue() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("retention-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let today = Utc::now().date_naive();
+    // the run scheduled at start finds nothing to retire yet
+    let first = writer.maintenance(today).await.unwrap();
+    assert!(first.dropped.is_empty(), "{first:?}");
+    let old = today - Days::new(100);
+    let older = today - Days::new(120);
+    let recent = today - Days::new(10);
+    let mut seeded = Vec::new();
+    for (n, day) in [(30u64, old), (20, older), (10, recent)] {
+        for i in 0..n {
+            let mut e = sample_event(n * 1_000 + i);
+            e.local_ts_us = at(day, i64::try_from(i).unwrap() * 1_000_000);
+            seeded.push(e);
+        }
+    }
+    writer.log.log_all(seeded);
+    writer.flush().await;
+
+    // a producer keeps logging today's events while retention runs
+    let log = writer.log.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                log.log(sample_event(10_000_000 + sent));
+                sent += 1;
+                if sent % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            sent
+        })
+    };
+    let report = writer.maintenance(today).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = producer.join().unwrap();
+    writer.flush().await;
+    assert!(!report.dropped.is_empty(), "{report:?}");
+
+    // every seeded row of the retired days is in an export (the scheduled run at start may
+    // have taken part of them into a file of its own), and nothing of them is left behind
+    let export_dir = &writer.config.export_dir;
+    for (day, expected) in [(old, 30usize), (older, 20)] {
+        let prefix = format!("tradelog-{}", day.format("%Y-%m-%d"));
+        let mut lines: Vec<serde_json::Value> = Vec::new();
+        for entry in std::fs::read_dir(export_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.starts_with(&prefix) && name.ends_with(".jsonl.gz")) {
+                continue;
+            }
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            lines.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+            );
+        }
+        assert_eq!(lines.len(), expected, "exports of {day}");
+        assert!(lines.iter().all(|l| l["body"]["exec_type"] == "XTrade"));
+        let mut ids: Vec<&str> = lines
+            .iter()
+            .map(|l| l["event_id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), expected, "an exported row is doubled");
+    }
+    let client = db.client().await;
+    let partitions: Vec<String> = tradegate_actors::store::tradelog::list_partitions(&client)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    assert!(!partitions.contains(&format!("tradelog_p{}", old.format("%Y%m%d"))));
+    assert!(!partitions.contains(&format!("tradelog_p{}", older.format("%Y%m%d"))));
+    assert!(partitions.contains(&format!("tradelog_p{}", recent.format("%Y%m%d"))));
+    assert!(partitions.contains(&format!(
+        "tradelog_p{}",
+        (today + Days::new(7)).format("%Y%m%d")
+    )));
+    assert!(
+        tradegate_actors::store::tradelog::list_retired(&client)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        row_count(&client, "SELECT count(*) FROM tradelog WHERE source = 'test' AND local_ts_us >= (extract(epoch FROM current_date) * 1e6)::bigint").await,
+        sent as i64,
+        "events logged during retention were lost"
+    );
+    assert_eq!(
+        row_count(
+            &client,
+            "SELECT count(*) FROM tradelog WHERE local_ts < now() - interval '30 days'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(row_count(&client, "SELECT count(*) FROM tradelog WHERE local_ts_us < (extract(epoch FROM current_date - 30) * 1e6)::bigint").await, 0);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_retired_partition_whose_export_fails_is_kept_for_the_next_run() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("retire-fail-spill");
+    let mut config = test_config(&spill);
+    let today = Utc::now().date_naive();
+    let old = today - Days::new(200);
+    let client = db.client().await;
+    tradegate_actors::store::ensure_tradelog_partitions(&client, old, 1)
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO tradelog (event_id, local_ts_us, event_type) VALUES (gen_random_uuid(), $1, 90)",
+            &[&at(old, 5)],
+        )
+        .await
+        .unwrap();
+
+    // the export directory cannot be created: a file is in the way
+    let blocked = spill.join("blocked");
+    std::fs::write(&blocked, b"x").unwrap();
+    config.export_dir = blocked.join("exports");
+    let err = tradegate_actors::trade_log_writer::run_maintenance(&db.conninfo, &config, today)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exporting the trade log of"),
+        "{err}"
+    );
+    let retired = tradegate_actors::store::tradelog::list_retired(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        retired.len(),
+        1,
+        "the detached partition must be kept until exported"
+    );
+    assert_eq!(
+        row_count(&client, &format!("SELECT count(*) FROM {}", retired[0].1)).await,
+        1
+    );
+
+    config.export_dir = spill.join("exports-ok");
+    let report = tradegate_actors::trade_log_writer::run_maintenance(&db.conninfo, &config, today)
+        .await
+        .unwrap();
+    assert_eq!(report.dropped, vec![old]);
+    assert_eq!(report.exported[0].2, 1);
+    assert!(
+        tradegate_actors::store::tradelog::list_retired(&client)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn tradelog_export_writes_a_day_and_names_a_missing_one() {
+    let db = TestDb::new().await;
+    let spill = scratch_dir("export-spill");
+    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    let day = NaiveDate::from_ymd_opt(2030, 6, 1).unwrap();
+    let events: Vec<TradeLogEvent> = (0..5)
+        .map(|i| {
+            let mut e = sample_event(i);
+            e.local_ts_us = at(day, i64::try_from(i).unwrap());
+            e
+        })
+        .collect();
+    writer.log.log_all(events);
+    writer.flush().await;
+    writer.stop().await;
+
+    let out = scratch_dir("export-out");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .args(["tradelog", "export", "--day", "2030-06-01", "--out"])
+        .arg(&out)
+        .env("DATABASE_URL", &db.conninfo)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("exported 5 trade-log rows of 2030-06-01"),
+        "{stdout}"
+    );
+    assert!(out.join("tradelog-2030-06-01.jsonl.gz").is_file());
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .args(["tradelog", "export", "--day", "2030-06-02", "--out"])
+        .arg(&out)
+        .env("DATABASE_URL", &db.conninfo)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("there is no trade-log partition for 2030-06-02"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn gap_rows_describe_the_hole() {
+    let gap = TradeLogEvent::gap(7, 100, 200, "queue_overflow");
+    let body: serde_json::Value = serde_json::from_str(gap.body.as_str()).unwrap();
+    assert_eq!(body["gap"]["dropped"], 7);
+    assert_eq!(body["gap"]["first_local_ts_us"], 100);
+    assert_eq!(body["gap"]["last_local_ts_us"], 200);
+    assert_eq!(gap.event_type.code(), 90);
+    let _ = RawJson::default();
+}

@@ -48,4 +48,17 @@ pub enum TradelogCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Start the gateway and push synthetic execution events through the trade log (to size
+    /// a deployment or exercise it under faults); prints the writer's statistics as JSON.
+    Load {
+        /// How many events
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Events per second; 0 pushes as fast as possible
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Seed of the event ids (`tradegate::load::event_id(seed, i)`)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }

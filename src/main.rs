@@ -37,6 +37,9 @@ fn main() -> ExitCode {
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Export { day, out },
             } => app::export_trade_log(&config, day, out.as_deref()).await,
+            cli::Command::Tradelog {
+                command: cli::TradelogCommand::Load { events, rate, seed },
+            } => tradegate::load::run(&config, events, rate, seed).await,
         }
     });
     match result {

@@ -77,6 +77,11 @@ impl PgProxy {
         self.cut_next_commit.store(true, Ordering::SeqCst);
     }
 
+    /// Forgets a pending [`PgProxy::cut_next_commit`].
+    pub fn disarm(&self) {
+        self.cut_next_commit.store(false, Ordering::SeqCst);
+    }
+
     /// How many connections were cut after a COMMIT.
     pub fn cuts(&self) -> u32 {
         self.cuts.load(Ordering::SeqCst)

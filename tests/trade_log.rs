@@ -127,6 +127,7 @@ async fn torn_corrupt_and_duplicated_spill_files_are_handled_and_the_rest_lands(
     let mut config = test_config(&spill);
     config.spill_file_max_bytes = 40 * 1024;
     config.batch_size = 40;
+    config.max_batch_size = 40;
     let events: Vec<TradeLogEvent> = (0..600).map(sample_event).collect();
 
     // everything spills while the database is unreachable
@@ -205,6 +206,7 @@ async fn overflow_drops_are_counted_exactly_and_recorded_as_gaps() {
     let config = TradeLogConfig {
         queue_capacity: 16,
         batch_size: 8,
+        max_batch_size: 16,
         ..test_config(&spill)
     };
     let writer = WriterUnderTest::start(&db.conninfo, config).await;
@@ -253,6 +255,7 @@ async fn block_mode_loses_nothing() {
     let config = TradeLogConfig {
         queue_capacity: 16,
         batch_size: 8,
+        max_batch_size: 16,
         overflow: Overflow::Block,
         ..test_config(&spill)
     };

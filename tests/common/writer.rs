@@ -31,6 +31,7 @@ pub struct WriterUnderTest {
 pub fn test_config(spill_dir: &Path) -> TradeLogConfig {
     TradeLogConfig {
         batch_size: 200,
+        max_batch_size: 2_000,
         batch_max_age_ms: 10,
         backoff_base_ms: 20,
         backoff_max_ms: 200,

@@ -3,11 +3,10 @@
 //! about at most once a second, and remembered as a gap the writer records in the table), or,
 //! with `overflow = "block"`, the producer waits for room.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use tokio::sync::Notify;
 
 use super::config::Overflow;
 use crate::domain::{TradeLogEvent, now_us};
@@ -45,10 +44,8 @@ pub(crate) struct Shared {
     overflow: Overflow,
     dropped: AtomicU64,
     gap: Mutex<Option<Gap>>,
-    /// Set by the writer while it sleeps on an empty queue, so producers wake it only then.
-    pub(crate) writer_idle: AtomicBool,
-    pub(crate) wake: Notify,
     last_warning_us: AtomicI64,
+    dropped_metric: metrics::Counter,
 }
 
 /// The producers' side of the trade log.
@@ -79,9 +76,8 @@ impl TradeLog {
                 overflow,
                 dropped: AtomicU64::new(0),
                 gap: Mutex::new(None),
-                writer_idle: AtomicBool::new(false),
-                wake: Notify::new(),
                 last_warning_us: AtomicI64::new(0),
+                dropped_metric: metrics::counter!("tradegate_tradelog_dropped_events_total"),
             }),
         }
     }
@@ -91,8 +87,26 @@ impl TradeLog {
         let shared = &*self.shared;
         match shared.overflow {
             Overflow::Block => {
-                // The receiver lives in `shared`, so the channel cannot be disconnected.
-                let _ = shared.tx.send(event);
+                // Back off instead of parking per freed slot: a parked producer would be woken
+                // for every event the writer takes, a context switch each; this way it refills
+                // the queue in bulk.
+                let mut event = event;
+                let mut waits = 0u32;
+                loop {
+                    match shared.tx.try_send(event) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(back)) => {
+                            event = back;
+                            if waits < 8 {
+                                std::thread::yield_now();
+                            } else {
+                                std::thread::sleep(std::time::Duration::from_micros(100));
+                            }
+                            waits = waits.saturating_add(1);
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    }
+                }
             }
             Overflow::DropOldest => {
                 let mut event = event;
@@ -109,9 +123,6 @@ impl TradeLog {
                     }
                 }
             }
-        }
-        if shared.writer_idle.load(Ordering::SeqCst) {
-            shared.wake.notify_one();
         }
     }
 
@@ -164,7 +175,7 @@ impl TradeLog {
             // counted under the lock so the counter and the gaps always agree
             shared.dropped.fetch_add(1, Ordering::SeqCst);
         }
-        metrics::counter!("tradegate_tradelog_dropped_events_total").increment(1);
+        shared.dropped_metric.increment(1);
         let now = now_us();
         let last = shared.last_warning_us.load(Ordering::Relaxed);
         if now - last >= 1_000_000

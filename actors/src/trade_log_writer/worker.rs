@@ -18,8 +18,8 @@ use super::spill::{SpillStore, append_dead_letter};
 use crate::domain::{TradeLogEvent, now_us};
 use crate::store::{self, tradelog};
 
-/// How long an idle writer sleeps before checking for recovery and spill files.
-const IDLE_TICK: Duration = Duration::from_millis(250);
+/// How often an idle writer checks for recovery and spill files.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 /// Connect timeout of the writer's own connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -164,6 +164,8 @@ pub(crate) struct Worker {
     config: TradeLogConfig,
     conninfo: String,
     client: Option<Client>,
+    /// A second connection, so that a large batch is written as two concurrent halves
+    spare: Option<Client>,
     mode: WriteMode,
     spill: SpillStore,
     memory: VecDeque<TradeLogEvent>,
@@ -174,6 +176,7 @@ pub(crate) struct Worker {
     stats: WriterStats,
     batch: Vec<TradeLogEvent>,
     batch_started: Option<Instant>,
+    last_housekeeping: Instant,
 }
 
 impl Worker {
@@ -188,6 +191,7 @@ impl Worker {
             log,
             conninfo,
             client: None,
+            spare: None,
             mode,
             spill,
             memory: VecDeque::new(),
@@ -198,6 +202,7 @@ impl Worker {
             stats: WriterStats::default(),
             batch: Vec::with_capacity(config.batch_size),
             batch_started: None,
+            last_housekeeping: Instant::now(),
             config,
         }
     }
@@ -215,31 +220,19 @@ impl Worker {
                 self.persist_batch().await;
                 continue;
             }
-            if self.batch.is_empty() {
+            if self.batch.is_empty() && self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.housekeeping().await;
+                self.last_housekeeping = Instant::now();
             }
             let wait = match self.batch_started {
                 Some(t) => self.config.batch_max_age().saturating_sub(t.elapsed()),
-                None => IDLE_TICK,
+                None if self.log.queued() > 0 => Duration::ZERO,
+                None => self.config.idle_poll(),
             };
-            let shared = &self.log.shared;
-            shared
-                .writer_idle
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            if !shared.rx.is_empty() && self.batch.len() < self.config.batch_size {
-                shared
-                    .writer_idle
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                continue;
-            }
             let command = tokio::select! {
                 command = commands.recv() => Some(command),
-                () = shared.wake.notified() => None,
-                () = tokio::time::sleep(wait) => None,
+                () = tokio::time::sleep(wait.min(self.config.idle_poll())) => None,
             };
-            shared
-                .writer_idle
-                .store(false, std::sync::atomic::Ordering::SeqCst);
             match command {
                 None => {}
                 Some(Some(Command::Stats(reply))) => {
@@ -269,8 +262,15 @@ impl Worker {
         }
     }
 
+    /// Takes events off the queue: up to `batch_size`, or, once a batch is due and more are
+    /// already waiting, up to `max_batch_size`.
     fn fill_batch(&mut self) {
-        while self.batch.len() < self.config.batch_size {
+        let limit = if self.batch.len() + self.log.queued() > self.config.batch_size {
+            self.config.max_batch_size
+        } else {
+            self.config.batch_size
+        };
+        while self.batch.len() < limit {
             match self.log.shared.rx.try_recv() {
                 Ok(event) => {
                     if self.batch.is_empty() {
@@ -317,17 +317,62 @@ impl Worker {
         metrics::histogram!("tradegate_tradelog_batch_size").record(rows.len() as f64);
         if self.database_usable() {
             let started = Instant::now();
-            match self.write(&rows, false).await {
-                Ok(_) => {
-                    metrics::histogram!("tradegate_tradelog_insert_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    self.stats.written += (rows.len() - gaps.len()) as u64;
-                    self.stats.gap_rows += gaps.len() as u64;
-                    self.stats.batches += 1;
-                    return;
+            // A large batch (a backlog) is written as two halves in two concurrent
+            // transactions, so that two server processes share the work. The gap rows are at
+            // the front, in the first half. Each half succeeds or is spilled on its own.
+            let split = if rows.len() >= 2 * self.config.batch_size && self.ensure_spare().await {
+                rows.len() / 2
+            } else {
+                rows.len()
+            };
+            let (first, second) = rows.split_at(split);
+            let (first_result, second_result) = if second.is_empty() {
+                (self.write(first, false).await, Ok(0))
+            } else {
+                self.write_halves(first, second).await
+            };
+            let mut unsaved: &[TradeLogEvent] = &[];
+            let mut gaps_saved = true;
+            match (first_result, second_result) {
+                (Ok(_), Ok(_)) => {}
+                (Err(e), second_result) => {
+                    self.database_failed(&e, "writing a batch");
+                    gaps_saved = false;
+                    unsaved = if second_result.is_ok() {
+                        first
+                    } else {
+                        &rows[..]
+                    };
                 }
-                Err(e) => self.database_failed(&e, "writing a batch"),
+                (Ok(_), Err(e)) => {
+                    self.database_failed(&e, "writing a batch");
+                    unsaved = second;
+                }
             }
+            let saved = rows.len() - unsaved.len();
+            self.stats.written += (saved - if gaps_saved { gaps.len() } else { 0 }) as u64;
+            if gaps_saved {
+                self.stats.gap_rows += gaps.len() as u64;
+            }
+            if unsaved.is_empty() {
+                metrics::histogram!("tradegate_tradelog_insert_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                self.stats.batches += 1;
+                return;
+            }
+            if gaps_saved {
+                self.spill_or_buffer(unsaved, &[]);
+                return;
+            }
+            let unsaved = unsaved.to_vec();
+            if self.spill_or_buffer(&unsaved[gaps.len()..], &unsaved[..gaps.len()]) {
+                self.stats.gap_rows += gaps.len() as u64;
+            } else {
+                for (gap, reason) in gaps {
+                    self.add_gap(gap, reason);
+                }
+            }
+            return;
         }
         if self.spill_or_buffer(&rows[gaps.len()..], &rows[..gaps.len()]) {
             self.stats.gap_rows += gaps.len() as u64;
@@ -362,6 +407,7 @@ impl Worker {
         );
         self.retry_at = Some(Instant::now() + delay);
         self.client = None;
+        self.spare = None;
         metrics::counter!("tradegate_tradelog_errors_total", "kind" => "database").increment(1);
         tracing::warn!(
             error = %describe(error),
@@ -577,6 +623,48 @@ impl Worker {
         self.stats.replayed_files += 1;
     }
 
+    /// Opens the second connection if it is not open; false if it cannot be (the batch is then
+    /// written on one connection).
+    async fn ensure_spare(&mut self) -> bool {
+        if self.mode != WriteMode::Copy {
+            return false;
+        }
+        if self.spare.as_ref().is_some_and(|c| !c.is_closed()) {
+            return true;
+        }
+        self.spare = store::connect(&self.conninfo, CONNECT_TIMEOUT).await.ok();
+        self.spare.is_some()
+    }
+
+    /// COPYs two halves of a batch concurrently, each in its own transaction on its own
+    /// connection. A half refused for its content (not for a connection failure) is written
+    /// again through [`Worker::write`], which isolates the bad rows.
+    async fn write_halves(
+        &mut self,
+        first: &[TradeLogEvent],
+        second: &[TradeLogEvent],
+    ) -> (Result<u64, WriteError>, Result<u64, WriteError>) {
+        let mut all = Vec::with_capacity(first.len() + second.len());
+        all.extend_from_slice(first);
+        all.extend_from_slice(second);
+        if let Err(e) = self.ensure_partitions(&all).await {
+            return (Err(e), Err(WriteError::NotConnected));
+        }
+        drop(all);
+        let (Some(main), Some(spare)) = (self.client.as_mut(), self.spare.as_mut()) else {
+            return (Err(WriteError::NotConnected), Err(WriteError::NotConnected));
+        };
+        let (a, b) = tokio::join!(copy_committed(main, first), copy_committed(spare, second));
+        let mut settle =
+            async |result: Result<u64, WriteError>, half: &[TradeLogEvent]| match result {
+                Err(e) if classify(&e) != Failure::Transient => self.write(half, false).await,
+                other => other,
+            };
+        let a = settle(a, first).await;
+        let b = settle(b, second).await;
+        (a, b)
+    }
+
     /// Writes `events` in one transaction; with `dedupe`, rows already stored are skipped.
     /// Returns the rows inserted. Refused rows are dead-lettered; only transient failures are
     /// returned.
@@ -713,6 +801,14 @@ impl Worker {
         stats.dropped_on_overflow = self.log.dropped_total();
         stats
     }
+}
+
+/// One binary COPY of `events` into `tradelog`, committed.
+async fn copy_committed(client: &mut Client, events: &[TradeLogEvent]) -> Result<u64, WriteError> {
+    let tx = client.transaction().await?;
+    let n = tradelog::copy_events(&tx, "tradelog", events).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 fn gap_row(gap: Gap, reason: GapReason) -> TradeLogEvent {

@@ -213,9 +213,8 @@ impl Running {
     /// Persists everything queued in the trade log (replaying spill files if the database
     /// answers) and returns the writer's statistics.
     pub async fn flush_trade_log(&self) -> Result<trade_log_writer::WriterStats> {
-        let writer =
-            ractor::ActorRef::<TradeLogWriterMessage>::where_is(trade_log_writer::NAME.to_string())
-                .context("the trade-log writer is not running")?;
+        let writer = ractor::ActorRef::<TradeLogWriterMessage>::where_is(trade_log_writer::NAME)
+            .context("the trade-log writer is not running")?;
         Ok(ractor::call_t!(
             writer,
             |reply| TradeLogWriterMessage::Flush { reply },

@@ -56,7 +56,8 @@ pub async fn run(config: &Config, events: u64, rate: u64, seed: u64) -> Result<(
     let pushed = tokio::task::spawn_blocking(move || {
         for i in 0..events {
             if rate > 0 {
-                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                let due_nanos = u128::from(i) * 1_000_000_000 / u128::from(rate);
+                let due = Duration::from_nanos(u64::try_from(due_nanos).unwrap_or(u64::MAX));
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
                 }

@@ -30,6 +30,9 @@ async fn health_reports_a_lost_database_and_its_return() {
         .unwrap();
     let addr = running.api_addr();
     assert_eq!(check_health(addr).await.unwrap().status, "ok");
+    running.trade_log().log(common::writer::sample_event(1));
+    let stats = running.flush_trade_log().await.unwrap();
+    assert_eq!(stats.written, 1);
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.force_stop().unwrap();
@@ -42,6 +45,30 @@ async fn health_reports_a_lost_database_and_its_return() {
     assert!(!degraded.database.ok);
     assert!(degraded.database.error.is_some());
     assert!(degraded.actors.gateway, "the tree itself is still up");
+    // with the database gone, the trade log spills
+    running.trade_log().log(common::writer::sample_event(2));
+    let stats = running.flush_trade_log().await.unwrap();
+    assert_eq!(stats.spilled, 1, "{stats:?}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tradegate_actor_up{actor=\"trade_log_writer\"} 1",
+        "tradegate_tradelog_batch_size",
+        "tradegate_tradelog_insert_seconds",
+        "tradegate_tradelog_queue_depth",
+        "tradegate_tradelog_spilled_events_total 1",
+        "tradegate_tradelog_errors_total{kind=\"database\"}",
+        "tradegate_health_checks_total{result=\"degraded\"}",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.restart().unwrap();
@@ -56,6 +83,11 @@ async fn health_reports_a_lost_database_and_its_return() {
     assert!(
         recovered.is_some(),
         "health did not recover after the database returned"
+    );
+    let stats = running.flush_trade_log().await.unwrap();
+    assert_eq!(
+        stats.replayed, 1,
+        "the spilled event was not replayed: {stats:?}"
     );
 
     running.stop().await.unwrap();

@@ -569,7 +569,7 @@ async fn retention_exports_then_drops_old_partitions_while_inserts_continue() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 log.log(sample_event(10_000_000 + sent));
                 sent += 1;
-                if sent % 100 == 0 {
+                if sent.is_multiple_of(100) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

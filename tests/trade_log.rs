@@ -769,3 +769,47 @@ fn gap_rows_describe_the_hole() {
     assert_eq!(gap.event_type.code(), 90);
     let _ = RawJson::default();
 }
+
+#[tokio::test]
+async fn copy_refused_by_the_server_falls_back_to_insert_by_itself() {
+    let db = TestDb::new().await;
+    let role = format!("tg_writer_{}", uuid::Uuid::new_v4().simple());
+    let admin = db.client().await;
+    // row-level security on the audit table, and a writer role that is subject to it:
+    // PostgreSQL refuses COPY FROM for it (SQLSTATE 0A000), while INSERT is allowed
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT INSERT, SELECT ON tradelog TO {role};
+             GRANT USAGE ON SEQUENCE tradelog_id_seq TO {role};
+             GRANT EXECUTE ON FUNCTION tradelog_ensure_partitions(date, integer) TO {role};
+             ALTER TABLE tradelog ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY writer_all ON tradelog FOR ALL TO {role} USING (true) WITH CHECK (true);"
+        ))
+        .await
+        .unwrap();
+    let conninfo = db
+        .conninfo
+        .replace("user=postgres", &format!("user={role}"));
+    assert_ne!(
+        conninfo, db.conninfo,
+        "the test must connect as the restricted role"
+    );
+    let spill = scratch_dir("rls-spill");
+    let writer = WriterUnderTest::start(&conninfo, test_config(&spill)).await;
+    let events: Vec<TradeLogEvent> = (0..300).map(sample_event).collect();
+    writer.log.log_all(events.iter().cloned());
+    let stats = writer.flush().await;
+    assert_eq!(stats.write_mode, "insert", "{stats:?}");
+    assert_eq!(stats.written, 300, "{stats:?}");
+    assert_eq!(stats.spilled + stats.dead_letters, 0, "{stats:?}");
+    store_oracle(&admin, &events).await;
+    assert_eq!(conservation(&admin).await, CONSERVED);
+    writer.stop().await;
+    admin
+        .batch_execute(&format!(
+            "DROP POLICY writer_all ON tradelog; REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role};"
+        ))
+        .await
+        .unwrap();
+}

@@ -681,6 +681,11 @@ impl Worker {
                 Failure::CopyUnsupported if self.mode == WriteMode::Copy => {
                     tracing::warn!(error = %describe(&e), "trade-log writer: COPY is not possible on this connection; switching to INSERT");
                     self.mode = WriteMode::Insert;
+                    // a COPY refused at its start leaves tokio-postgres's connection out of
+                    // step with the server: start afresh
+                    self.client = None;
+                    self.spare = None;
+                    self.connect().await?;
                 }
                 Failure::MissingPartition if !retried_partitions => {
                     retried_partitions = true;

@@ -261,3 +261,54 @@ async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_run_and_its_private_cluster() {
+    let workdir = scratch_dir("run-ctrl-c");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .arg("run")
+        .current_dir(&workdir)
+        .env_remove("DATABASE_URL")
+        .env_remove("TRADEGATE_CONFIG")
+        .env("TRADEGATE_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let up = wait_until(Duration::from_secs(60), || async {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "tradegate run never became healthy");
+    let pid_file = workdir.join(".tradegate/pg/postmaster.pid");
+    assert!(pid_file.exists(), "the private cluster is not running");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("tradegate run did not stop on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(!pid_file.exists(), "the private cluster was left running");
+    std::fs::remove_dir_all(&workdir).unwrap();
+}

@@ -24,6 +24,8 @@ enum FlakyMsg {
     Ping(RpcReplyPort<u32>),
     /// Panics inside the handler
     Panic,
+    /// Panics inside the handler with this message
+    PanicWith(String),
 }
 
 impl Actor for Flaky {
@@ -61,6 +63,7 @@ impl Actor for Flaky {
                 let _ = reply.send(*incarnation);
             }
             FlakyMsg::Panic => panic!("deliberate panic in incarnation {incarnation}"),
+            FlakyMsg::PanicWith(text) => panic!("{text}"),
         }
         Ok(())
     }
@@ -299,13 +302,15 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(policy.backoff(u32::MAX), Duration::from_millis(1_000));
 }
 
-/// A `tracing` writer that keeps what it is given.
+/// A `tracing` writer that keeps what it is given and passes it on to the test harness's
+/// captured output, so that a failing test still shows its logs and panics.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
+        eprint!("{}", String::from_utf8_lossy(buf));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -313,17 +318,30 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_panic_inside_an_actor_is_reported_through_tracing() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// The process-wide subscriber of this test binary. A thread-local one (`set_default`) can miss
+/// events when other threads without a subscriber hit the same callsites first.
+fn captured_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            captured
+        })
+        .clone()
+}
 
+#[tokio::test]
+async fn a_panic_inside_an_actor_is_reported_through_tracing() {
+    let captured = captured_logs();
     let name = unique("flaky");
+    let panic_text = format!("deliberate panic of {name}");
     let spec = {
         let starts = Arc::new(AtomicU32::new(0));
         ChildSpec::new(name.clone(), move || {
@@ -332,7 +350,9 @@ async fn a_panic_inside_an_actor_is_reported_through_tracing() {
     };
     let gateway = Gateway::start(vec![spec], fast_policy(3)).await.unwrap();
     let actor: ActorRef<FlakyMsg> = ActorRef::where_is(name.clone()).unwrap();
-    actor.send_message(FlakyMsg::Panic).unwrap();
+    actor
+        .send_message(FlakyMsg::PanicWith(panic_text.clone()))
+        .unwrap();
     let restarted = wait_until(Duration::from_secs(5), || async {
         ping(&name).await.filter(|i| *i == 2)
     })
@@ -343,13 +363,13 @@ async fn a_panic_inside_an_actor_is_reported_through_tracing() {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let panic_line = log
         .lines()
-        .find(|l| l.contains("panic=deliberate panic in incarnation 1"))
-        .unwrap_or_else(|| panic!("the panic was not logged through tracing:\n{log}"));
+        .find(|l| l.contains(&format!("panic={panic_text}")))
+        .unwrap_or_else(|| panic!("the panic was not logged through tracing"));
     assert!(panic_line.contains("ERROR"), "{panic_line}");
     assert!(panic_line.contains("gateway/tests.rs"), "{panic_line}");
     assert!(
         log.lines()
             .any(|l| l.contains("WARN") && l.contains(&name) && l.contains("restarting")),
-        "the restart was not logged:\n{log}"
+        "the restart was not logged"
     );
 }

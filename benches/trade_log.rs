@@ -63,7 +63,7 @@ async fn run(events: u64) {
     .await
     .unwrap();
     let conninfo = cluster.conninfo("bench");
-    let (mut client, _task) = tradegate::postgres::connect(&conninfo, Duration::from_secs(10))
+    let mut client = tradegate::postgres::connect(&conninfo, Duration::from_secs(10))
         .await
         .unwrap();
     tradegate::migrate::run(&mut client).await.unwrap();
@@ -123,20 +123,7 @@ async fn run(events: u64) {
         export_dir: dir.join("exports"),
         ..TradeLogConfig::default()
     };
-    let log = TradeLog::new(config.queue_capacity, config.overflow);
-    let args = TradeLogWriterArgs {
-        log: log.clone(),
-        config,
-        conninfo: conninfo.clone(),
-    };
-    let gateway = Gateway::start(
-        vec![ChildSpec::new("bench_writer", move || {
-            (TradeLogWriter, args.clone())
-        })],
-        RestartPolicy::default(),
-    )
-    .await
-    .unwrap();
+    let (log, gateway) = start_writer("bench_writer", config, &conninfo).await;
     let writer = ractor::ActorRef::<TradeLogWriterMessage>::where_is("bench_writer").unwrap();
     let producer_log = log.clone();
     let started = Instant::now();
@@ -183,6 +170,27 @@ async fn run(events: u64) {
     );
 }
 
+/// A TradeLogWriter under a Gateway of its own, registered as `name`, and its queue.
+async fn start_writer(
+    name: &str,
+    config: TradeLogConfig,
+    conninfo: &str,
+) -> (TradeLog, tradegate_actors::gateway::GatewayHandle) {
+    let log = TradeLog::new(config.queue_capacity, config.overflow);
+    let args = TradeLogWriterArgs {
+        log: log.clone(),
+        config,
+        conninfo: conninfo.to_string(),
+    };
+    let gateway = Gateway::start(
+        vec![ChildSpec::new(name, move || (TradeLogWriter, args.clone()))],
+        RestartPolicy::default(),
+    )
+    .await
+    .unwrap();
+    (log, gateway)
+}
+
 async fn count(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one("SELECT count(*) FROM tradelog", &[])
@@ -202,20 +210,7 @@ async fn enqueue_latency(conninfo: &str, dir: &std::path::Path, n: u64) -> (u64,
         ..TradeLogConfig::default()
     };
     let capacity = config.queue_capacity as u64;
-    let log = TradeLog::new(config.queue_capacity, config.overflow);
-    let args = TradeLogWriterArgs {
-        log: log.clone(),
-        config,
-        conninfo: conninfo.to_string(),
-    };
-    let gateway = Gateway::start(
-        vec![ChildSpec::new("bench_latency_writer", move || {
-            (TradeLogWriter, args.clone())
-        })],
-        RestartPolicy::default(),
-    )
-    .await
-    .unwrap();
+    let (log, gateway) = start_writer("bench_latency_writer", config, conninfo).await;
     let events: Vec<TradeLogEvent> = (0..n)
         .map(|i| tradegate::load::synthetic_event(2, i))
         .collect();

@@ -51,9 +51,8 @@ impl Database {
     pub async fn open(config: &DatabaseConfig) -> Result<Self> {
         let timeout = config.connect_timeout();
         if !config.url.is_empty() {
-            let (client, task) = postgres::connect(&config.url, timeout).await?;
-            drop(client);
-            let _ = task.await;
+            // fail now, with a clear error, if the server cannot be reached
+            postgres::connect(&config.url, timeout).await?;
             return Ok(Self {
                 conninfo: config.url.clone(),
                 origin: DatabaseOrigin::Url,
@@ -95,8 +94,7 @@ impl Database {
 
     /// A new connection.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
-        let (client, _task) = postgres::connect(&self.conninfo, self.connect_timeout).await?;
-        Ok(client)
+        Ok(postgres::connect(&self.conninfo, self.connect_timeout).await?)
     }
 
     /// Applies pending migrations.

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tradegate_actors::store;
 
 use crate::config::redact_conninfo;
 
@@ -548,54 +549,23 @@ fn check_reachable_by_others(data_dir: &Path) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-/// Connects within `timeout` or fails with an error naming the (redacted) target.
-pub async fn connect(
-    conninfo: &str,
-    timeout: Duration,
-) -> Result<(Client, tokio::task::JoinHandle<()>), BootstrapError> {
+/// Connects within `timeout` or fails with an error naming the (redacted) target and the
+/// server's reason.
+pub async fn connect(conninfo: &str, timeout: Duration) -> Result<Client, BootstrapError> {
     let connect_error = |reason: String| BootstrapError::Connect {
         target: redact_conninfo(conninfo),
         timeout_secs: timeout.as_secs(),
         reason,
     };
-    let mut config: tokio_postgres::Config =
-        conninfo.parse().map_err(|e: tokio_postgres::Error| {
-            connect_error(format!("invalid connection string: {e}"))
-        })?;
-    config.connect_timeout(timeout);
     let started = Instant::now();
-    let attempt = tokio::time::timeout(timeout, config.connect(NoTls)).await;
-    match attempt {
-        Ok(Ok((client, connection))) => {
-            let task = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "database connection closed");
-                }
-            });
-            Ok((client, task))
-        }
-        Ok(Err(e)) => Err(connect_error(describe_pg_error(&e))),
+    // tokio-postgres's own connect timeout covers each address; this bounds the whole attempt
+    match tokio::time::timeout(timeout, store::connect(conninfo, timeout)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(connect_error(store::describe(&e))),
         Err(_) => Err(connect_error(format!(
             "no answer after {}s",
             started.elapsed().as_secs()
         ))),
-    }
-}
-
-/// A PostgreSQL error with its server-side detail, when there is one.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
     }
 }
 
@@ -605,7 +575,7 @@ pub async fn ensure_database(
     name: &str,
     timeout: Duration,
 ) -> Result<(), BootstrapError> {
-    let (client, task) = connect(admin_conninfo, timeout).await?;
+    let client = connect(admin_conninfo, timeout).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -629,8 +599,6 @@ pub async fn ensure_database(
             }
         }
     }
-    drop(client);
-    let _ = task.await;
     Ok(())
 }
 

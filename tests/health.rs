@@ -5,26 +5,17 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{fast_settings, scratch_dir, wait_until};
+use common::wait_until;
+use common::writer::OwnCluster;
 use tradegate::app::{Running, check_health};
 use tradegate::config::Config;
-use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database};
 
 #[tokio::test]
 async fn health_reports_a_lost_database_and_its_return() {
-    let dir = scratch_dir("health");
-    let mut options = ClusterOptions::new(dir.join("pg"));
-    options.settings = fast_settings();
-    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
-        .await
-        .unwrap()
-        .unwrap();
-    ensure_database(&cluster.conninfo("postgres"), "tg", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut db = OwnCluster::start("health").await;
     let mut config = Config::default();
-    config.database.url = cluster.conninfo("tg");
-    config.tradelog.spill_dir = dir.join("spill");
+    config.database.url = db.conninfo.clone();
+    config.tradelog.spill_dir = db.dir.join("spill");
     let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
@@ -34,12 +25,7 @@ async fn health_reports_a_lost_database_and_its_return() {
     let stats = running.flush_trade_log().await.unwrap();
     assert_eq!(stats.written, 1);
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.force_stop().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    db.stop_server().await;
     let degraded = check_health(addr).await.unwrap();
     assert_eq!(degraded.status, "degraded");
     assert!(!degraded.database.ok);
@@ -70,12 +56,7 @@ async fn health_reports_a_lost_database_and_its_return() {
         );
     }
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.restart().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    db.start_server().await;
     let recovered = wait_until(Duration::from_secs(15), || async {
         check_health(addr).await.ok().filter(|h| h.status == "ok")
     })
@@ -91,12 +72,10 @@ async fn health_reports_a_lost_database_and_its_return() {
     );
 
     running.stop().await.unwrap();
+    let pid_file = db.socket_dir().join("postmaster.pid");
+    let cluster = db.cluster.take();
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
-    assert!(
-        !dir.join("pg/postmaster.pid").exists(),
-        "the cluster was not stopped"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!pid_file.exists(), "the cluster was not stopped");
 }

@@ -13,7 +13,7 @@ use common::writer::{
     test_config,
 };
 use common::{TestDb, scratch_dir, wait_until};
-use tradegate_actors::domain::{OrderIds, RawJson, Side, TradeLogEvent, encode_http_request};
+use tradegate_actors::domain::{OrderIds, Side, TradeLogEvent, encode_http_request};
 use tradegate_actors::trade_log_writer::spill::{SpillStore, read_dead_letters};
 use tradegate_actors::trade_log_writer::{Overflow, TradeLogConfig, WriteMode};
 
@@ -767,7 +767,6 @@ fn gap_rows_describe_the_hole() {
     assert_eq!(body["gap"]["first_local_ts_us"], 100);
     assert_eq!(body["gap"]["last_local_ts_us"], 200);
     assert_eq!(gap.event_type.code(), 90);
-    let _ = RawJson::default();
 }
 
 #[tokio::test]

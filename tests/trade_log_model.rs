@@ -68,7 +68,7 @@ fn spilled_ids(dir: &Path) -> Vec<Uuid> {
 }
 
 async fn stored_ids(conninfo: &str) -> Vec<Uuid> {
-    let (client, _task) = tradegate::postgres::connect(conninfo, Duration::from_secs(10))
+    let client = tradegate::postgres::connect(conninfo, Duration::from_secs(10))
         .await
         .unwrap();
     client
@@ -97,7 +97,7 @@ async fn run_case(
         .conninfo
         .replace("dbname=tg", &format!("dbname={dbname}"));
     {
-        let (mut client, _task) = tradegate::postgres::connect(&direct, Duration::from_secs(10))
+        let mut client = tradegate::postgres::connect(&direct, Duration::from_secs(10))
             .await
             .unwrap();
         tradegate::migrate::run(&mut client).await.unwrap();

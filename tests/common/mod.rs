@@ -129,10 +129,9 @@ impl TestDb {
 
     /// A new connection to it.
     pub async fn client(&self) -> Client {
-        let (client, _task) = postgres::connect(&self.conninfo, TIMEOUT)
+        postgres::connect(&self.conninfo, TIMEOUT)
             .await
-            .expect("connect to the test database");
-        client
+            .expect("connect to the test database")
     }
 }
 
@@ -150,7 +149,7 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let (client, _task) = postgres::connect(&admin, TIMEOUT).await.ok()?;
+                let client = postgres::connect(&admin, TIMEOUT).await.ok()?;
                 client.batch_execute(&sql).await.ok()
             })
         })

@@ -251,7 +251,7 @@ impl OwnCluster {
             .await
             .unwrap();
         let conninfo = cluster.conninfo("tg");
-        let (mut client, _task) = tradegate::postgres::connect(&conninfo, Duration::from_secs(10))
+        let mut client = tradegate::postgres::connect(&conninfo, Duration::from_secs(10))
             .await
             .unwrap();
         tradegate::migrate::run(&mut client).await.unwrap();
@@ -293,10 +293,9 @@ impl OwnCluster {
 
     /// A new connection.
     pub async fn client(&self) -> Client {
-        let (client, _task) = tradegate::postgres::connect(&self.conninfo, Duration::from_secs(10))
+        tradegate::postgres::connect(&self.conninfo, Duration::from_secs(10))
             .await
-            .unwrap();
-        client
+            .unwrap()
     }
 }
 

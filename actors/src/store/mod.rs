@@ -45,11 +45,6 @@ impl StoreError {
         move |source| Self { context, source }
     }
 
-    /// The underlying database error.
-    pub fn db_error(&self) -> &tokio_postgres::Error {
-        &self.source
-    }
-
     /// The underlying database error, owned.
     pub fn into_inner(self) -> tokio_postgres::Error {
         self.source

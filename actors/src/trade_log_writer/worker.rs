@@ -644,13 +644,11 @@ impl Worker {
         first: &[TradeLogEvent],
         second: &[TradeLogEvent],
     ) -> (Result<u64, WriteError>, Result<u64, WriteError>) {
-        let mut all = Vec::with_capacity(first.len() + second.len());
-        all.extend_from_slice(first);
-        all.extend_from_slice(second);
-        if let Err(e) = self.ensure_partitions(&all).await {
-            return (Err(e), Err(WriteError::NotConnected));
+        for half in [first, second] {
+            if let Err(e) = self.ensure_partitions(half).await {
+                return (Err(e), Err(WriteError::NotConnected));
+            }
         }
-        drop(all);
         let (Some(main), Some(spare)) = (self.client.as_mut(), self.spare.as_mut()) else {
             return (Err(WriteError::NotConnected), Err(WriteError::NotConnected));
         };

@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tradegate_actors::domain::{RawJson, TradeLogEvent};
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
+use tradegate_actors::ingestion_logger::{
+    self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
+};
 use tradegate_actors::trade_log_writer::{
     self, TradeLog, TradeLogWriter, TradeLogWriterArgs, TradeLogWriterMessage,
 };
@@ -130,15 +133,29 @@ impl Database {
 
 /// The children of the supervision tree, in start order (stopped in reverse, so the
 /// TradeLogWriter, started first, drains last).
-fn children(config: &Config, conninfo: &str, trade_log: &TradeLog) -> Vec<ChildSpec> {
+fn children(
+    config: &Config,
+    conninfo: &str,
+    trade_log: &TradeLog,
+    pool: &deadpool_postgres::Pool,
+) -> Vec<ChildSpec> {
     let writer = TradeLogWriterArgs {
         log: trade_log.clone(),
         config: config.tradelog.clone(),
         conninfo: conninfo.to_string(),
     };
-    vec![ChildSpec::new(trade_log_writer::NAME, move || {
-        (TradeLogWriter, writer.clone())
-    })]
+    let ingestion = IngestionLoggerArgs {
+        pool: pool.clone(),
+        config: config.ingestion.clone(),
+    };
+    vec![
+        ChildSpec::new(trade_log_writer::NAME, move || {
+            (TradeLogWriter, writer.clone())
+        }),
+        ChildSpec::new(ingestion_logger::NAME, move || {
+            (IngestionLogger, ingestion.clone())
+        }),
+    ]
 }
 
 /// A running gateway.
@@ -174,7 +191,7 @@ impl Running {
         metrics::gauge!("tradegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let trade_log = TradeLog::new(config.tradelog.queue_capacity, config.tradelog.overflow);
         let gateway = Gateway::start(
-            children(config, database.conninfo(), &trade_log),
+            children(config, database.conninfo(), &trade_log, &pool),
             config.supervisor.policy(),
         )
         .await?;
@@ -187,6 +204,7 @@ impl Running {
             pool,
             gateway: gateway.actor().clone(),
             metrics,
+            ingestion: IngestionClient::new(ingestion_logger::NAME),
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;

@@ -27,6 +27,27 @@ pub enum Command {
     /// Start everything embedded (a private PostgreSQL, the actors, the API), check health,
     /// print what runs, stop cleanly and exit 0.
     Demo,
+    /// Run a data job as one logged ingestion run: the run is started, the job gets
+    /// TRADEGATE_INGESTION_RUN_ID, TRADEGATE_API_URL and TRADEGATE_INGESTION_URL to post API
+    /// calls and records to, and its last stdout line must be a JSON summary
+    /// {"fetched":N,"created":N,"updated":N,"skipped":N}. Exit 0 with a summary completes the
+    /// run; a non-zero exit, a signal, no summary or the timeout fails it. Exits 0 when the run
+    /// completed, else with the job's status (124 on timeout).
+    Ingest {
+        /// The task name, e.g. congress.daily
+        #[arg(long)]
+        task: String,
+        /// The data source, e.g. quiverquant
+        #[arg(long)]
+        source: String,
+        /// Seconds before the job is stopped and the run failed (default:
+        /// ingestion.job_timeout_secs)
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The job and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// The unified trade log.
     Tradelog {
         /// What to do with it

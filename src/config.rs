@@ -27,6 +27,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The trade-log pipeline
     pub tradelog: tradegate_actors::trade_log_writer::TradeLogConfig,
+    /// Data ingestion logging and decision lineage
+    pub ingestion: tradegate_actors::ingestion_logger::IngestionConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
@@ -353,6 +355,9 @@ impl Config {
             ));
         }
         if let Err((key, message)) = self.tradelog.validate() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.ingestion.validate() {
             return Err(invalid(key, message));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -30,7 +30,23 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let done = match cli.command {
+            cli::Command::Ingest {
+                task,
+                source,
+                timeout,
+                command,
+            } => {
+                let args = tradegate::ingest::IngestArgs {
+                    task,
+                    source,
+                    timeout: timeout.map(std::time::Duration::from_secs),
+                    command,
+                };
+                return tradegate::ingest::run(&config, args)
+                    .await
+                    .map(|outcome| outcome.exit_code);
+            }
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,
             cli::Command::Demo => app::demo(&config).await,
@@ -40,10 +56,11 @@ fn main() -> ExitCode {
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Load { events, rate, seed },
             } => tradegate::load::run(&config, events, rate, seed).await,
-        }
+        };
+        done.map(|()| 0)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -17,5 +17,6 @@
 
 pub mod domain;
 pub mod gateway;
+pub mod ingestion_logger;
 pub mod store;
 pub mod trade_log_writer;

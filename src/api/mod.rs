@@ -1,5 +1,7 @@
-//! The HTTP listener: `/health` and `/metrics` (and, as they are built, the read API and the
-//! strategy WebSocket).
+//! The HTTP listener: `/health`, `/metrics`, the ingestion endpoints for data jobs (and, as they
+//! are built, the read API and the strategy WebSocket).
+
+pub mod ingestion;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use ractor::ActorRef;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tradegate_actors::gateway::{GatewayMessage, GatewayStatus, status_of};
+use tradegate_actors::ingestion_logger::IngestionClient;
 
 /// How long a health check waits for the database.
 const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +30,8 @@ pub struct ApiState {
     pub gateway: ActorRef<GatewayMessage>,
     /// Renders `/metrics`
     pub metrics: PrometheusHandle,
+    /// The IngestionLogger behind the ingestion endpoints
+    pub ingestion: IngestionClient,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -40,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(ingestion::routes())
         .with_state(state)
 }
 

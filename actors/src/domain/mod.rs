@@ -1,7 +1,17 @@
 //! Payloads shared by several actors.
 
+pub mod decision;
+pub mod ingestion;
 pub mod trade_log;
 
+pub use decision::{
+    CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, OrderType,
+    PrimarySignal, TimeInForce,
+};
+pub use ingestion::{
+    ApiCall, ApiCallIds, ApiPayload, ApiPayloadKind, IngestionRun, NewRun, RecordOperation,
+    RecordsOutcome, RunCounts, RunRecord, RunStatus,
+};
 pub use trade_log::{
     EventType, ExecutionFields, OrderIds, RawJson, Side, TradeLogEvent, encode_http_request,
     is_sensitive_key, now_us, redact_json,

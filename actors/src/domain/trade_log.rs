@@ -93,6 +93,16 @@ pub enum Side {
     Sell,
 }
 
+impl Side {
+    /// The SQL and broker spelling: `buy` or `sell`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "buy",
+            Self::Sell => "sell",
+        }
+    }
+}
+
 impl From<Side> for i16 {
     fn from(s: Side) -> i16 {
         match s {

@@ -1,6 +1,8 @@
 //! All SQL that reads or writes tradegate's tables: one documented function per statement,
 //! parameters always bound.
 
+pub mod decisions;
+pub mod ingestion;
 pub mod tradelog;
 
 use chrono::NaiveDate;

@@ -196,7 +196,11 @@ async fn every_table_exists_with_its_constraints_and_indexes() {
     assert!(index("broker_trades_account_last_idx").contains("last_executed_at DESC"));
     assert!(index("api_payloads_payload_gin").contains("USING gin"));
     assert!(index("trade_decisions_rationale_gin").contains("USING gin"));
-    assert!(index("data_ingestion_run_records_unique").contains("UNIQUE"));
+    assert!(
+        index("data_ingestion_run_records_pkey")
+            .contains("UNIQUE INDEX data_ingestion_run_records_pkey ON public.data_ingestion_run_records USING btree (record_type, record_id, data_ingestion_run_id)")
+    );
+    assert!(index("data_ingestion_run_records_run_idx").contains("(data_ingestion_run_id)"));
     assert!(index("jobs_one_pending_uidx").contains("WHERE (status = 'pending'"));
 
     // foreign keys tie the audit chain together
@@ -212,7 +216,6 @@ async fn every_table_exists_with_its_constraints_and_indexes() {
         .map(|r| r.get(0))
         .collect();
     for fk in [
-        "data_ingestion_run_records -> data_ingestion_runs",
         "api_call_logs -> data_ingestion_runs",
         "api_call_logs -> api_payloads",
         "trade_decisions -> data_ingestion_runs",
@@ -517,6 +520,91 @@ async fn ingestion_runs_only_move_from_running_to_a_final_state() {
             "{sql}"
         );
     }
+}
+
+/// Run records reference their run through a statement-level check (V5) rather than a row-level
+/// foreign key; it must refuse what the foreign key refused.
+#[tokio::test]
+async fn run_records_always_name_an_existing_run_and_runs_are_never_deleted() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let run: i64 = client
+        .query_one(
+            "INSERT INTO data_ingestion_runs (run_id, task_name, data_source, started_at) \
+             VALUES (gen_random_uuid(), 't', 's', now()) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let insert = |runs: &str| {
+        format!(
+            "INSERT INTO data_ingestion_run_records (data_ingestion_run_id, record_type, record_id, operation) \
+             SELECT r, 'T', 'id-' || r, 'created' FROM unnest(ARRAY[{runs}]::bigint[]) AS r"
+        )
+    };
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(&insert(&format!("{run}, 999999")), &[])
+                .await
+        ),
+        FOREIGN_KEY_VIOLATION,
+        "one row naming a missing run refuses the statement"
+    );
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM data_ingestion_run_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0, "and nothing of it stays");
+    client
+        .execute(&insert(&run.to_string()), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("DELETE FROM data_ingestion_runs WHERE id = $1", &[&run])
+                .await
+        ),
+        "23514",
+        "runs are history"
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("TRUNCATE data_ingestion_runs CASCADE", &[])
+                .await
+        ),
+        "23514"
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(
+                    "UPDATE data_ingestion_run_records SET data_ingestion_run_id = 999999",
+                    &[]
+                )
+                .await
+        ),
+        "23514",
+        "a record never moves to another run"
+    );
+    // the same record in the same run is one row
+    client
+        .execute(
+            &format!("{} ON CONFLICT DO NOTHING", insert(&run.to_string())),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM data_ingestion_run_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
 }
 
 #[tokio::test]

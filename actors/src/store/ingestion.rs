@@ -345,14 +345,14 @@ pub async fn insert_records(
              SELECT $1, t, i, o, s, a \
              FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
                  AS r (t, i, o, s, a) \
-             ON CONFLICT ON CONSTRAINT data_ingestion_run_records_unique DO NOTHING",
+             ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING",
             &[&run, &types, &ids, &operations, &symbols, &occurred],
         )
         .await
         .map_err(StoreError::new("inserting ingestion run records"))
 }
 
-/// A run's records, oldest first.
+/// A run's records, by type and id.
 pub async fn list_run_records(
     client: &impl GenericClient,
     run_id: Uuid,
@@ -363,7 +363,7 @@ pub async fn list_run_records(
             "SELECT r.record_type, r.record_id, r.operation, r.symbol, r.occurred_at \
              FROM data_ingestion_run_records r \
              JOIN data_ingestion_runs d ON d.id = r.data_ingestion_run_id \
-             WHERE d.run_id = $1 ORDER BY r.id LIMIT $2",
+             WHERE d.run_id = $1 ORDER BY r.record_type, r.record_id LIMIT $2",
             &[&run_id, &i64::from(limit)],
         )
         .await

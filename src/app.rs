@@ -10,7 +10,9 @@ use chrono::{Days, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tradegate_actors::domain::{RawJson, TradeLogEvent};
+use tradegate_actors::domain::{
+    ApiCall, IngestionRun, NewRun, RawJson, RecordOperation, RunRecord, TradeLogEvent,
+};
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
@@ -375,6 +377,11 @@ pub async fn demo(config: &Config) -> Result<()> {
         "  trade log:  {} events written in {} batches, {} spilled, {} replayed",
         stats.written, stats.batches, stats.spilled, stats.replayed
     );
+    let run = demo_ingestion_run().await?;
+    println!(
+        "  ingestion:  run {} of {} {}: {} records fetched, API call logged",
+        run.run_id, run.task_name, run.status, run.counts.fetched
+    );
     let health = check_health(running.api_addr()).await;
     let stopped = match health {
         Ok(health) => {
@@ -420,6 +427,31 @@ pub async fn demo(config: &Config) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// One small ingestion run through the IngestionLogger, as a data job would log it.
+async fn demo_ingestion_run() -> Result<IngestionRun> {
+    let ingestion = IngestionClient::new(ingestion_logger::NAME);
+    let run = ingestion
+        .start_run(NewRun::new("demo.prices", "demo"))
+        .await?;
+    let call: ApiCall = serde_json::from_value(serde_json::json!({
+        "endpoint": "/v1/prices",
+        "params": {"symbols": "AAPL,MSFT"},
+        "status_code": 200,
+        "response_body": {"AAPL": "185.12", "MSFT": "411.30"},
+        "duration_ms": 12
+    }))?;
+    ingestion.record_api_calls(run.run_id, vec![call]).await?;
+    let records = ["AAPL", "MSFT"]
+        .into_iter()
+        .map(|symbol| {
+            RunRecord::new("Price", format!("demo-{symbol}"), RecordOperation::Created)
+                .with_symbol(symbol)
+        })
+        .collect();
+    ingestion.record_records(run.run_id, records).await?;
+    Ok(ingestion.complete(run.run_id, None).await?)
 }
 
 /// `tradegate tradelog export --day DATE`: writes one day of the trade log to

@@ -58,6 +58,11 @@ fn demo_starts_a_private_cluster_from_scratch_and_reuses_it_the_second_time() {
         "{stdout}"
     );
     assert!(stdout.contains("gateway running"), "{stdout}");
+    assert!(
+        stdout.contains("of demo.prices completed: 2 records fetched"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ingestion_logger running"), "{stdout}");
     assert!(stdout.contains("(private cluster stopped)"), "{stdout}");
     assert!(data_dir.join("PG_VERSION").is_file());
     assert!(

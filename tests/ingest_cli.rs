@@ -283,3 +283,14 @@ print(json.dumps({"fetched": 1, "created": 1, "updated": 0, "skipped": 0}))
     assert_eq!(run.status, "failed");
     assert_eq!(run.error.as_deref(), Some("source schema changed"));
 }
+
+#[test]
+fn the_readme_shows_the_example_job_the_tests_run() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let script = std::fs::read_to_string(example_job()).unwrap();
+    assert!(
+        readme.contains(&script),
+        "README.md must show scripts/example_ingest_job.py verbatim"
+    );
+}

@@ -294,3 +294,48 @@ fn the_readme_shows_the_example_job_the_tests_run() {
         "README.md must show scripts/example_ingest_job.py verbatim"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_job_and_fails_its_run() {
+    let ingest = Ingest::new().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .env_remove("TRADEGATE_CONFIG")
+        .env("DATABASE_URL", &ingest.db.conninfo)
+        .env("RUST_LOG", "warn")
+        .env("TRADEGATE_INGESTION__KILL_GRACE_SECS", "1")
+        .current_dir(&ingest.workdir)
+        .args(["ingest", "--task", "interrupted", "--source", "src", "--"])
+        .args(["sh", "-c", "sleep 60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = ingest.db.client().await;
+    let started = common::wait_until(Duration::from_secs(30), || async {
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM data_ingestion_runs WHERE task_name = 'interrupted'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.map(|_| ())
+    })
+    .await;
+    assert!(started.is_some(), "the run was started");
+    let pid = child.id().unwrap().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("tradegate ingest stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let run = ingest.stored("interrupted").await;
+    assert_eq!(run.status, "failed");
+    assert!(
+        run.error.as_deref().unwrap().starts_with("interrupted"),
+        "{:?}",
+        run.error
+    );
+}

@@ -19,6 +19,7 @@ use tradegate_actors::domain::{
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle, RestartPolicy};
 use tradegate_actors::ingestion_logger::{
     IngestionClient, IngestionConfig, IngestionError, IngestionLogger, IngestionLoggerArgs,
+    RunFilter,
 };
 use tradegate_actors::store::decisions::{
     REJECT_RUN_NOT_COMPLETED, REJECT_UNKNOWN_RUN, create_decisions,
@@ -889,5 +890,74 @@ async fn lineage_lists_only_runs_inside_the_window() {
         .unwrap()
         .len();
     assert_eq!(listed, 1);
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_queries_find_recent_runs_by_task_source_and_outcome() {
+    let logger = Logger::start().await;
+    let mut ids = Vec::new();
+    for (task, source, outcome) in [
+        ("congress.daily", "quiverquant", "completed"),
+        ("congress.daily", "quiverquant", "failed"),
+        ("insiders.daily", "quiverquant", "completed"),
+        ("prices.eod", "polygon", "running"),
+        ("prices.eod", "polygon", "completed"),
+    ] {
+        let run = logger
+            .client
+            .start_run(NewRun::new(task, source))
+            .await
+            .unwrap();
+        match outcome {
+            "completed" => {
+                logger.client.complete(run.run_id, None).await.unwrap();
+            }
+            "failed" => {
+                logger.client.fail(run.run_id, "boom", None).await.unwrap();
+            }
+            _ => {}
+        }
+        ids.push(run.run_id);
+    }
+    let found = |filter: RunFilter| {
+        let client = logger.client.clone();
+        async move {
+            client
+                .list(filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.run_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        found(RunFilter::recent(2)).await,
+        [ids[4], ids[3]],
+        "newest first"
+    );
+    assert_eq!(
+        found(RunFilter::recent(10).for_task("congress.daily")).await,
+        [ids[1], ids[0]]
+    );
+    assert_eq!(
+        found(RunFilter::recent(10).for_source("polygon")).await,
+        [ids[4], ids[3]]
+    );
+    assert_eq!(
+        found(RunFilter::recent(10).successful()).await,
+        [ids[4], ids[2], ids[0]]
+    );
+    assert_eq!(found(RunFilter::recent(10).failed()).await, [ids[1]]);
+    assert_eq!(
+        found(RunFilter::recent(10).for_source("quiverquant").successful()).await,
+        [ids[2], ids[0]]
+    );
+    assert!(
+        found(RunFilter::recent(10).for_task("nope"))
+            .await
+            .is_empty()
+    );
     logger.stop().await;
 }

@@ -17,6 +17,7 @@
 
 pub mod domain;
 pub mod gateway;
+pub mod ibkr_syncer;
 pub mod ingestion_logger;
 pub mod store;
 pub mod trade_log_writer;

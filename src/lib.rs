@@ -8,4 +8,5 @@ pub mod ingest;
 pub mod load;
 pub mod migrate;
 pub mod postgres;
+pub mod sim;
 pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Simulated venues that speak the real protocols on loopback.
+
+pub mod tws;

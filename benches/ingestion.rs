@@ -73,15 +73,7 @@ async fn run(rounds: u32) {
         .await
         .unwrap();
 
-    let pg: tokio_postgres::Config = conninfo.parse().unwrap();
-    let pool = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(
-        pg,
-        tokio_postgres::NoTls,
-    ))
-    .max_size(4)
-    .runtime(deadpool_postgres::Runtime::Tokio1)
-    .build()
-    .unwrap();
+    let pool = tradegate::app::pool(&conninfo, 4, timeout).unwrap();
     let args = IngestionLoggerArgs {
         pool,
         config: IngestionConfig::default(),

@@ -110,15 +110,7 @@ impl Database {
 
     /// A connection pool of `size` connections.
     pub fn pool(&self, size: usize) -> Result<deadpool_postgres::Pool> {
-        let mut pg: tokio_postgres::Config = self.conninfo.parse()?;
-        pg.connect_timeout(self.connect_timeout);
-        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-        Ok(deadpool_postgres::Pool::builder(manager)
-            .max_size(size)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(self.connect_timeout))
-            .create_timeout(Some(self.connect_timeout))
-            .build()?)
+        pool(&self.conninfo, size, self.connect_timeout)
     }
 
     /// Releases the private cluster, stopping it when no other process uses it.
@@ -131,6 +123,20 @@ impl Database {
             .context("the PostgreSQL stop task failed")??;
         Ok(stopped)
     }
+}
+
+/// A pool of `size` connections to `conninfo`; connecting and waiting for a free connection
+/// each give up after `timeout`.
+pub fn pool(conninfo: &str, size: usize, timeout: Duration) -> Result<deadpool_postgres::Pool> {
+    let mut pg: tokio_postgres::Config = conninfo.parse()?;
+    pg.connect_timeout(timeout);
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    Ok(deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .build()?)
 }
 
 /// The children of the supervision tree, in start order (stopped in reverse, so the

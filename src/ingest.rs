@@ -225,10 +225,7 @@ async fn supervise(
         .unwrap_or_default();
     let (failure, exit_code) = match end {
         JobEnd::TimedOut(after) => (
-            format!(
-                "timed out after {}s; the job was stopped",
-                after.as_secs_f64()
-            ),
+            format!("timed out after {after:?}; the job was stopped"),
             EXIT_TIMED_OUT,
         ),
         JobEnd::Interrupted => (
@@ -267,10 +264,10 @@ async fn supervise(
 
 /// Prints the run's outcome on stderr (stdout carries the job's own output).
 fn report(run: &IngestionRun, started: Instant) {
-    let took = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
     match run.status {
         RunStatus::Completed => eprintln!(
-            "ingest: run {} completed in {took:.1}s: fetched {}, created {}, updated {}, skipped {}",
+            "ingest: run {} completed in {took:.1?}: fetched {}, created {}, updated {}, skipped {}",
             run.run_id,
             run.counts.fetched,
             run.counts.created,
@@ -278,7 +275,7 @@ fn report(run: &IngestionRun, started: Instant) {
             run.counts.skipped
         ),
         _ => eprintln!(
-            "ingest: run {} failed after {took:.1}s: {}",
+            "ingest: run {} failed after {took:.1?}: {}",
             run.run_id,
             run.error_message.as_deref().unwrap_or("(no reason)")
         ),

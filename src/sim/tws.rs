@@ -106,7 +106,7 @@ async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::
                     e.req_id = req_id;
                     out.extend_from_slice(&tws::encode_fields(&tws::execution_fields(&e, version)));
                     if let Some(c) = commission {
-                        out.extend_from_slice(&tws::encode_fields(&commission_fields(c)));
+                        out.extend_from_slice(&tws::encode_fields(&tws::commission_fields(c)));
                     }
                     sent += 1;
                     if out.len() > 60 * 1024 {
@@ -147,19 +147,4 @@ async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::
         }
     }
     Ok(())
-}
-
-fn commission_fields(c: &CommissionReport) -> Vec<String> {
-    const UNSET: &str = "1.7976931348623157E308";
-    vec![
-        "59".into(),
-        "1".into(),
-        c.exec_id.clone(),
-        c.commission.map_or_else(|| UNSET.into(), |d| d.to_string()),
-        c.currency.clone(),
-        c.realized_pnl
-            .map_or_else(|| UNSET.into(), |d| d.to_string()),
-        String::new(),
-        String::new(),
-    ]
 }

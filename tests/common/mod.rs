@@ -188,11 +188,5 @@ pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
 
 /// A connection pool on `conninfo`, as the gateway builds one.
 pub fn pool(conninfo: &str, size: usize) -> deadpool_postgres::Pool {
-    let pg: tokio_postgres::Config = conninfo.parse().expect("conninfo");
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .expect("build a pool")
+    tradegate::app::pool(conninfo, size, TIMEOUT).expect("build a pool")
 }

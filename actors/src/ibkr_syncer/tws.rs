@@ -557,6 +557,23 @@ pub fn execution_fields(e: &Execution, server_version: u32) -> Vec<String> {
     fields
 }
 
+/// The fields of a COMMISSION_REPORT message as a server sends them; an unknown commission or
+/// P&L is written as Java's `Double.MAX_VALUE`, as TWS does.
+pub fn commission_fields(c: &CommissionReport) -> Vec<String> {
+    const UNSET: &str = "1.7976931348623157E308";
+    let value = |d: Option<Decimal>| d.map_or_else(|| UNSET.to_string(), |d| d.to_string());
+    vec![
+        inc::COMMISSION_REPORT.to_string(),
+        "1".into(),
+        c.exec_id.clone(),
+        value(c.commission),
+        c.currency.clone(),
+        value(c.realized_pnl),
+        String::new(),
+        String::new(),
+    ]
+}
+
 /// An execution id split into the part a correction keeps and its revision: the digits after
 /// the final period (`0000e0d5.64305db8.01.02` is base `0000e0d5.64305db8.01`, revision 2).
 /// An id with no numeric suffix is its own base with revision 0.
@@ -639,16 +656,17 @@ mod tests {
 
     #[test]
     fn commission_unset_is_none_not_a_huge_number() {
-        let frame = encode_fields(&[
-            "59",
-            "1",
-            "0001.01",
-            "1.7976931348623157E308",
-            "USD",
-            "1.7976931348623157E308",
-            "",
-            "",
-        ]);
+        let unset = CommissionReport {
+            exec_id: "0001.01".into(),
+            commission: None,
+            currency: "USD".into(),
+            realized_pnl: None,
+        };
+        let frame = encode_fields(&commission_fields(&unset));
+        assert!(
+            String::from_utf8_lossy(&frame).contains("1.7976931348623157E308"),
+            "unset is written as TWS writes it"
+        );
         let Incoming::Commission(c) = decode(&frame[4..], 176).unwrap() else {
             panic!()
         };

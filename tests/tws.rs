@@ -2,12 +2,11 @@
 //! decimals and commissions, filters, and faults mid-stream.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use tokio::net::TcpListener;
-use tradegate::sim::tws::{Fault, Scenario, serve};
+use tradegate::sim::tws::{Fault, Scenario, spawn};
 use tradegate_actors::ibkr_syncer::client::{ExecutionFilter, TwsSession};
 use tradegate_actors::ibkr_syncer::tws::{
     CommissionReport, Contract, Execution, MAX_VERSION, TwsTime, split_exec_id,
@@ -96,7 +95,7 @@ async fn start(scenario: Scenario) -> SocketAddr {
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, Arc::new(scenario)));
+    spawn(listener, scenario);
     addr
 }
 

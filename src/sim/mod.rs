@@ -1,3 +1,4 @@
 //! Simulated venues that speak the real protocols on loopback.
 
 pub mod tws;
+pub mod tws_scenario;

@@ -3,10 +3,14 @@
 //! else a TWS error message, never a dropped connection). Serves a fixed set of executions with
 //! their commission reports, and can be told to fail mid-stream for fault tests.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tradegate_actors::ibkr_syncer::fills::resolve_time;
 use tradegate_actors::ibkr_syncer::tws::{
     self, CommissionReport, Execution, MAX_VERSION, MIN_VERSION,
 };
@@ -31,8 +35,13 @@ pub struct Scenario {
     pub fault: Option<Fault>,
 }
 
-/// Serves `scenario` on `listener` until the task is dropped; one task per connection.
-pub async fn serve(listener: TcpListener, scenario: Arc<Scenario>) -> std::io::Result<()> {
+/// A scenario shared with the server, so a test can add executions (corrections, say) or
+/// switch faults between syncs.
+pub type SharedScenario = Arc<Mutex<Scenario>>;
+
+/// Serves `scenario` on `listener` until the task is dropped; one task per connection. Each
+/// executions request sees the scenario as it is when the request arrives.
+pub async fn serve(listener: TcpListener, scenario: SharedScenario) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let scenario = scenario.clone();
@@ -44,7 +53,33 @@ pub async fn serve(listener: TcpListener, scenario: Arc<Scenario>) -> std::io::R
     }
 }
 
-async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::TwsError> {
+/// Starts a simulated TWS on `listener` on its own task; returns the shared scenario.
+pub fn spawn(listener: TcpListener, scenario: Scenario) -> SharedScenario {
+    let shared = Arc::new(Mutex::new(scenario));
+    tokio::spawn(serve(listener, shared.clone()));
+    shared
+}
+
+fn lock(scenario: &SharedScenario) -> std::sync::MutexGuard<'_, Scenario> {
+    // a panic while holding the lock cannot leave a scenario half-changed in a way that matters
+    scenario
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The UTC instant of a REQ_EXECUTIONS filter time (`yyyymmdd-hh:mm:ss` is UTC; a time with a
+/// zone name is in that zone; one without, in the simulated login's zone, UTC).
+fn filter_since(text: &str) -> Result<Option<DateTime<Utc>>, tws::TwsError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let time = tws::TwsTime::parse(text)?;
+    resolve_time(&time, Tz::UTC)
+        .map(Some)
+        .map_err(tws::TwsError::Malformed)
+}
+
+async fn session(mut stream: TcpStream, shared: &SharedScenario) -> Result<(), tws::TwsError> {
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await?;
     if &prefix != b"API\0" {
@@ -69,7 +104,7 @@ async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::
             // START_API
             71 => {
                 tws::write_fields(&mut stream, &[s("9"), s("1"), s("1")]).await?;
-                let accounts = scenario.accounts.join(",");
+                let accounts = lock(shared).accounts.join(",");
                 tws::write_fields(&mut stream, &[s("15"), s("1"), accounts]).await?;
             }
             // REQ_EXECUTIONS
@@ -78,13 +113,19 @@ async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::
                 let req_id: i64 = f.int("request id")?;
                 let _client: i64 = f.int("client id")?;
                 let account = f.string("account")?.to_string();
-                let _time = f.string("time")?;
+                let since = filter_since(f.string("time")?)?;
                 let symbol = f.string("symbol")?.to_string();
+                let scenario = lock(shared).clone();
                 let mut sent = 0usize;
                 let mut out = Vec::with_capacity(64 * 1024);
                 for (execution, commission) in &scenario.executions {
                     if (!account.is_empty() && execution.account != account)
                         || (!symbol.is_empty() && execution.contract.symbol != symbol)
+                    {
+                        continue;
+                    }
+                    if let Some(since) = since
+                        && resolve_time(&execution.time, Tz::UTC).is_ok_and(|t| t < since)
                     {
                         continue;
                     }
@@ -122,7 +163,7 @@ async fn session(mut stream: TcpStream, scenario: &Scenario) -> Result<(), tws::
             5 => tws::write_fields(&mut stream, &[s("53"), s("1")]).await?,
             99 => tws::write_fields(&mut stream, &[s("102")]).await?,
             6 => {
-                let account = scenario.accounts.first().cloned().unwrap_or_default();
+                let account = lock(shared).accounts.first().cloned().unwrap_or_default();
                 tws::write_fields(&mut stream, &[s("54"), s("1"), account]).await?;
             }
             76 => {

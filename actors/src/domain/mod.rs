@@ -1,9 +1,13 @@
 //! Payloads shared by several actors.
 
+pub mod broker;
 pub mod decision;
 pub mod ingestion;
 pub mod trade_log;
 
+pub use broker::{
+    BrokerFill, BrokerTrade, NewFill, ParentKey, SyncCounts, SyncReport, TradeFilter, TradeStatus,
+};
 pub use decision::{
     CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, OrderType,
     PrimarySignal, TimeInForce,

@@ -1,5 +1,12 @@
-//! The IbkrSyncer's parts: so far the TWS protocol codec ([`tws`]) and a session that fetches
-//! executions ([`client`]), which executions sync and the simulated TWS are built on.
+//! The IbkrSyncer: executions sync from TWS / IB Gateway into `broker_fills` and
+//! `broker_trades` — the protocol codec ([`tws`]), a session ([`client`]), normalization
+//! ([`fills`]), one sync ([`sync`]) and the actor that schedules syncs and runs jobs.
 
 pub mod client;
+pub mod config;
+pub mod fills;
+pub mod sync;
 pub mod tws;
+
+pub use config::IbkrConfig;
+pub use sync::{SyncError, SyncRequest, sync_account};

@@ -233,7 +233,7 @@ pub fn parse_decimal(text: &str) -> Result<Option<Decimal>, String> {
 
 /// An execution's time as TWS writes it: `yyyymmdd  hh:mm:ss` (one or two spaces, or `-`), with
 /// an optional zone name after it. The zone is resolved by the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TwsTime {
     /// The text as received (kept for the audit record and written back as is)
     pub text: String,
@@ -301,7 +301,7 @@ pub struct Contract {
 }
 
 /// One EXECUTION_DATA message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Execution {
     /// The request it answers (-1 for unsolicited)
     pub req_id: i64,

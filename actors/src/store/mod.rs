@@ -1,8 +1,10 @@
 //! All SQL that reads or writes tradegate's tables: one documented function per statement,
 //! parameters always bound.
 
+pub mod broker_sync;
 pub mod decisions;
 pub mod ingestion;
+pub mod jobs;
 pub mod tradelog;
 
 use chrono::NaiveDate;

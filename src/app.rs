@@ -14,6 +14,7 @@ use tradegate_actors::domain::{
     ApiCall, IngestionRun, NewRun, RawJson, RecordOperation, RunRecord, TradeLogEvent,
 };
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
+use tradegate_actors::ibkr_syncer::{self, IbkrConfig, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
 };
@@ -130,6 +131,10 @@ impl Database {
 pub fn pool(conninfo: &str, size: usize, timeout: Duration) -> Result<deadpool_postgres::Pool> {
     let mut pg: tokio_postgres::Config = conninfo.parse()?;
     pg.connect_timeout(timeout);
+    // an IBKR sync stages a whole fetched window in a temporary table; room for it in memory
+    // keeps it off disk (allocated only when a session uses temporary tables)
+    let options = pg.get_options().unwrap_or_default();
+    pg.options(format!("{options} -c temp_buffers=64MB").trim());
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     Ok(deadpool_postgres::Pool::builder(manager)
         .max_size(size)
@@ -156,14 +161,32 @@ fn children(
         pool: pool.clone(),
         config: config.ingestion.clone(),
     };
-    vec![
+    let mut children = vec![
         ChildSpec::new(trade_log_writer::NAME, move || {
             (TradeLogWriter, writer.clone())
         }),
         ChildSpec::new(ingestion_logger::NAME, move || {
             (IngestionLogger, ingestion.clone())
         }),
-    ]
+    ];
+    for account in &config.ibkr.accounts {
+        let args = IbkrSyncerArgs {
+            account_id: account.clone(),
+            config: config.ibkr.clone(),
+            pool: pool.clone(),
+            trade_log: Some(trade_log.clone()),
+        };
+        children.push(ChildSpec::new(ibkr_syncer::name_for(account), move || {
+            (IbkrSyncer, args.clone())
+        }));
+    }
+    children
+}
+
+/// How long an on-request sync is waited for: a fetch may take up to the read timeout per
+/// frame, and a large window takes a while to store.
+pub fn sync_call_timeout(config: &IbkrConfig) -> Duration {
+    config.connect_timeout() + config.read_timeout() * 4 + Duration::from_secs(120)
 }
 
 /// A running gateway.
@@ -213,6 +236,8 @@ impl Running {
             gateway: gateway.actor().clone(),
             metrics,
             ingestion: IngestionClient::new(ingestion_logger::NAME),
+            ibkr: IbkrSyncClient::new(sync_call_timeout(&config.ibkr)),
+            ibkr_accounts: config.ibkr.accounts.clone(),
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;

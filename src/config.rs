@@ -29,6 +29,8 @@ pub struct Config {
     pub tradelog: tradegate_actors::trade_log_writer::TradeLogConfig,
     /// Data ingestion logging and decision lineage
     pub ingestion: tradegate_actors::ingestion_logger::IngestionConfig,
+    /// IBKR executions sync
+    pub ibkr: tradegate_actors::ibkr_syncer::IbkrConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
@@ -358,6 +360,9 @@ impl Config {
             return Err(invalid(key, message));
         }
         if let Err((key, message)) = self.ingestion.validate() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.ibkr.validate() {
             return Err(invalid(key, message));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

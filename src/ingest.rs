@@ -96,6 +96,10 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
             gateway: gateway.actor().clone(),
             metrics: telemetry::metrics_handle(),
             ingestion: client.clone(),
+            ibkr: tradegate_actors::ibkr_syncer::IbkrSyncClient::new(
+                std::time::Duration::from_secs(60),
+            ),
+            ibkr_accounts: Vec::new(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api_task = tokio::spawn(api::serve(listener, state, async {

@@ -67,6 +67,10 @@ impl Logger {
             gateway: gateway.actor().clone(),
             metrics: tradegate::telemetry::metrics_handle(),
             ingestion: client.clone(),
+            ibkr: tradegate_actors::ibkr_syncer::IbkrSyncClient::new(
+                std::time::Duration::from_secs(60),
+            ),
+            ibkr_accounts: Vec::new(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async {

@@ -55,7 +55,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -63,7 +63,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
 }
@@ -94,9 +94,9 @@ impl From<IngestionError> for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::invalid(format!("request body: {e}"))
@@ -125,7 +125,7 @@ fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn json_answer<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
+pub(crate) fn json_answer<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
     Ok((status, axum::Json(value)).into_response())
 }
 

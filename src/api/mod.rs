@@ -2,6 +2,7 @@
 //! are built, the read API and the strategy WebSocket).
 
 pub mod ingestion;
+pub mod trades;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use ractor::ActorRef;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tradegate_actors::gateway::{GatewayMessage, GatewayStatus, status_of};
+use tradegate_actors::ibkr_syncer::IbkrSyncClient;
 use tradegate_actors::ingestion_logger::IngestionClient;
 
 /// How long a health check waits for the database.
@@ -32,6 +34,10 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The IngestionLogger behind the ingestion endpoints
     pub ingestion: IngestionClient,
+    /// The IbkrSyncers behind `POST /api/v1/trades/sync`
+    pub ibkr: IbkrSyncClient,
+    /// The configured IBKR accounts (`[ibkr] accounts`)
+    pub ibkr_accounts: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -46,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(ingestion::routes())
+        .merge(trades::routes())
         .with_state(state)
 }
 

@@ -73,8 +73,26 @@ fn decimal_json(d: Option<Decimal>) -> Value {
     d.map_or(Value::Null, |d| Value::String(d.to_string()))
 }
 
-/// The broker record as received, decimals as strings so no digit is lost.
+/// Drops empty strings and nulls (fields TWS sent empty), at any depth.
+fn compact(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !matches!(v, Value::Null) && v.as_str() != Some(""))
+                .map(|(k, v)| (k, compact(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The broker record as received (fields TWS sent empty are left out), decimals as strings so
+/// no digit is lost.
 fn raw(e: &Execution, commission: Option<&CommissionReport>) -> Value {
+    compact(raw_full(e, commission))
+}
+
+fn raw_full(e: &Execution, commission: Option<&CommissionReport>) -> Value {
     let c = &e.contract;
     json!({
         "execution": {
@@ -256,7 +274,15 @@ mod tests {
         assert_eq!(fill.commission, Some(Decimal::new(105, 2)));
         assert_eq!(fill.order_ref, None);
         assert_eq!(fill.raw["execution"]["price"], "142.46");
-        assert_eq!(fill.raw["commission_report"]["realized_pnl"], Value::Null);
+        assert_eq!(fill.raw["commission_report"]["commission"], "1.05");
+        assert!(
+            fill.raw["commission_report"].get("realized_pnl").is_none(),
+            "unset is left out"
+        );
+        assert!(
+            fill.raw["execution"].get("order_ref").is_none(),
+            "empty is left out"
+        );
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //! `broker_trades` — the protocol codec ([`tws`]), a session ([`client`]), normalization
 //! ([`fills`]), one sync ([`sync`]) and the actor that schedules syncs and runs jobs.
 
+mod actor;
 pub mod client;
 pub mod config;
 pub mod fills;
 pub mod sync;
 pub mod tws;
 
+pub use actor::{
+    IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs, IbkrSyncerMessage, IbkrSyncerState, job_lookback,
+    name_for,
+};
 pub use config::IbkrConfig;
 pub use sync::{SyncError, SyncRequest, sync_account};

@@ -43,6 +43,9 @@ pub enum SyncError {
     /// No database connection
     #[error("audit trail unavailable: {0}")]
     Unavailable(String),
+    /// The caller stopped waiting (the sync goes on and is recorded)
+    #[error("{0}")]
+    TimedOut(String),
     /// The account is not one this gateway syncs
     #[error("account {0} is not configured in [ibkr] accounts")]
     UnknownAccount(String),
@@ -59,6 +62,7 @@ impl SyncError {
             Self::Store(_) | Self::Ingestion(_) => "store_error",
             Self::Unavailable(_) => "audit_unavailable",
             Self::UnknownAccount(_) => "unknown_account",
+            Self::TimedOut(_) => "sync_timeout",
         }
     }
 

@@ -8,8 +8,9 @@
 //! 3. stored canonical fills superseded by a higher revision in the batch are demoted first (the
 //!    unique index allows one canonical fill per base at any moment);
 //! 4. missing parents are created by perm id, order ref or the composite key;
-//! 5. the fills are upserted on `(account_id, exec_id)`, a new fill canonical only when no
-//!    stored or staged fill of its base has a higher revision;
+//! 5. new fills are inserted, a new fill canonical only when no stored or staged fill of its
+//!    base has a higher revision, and changed fills are updated in place (identity is
+//!    `(account_id, exec_id)`, unique in the table);
 //! 6. every touched parent's aggregates are recomputed from its canonical fills;
 //! 7. the ingestion run's records are added for what was created or updated.
 
@@ -112,7 +113,7 @@ const STAGE: &str = "CREATE TEMP TABLE broker_fill_stage (\
     executed_at TIMESTAMPTZ NOT NULL, quantity NUMERIC NOT NULL, price NUMERIC NOT NULL, \
     cum_quantity NUMERIC NOT NULL, avg_price NUMERIC NOT NULL, commission NUMERIC, \
     commission_currency TEXT, realized_pnl NUMERIC, raw JSONB NOT NULL, \
-    parent_kind SMALLINT NOT NULL, trade_date DATE NOT NULL, trade_id BIGINT) ON COMMIT DROP";
+    parent_kind SMALLINT NOT NULL, trade_date DATE NOT NULL) ON COMMIT DROP";
 
 const STAGE_COLUMNS: &str = "ord, account_id, exec_id, exec_id_base, exec_revision, ib_perm_id, \
     ib_order_id, order_ref, client_id, symbol, sec_type, side, exchange, currency, liquidity, \
@@ -238,15 +239,10 @@ pub async fn apply_fills(
     if fills.is_empty() {
         return Ok(counts);
     }
-    tx.batch_execute(&format!("DROP TABLE IF EXISTS broker_fill_stage; {STAGE}"))
+    tx.batch_execute(STAGE)
         .await
         .map_err(StoreError::new("creating the fill stage"))?;
     copy_stage(tx, fills).await?;
-    tx.batch_execute(
-        "CREATE INDEX ON broker_fill_stage (account_id, exec_id); ANALYZE broker_fill_stage",
-    )
-    .await
-    .map_err(StoreError::new("indexing the fill stage"))?;
 
     // 2. the last of repeated exec ids wins; unchanged fills are dropped
     tx.execute(
@@ -340,84 +336,103 @@ pub async fn apply_fills(
     )
     .await?;
     counts.created_trades_count = created;
+    // each staged fill's parent, and the stored fill it updates (if any), in narrow tables
     tx.batch_execute(
-        "UPDATE broker_fill_stage s SET trade_id = t.id FROM broker_trades t \
-         WHERE s.parent_kind = 1 AND t.account_id = s.account_id \
-           AND t.ib_perm_id = s.ib_perm_id AND t.ib_perm_id > 0; \
-         UPDATE broker_fill_stage s SET trade_id = t.id FROM broker_trades t \
-         WHERE s.parent_kind = 2 AND t.account_id = s.account_id AND t.order_ref = s.order_ref \
-           AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0); \
-         UPDATE broker_fill_stage s SET trade_id = t.id FROM broker_trades t \
-         WHERE s.parent_kind = 3 AND t.account_id = s.account_id \
-           AND t.order_ref IS NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
-           AND t.client_id = s.client_id AND t.ib_order_id = s.ib_order_id \
-           AND t.symbol = s.symbol AND t.side = s.side AND t.trade_date = s.trade_date",
+        "CREATE TEMP TABLE broker_fill_parent ON COMMIT DROP AS \
+         SELECT s.ord, t.id AS trade_id FROM broker_fill_stage s JOIN broker_trades t \
+           ON s.parent_kind = 1 AND t.account_id = s.account_id \
+          AND t.ib_perm_id = s.ib_perm_id AND t.ib_perm_id > 0 \
+         UNION ALL \
+         SELECT s.ord, t.id FROM broker_fill_stage s JOIN broker_trades t \
+           ON s.parent_kind = 2 AND t.account_id = s.account_id AND t.order_ref = s.order_ref \
+          AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
+         UNION ALL \
+         SELECT s.ord, t.id FROM broker_fill_stage s JOIN broker_trades t \
+           ON s.parent_kind = 3 AND t.account_id = s.account_id \
+          AND t.order_ref IS NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
+          AND t.client_id = s.client_id AND t.ib_order_id = s.ib_order_id \
+          AND t.symbol = s.symbol AND t.side = s.side AND t.trade_date = s.trade_date; \
+         CREATE TEMP TABLE broker_fill_existing ON COMMIT DROP AS \
+         SELECT s.ord, f.id, f.trade_id AS old_trade_id FROM broker_fill_stage s \
+         JOIN broker_fills f ON f.account_id = s.account_id AND f.exec_id = s.exec_id",
     )
     .await
     .map_err(StoreError::new("resolving parent trades"))?;
 
-    // a stored fill whose parent changed leaves its old parent to recompute
-    let (_, moved_from) = ids_and_count(
-        tx,
-        "SELECT count(*), array_agg(DISTINCT f.trade_id) FROM broker_fills f \
-         JOIN broker_fill_stage s ON f.account_id = s.account_id AND f.exec_id = s.exec_id \
-         WHERE f.trade_id <> s.trade_id",
-        &[],
-        "finding moved fills",
-    )
-    .await?;
-    touched.extend(moved_from);
-
-    // 5. upsert; 7. the ingestion run's records, in the same statement
+    // 5. new fills: a plain insert (the account lock keeps other syncs out; the unique index
+    //    still guards), canonical when no stored or staged fill of the base is a later revision;
+    // 7. their ingestion records in the same statement
     let row = tx
         .query_one(
             &format!(
-                "WITH up AS ( \
+                "WITH ins AS ( \
                    INSERT INTO broker_fills (trade_id, account_id, exec_id, {FILL_DATA}, \
                        is_canonical, fetched_at) \
-                   SELECT s.trade_id, s.account_id, s.exec_id, {staged}, \
-                       NOT EXISTS (SELECT 1 FROM broker_fills f2 \
+                   SELECT p.trade_id, s.account_id, s.exec_id, {staged}, \
+                       s.exec_revision = m.rev \
+                       AND NOT EXISTS (SELECT 1 FROM broker_fills f2 \
                                    WHERE f2.account_id = s.account_id \
                                      AND f2.exec_id_base = s.exec_id_base \
-                                     AND f2.exec_revision > s.exec_revision) \
-                       AND NOT EXISTS (SELECT 1 FROM broker_fill_stage s2 \
-                                   WHERE s2.account_id = s.account_id \
-                                     AND s2.exec_id_base = s.exec_id_base \
-                                     AND s2.exec_revision > s.exec_revision), \
+                                     AND f2.exec_revision > s.exec_revision), \
                        $1 \
-                   FROM broker_fill_stage s ORDER BY s.ord \
-                   ON CONFLICT (account_id, exec_id) DO UPDATE SET \
-                       trade_id = EXCLUDED.trade_id, {updates}, \
-                       fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp() \
-                   RETURNING id, trade_id, (xmax = 0) AS created, is_canonical, symbol, \
-                       executed_at), \
+                   FROM broker_fill_stage s \
+                   JOIN broker_fill_parent p ON p.ord = s.ord \
+                   JOIN (SELECT account_id, exec_id_base, max(exec_revision) AS rev \
+                         FROM broker_fill_stage GROUP BY 1, 2) m \
+                     ON m.account_id = s.account_id AND m.exec_id_base = s.exec_id_base \
+                   WHERE NOT EXISTS (SELECT 1 FROM broker_fill_existing e WHERE e.ord = s.ord) \
+                   ORDER BY s.ord \
+                   RETURNING id, trade_id, is_canonical, symbol, executed_at), \
                  rec AS ( \
                    INSERT INTO data_ingestion_run_records \
                        (data_ingestion_run_id, record_type, record_id, operation, symbol, \
                         occurred_at) \
-                   SELECT $2::bigint, 'broker_fill', id::text, \
-                          CASE WHEN created THEN 'created' ELSE 'updated' END, symbol, executed_at \
-                   FROM up WHERE $2::bigint IS NOT NULL \
+                   SELECT $2::bigint, 'broker_fill', id::text, 'created', symbol, executed_at \
+                   FROM ins WHERE $2::bigint IS NOT NULL \
                    ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
-                 SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created), \
-                        count(*) FILTER (WHERE created AND NOT is_canonical), \
-                        array_agg(DISTINCT trade_id) FROM up",
+                 SELECT count(*), count(*) FILTER (WHERE NOT is_canonical), \
+                        array_agg(DISTINCT trade_id) FROM ins",
                 staged = prefixed("s", FILL_DATA),
-                updates = FILL_DATA
-                    .split(", ")
-                    .map(|c| format!("{c} = EXCLUDED.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
             ),
             &[&fetched_at, &ingestion_run],
         )
         .await
-        .map_err(StoreError::new("upserting fills"))?;
-    let n = |i: usize| row.get::<_, i64>(i).unsigned_abs();
-    counts.inserted_executions_count = n(0);
-    counts.updated_executions_count = n(1);
-    counts.canonical_changes_count = demoted + n(2);
-    touched.extend(row.get::<_, Option<Vec<i64>>>(3).unwrap_or_default());
+        .map_err(StoreError::new("inserting new fills"))?;
+    counts.inserted_executions_count = row.get::<_, i64>(0).unsigned_abs();
+    counts.canonical_changes_count = demoted + row.get::<_, i64>(1).unsigned_abs();
+    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
+
+    // 5. changed fills: updated in place (their canonical flag is settled by step 3); a fill
+    //    whose parent changed leaves its old parent to recompute
+    let row = tx
+        .query_one(
+            &format!(
+                "WITH upd AS ( \
+                   UPDATE broker_fills f SET trade_id = p.trade_id, ({FILL_DATA}) = ({staged}), \
+                       fetched_at = $1, updated_at = clock_timestamp() \
+                   FROM broker_fill_stage s \
+                   JOIN broker_fill_parent p ON p.ord = s.ord \
+                   JOIN broker_fill_existing e ON e.ord = s.ord \
+                   WHERE f.id = e.id \
+                   RETURNING f.id, f.trade_id, e.old_trade_id, f.symbol, f.executed_at), \
+                 rec AS ( \
+                   INSERT INTO data_ingestion_run_records \
+                       (data_ingestion_run_id, record_type, record_id, operation, symbol, \
+                        occurred_at) \
+                   SELECT $2::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
+                   FROM upd WHERE $2::bigint IS NOT NULL \
+                   ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
+                 SELECT count(*), array_agg(DISTINCT trade_id), array_agg(DISTINCT old_trade_id) \
+                 FROM upd",
+                staged = prefixed("s", FILL_DATA),
+            ),
+            &[&fetched_at, &ingestion_run],
+        )
+        .await
+        .map_err(StoreError::new("updating changed fills"))?;
+    counts.updated_executions_count = row.get::<_, i64>(0).unsigned_abs();
+    touched.extend(row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default());
+    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
     touched.extend(created_ids.iter().copied());
     touched.sort_unstable();
     touched.dedup();

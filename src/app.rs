@@ -374,6 +374,27 @@ pub async fn migrate_command(config: &Config) -> Result<()> {
 pub async fn demo(config: &Config) -> Result<()> {
     let started = Instant::now();
     println!("tradegate demo");
+    // the simulated TWS, and the gateway's IBKR syncers pointed at it (synced on request here)
+    let tws_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("cannot open the simulated TWS on 127.0.0.1")?;
+    let tws_addr = tws_listener.local_addr()?;
+    let demo_accounts = vec!["DU0000001".to_string(), "DU0000002".to_string()];
+    let scenario = crate::sim::tws_scenario::generate(&crate::sim::tws_scenario::Generate {
+        accounts: demo_accounts.clone(),
+        executions: 120,
+        seed: 7,
+        end: Utc::now() - chrono::Duration::minutes(1),
+        span: chrono::Duration::days(3),
+    });
+    let served = scenario.executions.len();
+    let _tws = crate::sim::tws::spawn(tws_listener, scenario);
+    let mut config = config.clone();
+    config.ibkr.accounts = demo_accounts.clone();
+    config.ibkr.host = tws_addr.ip().to_string();
+    config.ibkr.port = tws_addr.port();
+    config.ibkr.sync_interval_secs = 0;
+    let config = &config;
     let running = Running::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     match running.database().origin() {
         DatabaseOrigin::Url => println!(
@@ -413,6 +434,24 @@ pub async fn demo(config: &Config) -> Result<()> {
         "  ingestion:  run {} of {} {}: {} records fetched, API call logged",
         run.run_id, run.task_name, run.status, run.counts.fetched
     );
+    println!("  ibkr:       simulated TWS on {tws_addr}, {served} executions");
+    let syncs = IbkrSyncClient::new(sync_call_timeout(&config.ibkr));
+    for account in &demo_accounts {
+        let first = syncs.sync(account, None).await?;
+        let again = syncs.sync(account, None).await?;
+        let (c, r) = (&first.counts, &again.counts);
+        println!(
+            "              {account}: fetched {}, inserted {}, {} superseded by corrections, \
+             {} trades; re-sync: {} unchanged, {} writes",
+            c.fetched_executions_count,
+            c.inserted_executions_count,
+            c.canonical_changes_count,
+            c.touched_trades_count,
+            r.unchanged_executions_count,
+            r.writes()
+        );
+        anyhow::ensure!(r.writes() == 0, "the re-sync of {account} wrote rows");
+    }
     let health = check_health(running.api_addr()).await;
     let stopped = match health {
         Ok(health) => {

@@ -48,6 +48,24 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
+    /// Sync IBKR executions now (see also the gateway's scheduled syncs).
+    Sync {
+        /// What to sync
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// The IBKR trades synced from TWS (parents aggregated from canonical fills).
+    Trades {
+        /// What to show
+        #[command(subcommand)]
+        command: TradesCommand,
+    },
+    /// Simulated venues on loopback.
+    Sim {
+        /// Which venue
+        #[command(subcommand)]
+        command: SimCommand,
+    },
     /// The unified trade log.
     Tradelog {
         /// What to do with it
@@ -79,6 +97,78 @@ pub enum TradelogCommand {
         #[arg(long, default_value_t = 0)]
         rate: u64,
         /// Seed of the event ids (`tradegate::load::event_id(seed, i)`)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// `tradegate sync ...`
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Fetch each account's executions over the look-back window from TWS and store them
+    /// (idempotent: a re-sync of the same window writes nothing). Connects as API client
+    /// `[ibkr] cli_client_id`. Exits 0 when every account synced, 1 otherwise.
+    Ibkr {
+        /// An account to sync (repeatable); default: every account in [ibkr] accounts
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Days to look back (default: ibkr.lookback_days)
+        #[arg(long)]
+        lookback_days: Option<u32>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+}
+
+/// `tradegate trades ...`
+#[derive(Debug, Subcommand)]
+pub enum TradesCommand {
+    /// List trades, most recently executed first.
+    List {
+        /// Only this account
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this status (filled, partial, cancelled, unknown)
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this symbol
+        #[arg(long)]
+        symbol: Option<String>,
+        /// At most this many (1 to 1000)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// Show one trade with its executions (canonical and superseded revisions).
+    Show {
+        /// The trade id
+        id: i64,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+}
+
+/// `tradegate sim ...`
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// A simulated TWS (the socket API, text protocol) serving generated executions: partial
+    /// fills, corrections (.01 -> .02), perm id 0 with and without an order ref, several
+    /// accounts. Runs until Ctrl-C.
+    Tws {
+        /// Where to listen
+        #[arg(long, default_value = "127.0.0.1:7497")]
+        listen: std::net::SocketAddr,
+        /// The login's accounts, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "DU0000001,DU0000002")]
+        accounts: Vec<String>,
+        /// How many executions to serve
+        #[arg(long, default_value_t = 500)]
+        executions: usize,
+        /// Seed of the generator
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod ibkr;
 pub mod ingest;
 pub mod load;
 pub mod migrate;

@@ -47,6 +47,47 @@ fn main() -> ExitCode {
                     .await
                     .map(|outcome| outcome.exit_code);
             }
+            cli::Command::Sync {
+                command:
+                    cli::SyncCommand::Ibkr {
+                        accounts,
+                        lookback_days,
+                        format,
+                    },
+            } => {
+                return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
+                    .await;
+            }
+            cli::Command::Trades {
+                command:
+                    cli::TradesCommand::List {
+                        account,
+                        status,
+                        symbol,
+                        limit,
+                        format,
+                    },
+            } => {
+                let filter = tradegate_actors::domain::TradeFilter {
+                    account_id: account,
+                    status,
+                    symbol,
+                    limit: Some(limit),
+                };
+                tradegate::ibkr::trades_list(&config, filter, format).await
+            }
+            cli::Command::Trades {
+                command: cli::TradesCommand::Show { id, format },
+            } => tradegate::ibkr::trades_show(&config, id, format).await,
+            cli::Command::Sim {
+                command:
+                    cli::SimCommand::Tws {
+                        listen,
+                        accounts,
+                        executions,
+                        seed,
+                    },
+            } => tradegate::ibkr::sim_tws(listen, accounts, executions, seed).await,
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,
             cli::Command::Demo => app::demo(&config).await,

@@ -1,0 +1,274 @@
+//! The IBKR commands: `tradegate sync ibkr`, `tradegate trades list|show`, and
+//! `tradegate sim tws`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tradegate_actors::domain::{BrokerFill, BrokerTrade, SyncReport, TradeFilter};
+use tradegate_actors::ibkr_syncer::client::TwsSession;
+use tradegate_actors::ibkr_syncer::{SyncRequest, sync_account};
+use tradegate_actors::store::broker_sync;
+
+use crate::app::Database;
+use crate::config::Config;
+use crate::sim::tws_scenario::{Generate, generate};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A readable table
+    Table,
+    /// JSON
+    Json,
+}
+
+/// Runs `body` with the configured database open and migrated, then closes it.
+async fn with_database<T>(
+    config: &Config,
+    body: impl AsyncFnOnce(&Database) -> Result<T>,
+) -> Result<T> {
+    let database = Database::open(&config.database).await?;
+    let result = async {
+        database.migrate().await?;
+        body(&database).await
+    }
+    .await;
+    let closed = database.close().await;
+    let value = result?;
+    closed?;
+    Ok(value)
+}
+
+fn print_report(report: &SyncReport) {
+    let c = &report.counts;
+    println!(
+        "{}: fetched {}, inserted {}, updated {}, unchanged {}, canonical changes {}, trades touched {} \
+         (window {} .. {}, {} ms; sync run {}, ingestion run {})",
+        report.account_id,
+        c.fetched_executions_count,
+        c.inserted_executions_count,
+        c.updated_executions_count,
+        c.unchanged_executions_count,
+        c.canonical_changes_count,
+        c.touched_trades_count,
+        report.window_start.format("%Y-%m-%d %H:%M:%S"),
+        report.window_end.format("%Y-%m-%d %H:%M:%S"),
+        report.duration_ms,
+        report.sync_run_id,
+        report.ingestion_run_id,
+    );
+}
+
+/// `tradegate sync ibkr`: syncs each account (the given ones, else `[ibkr] accounts`) once,
+/// as API client `[ibkr] cli_client_id`; exit 0 only if every sync completed.
+pub async fn sync_command(
+    config: &Config,
+    accounts: Vec<String>,
+    lookback_days: Option<u32>,
+    format: Format,
+) -> Result<u8> {
+    let ibkr = &config.ibkr;
+    let accounts = if accounts.is_empty() {
+        ibkr.accounts.clone()
+    } else {
+        accounts
+    };
+    if accounts.is_empty() {
+        bail!("no IBKR accounts to sync: set [ibkr] accounts or pass --account");
+    }
+    if let Some(days) = lookback_days
+        && !(1..=365).contains(&days)
+    {
+        bail!("--lookback-days must be 1 to 365, got {days}");
+    }
+    let addr = tokio::net::lookup_host((ibkr.host.as_str(), ibkr.port))
+        .await
+        .with_context(|| format!("cannot resolve [ibkr] host {}", ibkr.host))?
+        .next()
+        .with_context(|| format!("[ibkr] host {} resolves to no address", ibkr.host))?;
+    with_database(config, async |database| {
+        let pool = database.pool(2)?;
+        let mut session = TwsSession::connect(
+            addr,
+            ibkr.cli_client_id,
+            ibkr.connect_timeout(),
+            ibkr.read_timeout(),
+        )
+        .await
+        .with_context(|| format!("cannot reach TWS at {addr}"))?;
+        let mut failed = 0u8;
+        let mut reports = Vec::new();
+        for account in &accounts {
+            let request = SyncRequest {
+                account_id: account.clone(),
+                lookback: chrono::Duration::days(i64::from(
+                    lookback_days.unwrap_or(ibkr.lookback_days),
+                )),
+                zone: ibkr.zone(),
+            };
+            match sync_account(&pool, &mut session, &request).await {
+                Ok(report) => {
+                    if format == Format::Table {
+                        print_report(&report);
+                    }
+                    reports.push(serde_json::to_value(&report)?);
+                }
+                Err(e) => {
+                    failed = failed.saturating_add(1);
+                    eprintln!("{account}: sync failed ({}): {e}", e.code());
+                    reports.push(serde_json::json!({
+                        "account_id": account,
+                        "error": {"code": e.code(), "message": e.to_string()},
+                    }));
+                    if e.breaks_session() {
+                        session = TwsSession::connect(
+                            addr,
+                            ibkr.cli_client_id,
+                            ibkr.connect_timeout(),
+                            ibkr.read_timeout(),
+                        )
+                        .await
+                        .with_context(|| format!("cannot reconnect to TWS at {addr}"))?;
+                    }
+                }
+            }
+        }
+        if format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        }
+        Ok(u8::from(failed > 0))
+    })
+    .await
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+}
+
+fn print_trades(trades: &[BrokerTrade]) {
+    println!(
+        "{:>8}  {:<12} {:<8} {:<4} {:>12} {:>14} {:<8} {:<20} identity",
+        "id", "account", "symbol", "side", "quantity", "avg price", "status", "last executed (UTC)"
+    );
+    for t in trades {
+        let identity = match (&t.ib_perm_id, &t.order_ref) {
+            (Some(perm), _) => format!("perm {perm}"),
+            (None, Some(r)) => format!("ref {r}"),
+            _ => format!(
+                "client {} order {} {}",
+                opt(&t.client_id),
+                opt(&t.ib_order_id),
+                opt(&t.trade_date)
+            ),
+        };
+        println!(
+            "{:>8}  {:<12} {:<8} {:<4} {:>12} {:>14} {:<8} {:<20} {identity}",
+            t.id,
+            t.account_id,
+            opt(&t.symbol),
+            opt(&t.side),
+            t.total_quantity,
+            opt(&t.avg_price),
+            t.status,
+            t.last_executed_at
+                .map_or_else(|| "-".into(), |d| d.format("%Y-%m-%d %H:%M:%S").to_string()),
+        );
+    }
+}
+
+fn print_fills(fills: &[BrokerFill]) {
+    println!(
+        "{:<28} {:>4} {:<9} {:<20} {:>10} {:>14} {:>10}",
+        "exec id", "rev", "canonical", "executed (UTC)", "quantity", "price", "commission"
+    );
+    for f in fills {
+        println!(
+            "{:<28} {:>4} {:<9} {:<20} {:>10} {:>14} {:>10}",
+            f.exec_id,
+            f.exec_revision,
+            if f.is_canonical { "yes" } else { "no" },
+            f.executed_at.format("%Y-%m-%d %H:%M:%S"),
+            f.quantity,
+            f.price,
+            opt(&f.commission),
+        );
+    }
+}
+
+/// `tradegate trades list`.
+pub async fn trades_list(config: &Config, filter: TradeFilter, format: Format) -> Result<()> {
+    filter.validate().map_err(anyhow::Error::msg)?;
+    let trades = with_database(config, async |database| {
+        let client = database.connect().await?;
+        Ok(broker_sync::list_trades(&client, &filter).await?)
+    })
+    .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&trades)?),
+        Format::Table if trades.is_empty() => println!("no trades match"),
+        Format::Table => print_trades(&trades),
+    }
+    Ok(())
+}
+
+/// `tradegate trades show ID`: the trade and its fills (canonical and superseded).
+pub async fn trades_show(config: &Config, id: i64, format: Format) -> Result<()> {
+    let (trade, fills) = with_database(config, async |database| {
+        let client = database.connect().await?;
+        let trade = broker_sync::get_trade(&client, id)
+            .await?
+            .with_context(|| format!("no trade {id}"))?;
+        let fills = broker_sync::list_trade_fills(&client, id).await?;
+        Ok((trade, fills))
+    })
+    .await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"trade": trade, "executions": fills})
+            )?
+        ),
+        Format::Table => {
+            print_trades(std::slice::from_ref(&trade));
+            println!();
+            print_fills(&fills);
+        }
+    }
+    Ok(())
+}
+
+/// `tradegate sim tws`: serves a generated scenario until Ctrl-C or SIGTERM.
+pub async fn sim_tws(
+    listen: SocketAddr,
+    accounts: Vec<String>,
+    executions: usize,
+    seed: u64,
+) -> Result<()> {
+    if accounts.is_empty() {
+        bail!("--accounts needs at least one account id");
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let scenario = generate(&Generate {
+        accounts: accounts.clone(),
+        executions,
+        seed,
+        end: Utc::now() - chrono::Duration::minutes(1),
+        span: chrono::Duration::days(5),
+    });
+    let served = scenario.executions.len();
+    let _shared = crate::sim::tws::spawn(listener, scenario);
+    println!(
+        "simulated TWS listening on {addr}: accounts {}, {served} executions (seed {seed})",
+        accounts.join(",")
+    );
+    crate::app::shutdown_signal().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The widely used Python client `ib_async` connects to the simulated TWS over TCP and reads
+//! its executions and commission reports (`scripts/ib_async_fetch.py`). The test installs the
+//! client into a private virtual environment under `target/` when the machine's Python lacks it
+//! (pinned version, from PyPI with pip), so it runs the same in CI as on a workstation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rust_decimal::Decimal;
+use tokio::net::TcpListener;
+use tradegate::sim::tws::{Scenario, spawn};
+use tradegate_actors::ibkr_syncer::tws::{CommissionReport, Contract, Execution, TwsTime};
+
+const IB_ASYNC: &str = "ib_async==2.1.0";
+
+fn has_ib_async(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import ib_async"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A Python that can import ib_async: the machine's, or a venv made for the tests.
+fn python() -> PathBuf {
+    let system = PathBuf::from("python3");
+    if has_ib_async(&system) {
+        return system;
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv-ib_async");
+    let python = venv.join("bin/python");
+    if has_ib_async(&python) {
+        return python;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 must be installed to run the ib_async test");
+    assert!(made.success(), "python3 -m venv {} failed", venv.display());
+    let installed = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            IB_ASYNC,
+        ])
+        .status()
+        .expect("run pip");
+    assert!(installed.success(), "pip install {IB_ASYNC} failed");
+    assert!(has_ib_async(&python), "ib_async still cannot be imported");
+    python
+}
+
+fn execution(exec_id: &str, account: &str, shares: i64, price: Decimal, perm_id: i64) -> Execution {
+    Execution {
+        order_id: 12,
+        contract: Contract {
+            con_id: 265_598,
+            symbol: "AAPL".into(),
+            sec_type: "STK".into(),
+            exchange: "SMART".into(),
+            currency: "USD".into(),
+            local_symbol: "AAPL".into(),
+            ..Contract::default()
+        },
+        exec_id: exec_id.into(),
+        time: TwsTime::parse("20261120 10:30:01 US/Eastern").unwrap(),
+        account: account.into(),
+        exchange: "ISLAND".into(),
+        side: "BOT".into(),
+        shares: Decimal::from(shares),
+        price,
+        perm_id,
+        client_id: 5,
+        cum_qty: Decimal::from(shares),
+        avg_price: price,
+        order_ref: if perm_id == 0 {
+            "strat-1".into()
+        } else {
+            String::new()
+        },
+        last_liquidity: 1,
+        ..Execution::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let commission = |id: &str, c: Option<Decimal>| {
+        Some(CommissionReport {
+            exec_id: id.into(),
+            commission: c,
+            currency: "USD".into(),
+            realized_pnl: None,
+        })
+    };
+    let scenario = Scenario {
+        accounts: vec!["DU7001".into(), "DU7002".into()],
+        executions: vec![
+            (
+                execution(
+                    "0000e0d5.77.01.01",
+                    "DU7001",
+                    60,
+                    Decimal::new(18_512, 2),
+                    4242,
+                ),
+                commission("0000e0d5.77.01.01", Some(Decimal::new(125, 2))),
+            ),
+            (
+                execution(
+                    "0000e0d5.77.01.02",
+                    "DU7001",
+                    60,
+                    Decimal::new(18_513, 2),
+                    4242,
+                ),
+                commission("0000e0d5.77.01.02", Some(Decimal::new(125, 2))),
+            ),
+            (
+                execution("0000e0d5.78.01.01", "DU7002", 7, Decimal::new(41_130, 2), 0),
+                commission("0000e0d5.78.01.01", None),
+            ),
+        ],
+        fault: None,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _tws = spawn(listener, scenario);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ib_async_fetch.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([addr.ip().to_string(), addr.port().to_string(), "5".into()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ib_async failed: {stderr}");
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    assert_eq!(out["accounts"], serde_json::json!(["DU7001", "DU7002"]));
+    let fills = out["fills"].as_array().unwrap();
+    let ids: Vec<&str> = fills
+        .iter()
+        .map(|f| f["exec_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "0000e0d5.77.01.01",
+            "0000e0d5.77.01.02",
+            "0000e0d5.78.01.01"
+        ]
+    );
+    let first = &fills[0];
+    assert_eq!(first["account"], "DU7001");
+    assert_eq!(first["symbol"], "AAPL");
+    assert_eq!(first["side"], "BOT");
+    assert_eq!(first["price"], "185.12");
+    assert_eq!(first["perm_id"], 4242);
+    assert_eq!(first["commission"], 1.25);
+    assert_eq!(first["commission_currency"], "USD");
+    assert_eq!(fills[1]["price"], "185.13", "the correction's own price");
+    assert_eq!(fills[2]["order_ref"], "strat-1");
+    assert_eq!(fills[2]["shares"], "7.0");
+    // an unset commission travels as Java's Double.MAX_VALUE, and ib_async reads exactly that
+    assert_eq!(fills[2]["commission"], serde_json::json!(f64::MAX));
+}

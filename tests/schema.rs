@@ -192,7 +192,16 @@ async fn every_table_exists_with_its_constraints_and_indexes() {
     assert!(index("broker_trades_composite_uidx").contains("NULLS NOT DISTINCT"));
     assert!(index("broker_fills_one_canonical_uidx").contains("WHERE is_canonical"));
     assert!(index("broker_fills_exec_uidx").contains("(account_id, exec_id)"));
-    assert!(index("broker_fills_base_revision_idx").contains("exec_revision DESC"));
+    // the spec's (account_id, exec_id_base, exec_revision) index is the revision constraint's
+    assert!(
+        index("broker_fills_revision_unique").contains("(account_id, exec_id_base, exec_revision)")
+    );
+    assert!(
+        !indexes
+            .iter()
+            .any(|i| i.starts_with("broker_fills_base_revision_idx ")),
+        "V6 dropped the duplicate"
+    );
     assert!(index("broker_trades_account_last_idx").contains("last_executed_at DESC"));
     assert!(index("api_payloads_payload_gin").contains("USING gin"));
     assert!(index("trade_decisions_rationale_gin").contains("USING gin"));

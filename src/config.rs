@@ -408,11 +408,12 @@ fn apply_override(
     key: &str,
     raw: &str,
 ) -> Result<Config, ConfigError> {
-    // A value is read as TOML when it is one (numbers, booleans), else as a plain string.
+    // A value is read as TOML when it is one (numbers, booleans, arrays such as
+    // `["DU1","DU2"]`), else as a plain string.
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .filter(|v| !v.is_table() && !v.is_array())
+        .filter(|v| !v.is_table())
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let entry = table
         .entry(section.to_string())

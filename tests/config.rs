@@ -99,6 +99,8 @@ fn environment_variables_override_the_file() {
         env(&[
             ("TRADEGATE_API__LISTEN", "127.0.0.1:9100"),
             ("TRADEGATE_SUPERVISOR__MAX_RESTARTS", "9"),
+            ("TRADEGATE_IBKR__ACCOUNTS", r#"["DU1", "DU2"]"#),
+            ("TRADEGATE_IBKR__TIMEZONE", "US/Eastern"),
             ("DATABASE_URL", "postgres://tg@127.0.0.1:5432/tg"),
             // not config keys: ignored
             ("TRADEGATE_TEST_DATABASE_URL", "whatever"),
@@ -108,6 +110,8 @@ fn environment_variables_override_the_file() {
     .unwrap();
     assert_eq!(config.api.listen.port(), 9100);
     assert_eq!(config.supervisor.max_restarts, 9);
+    assert_eq!(config.ibkr.accounts, ["DU1", "DU2"]);
+    assert_eq!(config.ibkr.timezone, "US/Eastern");
     assert_eq!(config.database.url, "postgres://tg@127.0.0.1:5432/tg");
 }
 
@@ -136,6 +140,29 @@ fn a_bad_environment_override_names_the_variable() {
         message.contains("TRADEGATE_SUPERVISOR__MAX_RESTARTS"),
         "{message}"
     );
+
+    let message = Config::load_with_env(
+        Some(&path),
+        env(&[("TRADEGATE_IBKR__TIMEZONE", "Mars/Base")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("ibkr.timezone") && message.contains("unknown time zone"),
+        "{message}"
+    );
+    let message =
+        Config::load_with_env(Some(&path), env(&[("TRADEGATE_IBKR__CLI_CLIENT_ID", "17")]))
+            .unwrap_err()
+            .to_string();
+    assert!(message.contains("ibkr.cli_client_id"), "{message}");
+    let message = Config::load_with_env(
+        Some(&path),
+        env(&[("TRADEGATE_IBKR__ACCOUNTS", r#"["DU1","DU1"]"#)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("listed twice"), "{message}");
 }
 
 #[test]

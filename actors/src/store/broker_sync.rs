@@ -239,7 +239,9 @@ pub async fn apply_fills(
     if fills.is_empty() {
         return Ok(counts);
     }
-    tx.batch_execute(STAGE)
+    // a whole window is hashed and sorted in memory rather than in spill files (this
+    // transaction only)
+    tx.batch_execute(&format!("SET LOCAL work_mem = '64MB'; {STAGE}"))
         .await
         .map_err(StoreError::new("creating the fill stage"))?;
     copy_stage(tx, fills).await?;
@@ -402,37 +404,14 @@ pub async fn apply_fills(
     counts.canonical_changes_count = demoted + row.get::<_, i64>(1).unsigned_abs();
     touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
 
-    // 5. changed fills: updated in place (their canonical flag is settled by step 3); a fill
-    //    whose parent changed leaves its old parent to recompute
-    let row = tx
-        .query_one(
-            &format!(
-                "WITH upd AS ( \
-                   UPDATE broker_fills f SET trade_id = p.trade_id, ({FILL_DATA}) = ({staged}), \
-                       fetched_at = $1, updated_at = clock_timestamp() \
-                   FROM broker_fill_stage s \
-                   JOIN broker_fill_parent p ON p.ord = s.ord \
-                   JOIN broker_fill_existing e ON e.ord = s.ord \
-                   WHERE f.id = e.id \
-                   RETURNING f.id, f.trade_id, e.old_trade_id, f.symbol, f.executed_at), \
-                 rec AS ( \
-                   INSERT INTO data_ingestion_run_records \
-                       (data_ingestion_run_id, record_type, record_id, operation, symbol, \
-                        occurred_at) \
-                   SELECT $2::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
-                   FROM upd WHERE $2::bigint IS NOT NULL \
-                   ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
-                 SELECT count(*), array_agg(DISTINCT trade_id), array_agg(DISTINCT old_trade_id) \
-                 FROM upd",
-                staged = prefixed("s", FILL_DATA),
-            ),
-            &[&fetched_at, &ingestion_run],
-        )
+    let changed: i64 = tx
+        .query_one("SELECT count(*) FROM broker_fill_existing", &[])
         .await
-        .map_err(StoreError::new("updating changed fills"))?;
-    counts.updated_executions_count = row.get::<_, i64>(0).unsigned_abs();
-    touched.extend(row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default());
-    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
+        .map_err(StoreError::new("counting changed fills"))?
+        .get(0);
+    if changed > 0 {
+        update_changed(tx, fetched_at, ingestion_run, &mut counts, &mut touched).await?;
+    }
     touched.extend(created_ids.iter().copied());
     touched.sort_unstable();
     touched.dedup();
@@ -482,6 +461,47 @@ pub async fn apply_fills(
         .map_err(StoreError::new("recording touched trades"))?;
     }
     Ok(counts)
+}
+
+/// Step 5 for fills already stored whose data changed: updated in place (their canonical flag
+/// is settled by step 3); a fill whose parent changed leaves its old parent to recompute.
+async fn update_changed(
+    tx: &Transaction<'_>,
+    fetched_at: DateTime<Utc>,
+    ingestion_run: Option<i64>,
+    counts: &mut SyncCounts,
+    touched: &mut Vec<i64>,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_one(
+            &format!(
+                "WITH upd AS ( \
+                   UPDATE broker_fills f SET trade_id = p.trade_id, ({FILL_DATA}) = ({staged}), \
+                       fetched_at = $1, updated_at = clock_timestamp() \
+                   FROM broker_fill_stage s \
+                   JOIN broker_fill_parent p ON p.ord = s.ord \
+                   JOIN broker_fill_existing e ON e.ord = s.ord \
+                   WHERE f.id = e.id \
+                   RETURNING f.id, f.trade_id, e.old_trade_id, f.symbol, f.executed_at), \
+                 rec AS ( \
+                   INSERT INTO data_ingestion_run_records \
+                       (data_ingestion_run_id, record_type, record_id, operation, symbol, \
+                        occurred_at) \
+                   SELECT $2::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
+                   FROM upd WHERE $2::bigint IS NOT NULL \
+                   ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
+                 SELECT count(*), array_agg(DISTINCT trade_id), array_agg(DISTINCT old_trade_id) \
+                 FROM upd",
+                staged = prefixed("s", FILL_DATA),
+            ),
+            &[&fetched_at, &ingestion_run],
+        )
+        .await
+        .map_err(StoreError::new("updating changed fills"))?;
+    counts.updated_executions_count = row.get::<_, i64>(0).unsigned_abs();
+    touched.extend(row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default());
+    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
+    Ok(())
 }
 
 fn prefixed(alias: &str, columns: &str) -> String {

@@ -25,7 +25,9 @@ use tradegate_actors::ingestion_logger::{
 };
 
 use crate::api::{self, ApiState};
-use crate::app::{Database, shutdown_signal};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::app::Database;
 use crate::config::Config;
 use crate::telemetry;
 
@@ -137,6 +139,10 @@ async fn supervise(
             "wrapper_pid": std::process::id(),
         })),
     };
+    // listen for Ctrl-C and SIGTERM before the run exists, so an interrupt from then on fails
+    // the run instead of killing this process with the run left running
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let run = client.start_run(new_run).await?;
     let run_id = run.run_id;
     eprintln!(
@@ -179,7 +185,8 @@ async fn supervise(
     let end = tokio::select! {
         status = child.wait() => JobEnd::Exited(status.context("waiting for the job")?),
         () = tokio::time::sleep(timeout) => JobEnd::TimedOut(timeout),
-        () = shutdown_signal() => JobEnd::Interrupted,
+        _ = interrupt.recv() => JobEnd::Interrupted,
+        _ = terminate.recv() => JobEnd::Interrupted,
     };
     let status = match end {
         JobEnd::Exited(status) => Some(status),

@@ -18,17 +18,18 @@
 // Rates and ratios of timings are statistics, not money.
 #![allow(clippy::float_arithmetic)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use chrono_tz::Tz;
 use tokio::net::TcpListener;
-use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database};
 use tradegate::sim::tws::spawn;
 use tradegate::sim::tws_scenario::{Generate, generate};
 use tradegate_actors::ibkr_syncer::client::{ExecutionFilter, TwsSession};
 use tradegate_actors::ibkr_syncer::{SyncRequest, sync_account};
+
+#[path = "support/mod.rs"]
+mod support;
 
 const ACCOUNT: &str = "DU0100000";
 
@@ -63,26 +64,12 @@ async fn versions(client: &tokio_postgres::Client) -> Vec<(i64, String)> {
 }
 
 async fn run(executions: usize) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-ibkr-sync");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut options = ClusterOptions::new(dir.join("pg"));
-    if let Ok(buffers) = std::env::var("TRADEGATE_BENCH_SHARED_BUFFERS") {
-        options.settings.push(("shared_buffers".into(), buffers));
-    }
-    let mut cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
-        .await
-        .unwrap()
-        .expect("start the benchmark cluster");
-    let timeout = Duration::from_secs(10);
-    ensure_database(&cluster.conninfo("postgres"), "bench", timeout)
-        .await
-        .unwrap();
-    let conninfo = cluster.conninfo("bench");
-    let mut client = tradegate::postgres::connect(&conninfo, timeout)
-        .await
-        .unwrap();
-    tradegate::migrate::run(&mut client).await.unwrap();
+    let settings = std::env::var("TRADEGATE_BENCH_SHARED_BUFFERS")
+        .map(|buffers| vec![("shared_buffers".to_string(), buffers)])
+        .unwrap_or_default();
+    let (mut cluster, conninfo, client, _) =
+        support::bench_database("bench-ibkr-sync", settings).await;
+    let timeout = support::TIMEOUT;
     if std::env::var_os("TRADEGATE_BENCH_LOG_STATEMENTS").is_some() {
         // every statement over 5 ms goes to the cluster's log, to see where the time goes
         for sql in [

@@ -14,15 +14,16 @@
 // Percentiles and ratios of timings are statistics, not money.
 #![allow(clippy::float_arithmetic)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database};
 use tradegate_actors::domain::{NewRun, RecordOperation, RunCounts, RunRecord};
 use tradegate_actors::gateway::{ChildSpec, Gateway, RestartPolicy};
 use tradegate_actors::ingestion_logger::{
     IngestionClient, IngestionConfig, IngestionLogger, IngestionLoggerArgs,
 };
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn main() {
     let rounds: u32 = std::env::var("TRADEGATE_BENCH_ROUNDS")
@@ -51,23 +52,9 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 async fn run(rounds: u32) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-ingestion");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let options = ClusterOptions::new(dir.join("pg"));
-    let mut cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
-        .await
-        .unwrap()
-        .expect("start the benchmark cluster");
-    let timeout = Duration::from_secs(10);
-    ensure_database(&cluster.conninfo("postgres"), "bench", timeout)
-        .await
-        .unwrap();
-    let conninfo = cluster.conninfo("bench");
-    let mut client = tradegate::postgres::connect(&conninfo, timeout)
-        .await
-        .unwrap();
-    tradegate::migrate::run(&mut client).await.unwrap();
+    let (mut cluster, conninfo, client, _) =
+        support::bench_database("bench-ingestion", Vec::new()).await;
+    let timeout = support::TIMEOUT;
     client
         .batch_execute("CREATE TABLE floor (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v TEXT NOT NULL)")
         .await

@@ -17,11 +17,9 @@
 #![allow(clippy::float_arithmetic)]
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database, find_server_binaries};
 use tradegate_actors::domain::TradeLogEvent;
 use tradegate_actors::gateway::{ChildSpec, Gateway, RestartPolicy};
 use tradegate_actors::trade_log_writer::{
@@ -32,6 +30,12 @@ const COLUMNS: &str = "event_id, local_ts_us, exchange_ts_us, event_type, req_id
     native_ord_id, market_id, account_id, symbol, exec_type, ord_status, side, is_taker, last_px, \
     last_qty, leaves_qty, ord_px, ord_qty, fee, response_status, error_code, error_message, \
     source, body";
+
+use std::path::PathBuf;
+use tradegate::postgres::find_server_binaries;
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn main() {
     let events: u64 = std::env::var("TRADEGATE_BENCH_EVENTS")
@@ -46,27 +50,9 @@ fn main() {
 }
 
 async fn run(events: u64) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-trade-log");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     // a durable cluster with the server's default settings: fsync and synchronous commit on
-    let options = ClusterOptions::new(dir.join("pg"));
-    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
-        .await
-        .unwrap()
-        .expect("start the benchmark cluster");
-    ensure_database(
-        &cluster.conninfo("postgres"),
-        "bench",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let conninfo = cluster.conninfo("bench");
-    let mut client = tradegate::postgres::connect(&conninfo, Duration::from_secs(10))
-        .await
-        .unwrap();
-    tradegate::migrate::run(&mut client).await.unwrap();
+    let (cluster, conninfo, client, dir) =
+        support::bench_database("bench-trade-log", Vec::new()).await;
 
     eprintln!("generating {events} events");
     let batch: Vec<TradeLogEvent> = (0..events)

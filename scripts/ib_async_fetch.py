@@ -30,7 +30,8 @@ def main() -> None:
                     "price": str(f.execution.price),
                     "perm_id": f.execution.permId,
                     "order_ref": f.execution.orderRef,
-                    "commission": f.commissionReport.commission,
+                    # as text: the value exactly as the client parsed it
+                    "commission": repr(f.commissionReport.commission),
                     "commission_currency": f.commissionReport.currency,
                 }
                 for f in fills

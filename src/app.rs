@@ -350,6 +350,23 @@ pub async fn run(config: &Config) -> Result<()> {
     running.run_until(shutdown_signal()).await
 }
 
+/// Runs `body` with the configured database open and migrated, then closes it.
+pub async fn with_database<T>(
+    config: &Config,
+    body: impl AsyncFnOnce(&Database) -> Result<T>,
+) -> Result<T> {
+    let database = Database::open(&config.database).await?;
+    let result = async {
+        database.migrate().await?;
+        body(&database).await
+    }
+    .await;
+    let closed = database.close().await;
+    let value = result?;
+    closed?;
+    Ok(value)
+}
+
 /// `tradegate migrate`.
 pub async fn migrate_command(config: &Config) -> Result<()> {
     let database = Database::open(&config.database).await?;
@@ -531,17 +548,12 @@ pub async fn export_trade_log(
     day: chrono::NaiveDate,
     out: Option<&std::path::Path>,
 ) -> Result<()> {
-    let database = Database::open(&config.database).await?;
-    let result = async {
-        database.migrate().await?;
+    let (path, rows) = with_database(config, async |database| {
         let client = database.connect().await?;
         let dir = out.unwrap_or(&config.tradelog.export_dir);
-        Ok::<_, anyhow::Error>(trade_log_writer::export_day(&client, day, dir).await?)
-    }
-    .await;
-    let closed = database.close().await;
-    let (path, rows) = result?;
-    closed?;
+        Ok(trade_log_writer::export_day(&client, day, dir).await?)
+    })
+    .await?;
     println!(
         "exported {rows} trade-log rows of {day} to {}",
         path.display()

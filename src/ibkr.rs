@@ -12,7 +12,7 @@ use tradegate_actors::ibkr_syncer::client::TwsSession;
 use tradegate_actors::ibkr_syncer::{SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
-use crate::app::Database;
+use crate::app::with_database;
 use crate::config::Config;
 use crate::sim::tws_scenario::{Generate, generate};
 
@@ -23,23 +23,6 @@ pub enum Format {
     Table,
     /// JSON
     Json,
-}
-
-/// Runs `body` with the configured database open and migrated, then closes it.
-async fn with_database<T>(
-    config: &Config,
-    body: impl AsyncFnOnce(&Database) -> Result<T>,
-) -> Result<T> {
-    let database = Database::open(&config.database).await?;
-    let result = async {
-        database.migrate().await?;
-        body(&database).await
-    }
-    .await;
-    let closed = database.close().await;
-    let value = result?;
-    closed?;
-    Ok(value)
 }
 
 fn print_report(report: &SyncReport) {

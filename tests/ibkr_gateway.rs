@@ -71,6 +71,10 @@ async fn post(http: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
     )
 }
 
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
     let response = http.get(url).send().await.unwrap();
     let status = response.status().as_u16();
@@ -230,14 +234,11 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
     .await
     .expect("the job finishes");
     assert_eq!(done.status, "completed", "{done:?}");
-    let synced: i64 = client
-        .query_one(
-            "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.93.01.01'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let synced: i64 = count(
+        &client,
+        "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.93.01.01'",
+    )
+    .await;
     assert_eq!(synced, 1);
     // a job with an override the syncer does not take fails loudly
     let bad = jobs::enqueue(
@@ -278,14 +279,11 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
 
     // TWS drops the session mid-sync: the request fails, nothing is stored, and the syncer
     // reconnects by itself after its backoff and syncs the window
-    let completed_before: i64 = client
-        .query_one(
-            "SELECT count(*) FROM sync_runs WHERE account_id = 'GA1' AND status = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let completed_before: i64 = count(
+        &client,
+        "SELECT count(*) FROM sync_runs WHERE account_id = 'GA1' AND status = 'completed'",
+    )
+    .await;
     {
         let mut s = tws.lock().unwrap();
         s.fault = Some(Fault::DisconnectAfter(1));
@@ -308,37 +306,28 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
         (502, Some("tws_unavailable")),
         "{error}"
     );
-    let partial: i64 = client
-        .query_one(
-            "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.94.01.01'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let partial: i64 = count(
+        &client,
+        "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.94.01.01'",
+    )
+    .await;
     assert_eq!(partial, 0);
     tws.lock().unwrap().fault = None;
     let retried = wait_until(Duration::from_secs(20), || async {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM sync_runs WHERE account_id = 'GA1' AND status = 'completed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = count(
+            &client,
+            "SELECT count(*) FROM sync_runs WHERE account_id = 'GA1' AND status = 'completed'",
+        )
+        .await;
         (n > completed_before).then_some(n)
     })
     .await;
     assert!(retried.is_some(), "the syncer did not retry on its own");
-    let stored: i64 = client
-        .query_one(
-            "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.94.01.01'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored: i64 = count(
+        &client,
+        "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.94.01.01'",
+    )
+    .await;
     assert_eq!(stored, 1);
 
     // connectivity events in the trade log

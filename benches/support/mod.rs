@@ -1,0 +1,36 @@
+//! What the benchmarks share: a private, durable cluster (fsync and synchronous commit on, the
+//! server's defaults unless `settings` say otherwise) with a migrated `bench` database.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tradegate::postgres::{ClusterOptions, EmbeddedCluster, ensure_database};
+
+/// How long a benchmark waits for the database to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh cluster in `target/tmp/<name>/pg`, its `bench` database's connection string, a
+/// connection to it with every migration applied, and the scratch folder `target/tmp/<name>`.
+pub async fn bench_database(
+    name: &str,
+    settings: Vec<(String, String)>,
+) -> (EmbeddedCluster, String, tokio_postgres::Client, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut options = ClusterOptions::new(dir.join("pg"));
+    options.settings = settings;
+    let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
+        .await
+        .unwrap()
+        .expect("start the benchmark cluster");
+    ensure_database(&cluster.conninfo("postgres"), "bench", TIMEOUT)
+        .await
+        .unwrap();
+    let conninfo = cluster.conninfo("bench");
+    let mut client = tradegate::postgres::connect(&conninfo, TIMEOUT)
+        .await
+        .unwrap();
+    tradegate::migrate::run(&mut client).await.unwrap();
+    (cluster, conninfo, client, dir)
+}

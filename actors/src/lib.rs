@@ -15,9 +15,11 @@
 //! Children are registered by name and found with `ractor::registry::where_is`, because a
 //! restarted child is a new actor with a new id.
 
+pub mod alpaca_session;
 pub mod domain;
 pub mod gateway;
 pub mod ibkr_syncer;
 pub mod ingestion_logger;
+pub mod order_router;
 pub mod store;
 pub mod trade_log_writer;

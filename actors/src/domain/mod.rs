@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod decision;
 pub mod ingestion;
+pub mod order;
 pub mod trade_log;
 
 pub use broker::{
@@ -15,6 +16,10 @@ pub use decision::{
 pub use ingestion::{
     ApiCall, ApiCallIds, ApiPayload, ApiPayloadKind, IngestionRun, NewRun, RecordOperation,
     RecordsOutcome, RunCounts, RunRecord, RunStatus,
+};
+pub use order::{
+    AUDIT_UNAVAILABLE, KillSwitch, OrderOutcome, OrderReject, OrderRequest, ReplaceRequest,
+    RoutedOrder, StrategyEvent,
 };
 pub use trade_log::{
     EventType, ExecutionFields, OrderIds, RawJson, Side, TradeLogEvent, encode_http_request,

@@ -5,6 +5,7 @@ pub mod broker_sync;
 pub mod decisions;
 pub mod ingestion;
 pub mod jobs;
+pub mod orders;
 pub mod tradelog;
 
 use chrono::NaiveDate;

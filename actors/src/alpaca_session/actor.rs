@@ -1,0 +1,285 @@
+//! The AlpacaSession actor: one per Alpaca account. Submissions run on their own tasks (a
+//! batch on one, in order); the stream and the start-up recovery run beside them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
+use super::orders::SessionCtx;
+use super::rest::AlpacaRest;
+use super::stream;
+use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder, StrategyEvent};
+use crate::order_router::StrategyHub;
+use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER, orders::OrderRow};
+use crate::trade_log_writer::TradeLog;
+
+/// The registry name of the session of `account`.
+pub fn name_for(account: &str) -> String {
+    format!("alpaca_session.{account}")
+}
+
+/// The running session of `account`, if any.
+pub fn find(account: &str) -> Option<ActorRef<AlpacaSessionMessage>> {
+    ActorRef::where_is(name_for(account))
+}
+
+/// Messages of an AlpacaSession.
+#[derive(Debug)]
+pub enum AlpacaSessionMessage {
+    /// Send committed decisions: in this order, each answered before the next, when
+    /// `sequential` (a batch); otherwise all at once.
+    Execute {
+        /// The decisions, committed
+        orders: Vec<RoutedOrder>,
+        /// Whether to send one after another
+        sequential: bool,
+    },
+    /// Cancel one order (the strategy asked).
+    Cancel {
+        /// The order
+        order: OrderRow,
+        /// Reply for RPC
+        reply: RpcReplyPort<Result<(), OrderReject>>,
+    },
+    /// Replace one order.
+    Replace {
+        /// The order
+        order: OrderRow,
+        /// The new values
+        changes: ReplaceRequest,
+        /// Reply for RPC: the new broker order id
+        reply: RpcReplyPort<Result<String, OrderReject>>,
+    },
+    /// Cancel every working order of one strategy.
+    CancelAll {
+        /// The strategy
+        strategy: String,
+        /// Reply for RPC: cancels sent
+        reply: RpcReplyPort<Result<usize, OrderReject>>,
+    },
+    /// Cancel every working order of the account (`DELETE /v2/orders`).
+    CancelAccount {
+        /// Reply for RPC: Alpaca's per-order results
+        reply: RpcReplyPort<Result<Value, OrderReject>>,
+    },
+}
+
+/// What a session starts with.
+#[derive(Debug, Clone)]
+pub struct AlpacaSessionArgs {
+    /// The account
+    pub account: AlpacaAccountConfig,
+    /// Its credentials
+    pub credentials: Credentials,
+    /// Timeouts, grace period, backoff
+    pub config: AlpacaConfig,
+    /// The audit database
+    pub pool: deadpool_postgres::Pool,
+    /// The trade log
+    pub trade_log: Option<TradeLog>,
+    /// The strategies' connections
+    pub hub: StrategyHub,
+}
+
+/// A session's state.
+#[derive(Debug)]
+pub struct AlpacaSessionState {
+    ctx: Arc<SessionCtx>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The AlpacaSession actor.
+#[derive(Debug, Default)]
+pub struct AlpacaSession;
+
+impl Actor for AlpacaSession {
+    type Msg = AlpacaSessionMessage;
+    type State = AlpacaSessionState;
+    type Arguments = AlpacaSessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AlpacaSessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ctx = Arc::new(SessionCtx {
+            account: args.account.name.clone(),
+            rest: AlpacaRest::new(
+                &args.account.base_url,
+                args.credentials.clone(),
+                args.config.request_timeout(),
+            ),
+            credentials: args.credentials.clone(),
+            pool: args.pool.clone(),
+            trade_log: args.trade_log.clone(),
+            hub: args.hub.clone(),
+            in_flight: Mutex::new(Default::default()),
+        });
+        let mut tasks = Vec::new();
+        if args.config.stream {
+            tasks.push(tokio::spawn(stream::run(
+                Arc::clone(&ctx),
+                args.account.stream_url(),
+                Duration::from_secs(args.config.reconnect_max_backoff_secs),
+            )));
+        }
+        tasks.push(tokio::spawn(recover(
+            Arc::clone(&ctx),
+            Duration::from_secs(args.config.recovery_grace_secs),
+        )));
+        tracing::info!(account = %ctx.account, base_url = %args.account.base_url, "alpaca session started");
+        Ok(AlpacaSessionState { ctx, tasks })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for task in state.tasks.drain(..) {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = Arc::clone(&state.ctx);
+        match msg {
+            AlpacaSessionMessage::Execute { orders, sequential } => {
+                tokio::spawn(async move { ctx.execute(orders, sequential).await });
+            }
+            AlpacaSessionMessage::Cancel { order, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(ctx.cancel(&order).await);
+                });
+            }
+            AlpacaSessionMessage::Replace {
+                order,
+                changes,
+                reply,
+            } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(ctx.replace(&order, &changes).await);
+                });
+            }
+            AlpacaSessionMessage::CancelAll { strategy, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(ctx.cancel_all(&strategy).await);
+                });
+            }
+            AlpacaSessionMessage::CancelAccount { reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(ctx.cancel_account().await);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Start-up recovery: every pending decision of the account with no execution (its outcome
+/// is unknown: the gateway may have died before, during or after sending it) is looked up at
+/// the broker by client order id. Found: recorded as its execution. Not found: failed with
+/// `not_received_by_broker` once older than the grace period (until then it is looked up
+/// again). Never resent.
+async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
+    let pending = loop {
+        let listed = async {
+            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+            store::orders::unresolved_decisions(&**client, &ctx.account)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match listed {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(account = %ctx.account, error = %e, "recovery cannot read decisions yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    if pending.is_empty() {
+        return;
+    }
+    tracing::warn!(account = %ctx.account, decisions = pending.len(),
+        "reconciling pending decisions with unknown outcome");
+    let mut left = pending;
+    while !left.is_empty() {
+        let mut next = Vec::new();
+        for p in left {
+            let in_flight = ctx
+                .in_flight
+                .lock()
+                .map(|f| f.contains(&p.decision.decision_id))
+                .unwrap_or(false);
+            if in_flight {
+                continue;
+            }
+            match ctx.look_up(&p.decision).await {
+                Ok(Some((found, request_id))) => {
+                    match ctx.record_found(p.decision_pk, &p.decision, request_id, found).await {
+                        Ok(()) => tracing::info!(account = %ctx.account, decision = %p.decision.decision_id,
+                            "recovered: the broker has the order; recorded"),
+                        Err(e) => {
+                            tracing::error!(account = %ctx.account, error = %e, "recovered order not recorded");
+                            next.push(p);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let age = (Utc::now() - p.created_at).to_std().unwrap_or_default();
+                    if age < grace {
+                        next.push(p);
+                        continue;
+                    }
+                    let failed = async {
+                        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+                        store::orders::fail_pending_decision(&**client, p.decision_pk, NOT_RECEIVED_BY_BROKER)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .await;
+                    match failed {
+                        Ok(_) => {
+                            tracing::warn!(account = %ctx.account, decision = %p.decision.decision_id,
+                                "recovered: the broker never received the order; decision failed");
+                            ctx.hub.push(
+                                &p.decision.strategy_name,
+                                StrategyEvent::OrderUpdate {
+                                    decision_id: p.decision.decision_id,
+                                    event: NOT_RECEIVED_BY_BROKER.into(),
+                                    status: None,
+                                    broker_order_id: None,
+                                    filled_qty: None,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(account = %ctx.account, error = %e, "cannot fail a decision");
+                            next.push(p);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(account = %ctx.account, error = %e, "look-up failed; retrying");
+                    next.push(p);
+                }
+            }
+        }
+        left = next;
+        if !left.is_empty() {
+            tokio::time::sleep((grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))).await;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The AlpacaSession: one per Alpaca account — REST orders ([`rest`], [`orders`]), the
+//! trade_updates stream ([`stream`]), status mapping ([`mapping`]) and start-up recovery.
+
+mod actor;
+pub mod config;
+pub mod mapping;
+pub mod orders;
+pub mod rest;
+mod stream;
+
+pub use actor::{
+    AlpacaSession, AlpacaSessionArgs, AlpacaSessionMessage, AlpacaSessionState, find, name_for,
+};
+pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};

@@ -1,0 +1,627 @@
+//! One account's order calls: submit (request payload stored first, one execution row after),
+//! cancel, replace, cancel-all, and the look-up that reconciles decisions after a crash.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::mapping::{self, decimal, error_of, execution_status};
+use super::rest::{AlpacaRest, CallError, Exchange};
+use crate::domain::{
+    ApiPayload, ApiPayloadKind, ExecutionFields, NewDecision, OrderIds, OrderReject, RawJson,
+    ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
+};
+use crate::order_router::StrategyHub;
+use crate::store::{self, orders::DecisionOutcome, orders::OrderRow, orders::Submission};
+use crate::trade_log_writer::TradeLog;
+
+/// The broker name stored with executions and payloads.
+pub const BROKER: &str = "alpaca";
+
+/// What one session's tasks share.
+#[derive(Debug)]
+pub struct SessionCtx {
+    /// The account
+    pub account: String,
+    /// REST calls
+    pub rest: AlpacaRest,
+    /// The stream authenticates with these
+    pub credentials: super::config::Credentials,
+    /// The audit database
+    pub pool: deadpool_postgres::Pool,
+    /// The trade log
+    pub trade_log: Option<TradeLog>,
+    /// The strategies' connections
+    pub hub: StrategyHub,
+    /// Decisions being submitted right now (recovery leaves them alone)
+    pub in_flight: Mutex<HashSet<Uuid>>,
+}
+
+impl SessionCtx {
+    fn log(&self, events: impl IntoIterator<Item = TradeLogEvent>) {
+        if let Some(log) = &self.trade_log {
+            log.log_all(events.into_iter().map(|e| e.with_source(BROKER)));
+        }
+    }
+
+    fn ids(&self, client_order_id: &str, symbol: &str, broker_order_id: Option<&str>) -> OrderIds {
+        OrderIds {
+            cl_ord_id: Some(client_order_id.to_string()),
+            native_ord_id: broker_order_id.map(str::to_string),
+            account_id: Some(self.account.clone()),
+            symbol: Some(symbol.to_string()),
+            ..OrderIds::default()
+        }
+    }
+
+    /// Stores the request payload; its id.
+    async fn store_request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<i64, String> {
+        let mut payload = json!({ "endpoint": path, "method": method });
+        if !query.is_empty() {
+            payload["params"] = Value::Object(
+                query
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            );
+        }
+        if let Some(body) = body {
+            payload["body"] = body.clone();
+        }
+        let payload = ApiPayload::request(BROKER, payload).map_err(|e| e.to_string())?;
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        store::ingestion::insert_payload(&**client, &payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores a response payload (used where no execution row is written with it).
+    async fn store_response(&self, payload: &ApiPayload) {
+        let stored = async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            store::ingestion::insert_payload(&**client, payload)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = stored {
+            tracing::error!(account = %self.account, error = %e, "a response payload could not be stored");
+        }
+    }
+
+    /// Submits committed decisions, in the given order when `sequential` (a batch: each
+    /// answered before the next is sent), else all at once.
+    pub async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.extend(orders.iter().map(|o| o.decision.decision_id));
+        }
+        if sequential {
+            for order in orders {
+                self.submit(&order).await;
+            }
+        } else {
+            let mut tasks = Vec::with_capacity(orders.len());
+            for order in orders {
+                let ctx = Arc::clone(self);
+                tasks.push(tokio::spawn(async move { ctx.submit(&order).await }));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// One submission: request payload stored, request logged, `POST /v2/orders`, response
+    /// payload + execution row + decision status in one statement, response logged, strategy
+    /// told. No retry, whatever the outcome.
+    async fn submit(&self, order: &RoutedOrder) {
+        let d = &order.decision;
+        let decision_id = d.decision_id;
+        let body = mapping::order_body(d);
+        let cl = decision_id.to_string();
+        let result = self.submit_inner(order, &body, &cl).await;
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.remove(&decision_id);
+        }
+        if let Err(e) = result {
+            // nothing was sent, or the outcome could not be stored: the decision stays
+            // pending and is reconciled by looking it up at the broker, never resent
+            tracing::error!(account = %self.account, decision = %decision_id, error = %e,
+                "order not completed");
+            self.hub.push(
+                &d.strategy_name,
+                StrategyEvent::Error {
+                    request_id: None,
+                    code: crate::domain::AUDIT_UNAVAILABLE.into(),
+                    message: format!("decision {decision_id}: {e}"),
+                },
+            );
+        }
+    }
+
+    async fn submit_inner(&self, order: &RoutedOrder, body: &Value, cl: &str) -> Result<(), String> {
+        let d = &order.decision;
+        let path = "/v2/orders";
+        let request_payload_id = self
+            .store_request("POST", path, &[], Some(body))
+            .await
+            .map_err(|e| format!("the request could not be stored, nothing was sent: {e}"))?;
+        let text = body.to_string();
+        self.log([TradeLogEvent::request_order_new(
+            &self.ids(cl, &d.symbol, None),
+            Some(d.side),
+            Some(d.quantity),
+            d.limit_price.or(d.stop_price),
+            encode_http_request("POST", path, &[], &[], Some(&text)),
+        )]);
+        let submitted_at = Utc::now();
+        let answer = self.rest.call(Method::POST, path, &[], Some(body)).await;
+        let execution_id = Uuid::now_v7();
+        let recorded = record(
+            self,
+            d,
+            order.decision_pk,
+            execution_id,
+            request_payload_id,
+            submitted_at,
+            &answer,
+        );
+        let (submission_status, broker_order_id, http_status, error) = recorded.summary();
+        let stored = async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            store::orders::record_submission(&**client, &recorded.submission())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        self.log(recorded.log_events(self, cl, &d.symbol));
+        stored.map_err(|e| {
+            format!("the broker answered {submission_status} but it could not be stored: {e}")
+        })?;
+        metrics::counter!("tradegate_alpaca_submissions_total", "status" => submission_status.to_string())
+            .increment(1);
+        self.hub.push(
+            &d.strategy_name,
+            StrategyEvent::Execution {
+                decision_id: d.decision_id,
+                execution_id,
+                status: submission_status.to_string(),
+                broker_order_id,
+                http_status,
+                error,
+            },
+        );
+        Ok(())
+    }
+
+    /// Cancels `order` at the broker (the strategy asked: its cancel ends the decision as
+    /// cancelled once the broker confirms).
+    pub async fn cancel(&self, order: &OrderRow) -> Result<(), OrderReject> {
+        let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
+        else {
+            return Err(OrderReject::new(
+                "not_working",
+                format!("decision {} has no order at the broker", order.decision_id),
+            ));
+        };
+        {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+            store::orders::mark_cancel_requested(&**client, execution_pk)
+                .await
+                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+        }
+        let path = format!("/v2/orders/{broker_id}");
+        let ids = self.ids(&order.decision_id.to_string(), &order.symbol, Some(broker_id));
+        let ex = self
+            .call_logged(Method::DELETE, &path, None, |body| {
+                TradeLogEvent::request_order_cancel(&ids, body)
+            }, &ids)
+            .await?;
+        if ex.ok() {
+            Ok(())
+        } else {
+            Err(broker_reject(&ex))
+        }
+    }
+
+    /// Replaces `order` (`PATCH /v2/orders/{id}`); the new order's id, which the execution
+    /// row takes.
+    pub async fn replace(
+        &self,
+        order: &OrderRow,
+        changes: &ReplaceRequest,
+    ) -> Result<String, OrderReject> {
+        let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
+        else {
+            return Err(OrderReject::new(
+                "not_working",
+                format!("decision {} has no order at the broker", order.decision_id),
+            ));
+        };
+        if changes == &ReplaceRequest::default() {
+            return Err(OrderReject::new("invalid", "replace_order changes nothing"));
+        }
+        let mut body = json!({
+            "client_order_id": format!("{}:r{:08x}", order.decision_id, rand::random::<u32>()),
+        });
+        if let Some(q) = changes.qty {
+            body["qty"] = Value::String(q.normalize().to_string());
+        }
+        if let Some(p) = changes.limit_price {
+            body["limit_price"] = Value::String(p.normalize().to_string());
+        }
+        if let Some(p) = changes.stop_price {
+            body["stop_price"] = Value::String(p.normalize().to_string());
+        }
+        if let Some(t) = changes.time_in_force {
+            body["time_in_force"] = Value::String(t.as_str().into());
+        }
+        let path = format!("/v2/orders/{broker_id}");
+        let ids = self.ids(&order.decision_id.to_string(), &order.symbol, Some(broker_id));
+        let (px, qty) = (changes.limit_price.or(changes.stop_price), changes.qty);
+        let ex = self
+            .call_logged(Method::PATCH, &path, Some(&body), |raw| {
+                TradeLogEvent::request_order_amend(&ids, px, qty, raw)
+            }, &ids)
+            .await?;
+        if !ex.ok() {
+            return Err(broker_reject(&ex));
+        }
+        let new_id = ex.body.get("id").and_then(Value::as_str).unwrap_or_default();
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+        store::orders::set_broker_order_id(&**client, execution_pk, new_id)
+            .await
+            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+        Ok(new_id.to_string())
+    }
+
+    /// Cancels every working order of `strategy` in this account, one by one (Alpaca's own
+    /// cancel-all would also cancel other strategies' orders); how many cancels succeeded.
+    pub async fn cancel_all(&self, strategy: &str) -> Result<usize, OrderReject> {
+        let orders = {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+            store::orders::open_orders(&**client, &self.account, strategy)
+                .await
+                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?
+        };
+        let mut sent = 0;
+        for order in &orders {
+            match self.cancel(order).await {
+                Ok(()) => sent += 1,
+                Err(r) => tracing::warn!(account = %self.account, decision = %order.decision_id,
+                    code = %r.code, message = %r.message, "cancel of cancel_all failed"),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Every working order of the account, whoever sent it (`DELETE /v2/orders`), for the
+    /// operator; the 207 body as Alpaca answered it.
+    pub async fn cancel_account(&self) -> Result<Value, OrderReject> {
+        let path = "/v2/orders";
+        let account = self.account.clone();
+        let ids = OrderIds {
+            account_id: Some(account.clone()),
+            ..OrderIds::default()
+        };
+        let ex = self
+            .call_logged(Method::DELETE, path, None, |raw| {
+                TradeLogEvent::request_cancel_all(Some(account.clone()), None, None, raw)
+            }, &ids)
+            .await?;
+        if ex.ok() { Ok(ex.body) } else { Err(broker_reject(&ex)) }
+    }
+
+    /// A call with both payloads stored and both trade-log events written.
+    async fn call_logged(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        request_event: impl FnOnce(RawJson) -> TradeLogEvent,
+        ids: &OrderIds,
+    ) -> Result<Exchange, OrderReject> {
+        let m = method.as_str().to_string();
+        self.store_request(&m, path, &[], body)
+            .await
+            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e))?;
+        let text = body.map(Value::to_string);
+        self.log([request_event(encode_http_request(
+            &m,
+            path,
+            &[],
+            &[],
+            text.as_deref(),
+        ))]);
+        let answer = self.rest.call(method, path, &[], body).await;
+        let payload = response_payload(path, &answer);
+        self.store_response(&payload).await;
+        let raw = RawJson::from_value(&payload.payload);
+        match &answer {
+            Ok(ex) => {
+                let (code, message) = error_of(&ex.body);
+                let (code, message) = if ex.ok() { (None, None) } else { (code, message) };
+                self.log(TradeLogEvent::api_response(
+                    ids,
+                    i16::try_from(ex.status).ok(),
+                    code,
+                    message,
+                    None,
+                    raw,
+                ));
+            }
+            Err(e) => self.log(TradeLogEvent::api_response(
+                ids,
+                None,
+                Some(e.code().into()),
+                Some(e.to_string()),
+                None,
+                raw,
+            )),
+        }
+        answer.map_err(|e| OrderReject::new(format!("broker.{}", e.code()), e.to_string()))
+    }
+
+    /// Looks `decision` up at the broker by client order id (never resends it): `Some` with
+    /// the order when the broker has it, `None` when it answers 404.
+    pub async fn look_up(&self, decision: &NewDecision) -> Result<Option<(Exchange, i64)>, String> {
+        let path = "/v2/orders:by_client_order_id";
+        let query = vec![("client_order_id".to_string(), decision.decision_id.to_string())];
+        let request_id = self.store_request("GET", path, &query, None).await?;
+        let answer = self.rest.call(Method::GET, path, &query, None).await;
+        match answer {
+            Ok(ex) if ex.status == 404 => {
+                self.store_response(&response_payload(path, &Ok(ex))).await;
+                Ok(None)
+            }
+            Ok(ex) if ex.ok() => Ok(Some((ex, request_id))),
+            Ok(ex) => Err(format!("the look-up answered {}: {}", ex.status, ex.body)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Records an order found by a look-up as the decision's execution.
+    pub async fn record_found(
+        &self,
+        decision_pk: i64,
+        decision: &NewDecision,
+        request_payload_id: i64,
+        found: Exchange,
+    ) -> Result<(), String> {
+        let answer = Ok(found);
+        let execution_id = Uuid::now_v7();
+        let recorded = record(
+            self,
+            decision,
+            decision_pk,
+            execution_id,
+            request_payload_id,
+            Utc::now(),
+            &answer,
+        );
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        store::orders::record_submission(&**client, &recorded.submission())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, broker_order_id, http_status, error) = recorded.summary();
+        self.hub.push(
+            &decision.strategy_name,
+            StrategyEvent::Execution {
+                decision_id: decision.decision_id,
+                execution_id,
+                status: status.to_string(),
+                broker_order_id,
+                http_status,
+                error,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn broker_reject(ex: &Exchange) -> OrderReject {
+    let (code, message) = error_of(&ex.body);
+    OrderReject::new(
+        format!("broker.{}", code.unwrap_or_else(|| ex.status.to_string())),
+        format!(
+            "{} {}",
+            ex.status,
+            message.unwrap_or_else(|| ex.body.to_string())
+        ),
+    )
+}
+
+/// The response payload of a call: status, body and rate-limit headers, or why there was none.
+fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayload {
+    let payload = match answer {
+        Ok(ex) => json!({
+            "endpoint": path,
+            "status_code": ex.status,
+            "body": ex.body,
+            "rate_limit": ex.rate_limit,
+            "duration_ms": u64::try_from(ex.duration.as_millis()).unwrap_or(u64::MAX),
+        }),
+        Err(e) => json!({
+            "endpoint": path,
+            "status_code": null,
+            "error": e.code(),
+            "message": e.to_string(),
+        }),
+    };
+    ApiPayload {
+        kind: ApiPayloadKind::ApiResponse,
+        source: BROKER.into(),
+        payload,
+        captured_at: Utc::now(),
+    }
+}
+
+/// A submission's outcome, ready to store and log.
+struct Recorded<'a> {
+    decision_pk: i64,
+    execution_id: Uuid,
+    request_payload_id: i64,
+    response: ApiPayload,
+    status: &'static str,
+    broker_order_id: Option<String>,
+    http_status: Option<u16>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    error_details: Option<Value>,
+    filled_qty: Decimal,
+    filled_avg_price: Option<Decimal>,
+    submitted_at: chrono::DateTime<Utc>,
+    filled_at: Option<chrono::DateTime<Utc>>,
+    outcome: DecisionOutcome,
+    order_status: Option<String>,
+    decision: &'a NewDecision,
+}
+
+fn record<'a>(
+    ctx: &SessionCtx,
+    d: &'a NewDecision,
+    decision_pk: i64,
+    execution_id: Uuid,
+    request_payload_id: i64,
+    submitted_at: chrono::DateTime<Utc>,
+    answer: &Result<Exchange, CallError>,
+) -> Recorded<'a> {
+    let response = response_payload("/v2/orders", answer);
+    let mut r = Recorded {
+        decision_pk,
+        execution_id,
+        request_payload_id,
+        response,
+        status: "rejected",
+        broker_order_id: None,
+        http_status: None,
+        error_code: None,
+        error_message: None,
+        error_details: None,
+        filled_qty: Decimal::ZERO,
+        filled_avg_price: None,
+        submitted_at,
+        filled_at: None,
+        outcome: DecisionOutcome::Failed(String::new()),
+        order_status: None,
+        decision: d,
+    };
+    match answer {
+        Ok(ex) if ex.ok() => {
+            let status = ex.body.get("status").and_then(Value::as_str).unwrap_or("");
+            r.order_status = Some(status.to_string());
+            r.status = execution_status(status).unwrap_or_else(|| {
+                tracing::warn!(account = %ctx.account, status, "unknown Alpaca order status; recorded as submitted");
+                "submitted"
+            });
+            r.http_status = Some(ex.status);
+            r.broker_order_id = ex.body.get("id").and_then(Value::as_str).map(str::to_string);
+            r.filled_qty = decimal(ex.body.get("filled_qty")).unwrap_or(Decimal::ZERO);
+            r.filled_avg_price = decimal(ex.body.get("filled_avg_price"));
+            r.filled_at = ex
+                .body
+                .get("filled_at")
+                .and_then(Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            r.outcome = if r.status == "rejected" {
+                DecisionOutcome::Failed("rejected by broker".into())
+            } else {
+                DecisionOutcome::Executed
+            };
+        }
+        Ok(ex) => {
+            let (code, message) = error_of(&ex.body);
+            let message = message.unwrap_or_else(|| ex.body.to_string());
+            r.http_status = Some(ex.status);
+            r.error_code = code;
+            r.outcome = DecisionOutcome::Failed(format!("{} {message}", ex.status));
+            r.error_message = Some(message);
+            r.error_details = Some(ex.body.clone());
+        }
+        Err(e) => {
+            r.error_code = Some(e.code().into());
+            r.error_message = Some(e.to_string());
+            r.outcome = DecisionOutcome::Failed(format!("{}: {e}", e.code()));
+        }
+    }
+    r
+}
+
+impl Recorded<'_> {
+    fn submission(&self) -> Submission<'_> {
+        Submission {
+            decision_pk: self.decision_pk,
+            execution_id: self.execution_id,
+            broker: BROKER,
+            request_payload_id: self.request_payload_id,
+            response: &self.response,
+            status: self.status,
+            broker_order_id: self.broker_order_id.as_deref(),
+            http_status: self.http_status.map(i32::from),
+            error_code: self.error_code.as_deref(),
+            error_message: self.error_message.as_deref(),
+            error_details: self.error_details.as_ref(),
+            filled_qty: self.filled_qty,
+            filled_avg_price: self.filled_avg_price,
+            commission: None,
+            submitted_at: self.submitted_at,
+            filled_at: self.filled_at,
+            outcome: self.outcome.clone(),
+        }
+    }
+
+    fn summary(&self) -> (&'static str, Option<String>, Option<u16>, Option<String>) {
+        (
+            self.status,
+            self.broker_order_id.clone(),
+            self.http_status,
+            self.error_message.clone(),
+        )
+    }
+
+    /// `api_response`, plus `api_event_execution` when the response already carries a fill.
+    fn log_events(&self, ctx: &SessionCtx, cl: &str, symbol: &str) -> Vec<TradeLogEvent> {
+        let ids = ctx.ids(cl, symbol, self.broker_order_id.as_deref());
+        let execution = (self.filled_qty > Decimal::ZERO).then(|| ExecutionFields {
+            side: Some(self.decision.side),
+            last_px: self.filled_avg_price,
+            last_qty: Some(self.filled_qty),
+            leaves_qty: Some(self.decision.quantity - self.filled_qty),
+            ord_qty: Some(self.decision.quantity),
+            ord_px: self.decision.limit_price,
+            ..ExecutionFields::default()
+        });
+        TradeLogEvent::api_response(
+            &ids,
+            self.http_status.and_then(|s| i16::try_from(s).ok()),
+            self.error_code.clone(),
+            self.error_message.clone(),
+            execution.as_ref(),
+            RawJson::from_value(&self.response.payload),
+        )
+    }
+}

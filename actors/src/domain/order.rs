@@ -1,0 +1,283 @@
+//! Orders as strategies send them, what the gateway answers and pushes back, and the kill
+//! switch: the payloads shared by the strategy API, the OrderRouter and the broker sessions.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::decision::{NewDecision, OrderType, PrimarySignal, TimeInForce};
+use super::trade_log::Side;
+
+/// `buy` / `sell` on the wire (the trade log stores sides as numbers).
+pub mod side_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Side;
+
+    /// Writes `buy` or `sell`.
+    pub fn serialize<S: Serializer>(side: &Side, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(side.as_str())
+    }
+
+    /// Reads `buy` or `sell`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Side, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "buy" => Ok(Side::Buy),
+            "sell" => Ok(Side::Sell),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown side `{other}`, expected `buy` or `sell`"
+            ))),
+        }
+    }
+}
+
+/// One order as a strategy submits it (`submit_order`, or one entry of `submit_batch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// The strategy's name; must be the one its token belongs to
+    pub strategy: String,
+    /// The strategy's version
+    #[serde(default)]
+    pub strategy_version: String,
+    /// The broker account; default: the strategy's configured account
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The instrument
+    pub symbol: String,
+    /// buy or sell
+    #[serde(with = "side_str")]
+    pub side: Side,
+    /// How much (a decimal string or number)
+    pub qty: Decimal,
+    /// market, limit, stop, stop_limit, trailing_stop
+    pub order_type: OrderType,
+    /// Required by limit and stop-limit orders
+    #[serde(default)]
+    pub limit_price: Option<Decimal>,
+    /// Required by stop and stop-limit orders
+    #[serde(default)]
+    pub stop_price: Option<Decimal>,
+    /// day, gtc, opg, cls, ioc, fok
+    pub time_in_force: TimeInForce,
+    /// Orders a batch, strongest first
+    #[serde(default)]
+    pub signal_strength: Option<Decimal>,
+    /// The signal acted on
+    #[serde(default)]
+    pub primary_signal: Option<PrimarySignal>,
+    /// The ingestion run whose data the decision rests on
+    #[serde(default)]
+    pub primary_ingestion_run_id: Option<Uuid>,
+    /// Strategy-specific context (a JSON object)
+    #[serde(default)]
+    pub rationale: Option<Value>,
+}
+
+impl OrderRequest {
+    /// The decision this order becomes, in `account`, with a fresh time-ordered id.
+    pub fn to_decision(&self, account: &str) -> NewDecision {
+        NewDecision {
+            decision_id: Uuid::now_v7(),
+            strategy_name: self.strategy.clone(),
+            strategy_version: self.strategy_version.clone(),
+            account: account.to_string(),
+            symbol: self.symbol.clone(),
+            side: self.side,
+            quantity: self.qty,
+            order_type: self.order_type,
+            limit_price: self.limit_price,
+            stop_price: self.stop_price,
+            time_in_force: self.time_in_force,
+            signal_strength: self.signal_strength,
+            primary_signal: self.primary_signal.clone(),
+            primary_ingestion_run_id: self.primary_ingestion_run_id,
+            rationale: self.rationale.clone(),
+        }
+    }
+
+    /// The price the order is valued at for notional checks: the limit price, else the stop
+    /// price; market orders have none.
+    pub fn reference_price(&self) -> Option<Decimal> {
+        self.limit_price.or(self.stop_price)
+    }
+}
+
+/// A change to a working order (`replace_order`): the fields given replace the order's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceRequest {
+    /// New quantity
+    #[serde(default)]
+    pub qty: Option<Decimal>,
+    /// New limit price
+    #[serde(default)]
+    pub limit_price: Option<Decimal>,
+    /// New stop price
+    #[serde(default)]
+    pub stop_price: Option<Decimal>,
+    /// New time in force
+    #[serde(default)]
+    pub time_in_force: Option<TimeInForce>,
+}
+
+/// Why an order was refused: a stable reason code (`risk.max_notional`, `risk.halted`,
+/// `invalid`, `audit_unavailable`, ...) and a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct OrderReject {
+    /// The reason code
+    pub code: String,
+    /// What happened
+    pub message: String,
+}
+
+impl OrderReject {
+    /// A reject with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reason code: the database could not record the decision, so nothing was sent.
+pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+
+/// The answer to one submitted order: its decision id, or why it was refused.
+pub type OrderOutcome = Result<Uuid, OrderReject>;
+
+/// What the gateway pushes to a strategy (JSON text frames with a `type`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StrategyEvent {
+    /// The order's decision is committed; it is being routed.
+    Ack {
+        /// The strategy's request id
+        request_id: String,
+        /// The decision (= broker client order id)
+        decision_id: Uuid,
+        /// The order's position in a batch (absent for single orders)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+    },
+    /// The order was refused before anything was sent.
+    Reject {
+        /// The strategy's request id
+        request_id: String,
+        /// The reason code
+        code: String,
+        /// What happened
+        message: String,
+        /// The order's position in a batch (absent for single orders)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+    },
+    /// The broker's answer to a submission (or a recovery's finding).
+    Execution {
+        /// The decision
+        decision_id: Uuid,
+        /// The `trade_executions` row
+        execution_id: Uuid,
+        /// submitted, accepted, filled, partial_fill, rejected, cancelled
+        status: String,
+        /// The broker's order id
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_order_id: Option<String>,
+        /// The HTTP status of the response
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+        /// The broker's error message
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// An order status change pushed by the broker.
+    OrderUpdate {
+        /// The decision
+        decision_id: Uuid,
+        /// The broker's event name (`new`, `canceled`, `replaced`, ...)
+        event: String,
+        /// The broker's order status
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// The broker's order id
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_order_id: Option<String>,
+        /// Filled so far
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filled_qty: Option<Decimal>,
+    },
+    /// A fill (or partial fill).
+    Fill {
+        /// The decision
+        decision_id: Uuid,
+        /// This fill's quantity
+        qty: Decimal,
+        /// This fill's price
+        price: Decimal,
+        /// Filled so far
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filled_qty: Option<Decimal>,
+        /// The position after the fill
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position_qty: Option<Decimal>,
+        /// Whether the order is completely filled
+        partial: bool,
+    },
+    /// Input that could not be used (the connection stays open), or a failed cancel/replace.
+    Error {
+        /// The strategy's request id, when it could be read
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// `malformed`, `unknown_type`, `invalid`, `unknown_decision`, ...
+        code: String,
+        /// What happened
+        message: String,
+    },
+}
+
+/// The global kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KillSwitch {
+    /// Orders flow
+    #[default]
+    Active,
+    /// Every new order is refused (`risk.halted`)
+    Halted,
+    /// Only orders that reduce an existing position are accepted (`risk.reduce_only`)
+    ReduceOnly,
+}
+
+impl KillSwitch {
+    /// The SQL spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Halted => "halted",
+            Self::ReduceOnly => "reduce_only",
+        }
+    }
+
+    /// Parses the SQL spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "halted" => Some(Self::Halted),
+            "reduce_only" => Some(Self::ReduceOnly),
+            _ => None,
+        }
+    }
+}
+
+/// A committed decision as a broker session needs it to send the order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedOrder {
+    /// Surrogate key of the decision
+    pub decision_pk: i64,
+    /// The decision (= client order id)
+    pub decision: NewDecision,
+}

@@ -1,0 +1,731 @@
+//! The OrderRouter: checks each order, commits its decision to the outbox (concurrent
+//! submissions share commits), answers the strategy, then routes the decision to the broker
+//! session of its account. Nothing is routed before its decision is committed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rust_decimal::Decimal;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::config::OrdersConfig;
+use super::hub::StrategyHub;
+use super::risk::{self, RiskState, codes};
+use crate::alpaca_session::{self, AlpacaSessionMessage};
+use crate::domain::{
+    AUDIT_UNAVAILABLE, KillSwitch, LineagePolicy, NewDecision, OrderOutcome, OrderReject,
+    OrderRequest, ReplaceRequest, RoutedOrder, StrategyEvent,
+};
+use crate::store::{self, orders::RejectRecord};
+
+/// The name the OrderRouter is registered under.
+pub const NAME: &str = "order_router";
+
+/// Messages of the OrderRouter.
+#[derive(Debug)]
+pub enum OrderRouterMessage {
+    /// Orders of one strategy: one (`submit_order`) or a batch (`submit_batch`: all decisions
+    /// committed before the first is sent, then sent strongest signal first).
+    Submit {
+        /// The strategy the connection is authenticated as
+        strategy: String,
+        /// The strategy's request id (echoed in acks and rejects)
+        request_id: String,
+        /// The orders
+        orders: Vec<OrderRequest>,
+        /// Whether this is a batch
+        batch: bool,
+        /// Where acks and rejects are pushed, ahead of any result of the order (optional)
+        events: Option<mpsc::UnboundedSender<StrategyEvent>>,
+        /// Reply: one outcome per order, in the order given
+        reply: Option<oneshot::Sender<Vec<OrderOutcome>>>,
+    },
+    /// Cancel the order of a decision of this strategy.
+    Cancel {
+        /// The strategy asking
+        strategy: String,
+        /// The decision
+        decision_id: Uuid,
+        /// Reply for RPC
+        reply: RpcReplyPort<Result<(), OrderReject>>,
+    },
+    /// Replace (amend) the order of a decision of this strategy.
+    Replace {
+        /// The strategy asking
+        strategy: String,
+        /// The decision
+        decision_id: Uuid,
+        /// The new values
+        changes: ReplaceRequest,
+        /// Reply for RPC: the new broker order id
+        reply: RpcReplyPort<Result<String, OrderReject>>,
+    },
+    /// Cancel every working order of this strategy.
+    CancelAll {
+        /// The strategy asking
+        strategy: String,
+        /// Reply for RPC: how many cancels were sent
+        reply: RpcReplyPort<Result<usize, OrderReject>>,
+    },
+    /// Switch the kill switch (persisted first).
+    SetKillSwitch {
+        /// The new state
+        state: KillSwitch,
+        /// Why
+        reason: Option<String>,
+        /// Who (cli, http, ...)
+        changed_by: String,
+        /// Reply for RPC
+        reply: RpcReplyPort<Result<(), OrderReject>>,
+    },
+    /// The kill switch's state.
+    GetKillSwitch {
+        /// Reply for RPC
+        reply: RpcReplyPort<KillSwitch>,
+    },
+}
+
+/// What the OrderRouter starts with.
+#[derive(Debug, Clone)]
+pub struct OrderRouterArgs {
+    /// Strategies, accounts and risk limits
+    pub config: OrdersConfig,
+    /// The accounts that have a broker session
+    pub accounts: Vec<String>,
+    /// Connections for the outbox and reject log
+    pub pool: deadpool_postgres::Pool,
+    /// Data lineage of decisions
+    pub lineage: LineagePolicy,
+    /// The strategies' connections
+    pub hub: StrategyHub,
+}
+
+/// The OrderRouter's state: its risk memory, the kill switch, and its two writer tasks.
+#[derive(Debug)]
+pub struct OrderRouterState {
+    args: OrderRouterArgs,
+    accounts: HashSet<String>,
+    kill: KillSwitch,
+    risk: RiskState,
+    commits: mpsc::UnboundedSender<CommitJob>,
+    rejects: mpsc::UnboundedSender<RejectRecord>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The OrderRouter actor.
+#[derive(Debug, Default)]
+pub struct OrderRouter;
+
+#[derive(Debug)]
+struct CommitJob {
+    request_id: String,
+    batch: bool,
+    checked: Vec<Result<NewDecision, OrderReject>>,
+    orders: Vec<OrderRequest>,
+    events: Option<mpsc::UnboundedSender<StrategyEvent>>,
+    reply: Option<oneshot::Sender<Vec<OrderOutcome>>>,
+}
+
+impl Actor for OrderRouter {
+    type Msg = OrderRouterMessage;
+    type State = OrderRouterState;
+    type Arguments = OrderRouterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: OrderRouterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // the kill switch survives restarts; if the database cannot say, start halted
+        let kill = match args.pool.get().await {
+            Ok(client) => match store::orders::kill_switch(&**client).await {
+                Ok((state, _)) => state,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the kill switch; starting halted");
+                    KillSwitch::Halted
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the kill switch; starting halted");
+                KillSwitch::Halted
+            }
+        };
+        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let (rejects, reject_rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(committer(args.clone(), commit_rx, rejects.clone())),
+            tokio::spawn(reject_writer(args.pool.clone(), reject_rx)),
+        ];
+        tracing::info!(kill_switch = kill.as_str(), "order router started");
+        Ok(OrderRouterState {
+            accounts: args.accounts.iter().cloned().collect(),
+            args,
+            kill,
+            risk: RiskState::default(),
+            commits,
+            rejects,
+            tasks,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // the writers finish what they hold once their channels close
+        let (commits, _) = mpsc::unbounded_channel();
+        let (rejects, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut state.commits, commits));
+        drop(std::mem::replace(&mut state.rejects, rejects));
+        for task in state.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            OrderRouterMessage::Submit {
+                strategy,
+                request_id,
+                orders,
+                batch,
+                events,
+                reply,
+            } => {
+                let now = Instant::now();
+                let mut checked = Vec::with_capacity(orders.len());
+                for order in &orders {
+                    let outcome = state.check(&strategy, order, now).await;
+                    if let Err((reject, account)) = &outcome {
+                        let _ = state.rejects.send(RejectRecord {
+                            order: order.clone(),
+                            account: account.clone(),
+                            reject: reject.clone(),
+                            rejected_at: Utc::now(),
+                        });
+                    }
+                    checked.push(outcome.map_err(|(r, _)| r));
+                }
+                let job = CommitJob {
+                    request_id,
+                    batch,
+                    checked,
+                    orders,
+                    events,
+                    reply,
+                };
+                if let Err(mpsc::error::SendError(job)) = state.commits.send(job) {
+                    answer_unavailable(job, "the outbox writer stopped");
+                }
+            }
+            OrderRouterMessage::Cancel {
+                strategy,
+                decision_id,
+                reply,
+            } => {
+                let pool = state.args.pool.clone();
+                tokio::spawn(async move {
+                    let result = cancel(&pool, &strategy, decision_id).await;
+                    let _ = reply.send(result);
+                });
+            }
+            OrderRouterMessage::Replace {
+                strategy,
+                decision_id,
+                changes,
+                reply,
+            } => {
+                let pool = state.args.pool.clone();
+                tokio::spawn(async move {
+                    let result = replace(&pool, &strategy, decision_id, changes).await;
+                    let _ = reply.send(result);
+                });
+            }
+            OrderRouterMessage::CancelAll { strategy, reply } => {
+                let accounts: Vec<String> = state.accounts.iter().cloned().collect();
+                tokio::spawn(async move {
+                    let mut sent = 0;
+                    for account in accounts {
+                        let Some(session) = alpaca_session::find(&account) else {
+                            continue;
+                        };
+                        match ractor::call!(session, |reply| AlpacaSessionMessage::CancelAll {
+                            strategy: strategy.clone(),
+                            reply
+                        }) {
+                            Ok(Ok(n)) => sent += n,
+                            Ok(Err(reject)) => {
+                                let _ = reply.send(Err(reject));
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(OrderReject::new(
+                                    "session_unavailable",
+                                    format!("the {account} session did not answer: {e}"),
+                                )));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = reply.send(Ok(sent));
+                });
+            }
+            OrderRouterMessage::SetKillSwitch {
+                state: kill,
+                reason,
+                changed_by,
+                reply,
+            } => {
+                let result = match state.args.pool.get().await {
+                    Ok(client) => store::orders::set_kill_switch(
+                        &**client,
+                        kill,
+                        reason.as_deref(),
+                        &changed_by,
+                    )
+                    .await
+                    .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                    Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                };
+                if result.is_ok() {
+                    tracing::warn!(
+                        from = state.kill.as_str(),
+                        to = kill.as_str(),
+                        reason = reason.as_deref().unwrap_or(""),
+                        by = %changed_by,
+                        "kill switch changed"
+                    );
+                    state.kill = kill;
+                    metrics::gauge!("tradegate_kill_switch_state").set(match kill {
+                        KillSwitch::Active => 0.0,
+                        KillSwitch::ReduceOnly => 1.0,
+                        KillSwitch::Halted => 2.0,
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            OrderRouterMessage::GetKillSwitch { reply } => {
+                let _ = reply.send(state.kill);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OrderRouterState {
+    /// Every check of one order; on success the decision to write. A reject carries the
+    /// account when it was resolved.
+    async fn check(
+        &mut self,
+        strategy: &str,
+        order: &OrderRequest,
+        now: Instant,
+    ) -> Result<NewDecision, (OrderReject, Option<String>)> {
+        if order.strategy != strategy {
+            return Err((
+                OrderReject::new(
+                    codes::WRONG_STRATEGY,
+                    format!(
+                        "this connection is strategy {strategy}; the order names {}",
+                        order.strategy
+                    ),
+                ),
+                None,
+            ));
+        }
+        risk::validate(order).map_err(|r| (r, None))?;
+        let account = self.account_for(order);
+        if !self.accounts.contains(&account) {
+            return Err((
+                OrderReject::new(
+                    codes::UNKNOWN_ACCOUNT,
+                    if account.is_empty() {
+                        "no account: the order names none and none is configured".to_string()
+                    } else {
+                        format!("no broker session for account {account}")
+                    },
+                ),
+                None,
+            ));
+        }
+        let limits = self.args.config.limits_for(strategy);
+        risk::limits(order, &limits).map_err(|r| (r, Some(account.clone())))?;
+        let position = if self.kill == KillSwitch::ReduceOnly {
+            self.position(&account, &order.symbol)
+                .await
+                .map_err(|r| (r, Some(account.clone())))?
+        } else {
+            Decimal::ZERO
+        };
+        risk::kill_switch(self.kill, order, position).map_err(|r| (r, Some(account.clone())))?;
+        self.risk
+            .admit(order, &account, &limits, now)
+            .map_err(|r| (r, Some(account.clone())))?;
+        Ok(order.to_decision(&account))
+    }
+
+    fn account_for(&self, order: &OrderRequest) -> String {
+        if let Some(account) = &order.account {
+            return account.clone();
+        }
+        let config = &self.args.config;
+        if let Some(s) = config.strategies.get(&order.strategy)
+            && !s.account.is_empty()
+        {
+            return s.account.clone();
+        }
+        if !config.default_account.is_empty() {
+            return config.default_account.clone();
+        }
+        self.args.accounts.first().cloned().unwrap_or_default()
+    }
+
+    async fn position(&self, account: &str, symbol: &str) -> Result<Decimal, OrderReject> {
+        let client = self
+            .args
+            .pool
+            .get()
+            .await
+            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+        store::orders::position(&**client, account, symbol)
+            .await
+            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
+    }
+}
+
+fn answer_unavailable(job: CommitJob, why: &str) {
+    let outcomes: Vec<OrderOutcome> = job
+        .checked
+        .into_iter()
+        .map(|c| {
+            c.and_then(|_| {
+                Err(OrderReject::new(
+                    AUDIT_UNAVAILABLE,
+                    format!("the decision could not be recorded ({why}); nothing was sent"),
+                ))
+            })
+        })
+        .collect();
+    answer(
+        &job.request_id,
+        job.batch,
+        job.events.as_ref(),
+        job.reply,
+        outcomes,
+    );
+}
+
+fn answer(
+    request_id: &str,
+    batch: bool,
+    events: Option<&mpsc::UnboundedSender<StrategyEvent>>,
+    reply: Option<oneshot::Sender<Vec<OrderOutcome>>>,
+    outcomes: Vec<OrderOutcome>,
+) {
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let code = match outcome {
+            Ok(_) => "accepted",
+            Err(r) => r.code.as_str(),
+        };
+        metrics::counter!("tradegate_orders_total", "outcome" => code.to_string()).increment(1);
+        let Some(events) = events else { continue };
+        let index = batch.then_some(i);
+        let event = match outcome {
+            Ok(decision_id) => StrategyEvent::Ack {
+                request_id: request_id.to_string(),
+                decision_id: *decision_id,
+                index,
+            },
+            Err(r) => StrategyEvent::Reject {
+                request_id: request_id.to_string(),
+                code: r.code.clone(),
+                message: r.message.clone(),
+                index,
+            },
+        };
+        let _ = events.send(event);
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(outcomes);
+    }
+}
+
+/// The outbox writer: takes every job waiting, writes all their decisions in one transaction,
+/// answers each strategy once it committed, then hands the decisions to their sessions.
+async fn committer(
+    args: OrderRouterArgs,
+    mut jobs: mpsc::UnboundedReceiver<CommitJob>,
+    rejects: mpsc::UnboundedSender<RejectRecord>,
+) {
+    let max = args.config.max_commit_batch.max(1);
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut count = group[0].checked.len();
+        while count < max {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    count += job.checked.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let decisions: Vec<NewDecision> = group
+            .iter()
+            .flat_map(|j| j.checked.iter().filter_map(|c| c.as_ref().ok().cloned()))
+            .collect();
+        if decisions.is_empty() {
+            for job in group {
+                let outcomes = job
+                    .checked
+                    .into_iter()
+                    .map(|c| c.map(|d| d.decision_id))
+                    .collect();
+                answer(
+                    &job.request_id,
+                    job.batch,
+                    job.events.as_ref(),
+                    job.reply,
+                    outcomes,
+                );
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let written = write_decisions(&args, &decisions).await;
+        metrics::histogram!("tradegate_outbox_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tradegate_outbox_commit_decisions").record(decisions.len() as f64);
+        let mut written = match written {
+            Ok(results) => results.into_iter(),
+            Err(e) => {
+                tracing::error!(error = %e, decisions = decisions.len(),
+                    "the outbox is unavailable; refusing the orders");
+                for job in group {
+                    for (order, c) in job.orders.iter().zip(&job.checked) {
+                        if let Ok(d) = c {
+                            let _ = rejects.send(RejectRecord {
+                                order: order.clone(),
+                                account: Some(d.account.clone()),
+                                reject: OrderReject::new(AUDIT_UNAVAILABLE, e.clone()),
+                                rejected_at: Utc::now(),
+                            });
+                        }
+                    }
+                    answer_unavailable(job, &e);
+                }
+                continue;
+            }
+        };
+        let mut singles: BTreeMap<String, Vec<RoutedOrder>> = BTreeMap::new();
+        for job in group {
+            let mut outcomes = Vec::with_capacity(job.checked.len());
+            let mut routed = Vec::new();
+            for (order, c) in job.orders.iter().zip(job.checked) {
+                match c {
+                    Err(r) => outcomes.push(Err(r)),
+                    Ok(decision) => match written.next() {
+                        Some(Ok(pk)) => {
+                            outcomes.push(Ok(decision.decision_id));
+                            routed.push(RoutedOrder {
+                                decision_pk: pk,
+                                decision,
+                            });
+                        }
+                        Some(Err(r)) => {
+                            let _ = rejects.send(RejectRecord {
+                                order: order.clone(),
+                                account: Some(decision.account.clone()),
+                                reject: r.clone(),
+                                rejected_at: Utc::now(),
+                            });
+                            outcomes.push(Err(r));
+                        }
+                        None => outcomes.push(Err(OrderReject::new(
+                            AUDIT_UNAVAILABLE,
+                            "the decision was not recorded",
+                        ))),
+                    },
+                }
+            }
+            answer(
+                &job.request_id,
+                job.batch,
+                job.events.as_ref(),
+                job.reply,
+                outcomes,
+            );
+            if job.batch {
+                // strongest signal first; orders without a strength go last, in the order given
+                routed.sort_by(|a, b| {
+                    let key = |o: &RoutedOrder| o.decision.signal_strength;
+                    match (key(a), key(b)) {
+                        (Some(x), Some(y)) => y.cmp(&x),
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (None, None) => std::cmp::Ordering::Equal,
+                    }
+                });
+                let mut by_account: BTreeMap<String, Vec<RoutedOrder>> = BTreeMap::new();
+                for order in routed {
+                    by_account
+                        .entry(order.decision.account.clone())
+                        .or_default()
+                        .push(order);
+                }
+                for (account, orders) in by_account {
+                    route(&account, orders, true);
+                }
+            } else {
+                for order in routed {
+                    singles
+                        .entry(order.decision.account.clone())
+                        .or_default()
+                        .push(order);
+                }
+            }
+        }
+        for (account, orders) in singles {
+            route(&account, orders, false);
+        }
+    }
+}
+
+/// Writes `decisions` in one commit; per decision its surrogate key or its reject.
+async fn write_decisions(
+    args: &OrderRouterArgs,
+    decisions: &[NewDecision],
+) -> Result<Vec<Result<i64, OrderReject>>, String> {
+    let mut client = args.pool.get().await.map_err(|e| e.to_string())?;
+    let results = store::decisions::create_decisions(&mut client, decisions, args.lineage)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map(|created| created.id)
+                .map_err(|d| OrderReject::new(d.code, d.message))
+        })
+        .collect())
+}
+
+/// Hands committed decisions to the session of `account`. A session that is not running (it
+/// is being restarted) leaves them pending: its recovery looks them up at the broker on start,
+/// so they are never sent twice.
+fn route(account: &str, orders: Vec<RoutedOrder>, sequential: bool) {
+    match alpaca_session::find(account) {
+        Some(session) => {
+            let n = orders.len();
+            if session
+                .cast(AlpacaSessionMessage::Execute { orders, sequential })
+                .is_err()
+            {
+                tracing::error!(%account, orders = n,
+                    "the broker session stopped; its recovery will reconcile these decisions");
+            }
+        }
+        None => tracing::error!(%account, orders = orders.len(),
+            "no broker session running; its recovery will reconcile these decisions"),
+    }
+}
+
+/// Stores refused orders in the background, in batches; a failure is logged, never blocks.
+async fn reject_writer(
+    pool: deadpool_postgres::Pool,
+    mut rx: mpsc::UnboundedReceiver<RejectRecord>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        for r in &batch {
+            tracing::info!(strategy = %r.order.strategy, symbol = %r.order.symbol,
+                code = %r.reject.code, message = %r.reject.message, "order rejected");
+        }
+        let result = match pool.get().await {
+            Ok(mut client) => store::orders::insert_rejects(&mut client, &batch)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            metrics::counter!("tradegate_order_rejects_unrecorded_total")
+                .increment(batch.len() as u64);
+            tracing::warn!(error = %e, rejects = batch.len(),
+                "order rejects could not be stored (they were answered and logged)");
+        }
+    }
+}
+
+async fn owned_order(
+    pool: &deadpool_postgres::Pool,
+    strategy: &str,
+    decision_id: Uuid,
+) -> Result<store::orders::OrderRow, OrderReject> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+    let order = store::orders::order_by_decision(&**client, decision_id)
+        .await
+        .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+    match order {
+        Some(order) if order.strategy == strategy => Ok(order),
+        _ => Err(OrderReject::new(
+            "unknown_decision",
+            format!("strategy {strategy} has no decision {decision_id}"),
+        )),
+    }
+}
+
+async fn cancel(
+    pool: &deadpool_postgres::Pool,
+    strategy: &str,
+    decision_id: Uuid,
+) -> Result<(), OrderReject> {
+    let order = owned_order(pool, strategy, decision_id).await?;
+    let session = alpaca_session::find(&order.account).ok_or_else(|| {
+        OrderReject::new(
+            "session_unavailable",
+            format!("no broker session for {}", order.account),
+        )
+    })?;
+    ractor::call!(session, |reply| AlpacaSessionMessage::Cancel { order, reply })
+        .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
+}
+
+async fn replace(
+    pool: &deadpool_postgres::Pool,
+    strategy: &str,
+    decision_id: Uuid,
+    changes: ReplaceRequest,
+) -> Result<String, OrderReject> {
+    let order = owned_order(pool, strategy, decision_id).await?;
+    let session = alpaca_session::find(&order.account).ok_or_else(|| {
+        OrderReject::new(
+            "session_unavailable",
+            format!("no broker session for {}", order.account),
+        )
+    })?;
+    ractor::call!(session, |reply| AlpacaSessionMessage::Replace {
+        order,
+        changes,
+        reply
+    })
+    .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
+}

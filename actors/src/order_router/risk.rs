@@ -1,0 +1,266 @@
+//! Validation and pre-trade risk checks: everything decided from the order and the router's
+//! own recent history, in memory (the reduce-only position comes from the caller).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+
+use super::config::RiskLimits;
+use crate::domain::{KillSwitch, OrderReject, OrderRequest, OrderType, Side};
+
+/// Reason codes of refused orders.
+pub mod codes {
+    /// The order is not well formed (quantity, prices, symbol, ...)
+    pub const INVALID: &str = "invalid";
+    /// Quantity above `max_qty`
+    pub const MAX_QTY: &str = "risk.max_qty";
+    /// Notional above `max_notional`
+    pub const MAX_NOTIONAL: &str = "risk.max_notional";
+    /// Symbol not on the allow list
+    pub const SYMBOL_NOT_ALLOWED: &str = "risk.symbol_not_allowed";
+    /// Symbol on the deny list
+    pub const SYMBOL_DENIED: &str = "risk.symbol_denied";
+    /// More orders in the last second than `max_orders_per_sec`
+    pub const RATE: &str = "risk.rate_limit";
+    /// The same order within the duplicate window
+    pub const DUPLICATE: &str = "risk.duplicate";
+    /// The kill switch is halted
+    pub const HALTED: &str = "risk.halted";
+    /// The kill switch is reduce-only and the order would not reduce a position
+    pub const REDUCE_ONLY: &str = "risk.reduce_only";
+    /// No broker session for the order's account
+    pub const UNKNOWN_ACCOUNT: &str = "routing.unknown_account";
+    /// The order names a strategy other than the connection's
+    pub const WRONG_STRATEGY: &str = "auth.wrong_strategy";
+}
+
+/// The shape checks that need nothing but the order.
+pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
+    let invalid = |m: String| Err(OrderReject::new(codes::INVALID, m));
+    let symbol = order.symbol.as_str();
+    if symbol.is_empty()
+        || symbol.len() > 32
+        || !symbol
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '.' | '/' | '-'))
+    {
+        return invalid(format!(
+            "symbol `{symbol}` is not valid (1 to 32 of A-Z, 0-9, '.', '/', '-')"
+        ));
+    }
+    if order.qty <= Decimal::ZERO {
+        return invalid(format!("qty must be positive, got {}", order.qty));
+    }
+    let needs_limit = matches!(order.order_type, OrderType::Limit | OrderType::StopLimit);
+    let needs_stop = matches!(order.order_type, OrderType::Stop | OrderType::StopLimit);
+    if needs_limit != order.limit_price.is_some() {
+        return invalid(if needs_limit {
+            format!("a {} order needs limit_price", order.order_type.as_str())
+        } else {
+            format!("a {} order takes no limit_price", order.order_type.as_str())
+        });
+    }
+    if needs_stop && order.stop_price.is_none() {
+        return invalid(format!(
+            "a {} order needs stop_price",
+            order.order_type.as_str()
+        ));
+    }
+    for (what, price) in [
+        ("limit_price", order.limit_price),
+        ("stop_price", order.stop_price),
+    ] {
+        if price.is_some_and(|p| p <= Decimal::ZERO) {
+            return invalid(format!("{what} must be positive"));
+        }
+    }
+    if order.strategy.trim().is_empty() {
+        return invalid("strategy must not be empty".into());
+    }
+    if let Some(rationale) = &order.rationale
+        && !rationale.is_object()
+    {
+        return invalid("rationale must be a JSON object".into());
+    }
+    Ok(())
+}
+
+/// The kill switch's verdict: halted refuses everything; reduce-only accepts an order only when
+/// it shrinks `position` (the account's net position in the symbol) without flipping it.
+pub fn kill_switch(
+    state: KillSwitch,
+    order: &OrderRequest,
+    position: Decimal,
+) -> Result<(), OrderReject> {
+    match state {
+        KillSwitch::Active => Ok(()),
+        KillSwitch::Halted => Err(OrderReject::new(
+            codes::HALTED,
+            "trading is halted (kill switch); nothing is sent",
+        )),
+        KillSwitch::ReduceOnly => {
+            let reduces = match order.side {
+                Side::Sell => position > Decimal::ZERO && order.qty <= position,
+                Side::Buy => position < Decimal::ZERO && order.qty <= -position,
+            };
+            if reduces {
+                Ok(())
+            } else {
+                Err(OrderReject::new(
+                    codes::REDUCE_ONLY,
+                    format!(
+                        "the kill switch is reduce-only and a {} of {} {} does not reduce the \
+                         position of {position}",
+                        order.side.as_str(),
+                        order.qty,
+                        order.symbol
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// The static limits: quantity, notional, symbol lists.
+pub fn limits(order: &OrderRequest, limits: &RiskLimits) -> Result<(), OrderReject> {
+    if let Some(max) = limits.max_qty
+        && order.qty > max
+    {
+        return Err(OrderReject::new(
+            codes::MAX_QTY,
+            format!("qty {} is above the limit of {max}", order.qty),
+        ));
+    }
+    if let (Some(max), Some(price)) = (limits.max_notional, order.reference_price()) {
+        let notional = order.qty * price;
+        if notional > max {
+            return Err(OrderReject::new(
+                codes::MAX_NOTIONAL,
+                format!("notional {notional} is above the limit of {max}"),
+            ));
+        }
+    }
+    if let Some(allow) = &limits.allow_symbols
+        && !allow.is_empty()
+        && !allow.iter().any(|s| s == &order.symbol)
+    {
+        return Err(OrderReject::new(
+            codes::SYMBOL_NOT_ALLOWED,
+            format!("{} is not on the allow list", order.symbol),
+        ));
+    }
+    if let Some(deny) = &limits.deny_symbols
+        && deny.iter().any(|s| s == &order.symbol)
+    {
+        return Err(OrderReject::new(
+            codes::SYMBOL_DENIED,
+            format!("{} is on the deny list", order.symbol),
+        ));
+    }
+    Ok(())
+}
+
+/// What identifies "the same order" for the duplicate window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OrderKey {
+    strategy: String,
+    account: String,
+    symbol: String,
+    side: Side,
+    qty: Decimal,
+    order_type: OrderType,
+    limit_price: Option<Decimal>,
+    stop_price: Option<Decimal>,
+}
+
+/// The router's memory of recent orders: send times per strategy (rate limit) and recent order
+/// keys (duplicate window). Lost on restart, which only forgets the last second or window.
+#[derive(Debug, Default)]
+pub struct RiskState {
+    sent: HashMap<String, VecDeque<Instant>>,
+    recent: HashMap<OrderKey, Instant>,
+    last_sweep: Option<Instant>,
+}
+
+impl RiskState {
+    /// Rate and duplicate checks for `order` going to `account` at `now`; on success the order
+    /// is remembered.
+    pub fn admit(
+        &mut self,
+        order: &OrderRequest,
+        account: &str,
+        limits: &RiskLimits,
+        now: Instant,
+    ) -> Result<(), OrderReject> {
+        let window = Duration::from_secs(1);
+        if let Some(max) = limits.max_orders_per_sec {
+            let sent = self.sent.entry(order.strategy.clone()).or_default();
+            while sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                sent.pop_front();
+            }
+            if sent.len() >= max as usize {
+                return Err(OrderReject::new(
+                    codes::RATE,
+                    format!(
+                        "strategy {} sent {max} orders in the last second (the limit)",
+                        order.strategy
+                    ),
+                ));
+            }
+        }
+        let dup_window = limits
+            .duplicate_window_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let key = OrderKey {
+            strategy: order.strategy.clone(),
+            account: account.to_string(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            qty: order.qty,
+            order_type: order.order_type,
+            limit_price: order.limit_price,
+            stop_price: order.stop_price,
+        };
+        if let Some(dup_window) = dup_window {
+            if let Some(seen) = self.recent.get(&key)
+                && now.duration_since(*seen) < dup_window
+            {
+                return Err(OrderReject::new(
+                    codes::DUPLICATE,
+                    format!(
+                        "the same order ({} {} {}) was sent {} ms ago, within the duplicate \
+                         window of {} ms",
+                        order.side.as_str(),
+                        order.qty,
+                        order.symbol,
+                        now.duration_since(*seen).as_millis(),
+                        dup_window.as_millis()
+                    ),
+                ));
+            }
+            self.recent.insert(key, now);
+            self.sweep(now, dup_window);
+        }
+        if limits.max_orders_per_sec.is_some() {
+            self.sent
+                .entry(order.strategy.clone())
+                .or_default()
+                .push_back(now);
+        }
+        Ok(())
+    }
+
+    // forgets keys older than the window, at most once per second
+    fn sweep(&mut self, now: Instant, window: Duration) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.recent.retain(|_, t| now.duration_since(*t) < window);
+    }
+}

@@ -1,0 +1,686 @@
+//! The order path's rows: the kill switch, broker submissions (`trade_executions` with their
+//! payloads), the events brokers push for our orders, and what recovery reads.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{
+    ApiPayload, KillSwitch, NewDecision, OrderType, PrimarySignal, Side, TimeInForce,
+};
+
+/// Reason a decision failed when recovery found no order at the broker.
+pub const NOT_RECEIVED_BY_BROKER: &str = "not_received_by_broker";
+
+/// The kill switch's state and why it was last changed.
+pub async fn kill_switch(
+    client: &impl GenericClient,
+) -> Result<(KillSwitch, Option<String>), StoreError> {
+    let row = client
+        .query_one("SELECT state, reason FROM kill_switch WHERE id", &[])
+        .await
+        .map_err(StoreError::new("reading the kill switch"))?;
+    Ok((
+        KillSwitch::parse(row.get(0)).unwrap_or(KillSwitch::Halted),
+        row.get(1),
+    ))
+}
+
+/// Sets the kill switch.
+pub async fn set_kill_switch(
+    client: &impl GenericClient,
+    state: KillSwitch,
+    reason: Option<&str>,
+    changed_by: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE kill_switch SET state = $1, reason = $2, changed_by = $3, changed_at = now() \
+             WHERE id",
+            &[&state.as_str(), &reason, &changed_by],
+        )
+        .await
+        .map_err(StoreError::new("setting the kill switch"))?;
+    Ok(())
+}
+
+/// The net filled position of `account` in `symbol` from our own executions (buys minus
+/// sells), as reduce-only checks need it.
+pub async fn position(
+    client: &impl GenericClient,
+    account: &str,
+    symbol: &str,
+) -> Result<Decimal, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT COALESCE(sum(CASE d.side WHEN 'buy' THEN e.filled_quantity \
+                                             ELSE -e.filled_quantity END), 0) \
+             FROM trade_decisions d JOIN trade_executions e ON e.trade_decision_id = d.id \
+             WHERE d.account = $1 AND d.symbol = $2",
+            &[&account, &symbol],
+        )
+        .await
+        .map_err(StoreError::new("reading a position"))?;
+    Ok(row.get(0))
+}
+
+/// How a submission leaves its decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    /// The broker took the order
+    Executed,
+    /// The broker refused it, or the call failed (the reason is kept)
+    Failed(String),
+}
+
+/// One broker submission's result, stored in one statement with its response payload.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    /// The decision's surrogate key
+    pub decision_pk: i64,
+    /// The new execution's id
+    pub execution_id: Uuid,
+    /// The broker's name
+    pub broker: &'a str,
+    /// The stored request payload
+    pub request_payload_id: i64,
+    /// The response payload to store
+    pub response: &'a ApiPayload,
+    /// The mapped execution status
+    pub status: &'a str,
+    /// The broker's order id
+    pub broker_order_id: Option<&'a str>,
+    /// The HTTP status, when there was a response
+    pub http_status: Option<i32>,
+    /// The broker's error code (or `timeout`, `transport`)
+    pub error_code: Option<&'a str>,
+    /// The error message
+    pub error_message: Option<&'a str>,
+    /// The whole error body
+    pub error_details: Option<&'a Value>,
+    /// Filled so far
+    pub filled_qty: Decimal,
+    /// Average fill price
+    pub filled_avg_price: Option<Decimal>,
+    /// Commission charged
+    pub commission: Option<Decimal>,
+    /// When the request was sent
+    pub submitted_at: DateTime<Utc>,
+    /// When it filled
+    pub filled_at: Option<DateTime<Utc>>,
+    /// What becomes of the decision
+    pub outcome: DecisionOutcome,
+}
+
+/// Stores a submission's response payload, its `trade_executions` row, and moves the decision
+/// to executed or failed, atomically (one statement); returns the execution's surrogate key.
+pub async fn record_submission(
+    client: &impl GenericClient,
+    s: &Submission<'_>,
+) -> Result<i64, StoreError> {
+    let (decision_status, failure) = match &s.outcome {
+        DecisionOutcome::Executed => ("executed", None),
+        DecisionOutcome::Failed(reason) => ("failed", Some(reason.as_str())),
+    };
+    let rejected_at = (s.status == "rejected").then(Utc::now);
+    let row = client
+        .query_one(
+            "WITH p AS ( \
+                 INSERT INTO api_payloads (type, payload, source, captured_at) \
+                 VALUES ('ApiResponse', $1, $2, $3) RETURNING id), \
+             e AS ( \
+                 INSERT INTO trade_executions (trade_decision_id, execution_id, broker, status, \
+                     api_request_payload_id, api_response_payload_id, broker_order_id, \
+                     http_status_code, error_code, error_message, error_details, \
+                     filled_quantity, filled_avg_price, commission, submitted_at, filled_at, \
+                     rejected_at) \
+                 SELECT $4, $5, $2, $6, $7, p.id, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                        $17, $18 FROM p RETURNING id), \
+             d AS ( \
+                 UPDATE trade_decisions SET status = $19, failure_reason = $20, \
+                     executed_at = CASE WHEN $19 = 'executed' THEN now() END, \
+                     failed_at = CASE WHEN $19 = 'failed' THEN now() END, updated_at = now() \
+                 WHERE id = $4 AND status = 'pending' RETURNING id) \
+             SELECT (SELECT id FROM e)",
+            &[
+                &s.response.payload,
+                &s.broker,
+                &s.response.captured_at,
+                &s.decision_pk,
+                &s.execution_id,
+                &s.status,
+                &s.request_payload_id,
+                &s.broker_order_id,
+                &s.http_status,
+                &s.error_code,
+                &s.error_message,
+                &s.error_details,
+                &s.filled_qty,
+                &s.filled_avg_price,
+                &s.commission,
+                &s.submitted_at,
+                &s.filled_at,
+                &rejected_at,
+                &decision_status,
+                &failure,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("recording a broker submission"))?;
+    Ok(row.get(0))
+}
+
+/// Ends a pending decision as failed with `reason` (nothing was sent, or recovery found no
+/// order at the broker); false if it was no longer pending.
+pub async fn fail_pending_decision(
+    client: &impl GenericClient,
+    decision_pk: i64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let n = client
+        .execute(
+            "UPDATE trade_decisions SET status = 'failed', failure_reason = $2, \
+                 failed_at = now(), updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+            &[&decision_pk, &reason],
+        )
+        .await
+        .map_err(StoreError::new("failing a pending decision"))?;
+    Ok(n == 1)
+}
+
+/// An order of ours as the stream and cancels need it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderRow {
+    /// Decision surrogate key
+    pub decision_pk: i64,
+    /// The decision (= client order id)
+    pub decision_id: Uuid,
+    /// The strategy that sent it
+    pub strategy: String,
+    /// The account
+    pub account: String,
+    /// The instrument
+    pub symbol: String,
+    /// The decision's status
+    pub decision_status: String,
+    /// The execution's surrogate key, once submitted
+    pub execution_pk: Option<i64>,
+    /// The execution's id
+    pub execution_id: Option<Uuid>,
+    /// The execution's status
+    pub execution_status: Option<String>,
+    /// The broker's current order id
+    pub broker_order_id: Option<String>,
+    /// Filled so far
+    pub filled_qty: Decimal,
+}
+
+const ORDER_COLUMNS: &str = "d.id, d.decision_id, d.strategy_name, d.account, d.symbol, \
+     d.status, e.id, e.execution_id, e.status, e.broker_order_id, \
+     COALESCE(e.filled_quantity, 0)";
+
+fn order_row(row: &Row) -> OrderRow {
+    OrderRow {
+        decision_pk: row.get(0),
+        decision_id: row.get(1),
+        strategy: row.get(2),
+        account: row.get(3),
+        symbol: row.get(4),
+        decision_status: row.get(5),
+        execution_pk: row.get(6),
+        execution_id: row.get(7),
+        execution_status: row.get(8),
+        broker_order_id: row.get(9),
+        filled_qty: row.get(10),
+    }
+}
+
+/// The order of decision `decision_id`.
+pub async fn order_by_decision(
+    client: &impl GenericClient,
+    decision_id: Uuid,
+) -> Result<Option<OrderRow>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
+                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+                 WHERE d.decision_id = $1"
+            ),
+            &[&decision_id],
+        )
+        .await
+        .map_err(StoreError::new("reading an order by decision"))?;
+    Ok(row.as_ref().map(order_row))
+}
+
+/// The order whose broker order id is `broker_order_id`.
+pub async fn order_by_broker_id(
+    client: &impl GenericClient,
+    broker_order_id: &str,
+) -> Result<Option<OrderRow>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM trade_executions e \
+                 JOIN trade_decisions d ON d.id = e.trade_decision_id \
+                 WHERE e.broker_order_id = $1 LIMIT 1"
+            ),
+            &[&broker_order_id],
+        )
+        .await
+        .map_err(StoreError::new("reading an order by broker id"))?;
+    Ok(row.as_ref().map(order_row))
+}
+
+/// The working orders (submitted, accepted or partly filled) of `strategy` in `account`.
+pub async fn open_orders(
+    client: &impl GenericClient,
+    account: &str,
+    strategy: &str,
+) -> Result<Vec<OrderRow>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
+                 JOIN trade_executions e ON e.trade_decision_id = d.id \
+                 WHERE d.account = $1 AND d.strategy_name = $2 \
+                   AND e.status IN ('submitted', 'accepted', 'partial_fill') \
+                   AND e.broker_order_id IS NOT NULL \
+                 ORDER BY d.id"
+            ),
+            &[&account, &strategy],
+        )
+        .await
+        .map_err(StoreError::new("reading open orders"))?;
+    Ok(rows.iter().map(order_row).collect())
+}
+
+/// Notes that the strategy asked to cancel the order, so its cancel ends the decision as
+/// cancelled.
+pub async fn mark_cancel_requested(
+    client: &impl GenericClient,
+    execution_pk: i64,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE trade_executions SET cancel_requested_at = COALESCE(cancel_requested_at, now()), \
+                 updated_at = now() WHERE id = $1",
+            &[&execution_pk],
+        )
+        .await
+        .map_err(StoreError::new("marking a cancel request"))?;
+    Ok(())
+}
+
+/// The order id a replace gave the order.
+pub async fn set_broker_order_id(
+    client: &impl GenericClient,
+    execution_pk: i64,
+    broker_order_id: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE trade_executions SET broker_order_id = $2, updated_at = now() WHERE id = $1",
+            &[&execution_pk, &broker_order_id],
+        )
+        .await
+        .map_err(StoreError::new("recording a replacement order id"))?;
+    Ok(())
+}
+
+/// One event a broker pushed (or recovery reconstructed) for one of our orders.
+#[derive(Debug, Clone)]
+pub struct OrderEvent<'a> {
+    /// The broker
+    pub broker: &'a str,
+    /// The account
+    pub account: &'a str,
+    /// Dedupe key: the broker's execution id, or a synthetic key for recovered changes
+    pub event_key: &'a str,
+    /// The order
+    pub order: &'a OrderRow,
+    /// The broker's order id in the event
+    pub broker_order_id: Option<&'a str>,
+    /// The event name (`fill`, `canceled`, ...)
+    pub event: &'a str,
+    /// The broker's order status after the event
+    pub order_status: Option<&'a str>,
+    /// The mapped execution status, when the event changes it
+    pub execution_status: Option<&'a str>,
+    /// This fill's quantity
+    pub qty: Option<Decimal>,
+    /// This fill's price
+    pub price: Option<Decimal>,
+    /// The position after the event
+    pub position_qty: Option<Decimal>,
+    /// Cumulative filled quantity of the order
+    pub filled_qty: Option<Decimal>,
+    /// Average fill price of the order
+    pub filled_avg_price: Option<Decimal>,
+    /// When the broker says it happened
+    pub event_at: Option<DateTime<Utc>>,
+    /// The native event
+    pub body: &'a Value,
+}
+
+/// What recording an event changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventApplied {
+    /// The decision's status afterwards
+    pub decision_status: String,
+    /// The execution's status afterwards
+    pub execution_status: Option<String>,
+}
+
+/// Records `e` once: a second event with the same key changes nothing and returns `None`.
+/// Otherwise, in the same statement, the execution takes the event's cumulative fill and status
+/// (a status never moves back from a final one), and the decision becomes cancelled when the
+/// strategy's own cancel completed, or failed when the broker rejected the order.
+pub async fn record_order_event(
+    client: &impl GenericClient,
+    e: &OrderEvent<'_>,
+) -> Result<Option<EventApplied>, StoreError> {
+    let row = client
+        .query_opt(
+            "WITH ev AS ( \
+                 INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
+                     broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
+             ex AS ( \
+                 UPDATE trade_executions x SET \
+                     status = CASE WHEN $13::text IS NULL \
+                                     OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
+                                   WHEN x.status = 'partial_fill' \
+                                     AND $13 IN ('submitted', 'accepted') THEN x.status \
+                                   ELSE $13 END, \
+                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14, 0)), \
+                     filled_avg_price = CASE WHEN $14 IS NOT NULL AND $14 >= x.filled_quantity \
+                                             THEN COALESCE($15, x.filled_avg_price) \
+                                             ELSE x.filled_avg_price END, \
+                     filled_at = CASE WHEN $13 = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
+                                      ELSE x.filled_at END, \
+                     cancelled_at = CASE WHEN $13 = 'cancelled' \
+                                         THEN COALESCE(x.cancelled_at, $11, now()) \
+                                         ELSE x.cancelled_at END, \
+                     rejected_at = CASE WHEN $13 = 'rejected' \
+                                        THEN COALESCE(x.rejected_at, $11, now()) \
+                                        ELSE x.rejected_at END, \
+                     updated_at = now() \
+                 WHERE x.id = $16 AND EXISTS (SELECT 1 FROM ev) \
+                 RETURNING x.status, x.cancel_requested_at), \
+             d AS ( \
+                 UPDATE trade_decisions t SET \
+                     status = CASE WHEN ex.status = 'cancelled' \
+                                     AND ex.cancel_requested_at IS NOT NULL THEN 'cancelled' \
+                                   WHEN ex.status = 'rejected' THEN 'failed' \
+                                   ELSE t.status END, \
+                     cancelled_at = CASE WHEN ex.status = 'cancelled' \
+                                          AND ex.cancel_requested_at IS NOT NULL THEN now() \
+                                         ELSE t.cancelled_at END, \
+                     failed_at = CASE WHEN ex.status = 'rejected' \
+                                      THEN COALESCE(t.failed_at, now()) ELSE t.failed_at END, \
+                     failure_reason = CASE WHEN ex.status = 'rejected' \
+                                           THEN COALESCE(t.failure_reason, 'rejected by broker') \
+                                           ELSE t.failure_reason END, \
+                     updated_at = now() \
+                 FROM ex WHERE t.id = $4 AND t.status IN ('pending', 'executed') \
+                 RETURNING t.status) \
+             SELECT (SELECT id FROM ev), (SELECT status FROM ex), \
+                    COALESCE((SELECT status FROM d), \
+                             (SELECT status FROM trade_decisions WHERE id = $4))",
+            &[
+                &e.broker,
+                &e.account,
+                &e.event_key,
+                &e.order.decision_pk,
+                &e.broker_order_id,
+                &e.event,
+                &e.order_status,
+                &e.qty,
+                &e.price,
+                &e.position_qty,
+                &e.event_at,
+                e.body,
+                &e.execution_status,
+                &e.filled_qty,
+                &e.filled_avg_price,
+                &e.order.execution_pk,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("recording a broker order event"))?;
+    let Some(row) = row else { return Ok(None) };
+    let inserted: Option<i64> = row.get(0);
+    if inserted.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(EventApplied {
+        execution_status: row.get(1),
+        decision_status: row.get::<_, Option<String>>(2).unwrap_or_default(),
+    }))
+}
+
+/// When the newest event of `account` recorded from `broker` happened (recovery lists orders
+/// changed since then after a reconnect).
+pub async fn last_event_at(
+    client: &impl GenericClient,
+    broker: &str,
+    account: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT max(event_at) FROM broker_order_events WHERE broker = $1 AND account = $2",
+            &[&broker, &account],
+        )
+        .await
+        .map_err(StoreError::new("reading the last broker event"))?;
+    Ok(row.get(0))
+}
+
+/// A pending decision whose outcome is unknown (no execution recorded), as recovery sees it.
+#[derive(Debug, Clone)]
+pub struct PendingDecision {
+    /// Surrogate key
+    pub decision_pk: i64,
+    /// The decision
+    pub decision: NewDecision,
+    /// When it was committed
+    pub created_at: DateTime<Utc>,
+}
+
+/// The pending decisions of `account` with no execution, oldest first.
+pub async fn unresolved_decisions(
+    client: &impl GenericClient,
+    account: &str,
+) -> Result<Vec<PendingDecision>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT d.id, d.decision_id, d.strategy_name, d.strategy_version, d.account, d.symbol, \
+                    d.side, d.quantity, d.order_type, d.limit_price, d.stop_price, \
+                    d.time_in_force, d.signal_strength, d.primary_signal_type, \
+                    d.primary_signal_id, d.decision_rationale, d.created_at \
+             FROM trade_decisions d \
+             WHERE d.account = $1 AND d.status = 'pending' \
+               AND NOT EXISTS (SELECT 1 FROM trade_executions e WHERE e.trade_decision_id = d.id) \
+             ORDER BY d.created_at",
+            &[&account],
+        )
+        .await
+        .map_err(StoreError::new("reading unresolved decisions"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let signal_type: Option<String> = row.get(13);
+            let signal_id: Option<String> = row.get(14);
+            PendingDecision {
+                decision_pk: row.get(0),
+                decision: NewDecision {
+                    decision_id: row.get(1),
+                    strategy_name: row.get(2),
+                    strategy_version: row.get(3),
+                    account: row.get(4),
+                    symbol: row.get(5),
+                    side: if row.get::<_, &str>(6) == "sell" {
+                        Side::Sell
+                    } else {
+                        Side::Buy
+                    },
+                    quantity: row.get(7),
+                    order_type: parse_order_type(row.get(8)),
+                    limit_price: row.get(9),
+                    stop_price: row.get(10),
+                    time_in_force: parse_tif(row.get(11)),
+                    signal_strength: row.get(12),
+                    primary_signal: signal_type
+                        .zip(signal_id)
+                        .map(|(signal_type, id)| PrimarySignal { signal_type, id }),
+                    primary_ingestion_run_id: None,
+                    rationale: Some(row.get(15)),
+                },
+                created_at: row.get(16),
+            }
+        })
+        .collect())
+}
+
+// the CHECK constraints admit only these spellings
+fn parse_order_type(text: &str) -> OrderType {
+    serde_json::from_value(Value::String(text.into())).unwrap_or(OrderType::Market)
+}
+
+fn parse_tif(text: &str) -> TimeInForce {
+    serde_json::from_value(Value::String(text.into())).unwrap_or(TimeInForce::Day)
+}
+
+/// A decision with its execution, as `GET /api/v1/decisions/{id}` shows it.
+pub async fn decision_view(
+    client: &impl GenericClient,
+    decision_id: Uuid,
+) -> Result<Option<Value>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT jsonb_build_object( \
+                 'decision_id', d.decision_id, 'strategy', d.strategy_name, \
+                 'strategy_version', d.strategy_version, 'account', d.account, \
+                 'symbol', d.symbol, 'side', d.side, 'qty', d.quantity::text, \
+                 'order_type', d.order_type, 'limit_price', d.limit_price::text, \
+                 'stop_price', d.stop_price::text, 'time_in_force', d.time_in_force, \
+                 'signal_strength', d.signal_strength::text, 'status', d.status, \
+                 'failure_reason', d.failure_reason, 'rationale', d.decision_rationale, \
+                 'created_at', d.created_at, 'executed_at', d.executed_at, \
+                 'failed_at', d.failed_at, 'cancelled_at', d.cancelled_at, \
+                 'execution', (SELECT jsonb_build_object( \
+                     'execution_id', e.execution_id, 'status', e.status, \
+                     'broker', e.broker, 'broker_order_id', e.broker_order_id, \
+                     'http_status', e.http_status_code, 'error_code', e.error_code, \
+                     'error_message', e.error_message, \
+                     'filled_qty', e.filled_quantity::text, \
+                     'filled_avg_price', e.filled_avg_price::text, \
+                     'request_payload_id', e.api_request_payload_id, \
+                     'response_payload_id', e.api_response_payload_id, \
+                     'submitted_at', e.submitted_at, 'filled_at', e.filled_at) \
+                   FROM trade_executions e WHERE e.trade_decision_id = d.id), \
+                 'events', (SELECT COALESCE(jsonb_agg(jsonb_build_object( \
+                     'event', v.event, 'order_status', v.order_status, 'qty', v.qty::text, \
+                     'price', v.price::text, 'event_at', v.event_at) ORDER BY v.id), '[]') \
+                   FROM broker_order_events v WHERE v.trade_decision_id = d.id)) \
+             FROM trade_decisions d WHERE d.decision_id = $1",
+            &[&decision_id],
+        )
+        .await
+        .map_err(StoreError::new("reading a decision"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The most recent decisions, newest first, as `demo` and `GET /api/v1/decisions` list them.
+pub async fn recent_decisions(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<Value>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT jsonb_build_object('decision_id', d.decision_id, 'strategy', d.strategy_name, \
+                 'symbol', d.symbol, 'side', d.side, 'qty', d.quantity::text, \
+                 'signal_strength', d.signal_strength::text, 'status', d.status, \
+                 'failure_reason', d.failure_reason, 'execution_status', e.status, \
+                 'http_status', e.http_status_code, 'error_message', e.error_message, \
+                 'filled_qty', e.filled_quantity::text, \
+                 'filled_avg_price', e.filled_avg_price::text, 'created_at', d.created_at) \
+             FROM trade_decisions d LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+             ORDER BY d.id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(StoreError::new("listing decisions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// One refused order, as `order_rejects` keeps it.
+#[derive(Debug, Clone)]
+pub struct RejectRecord {
+    /// The order as sent
+    pub order: crate::domain::OrderRequest,
+    /// The account it would have gone to, when known
+    pub account: Option<String>,
+    /// Why
+    pub reject: crate::domain::OrderReject,
+    /// When
+    pub rejected_at: DateTime<Utc>,
+}
+
+/// Stores refused orders, in one transaction.
+pub async fn insert_rejects(
+    client: &mut tokio_postgres::Client,
+    rejects: &[RejectRecord],
+) -> Result<(), StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StoreError::new("beginning an order-rejects batch"))?;
+    let statement = tx
+        .prepare(
+            "INSERT INTO order_rejects (strategy_name, strategy_version, account, symbol, side, \
+                 quantity, order_type, limit_price, stop_price, signal_strength, reason_code, \
+                 reason_message, request, rejected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .await
+        .map_err(StoreError::new("preparing an order reject"))?;
+    for r in rejects {
+        let o = &r.order;
+        let request = serde_json::to_value(o).unwrap_or(Value::Null);
+        tx.execute(
+            &statement,
+            &[
+                &o.strategy,
+                &o.strategy_version,
+                &r.account,
+                &o.symbol,
+                &o.side.as_str(),
+                &o.qty,
+                &o.order_type.as_str(),
+                &o.limit_price,
+                &o.stop_price,
+                &o.signal_strength,
+                &r.reject.code,
+                &r.reject.message,
+                &request,
+                &r.rejected_at,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("storing an order reject"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::new("committing order rejects"))?;
+    Ok(())
+}

@@ -10,6 +10,7 @@ use chrono::{Days, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tradegate_actors::alpaca_session::{self, AlpacaSession, AlpacaSessionArgs};
 use tradegate_actors::domain::{
     ApiCall, IngestionRun, NewRun, RawJson, RecordOperation, RunRecord, TradeLogEvent,
 };
@@ -17,6 +18,9 @@ use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
 use tradegate_actors::ibkr_syncer::{self, IbkrConfig, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
+};
+use tradegate_actors::order_router::{
+    self, OrderRouter, OrderRouterArgs, OrderRouterClient, StrategyHub,
 };
 use tradegate_actors::trade_log_writer::{
     self, TradeLog, TradeLogWriter, TradeLogWriterArgs, TradeLogWriterMessage,
@@ -151,7 +155,8 @@ fn children(
     conninfo: &str,
     trade_log: &TradeLog,
     pool: &deadpool_postgres::Pool,
-) -> Vec<ChildSpec> {
+    hub: &StrategyHub,
+) -> Result<Vec<ChildSpec>> {
     let writer = TradeLogWriterArgs {
         log: trade_log.clone(),
         config: config.tradelog.clone(),
@@ -180,7 +185,47 @@ fn children(
             (IbkrSyncer, args.clone())
         }));
     }
-    children
+    // sessions before the router, so the router finds them when it routes
+    for account in &config.alpaca.accounts {
+        let credentials = config
+            .alpaca_keys
+            .get(&account.name)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "Alpaca account {}: set its credentials in the environment ({} and {})",
+                    account.name, account.key_id_env, account.secret_key_env
+                )
+            })?;
+        let args = AlpacaSessionArgs {
+            account: account.clone(),
+            credentials,
+            config: config.alpaca.clone(),
+            pool: pool.clone(),
+            trade_log: Some(trade_log.clone()),
+            hub: hub.clone(),
+        };
+        children.push(ChildSpec::new(
+            alpaca_session::name_for(&account.name),
+            move || (AlpacaSession, args.clone()),
+        ));
+    }
+    let router = OrderRouterArgs {
+        config: config.orders.clone(),
+        accounts: config
+            .alpaca
+            .accounts
+            .iter()
+            .map(|a| a.name.clone())
+            .collect(),
+        pool: pool.clone(),
+        lineage: config.ingestion.lineage(),
+        hub: hub.clone(),
+    };
+    children.push(ChildSpec::new(order_router::NAME, move || {
+        (OrderRouter, router.clone())
+    }));
+    Ok(children)
 }
 
 /// How long an on-request sync is waited for: a fetch may take up to the read timeout per
@@ -199,6 +244,7 @@ pub struct Running {
     api_shutdown: oneshot::Sender<()>,
     migrations: MigrationReport,
     trade_log: TradeLog,
+    hub: StrategyHub,
 }
 
 impl Running {
@@ -221,8 +267,9 @@ impl Running {
         let metrics = telemetry::metrics_handle();
         metrics::gauge!("tradegate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let trade_log = TradeLog::new(config.tradelog.queue_capacity, config.tradelog.overflow);
+        let hub = StrategyHub::default();
         let gateway = Gateway::start(
-            children(config, database.conninfo(), &trade_log, &pool),
+            children(config, database.conninfo(), &trade_log, &pool, &hub)?,
             config.supervisor.policy(),
         )
         .await?;
@@ -238,6 +285,9 @@ impl Running {
             ingestion: IngestionClient::new(ingestion_logger::NAME),
             ibkr: IbkrSyncClient::new(sync_call_timeout(&config.ibkr)),
             ibkr_accounts: config.ibkr.accounts.clone(),
+            orders: config.orders.clone(),
+            hub: hub.clone(),
+            router: OrderRouterClient,
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;
@@ -251,7 +301,13 @@ impl Running {
             api_shutdown,
             migrations,
             trade_log,
+            hub,
         })
+    }
+
+    /// The strategies' connections (for in-process strategies: [`StrategyHandle::connect`]).
+    pub fn hub(&self) -> &StrategyHub {
+        &self.hub
     }
 
     /// The producer handle of the trade log.

@@ -66,6 +66,29 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// Halt trading (kill switch): the running gateway refuses every new order
+    /// (`risk.halted`), or with --reduce-only every order that does not reduce a position.
+    /// The state is kept in the database and survives restarts.
+    Halt {
+        /// Only accept orders that reduce a position
+        #[arg(long)]
+        reduce_only: bool,
+        /// Why (kept with the state)
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's API (default: http://<api.listen>)
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Resume trading (kill switch active again).
+    Resume {
+        /// Why (kept with the state)
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's API (default: http://<api.listen>)
+        #[arg(long)]
+        api: Option<String>,
+    },
     /// The unified trade log.
     Tradelog {
         /// What to do with it
@@ -155,6 +178,33 @@ pub enum TradesCommand {
 /// `tradegate sim ...`
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// A simulated Alpaca venue (Trading API v2 orders and account, the trade_updates stream
+    /// in binary frames): fills market orders at --price, limit orders when marketable,
+    /// rejects with Alpaca's error shapes, 429 past --rate-limit requests a minute. Faults
+    /// are switched with POST /sim/control. Runs until Ctrl-C.
+    Alpaca {
+        /// Where to listen
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// The key id clients must send (APCA-API-KEY-ID)
+        #[arg(long, default_value = "SIMKEY")]
+        key_id: String,
+        /// The secret clients must send (APCA-API-SECRET-KEY)
+        #[arg(long, default_value = "SIMSECRET")]
+        secret_key: String,
+        /// Buying power
+        #[arg(long, default_value = "100000")]
+        buying_power: rust_decimal::Decimal,
+        /// Price of every symbol
+        #[arg(long, default_value = "100")]
+        price: rust_decimal::Decimal,
+        /// Fill in two partial fills
+        #[arg(long)]
+        partial_fills: bool,
+        /// Requests per minute before 429 (0: no limit)
+        #[arg(long, default_value_t = 200)]
+        rate_limit: u32,
+    },
     /// A simulated TWS (the socket API, text protocol) serving generated executions: partial
     /// fills, corrections (.01 -> .02), perm id 0 with and without an order ref, several
     /// accounts. Runs until Ctrl-C.

@@ -31,9 +31,17 @@ pub struct Config {
     pub ingestion: tradegate_actors::ingestion_logger::IngestionConfig,
     /// IBKR executions sync
     pub ibkr: tradegate_actors::ibkr_syncer::IbkrConfig,
+    /// Strategies, their tokens and accounts, pre-trade risk limits
+    pub orders: tradegate_actors::order_router::OrdersConfig,
+    /// Alpaca accounts (one AlpacaSession each)
+    pub alpaca: tradegate_actors::alpaca_session::AlpacaConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
+    /// Each Alpaca account's credentials, from the environment variables it names
+    #[serde(skip)]
+    pub alpaca_keys:
+        std::collections::BTreeMap<String, tradegate_actors::alpaca_session::Credentials>,
 }
 
 /// `[database]`
@@ -220,6 +228,16 @@ pub enum ConfigError {
         /// What is wrong
         message: String,
     },
+    /// A value parses but is not usable (a key built from names in the file).
+    #[error("config key {key} in {origin}: {message}")]
+    InvalidKey {
+        /// `section.key`
+        key: String,
+        /// The file (or "defaults")
+        origin: String,
+        /// What is wrong
+        message: String,
+    },
     /// A value parses but is not usable.
     #[error("config key {key} in {origin}: {message}")]
     Invalid {
@@ -266,6 +284,7 @@ impl Config {
         env.sort();
         let mut key_id = None;
         let mut secret_key = None;
+        let all_env: std::collections::HashMap<String, String> = env.iter().cloned().collect();
         for (var, value) in env {
             match var.as_str() {
                 "APCA_API_KEY_ID" => key_id = Some(Secret::new(value)),
@@ -306,6 +325,17 @@ impl Config {
                 });
             }
         };
+        for account in &config.alpaca.accounts {
+            if let (Some(k), Some(s)) = (
+                all_env.get(&account.key_id_env),
+                all_env.get(&account.secret_key_env),
+            ) {
+                config.alpaca_keys.insert(
+                    account.name.clone(),
+                    tradegate_actors::alpaca_session::Credentials::new(k, s),
+                );
+            }
+        }
         config.validate(&origin.display().to_string())?;
         Ok(config)
     }
@@ -364,6 +394,17 @@ impl Config {
         }
         if let Err((key, message)) = self.ibkr.validate() {
             return Err(invalid(key, message));
+        }
+        let invalid_owned = |key: String, message: String| ConfigError::InvalidKey {
+            key,
+            origin: origin.to_string(),
+            message,
+        };
+        if let Err((key, message)) = self.orders.validate() {
+            return Err(invalid_owned(key, message));
+        }
+        if let Err((key, message)) = self.alpaca.validate() {
+            return Err(invalid_owned(key, message));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", format!("not a valid filter: {e}")));

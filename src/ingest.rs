@@ -102,6 +102,9 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
                 std::time::Duration::from_secs(60),
             ),
             ibkr_accounts: Vec::new(),
+            orders: Default::default(),
+            hub: Default::default(),
+            router: Default::default(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api_task = tokio::spawn(api::serve(listener, state, async {

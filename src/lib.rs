@@ -8,6 +8,7 @@ pub mod ibkr;
 pub mod ingest;
 pub mod load;
 pub mod migrate;
+pub mod orders;
 pub mod postgres;
 pub mod sim;
 pub mod telemetry;

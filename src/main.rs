@@ -88,6 +88,40 @@ fn main() -> ExitCode {
                         seed,
                     },
             } => tradegate::ibkr::sim_tws(listen, accounts, executions, seed).await,
+            cli::Command::Sim {
+                command:
+                    cli::SimCommand::Alpaca {
+                        listen,
+                        key_id,
+                        secret_key,
+                        buying_power,
+                        price,
+                        partial_fills,
+                        rate_limit,
+                    },
+            } => {
+                let config = tradegate::sim::alpaca::SimConfig {
+                    key_id,
+                    secret_key,
+                    buying_power,
+                    default_price: price,
+                    partial_fills,
+                    rate_limit_per_min: rate_limit,
+                    ..Default::default()
+                };
+                tradegate::orders::sim_alpaca(listen, config).await
+            }
+            cli::Command::Halt {
+                reduce_only,
+                reason,
+                api,
+            } => {
+                let state = if reduce_only { "reduce_only" } else { "halted" };
+                tradegate::orders::kill_switch(&config, api, state, reason).await
+            }
+            cli::Command::Resume { reason, api } => {
+                tradegate::orders::kill_switch(&config, api, "active", reason).await
+            }
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,
             cli::Command::Demo => app::demo(&config).await,

@@ -2,6 +2,8 @@
 //! are built, the read API and the strategy WebSocket).
 
 pub mod ingestion;
+pub mod orders;
+mod strategy;
 pub mod trades;
 
 use std::future::Future;
@@ -38,6 +40,12 @@ pub struct ApiState {
     pub ibkr: IbkrSyncClient,
     /// The configured IBKR accounts (`[ibkr] accounts`)
     pub ibkr_accounts: Vec<String>,
+    /// Strategy tokens and accounts
+    pub orders: tradegate_actors::order_router::OrdersConfig,
+    /// The strategies' connections
+    pub hub: tradegate_actors::order_router::StrategyHub,
+    /// The OrderRouter (kill switch)
+    pub router: tradegate_actors::order_router::OrderRouterClient,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -53,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(ingestion::routes())
         .merge(trades::routes())
+        .merge(orders::routes())
         .with_state(state)
 }
 

@@ -1,4 +1,5 @@
 //! Simulated venues that speak the real protocols on loopback.
 
+pub mod alpaca;
 pub mod tws;
 pub mod tws_scenario;

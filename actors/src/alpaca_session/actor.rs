@@ -228,9 +228,14 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
             }
             match ctx.look_up(&p.decision).await {
                 Ok(Some((found, request_id))) => {
-                    match ctx.record_found(p.decision_pk, &p.decision, request_id, found).await {
-                        Ok(()) => tracing::info!(account = %ctx.account, decision = %p.decision.decision_id,
-                            "recovered: the broker has the order; recorded"),
+                    match ctx
+                        .record_found(p.decision_pk, &p.decision, request_id, found)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(account = %ctx.account, decision = %p.decision.decision_id,
+                            "recovered: the broker has the order; recorded")
+                        }
                         Err(e) => {
                             tracing::error!(account = %ctx.account, error = %e, "recovered order not recorded");
                             next.push(p);
@@ -245,9 +250,13 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                     }
                     let failed = async {
                         let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-                        store::orders::fail_pending_decision(&**client, p.decision_pk, NOT_RECEIVED_BY_BROKER)
-                            .await
-                            .map_err(|e| e.to_string())
+                        store::orders::fail_pending_decision(
+                            &**client,
+                            p.decision_pk,
+                            NOT_RECEIVED_BY_BROKER,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
                     }
                     .await;
                     match failed {
@@ -279,7 +288,10 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
         }
         left = next;
         if !left.is_empty() {
-            tokio::time::sleep((grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))).await;
+            tokio::time::sleep(
+                (grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(10)),
+            )
+            .await;
         }
     }
 }

@@ -97,7 +97,10 @@ impl AlpacaConfig {
     /// Checks values that parse but cannot work: `Err((key, message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.request_timeout_ms == 0 {
-            return Err(("alpaca.request_timeout_ms".into(), "must be at least 1".into()));
+            return Err((
+                "alpaca.request_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.reconnect_max_backoff_secs == 0 {
             return Err((

@@ -12,8 +12,15 @@ use crate::domain::NewDecision;
 /// tradegate knows. Unknown statuses change nothing (and are logged), never fail.
 pub fn execution_status(alpaca: &str) -> Option<&'static str> {
     Some(match alpaca {
-        "new" | "pending_new" | "accepted_for_bidding" | "held" | "pending_review"
-        | "calculated" | "stopped" | "suspended" | "done_for_day" => "submitted",
+        "new"
+        | "pending_new"
+        | "accepted_for_bidding"
+        | "held"
+        | "pending_review"
+        | "calculated"
+        | "stopped"
+        | "suspended"
+        | "done_for_day" => "submitted",
         "accepted" | "pending_replace" | "pending_cancel" | "replaced" => "accepted",
         "partially_filled" => "partial_fill",
         "filled" => "filled",

@@ -150,7 +150,12 @@ impl SessionCtx {
         }
     }
 
-    async fn submit_inner(&self, order: &RoutedOrder, body: &Value, cl: &str) -> Result<(), String> {
+    async fn submit_inner(
+        &self,
+        order: &RoutedOrder,
+        body: &Value,
+        cl: &str,
+    ) -> Result<(), String> {
         let d = &order.decision;
         let path = "/v2/orders";
         let request_payload_id = self
@@ -216,21 +221,28 @@ impl SessionCtx {
             ));
         };
         {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+            let client =
+                self.pool.get().await.map_err(|e| {
+                    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
+                })?;
             store::orders::mark_cancel_requested(&**client, execution_pk)
                 .await
                 .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
         }
         let path = format!("/v2/orders/{broker_id}");
-        let ids = self.ids(&order.decision_id.to_string(), &order.symbol, Some(broker_id));
+        let ids = self.ids(
+            &order.decision_id.to_string(),
+            &order.symbol,
+            Some(broker_id),
+        );
         let ex = self
-            .call_logged(Method::DELETE, &path, None, |body| {
-                TradeLogEvent::request_order_cancel(&ids, body)
-            }, &ids)
+            .call_logged(
+                Method::DELETE,
+                &path,
+                None,
+                |body| TradeLogEvent::request_order_cancel(&ids, body),
+                &ids,
+            )
             .await?;
         if ex.ok() {
             Ok(())
@@ -272,17 +284,29 @@ impl SessionCtx {
             body["time_in_force"] = Value::String(t.as_str().into());
         }
         let path = format!("/v2/orders/{broker_id}");
-        let ids = self.ids(&order.decision_id.to_string(), &order.symbol, Some(broker_id));
+        let ids = self.ids(
+            &order.decision_id.to_string(),
+            &order.symbol,
+            Some(broker_id),
+        );
         let (px, qty) = (changes.limit_price.or(changes.stop_price), changes.qty);
         let ex = self
-            .call_logged(Method::PATCH, &path, Some(&body), |raw| {
-                TradeLogEvent::request_order_amend(&ids, px, qty, raw)
-            }, &ids)
+            .call_logged(
+                Method::PATCH,
+                &path,
+                Some(&body),
+                |raw| TradeLogEvent::request_order_amend(&ids, px, qty, raw),
+                &ids,
+            )
             .await?;
         if !ex.ok() {
             return Err(broker_reject(&ex));
         }
-        let new_id = ex.body.get("id").and_then(Value::as_str).unwrap_or_default();
+        let new_id = ex
+            .body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let client = self
             .pool
             .get()
@@ -298,11 +322,10 @@ impl SessionCtx {
     /// cancel-all would also cancel other strategies' orders); how many cancels succeeded.
     pub async fn cancel_all(&self, strategy: &str) -> Result<usize, OrderReject> {
         let orders = {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+            let client =
+                self.pool.get().await.map_err(|e| {
+                    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
+                })?;
             store::orders::open_orders(&**client, &self.account, strategy)
                 .await
                 .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?
@@ -328,11 +351,19 @@ impl SessionCtx {
             ..OrderIds::default()
         };
         let ex = self
-            .call_logged(Method::DELETE, path, None, |raw| {
-                TradeLogEvent::request_cancel_all(Some(account.clone()), None, None, raw)
-            }, &ids)
+            .call_logged(
+                Method::DELETE,
+                path,
+                None,
+                |raw| TradeLogEvent::request_cancel_all(Some(account.clone()), None, None, raw),
+                &ids,
+            )
             .await?;
-        if ex.ok() { Ok(ex.body) } else { Err(broker_reject(&ex)) }
+        if ex.ok() {
+            Ok(ex.body)
+        } else {
+            Err(broker_reject(&ex))
+        }
     }
 
     /// A call with both payloads stored and both trade-log events written.
@@ -363,7 +394,11 @@ impl SessionCtx {
         match &answer {
             Ok(ex) => {
                 let (code, message) = error_of(&ex.body);
-                let (code, message) = if ex.ok() { (None, None) } else { (code, message) };
+                let (code, message) = if ex.ok() {
+                    (None, None)
+                } else {
+                    (code, message)
+                };
                 self.log(TradeLogEvent::api_response(
                     ids,
                     i16::try_from(ex.status).ok(),
@@ -389,7 +424,10 @@ impl SessionCtx {
     /// the order when the broker has it, `None` when it answers 404.
     pub async fn look_up(&self, decision: &NewDecision) -> Result<Option<(Exchange, i64)>, String> {
         let path = "/v2/orders:by_client_order_id";
-        let query = vec![("client_order_id".to_string(), decision.decision_id.to_string())];
+        let query = vec![(
+            "client_order_id".to_string(),
+            decision.decision_id.to_string(),
+        )];
         let request_id = self.store_request("GET", path, &query, None).await?;
         let answer = self.rest.call(Method::GET, path, &query, None).await;
         match answer {
@@ -538,7 +576,11 @@ fn record<'a>(
                 "submitted"
             });
             r.http_status = Some(ex.status);
-            r.broker_order_id = ex.body.get("id").and_then(Value::as_str).map(str::to_string);
+            r.broker_order_id = ex
+                .body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             r.filled_qty = decimal(ex.body.get("filled_qty")).unwrap_or(Decimal::ZERO);
             r.filled_avg_price = decimal(ex.body.get("filled_avg_price"));
             r.filled_at = ex

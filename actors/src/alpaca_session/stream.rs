@@ -73,7 +73,9 @@ fn connectivity(ctx: &SessionCtx, event: &str, details: Value) {
         log.log(TradeLogEvent::connectivity(
             BROKER,
             Some(ctx.account.clone()),
-            RawJson::from_value(&json!({"stream": "trade_updates", "event": event, "details": details})),
+            RawJson::from_value(
+                &json!({"stream": "trade_updates", "event": event, "details": details}),
+            ),
         ));
     }
 }
@@ -106,10 +108,13 @@ async fn session(
     workers: &[mpsc::UnboundedSender<Value>],
     reconnect: bool,
 ) -> Result<(), StreamError> {
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-        .await
-        .map_err(|_| err(false, "connect timed out"))?
-        .map_err(|e| err(false, e.to_string()))?;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| err(false, "connect timed out"))?
+    .map_err(|e| err(false, e.to_string()))?;
     let auth = json!({"action": "authenticate", "data": {
         "key_id": ctx.credentials.key_id(),
         "secret_key": ctx.credentials.secret_key(),
@@ -129,7 +134,15 @@ async fn session(
     if listening["stream"] != "listening" {
         return Err(err(false, format!("listen was not confirmed: {listening}")));
     }
-    connectivity(ctx, if reconnect { "reconnected" } else { "connected" }, json!({"url": url}));
+    connectivity(
+        ctx,
+        if reconnect {
+            "reconnected"
+        } else {
+            "connected"
+        },
+        json!({"url": url}),
+    );
     tracing::info!(account = %ctx.account, "trade_updates stream listening");
     if reconnect {
         // events missed while disconnected: the orders changed since the last one seen
@@ -146,10 +159,14 @@ async fn session(
         if let Message::Close(_) = msg {
             return Ok(());
         }
-        let Some(parsed) = frame_json(&msg) else { continue };
+        let Some(parsed) = frame_json(&msg) else {
+            continue;
+        };
         match parsed {
             Ok(value) => dispatch(workers, value),
-            Err(e) => tracing::warn!(account = %ctx.account, error = %e, "unreadable stream frame ignored"),
+            Err(e) => {
+                tracing::warn!(account = %ctx.account, error = %e, "unreadable stream frame ignored")
+            }
         }
     }
     Ok(())
@@ -172,8 +189,14 @@ where
 }
 
 fn dispatch(workers: &[mpsc::UnboundedSender<Value>], value: Value) {
-    let key = value["data"]["order"]["id"].as_str().unwrap_or("").to_string();
-    let shard = key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % workers.len();
+    let key = value["data"]["order"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let shard = key
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % workers.len();
     let _ = workers[shard].send(value);
 }
 
@@ -196,9 +219,15 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Option<OrderRow> {
         let found = async {
             let client = ctx.pool.get().await.ok()?;
             match decision {
-                Some(d) => store::orders::order_by_decision(&**client, d).await.ok().flatten(),
+                Some(d) => store::orders::order_by_decision(&**client, d)
+                    .await
+                    .ok()
+                    .flatten(),
                 None => match broker_id {
-                    Some(id) => store::orders::order_by_broker_id(&**client, id).await.ok().flatten(),
+                    Some(id) => store::orders::order_by_broker_id(&**client, id)
+                        .await
+                        .ok()
+                        .flatten(),
                     None => None,
                 },
             }
@@ -251,7 +280,10 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
     }
     let Some(row) = find_order(ctx, order).await else {
         if let Some(log) = &ctx.trade_log {
-            log.log(TradeLogEvent::api_event_order_update(&ids, None, event_at.map(us), raw).with_source(BROKER));
+            log.log(
+                TradeLogEvent::api_event_order_update(&ids, None, event_at.map(us), raw)
+                    .with_source(BROKER),
+            );
         }
         tracing::info!(account = %ctx.account, event, order = broker_id.unwrap_or(""), "event of an order that is not ours: logged");
         return;
@@ -316,7 +348,9 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             side,
             last_px: price,
             last_qty: qty,
-            leaves_qty: decimal(order.get("qty")).zip(filled_qty).map(|(q, f)| q - f),
+            leaves_qty: decimal(order.get("qty"))
+                .zip(filled_qty)
+                .map(|(q, f)| q - f),
             ord_qty: decimal(order.get("qty")),
             ord_px: decimal(order.get("limit_price")),
             exchange_ts_us: event_at.map(us),
@@ -324,11 +358,17 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         };
         events.push(TradeLogEvent::api_event_execution(&ids, &exec, raw.clone()));
     }
-    events.push(TradeLogEvent::api_event_order_update(&ids, None, event_at.map(us), raw));
+    events.push(TradeLogEvent::api_event_order_update(
+        &ids,
+        None,
+        event_at.map(us),
+        raw,
+    ));
     if let Some(log) = &ctx.trade_log {
         log.log_all(events.into_iter().map(|e| e.with_source(BROKER)));
     }
-    metrics::counter!("tradegate_alpaca_trade_updates_total", "event" => event.to_string()).increment(1);
+    metrics::counter!("tradegate_alpaca_trade_updates_total", "event" => event.to_string())
+        .increment(1);
     ctx.hub.push(
         &row.strategy,
         StrategyEvent::OrderUpdate {
@@ -377,7 +417,10 @@ async fn recover_missed(
     for query in [
         vec![
             ("status".to_string(), "all".to_string()),
-            ("after".to_string(), after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            (
+                "after".to_string(),
+                after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
             ("direction".to_string(), "asc".to_string()),
             ("limit".to_string(), "500".to_string()),
         ],
@@ -392,7 +435,10 @@ async fn recover_missed(
             .await
             .map_err(|e| e.to_string())?;
         if !ex.ok() {
-            return Err(format!("listing orders answered {}: {}", ex.status, ex.body));
+            return Err(format!(
+                "listing orders answered {}: {}",
+                ex.status, ex.body
+            ));
         }
         if let Some(list) = ex.body.as_array() {
             orders.extend(list.iter().cloned());
@@ -401,7 +447,9 @@ async fn recover_missed(
     let mut seen = std::collections::HashSet::new();
     let mut recovered = 0;
     for order in orders {
-        let Some(id) = order["id"].as_str().map(str::to_string) else { continue };
+        let Some(id) = order["id"].as_str().map(str::to_string) else {
+            continue;
+        };
         if !seen.insert(id.clone()) {
             continue;
         }
@@ -419,33 +467,47 @@ async fn recover_missed(
         let status = order["status"].as_str().unwrap_or("");
         let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         if filled > row.filled_qty {
-            let event = if status == "filled" { "fill" } else { "partial_fill" };
-            dispatch(workers, json!({
-                "stream": "trade_updates",
-                "recovered": true,
-                "data": {
-                    "event": event,
-                    "execution_id": format!("recovered:{id}:{}", filled.normalize()),
-                    "order": order,
-                    "qty": (filled - row.filled_qty).normalize().to_string(),
-                    "price": order["filled_avg_price"],
-                    "timestamp": order["filled_at"].as_str().unwrap_or(&now),
-                }
-            }));
+            let event = if status == "filled" {
+                "fill"
+            } else {
+                "partial_fill"
+            };
+            dispatch(
+                workers,
+                json!({
+                    "stream": "trade_updates",
+                    "recovered": true,
+                    "data": {
+                        "event": event,
+                        "execution_id": format!("recovered:{id}:{}", filled.normalize()),
+                        "order": order,
+                        "qty": (filled - row.filled_qty).normalize().to_string(),
+                        "price": order["filled_avg_price"],
+                        "timestamp": order["filled_at"].as_str().unwrap_or(&now),
+                    }
+                }),
+            );
             recovered += 1;
         } else if matches!(status, "canceled" | "expired" | "rejected")
-            && row.execution_status.as_deref().and_then(|s| (s != "cancelled" && s != "rejected").then_some(())).is_some()
+            && row
+                .execution_status
+                .as_deref()
+                .and_then(|s| (s != "cancelled" && s != "rejected").then_some(()))
+                .is_some()
         {
-            dispatch(workers, json!({
-                "stream": "trade_updates",
-                "recovered": true,
-                "data": {
-                    "event": status,
-                    "execution_id": format!("recovered:{id}:{status}"),
-                    "order": order,
-                    "timestamp": order["updated_at"].as_str().unwrap_or(&now),
-                }
-            }));
+            dispatch(
+                workers,
+                json!({
+                    "stream": "trade_updates",
+                    "recovered": true,
+                    "data": {
+                        "event": status,
+                        "execution_id": format!("recovered:{id}:{status}"),
+                        "order": order,
+                        "timestamp": order["updated_at"].as_str().unwrap_or(&now),
+                    }
+                }),
+            );
             recovered += 1;
         }
     }

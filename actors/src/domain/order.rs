@@ -158,11 +158,19 @@ pub enum StrategyEvent {
     Ack {
         /// The strategy's request id
         request_id: String,
-        /// The decision (= broker client order id)
-        decision_id: Uuid,
+        /// The decision (= broker client order id); for a cancel or replace, the decision
+        /// it was about; absent for `cancel_all`
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision_id: Option<Uuid>,
         /// The order's position in a batch (absent for single orders)
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<usize>,
+        /// A replacement's new broker order id
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker_order_id: Option<String>,
+        /// How many cancels `cancel_all` sent
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cancels: Option<usize>,
     },
     /// The order was refused before anything was sent.
     Reject {

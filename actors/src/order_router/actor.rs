@@ -444,8 +444,10 @@ fn answer(
         let event = match outcome {
             Ok(decision_id) => StrategyEvent::Ack {
                 request_id: request_id.to_string(),
-                decision_id: *decision_id,
+                decision_id: Some(*decision_id),
                 index,
+                broker_order_id: None,
+                cancels: None,
             },
             Err(r) => StrategyEvent::Reject {
                 request_id: request_id.to_string(),
@@ -705,8 +707,11 @@ async fn cancel(
             format!("no broker session for {}", order.account),
         )
     })?;
-    ractor::call!(session, |reply| AlpacaSessionMessage::Cancel { order, reply })
-        .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
+    ractor::call!(session, |reply| AlpacaSessionMessage::Cancel {
+        order,
+        reply
+    })
+    .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
 }
 
 async fn replace(

@@ -40,6 +40,20 @@ impl OrderRouterClient {
         batch: bool,
         events: Option<mpsc::UnboundedSender<StrategyEvent>>,
     ) -> Result<Vec<OrderOutcome>, OrderReject> {
+        let answer = self.enqueue(strategy, request_id, orders, batch, events)?;
+        Self::outcomes(answer).await
+    }
+
+    /// Hands orders to the router now (so one connection's orders keep their order) without
+    /// waiting; [`OrderRouterClient::outcomes`] waits for the answer.
+    pub fn enqueue(
+        &self,
+        strategy: &str,
+        request_id: &str,
+        orders: Vec<OrderRequest>,
+        batch: bool,
+        events: Option<mpsc::UnboundedSender<StrategyEvent>>,
+    ) -> Result<oneshot::Receiver<Vec<OrderOutcome>>, OrderReject> {
         let router = Self::router()?;
         let (reply, answer) = oneshot::channel();
         router
@@ -52,6 +66,13 @@ impl OrderRouterClient {
                 reply: Some(reply),
             })
             .map_err(|e| unavailable(format!("refused the message: {e}")))?;
+        Ok(answer)
+    }
+
+    /// Waits for the answer of [`OrderRouterClient::enqueue`].
+    pub async fn outcomes(
+        answer: oneshot::Receiver<Vec<OrderOutcome>>,
+    ) -> Result<Vec<OrderOutcome>, OrderReject> {
         match tokio::time::timeout(CALL_TIMEOUT, answer).await {
             Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(_)) => Err(unavailable("stopped before answering")),
@@ -179,7 +200,9 @@ impl StrategyHandle {
             .router
             .submit(&strategy, &id, vec![order], false, None)
             .await?;
-        outcomes.pop().unwrap_or_else(|| Err(unavailable("answered nothing")))
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(unavailable("answered nothing")))
     }
 
     /// Submits a batch: all decisions committed before the first is sent, sent strongest

@@ -47,7 +47,10 @@ impl RiskLimits {
     }
 
     fn validate(&self, at: &str) -> Result<(), (String, String)> {
-        for (key, value) in [("max_qty", self.max_qty), ("max_notional", self.max_notional)] {
+        for (key, value) in [
+            ("max_qty", self.max_qty),
+            ("max_notional", self.max_notional),
+        ] {
             if value.is_some_and(|v| v <= Decimal::ZERO) {
                 return Err((format!("{at}.{key}"), "must be positive".into()));
             }
@@ -91,7 +94,9 @@ impl StrategyConfig {
     /// The token: from `token_env` when named (and set), else `token`.
     pub fn resolved_token(&self) -> Option<String> {
         if !self.token_env.is_empty() {
-            return std::env::var(&self.token_env).ok().filter(|t| !t.is_empty());
+            return std::env::var(&self.token_env)
+                .ok()
+                .filter(|t| !t.is_empty());
         }
         (!self.token.is_empty()).then(|| self.token.clone())
     }
@@ -152,10 +157,16 @@ impl OrdersConfig {
     /// Checks values that parse but cannot work: `Err((key, message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.max_commit_batch == 0 {
-            return Err(("orders.max_commit_batch".into(), "must be at least 1".into()));
+            return Err((
+                "orders.max_commit_batch".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.max_batch_orders == 0 {
-            return Err(("orders.max_batch_orders".into(), "must be at least 1".into()));
+            return Err((
+                "orders.max_batch_orders".into(),
+                "must be at least 1".into(),
+            ));
         }
         self.risk.validate("orders.risk")?;
         for (name, s) in &self.strategies {

@@ -196,7 +196,10 @@ impl RiskState {
         let window = Duration::from_secs(1);
         if let Some(max) = limits.max_orders_per_sec {
             let sent = self.sent.entry(order.strategy.clone()).or_default();
-            while sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            while sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
                 sent.pop_front();
             }
             if sent.len() >= max as usize {

@@ -392,7 +392,7 @@ pub async fn record_order_event(
             "WITH ev AS ( \
                  INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
                      broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
                  ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
              ex AS ( \
                  UPDATE trade_executions x SET \
@@ -401,9 +401,9 @@ pub async fn record_order_event(
                                    WHEN x.status = 'partial_fill' \
                                      AND $13 IN ('submitted', 'accepted') THEN x.status \
                                    ELSE $13 END, \
-                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14, 0)), \
-                     filled_avg_price = CASE WHEN $14 IS NOT NULL AND $14 >= x.filled_quantity \
-                                             THEN COALESCE($15, x.filled_avg_price) \
+                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)), \
+                     filled_avg_price = CASE WHEN $14::numeric IS NOT NULL AND $14::numeric >= x.filled_quantity \
+                                             THEN COALESCE($15::numeric, x.filled_avg_price) \
                                              ELSE x.filled_avg_price END, \
                      filled_at = CASE WHEN $13 = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
                                       ELSE x.filled_at END, \
@@ -414,7 +414,7 @@ pub async fn record_order_event(
                                         THEN COALESCE(x.rejected_at, $11, now()) \
                                         ELSE x.rejected_at END, \
                      updated_at = now() \
-                 WHERE x.id = $16 AND EXISTS (SELECT 1 FROM ev) \
+                 WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
                  RETURNING x.status, x.cancel_requested_at), \
              d AS ( \
                  UPDATE trade_decisions t SET \

@@ -1,0 +1,318 @@
+//! The strategy WebSocket API at `/v1/strategy`: bearer-token auth at the handshake, JSON text
+//! frames in (`submit_order`, `submit_batch`, `cancel_order`, `replace_order`, `cancel_all`)
+//! and out (`ack`, `reject`, `execution`, `order_update`, `fill`, `error`). Bad input gets an
+//! `error` and the connection stays open.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tradegate_actors::domain::{OrderRequest, ReplaceRequest, StrategyEvent};
+use tradegate_actors::order_router::OrderRouterClient;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::ingestion::ApiError;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The token of a request: `Authorization: Bearer ...`, else `?token=`.
+fn token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+        .or_else(|| query.token.clone())
+}
+
+pub(crate) async fn upgrade(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(token) = token(&headers, &query) else {
+        metrics::counter!("tradegate_strategy_auth_failures_total").increment(1);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer ... or ?token=)",
+        )
+        .into_response();
+    };
+    let Some(strategy) = state.orders.strategy_for_token(&token).map(str::to_string) else {
+        metrics::counter!("tradegate_strategy_auth_failures_total").increment(1);
+        tracing::warn!("strategy connection refused: unknown token");
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+            .into_response();
+    };
+    let hub = state.hub.clone();
+    ws.on_upgrade(move |socket| connection(socket, hub, strategy))
+}
+
+async fn connection(
+    mut socket: WebSocket,
+    hub: tradegate_actors::order_router::StrategyHub,
+    strategy: String,
+) {
+    let mut subscription = hub.subscribe(&strategy);
+    let sender = subscription.sender();
+    metrics::gauge!("tradegate_strategy_connections").increment(1.0);
+    tracing::info!(%strategy, "strategy connected");
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(msg)) = incoming else { break };
+                let bytes = match &msg {
+                    Message::Text(t) => t.as_bytes().to_vec(),
+                    Message::Binary(b) => b.to_vec(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                handle(&strategy, &bytes, &sender);
+            }
+            out = subscription.events.recv() => {
+                let Some(event) = out else { break };
+                let Ok(text) = serde_json::to_string(&event) else { continue };
+                if socket.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    metrics::gauge!("tradegate_strategy_connections").decrement(1.0);
+    tracing::info!(%strategy, "strategy disconnected");
+}
+
+fn error(request_id: Option<String>, code: &str, message: impl Into<String>) -> StrategyEvent {
+    StrategyEvent::Error {
+        request_id,
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+/// One order of a `submit_order` or `submit_batch`: the fields of [`OrderRequest`]; the
+/// strategy defaults to the connection's.
+fn order_of(strategy: &str, mut fields: Map<String, Value>) -> Result<OrderRequest, String> {
+    fields.remove("type");
+    fields.remove("request_id");
+    fields
+        .entry("strategy")
+        .or_insert_with(|| Value::String(strategy.to_string()));
+    serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+}
+
+/// Handles one frame; answers go into the connection's own queue, in order with pushes.
+fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEvent>) {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = out.send(error(None, "malformed", format!("not JSON: {e}")));
+            return;
+        }
+    };
+    let Value::Object(mut fields) = value else {
+        let _ = out.send(error(None, "malformed", "a message must be a JSON object"));
+        return;
+    };
+    let request_id = match fields.get("request_id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            let _ = out.send(error(
+                None,
+                "invalid",
+                "request_id (a non-empty string) is required",
+            ));
+            return;
+        }
+    };
+    let kind = fields
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let router = OrderRouterClient;
+    let strategy = strategy.to_string();
+    let out = out.clone();
+    match kind.as_str() {
+        "submit_order" => {
+            let order = match order_of(&strategy, fields) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = out.send(error(Some(request_id), "invalid", e));
+                    return;
+                }
+            };
+            let queued = router.enqueue(
+                &strategy,
+                &request_id,
+                vec![order],
+                false,
+                Some(out.clone()),
+            );
+            tokio::spawn(async move {
+                let result = match queued {
+                    Ok(answer) => OrderRouterClient::outcomes(answer).await.map(|_| ()),
+                    Err(r) => Err(r),
+                };
+                if let Err(r) = result {
+                    let _ = out.send(StrategyEvent::Reject {
+                        request_id,
+                        code: r.code,
+                        message: r.message,
+                        index: None,
+                    });
+                }
+            });
+        }
+        "submit_batch" => {
+            let Some(Value::Array(items)) = fields.remove("orders") else {
+                let _ = out.send(error(
+                    Some(request_id),
+                    "invalid",
+                    "submit_batch needs orders: [...]",
+                ));
+                return;
+            };
+            if items.is_empty() {
+                let _ = out.send(error(
+                    Some(request_id),
+                    "invalid",
+                    "submit_batch has no orders",
+                ));
+                return;
+            }
+            let mut orders = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let Value::Object(item) = item else {
+                    let _ = out.send(error(
+                        Some(request_id),
+                        "invalid",
+                        format!("orders[{i}] must be an object"),
+                    ));
+                    return;
+                };
+                match order_of(&strategy, item) {
+                    Ok(o) => orders.push(o),
+                    Err(e) => {
+                        // a batch is checked whole before any of it is committed
+                        let _ = out.send(error(
+                            Some(request_id),
+                            "invalid",
+                            format!("orders[{i}]: {e}"),
+                        ));
+                        return;
+                    }
+                }
+            }
+            let n = orders.len();
+            let queued = router.enqueue(&strategy, &request_id, orders, true, Some(out.clone()));
+            tokio::spawn(async move {
+                let result = match queued {
+                    Ok(answer) => OrderRouterClient::outcomes(answer).await.map(|_| ()),
+                    Err(r) => Err(r),
+                };
+                if let Err(r) = result {
+                    for i in 0..n {
+                        let _ = out.send(StrategyEvent::Reject {
+                            request_id: request_id.clone(),
+                            code: r.code.clone(),
+                            message: r.message.clone(),
+                            index: Some(i),
+                        });
+                    }
+                }
+            });
+        }
+        "cancel_order" | "replace_order" => {
+            let decision_id = match fields
+                .get("decision_id")
+                .and_then(Value::as_str)
+                .map(Uuid::parse_str)
+            {
+                Some(Ok(id)) => id,
+                _ => {
+                    let _ = out.send(error(
+                        Some(request_id),
+                        "invalid",
+                        "decision_id (a UUID) is required",
+                    ));
+                    return;
+                }
+            };
+            let changes = if kind == "replace_order" {
+                fields.remove("type");
+                fields.remove("request_id");
+                fields.remove("decision_id");
+                match serde_json::from_value::<ReplaceRequest>(Value::Object(fields)) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let _ = out.send(error(Some(request_id), "invalid", e.to_string()));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            tokio::spawn(async move {
+                let result = match changes {
+                    None => router.cancel(&strategy, decision_id).await.map(|()| None),
+                    Some(c) => router.replace(&strategy, decision_id, c).await.map(Some),
+                };
+                let _ = out.send(match result {
+                    Ok(broker_order_id) => StrategyEvent::Ack {
+                        request_id,
+                        decision_id: Some(decision_id),
+                        index: None,
+                        broker_order_id,
+                        cancels: None,
+                    },
+                    Err(r) => error(Some(request_id), &r.code, r.message),
+                });
+            });
+        }
+        "cancel_all" => {
+            tokio::spawn(async move {
+                let _ = out.send(match router.cancel_all(&strategy).await {
+                    Ok(n) => StrategyEvent::Ack {
+                        request_id,
+                        decision_id: None,
+                        index: None,
+                        broker_order_id: None,
+                        cancels: Some(n),
+                    },
+                    Err(r) => error(Some(request_id), &r.code, r.message),
+                });
+            });
+        }
+        "" => {
+            let _ = out.send(error(
+                Some(request_id),
+                "unknown_type",
+                "a message needs a type",
+            ));
+        }
+        other => {
+            let _ = out.send(error(
+                Some(request_id),
+                "unknown_type",
+                format!(
+                    "unknown message type `{other}` (submit_order, submit_batch, cancel_order, \
+                     replace_order, cancel_all)"
+                ),
+            ));
+        }
+    }
+}

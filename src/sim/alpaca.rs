@@ -1,0 +1,1158 @@
+//! A simulated Alpaca venue: the Trading API v2 subset the order path uses (orders, account)
+//! over HTTP and the `trade_updates` stream over WebSocket (JSON in binary frames, like the
+//! paper endpoint). It checks the auth headers, keeps orders and buying power, fills market
+//! orders at a per-symbol price and limit orders when marketable (optionally in two partial
+//! fills), answers with Alpaca's error shapes (403 buying power, 422 validation, duplicate
+//! client order id, 404, 429 with rate-limit headers), and has fault switches (delay, 500s,
+//! dropped stream, doubled events) for tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, SecondsFormat, Utc};
+use indexmap::IndexMap;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// How the venue starts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The key id clients must send
+    pub key_id: String,
+    /// The secret clients must send
+    pub secret_key: String,
+    /// Cash available for buys
+    pub buying_power: Decimal,
+    /// Price per symbol; others trade at `default_price`
+    pub prices: HashMap<String, Decimal>,
+    /// The price of symbols not in `prices`
+    pub default_price: Decimal,
+    /// Fill marketable orders in two parts (half, then the rest)
+    pub partial_fills: bool,
+    /// Requests per rolling minute before 429 (Alpaca: 200); 0: no limit
+    pub rate_limit_per_min: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            key_id: "SIMKEY".into(),
+            secret_key: "SIMSECRET".into(),
+            buying_power: Decimal::from(100_000),
+            prices: HashMap::new(),
+            default_price: Decimal::from(100),
+            partial_fills: false,
+            rate_limit_per_min: 200,
+        }
+    }
+}
+
+/// The fault switches, settable while the venue runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Every HTTP answer waits this long
+    pub delay_ms: u64,
+    /// The next this-many HTTP requests fail with 500 (after being counted)
+    pub fail_next: u32,
+    /// Every stream event is delivered twice
+    pub duplicate_events: bool,
+    /// Stream clients are cut off and new ones refused while set (events in between are lost,
+    /// as on the real stream)
+    pub stream_down: bool,
+}
+
+/// One HTTP request the venue received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    /// Arrival number, from 1
+    pub seq: u64,
+    /// HTTP method
+    pub method: String,
+    /// Path
+    pub path: String,
+    /// When it arrived
+    pub received_at: DateTime<Utc>,
+    /// The `client_order_id` of an order submission
+    pub client_order_id: Option<String>,
+    /// The symbol of an order submission
+    pub symbol: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Order {
+    id: Uuid,
+    client_order_id: String,
+    symbol: String,
+    side: String,
+    qty: Decimal,
+    filled_qty: Decimal,
+    filled_avg_price: Option<Decimal>,
+    order_type: String,
+    time_in_force: String,
+    limit_price: Option<Decimal>,
+    stop_price: Option<Decimal>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    filled_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    replaced_at: Option<DateTime<Utc>>,
+    replaced_by: Option<Uuid>,
+    replaces: Option<Uuid>,
+    /// buying power held for the unfilled part of a buy
+    reserved_price: Decimal,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(ts(t)))
+}
+
+fn opt_dec(d: Option<Decimal>) -> Value {
+    d.map_or(Value::Null, |d| Value::String(d.normalize().to_string()))
+}
+
+impl Order {
+    fn is_open(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "new" | "accepted" | "partially_filled" | "pending_new"
+        )
+    }
+
+    /// Alpaca's order object.
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "client_order_id": self.client_order_id,
+            "created_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at),
+            "submitted_at": ts(self.created_at),
+            "filled_at": opt_ts(self.filled_at),
+            "expired_at": null,
+            "canceled_at": opt_ts(self.canceled_at),
+            "failed_at": null,
+            "replaced_at": opt_ts(self.replaced_at),
+            "replaced_by": self.replaced_by,
+            "replaces": self.replaces,
+            "asset_id": Uuid::new_v5(&Uuid::NAMESPACE_OID, self.symbol.as_bytes()),
+            "symbol": self.symbol,
+            "asset_class": "us_equity",
+            "notional": null,
+            "qty": self.qty.normalize().to_string(),
+            "filled_qty": self.filled_qty.normalize().to_string(),
+            "filled_avg_price": opt_dec(self.filled_avg_price),
+            "order_class": "",
+            "order_type": self.order_type,
+            "type": self.order_type,
+            "side": self.side,
+            "position_intent": if self.side == "buy" { "buy_to_open" } else { "sell_to_close" },
+            "time_in_force": self.time_in_force,
+            "limit_price": opt_dec(self.limit_price),
+            "stop_price": opt_dec(self.stop_price),
+            "status": self.status,
+            "extended_hours": false,
+            "legs": null,
+            "trail_percent": null,
+            "trail_price": null,
+            "hwm": null,
+            "subtag": null,
+            "source": null,
+            "expires_at": null,
+        })
+    }
+}
+
+enum StreamCmd {
+    Event(Value),
+    Drop,
+}
+
+#[derive(Debug)]
+struct VenueState {
+    config: SimConfig,
+    faults: Faults,
+    orders: IndexMap<Uuid, Order>,
+    by_client: HashMap<String, Uuid>,
+    buying_power: Decimal,
+    positions: HashMap<String, Decimal>,
+    seen: Vec<SeenRequest>,
+    window: VecDeque<Instant>,
+    #[allow(clippy::type_complexity)]
+    listeners: Vec<mpsc::UnboundedSender<StreamCmdBox>>,
+}
+
+// the command type is private; a box keeps VenueState's Debug derive simple
+struct StreamCmdBox(StreamCmd);
+
+impl std::fmt::Debug for StreamCmdBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamCmd")
+    }
+}
+
+/// A handle on a running venue: inspect what it received, move prices, switch faults.
+#[derive(Debug, Clone)]
+pub struct SimAlpaca {
+    state: Arc<Mutex<VenueState>>,
+}
+
+impl SimAlpaca {
+    /// A venue with `config` (not yet serving).
+    pub fn new(config: SimConfig) -> Self {
+        let buying_power = config.buying_power;
+        Self {
+            state: Arc::new(Mutex::new(VenueState {
+                config,
+                faults: Faults::default(),
+                orders: IndexMap::new(),
+                by_client: HashMap::new(),
+                buying_power,
+                positions: HashMap::new(),
+                seen: Vec::new(),
+                window: VecDeque::new(),
+                listeners: Vec::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VenueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every HTTP request received, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.lock().seen.clone()
+    }
+
+    /// How many order submissions carried `client_order_id`.
+    pub fn submissions_of(&self, client_order_id: &str) -> usize {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|r| r.method == "POST" && r.client_order_id.as_deref() == Some(client_order_id))
+            .count()
+    }
+
+    /// The current fault switches.
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Sets the fault switches; taking the stream down cuts off its clients now.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut state = self.lock();
+        if faults.stream_down {
+            for l in state.listeners.drain(..) {
+                let _ = l.send(StreamCmdBox(StreamCmd::Drop));
+            }
+        }
+        state.faults = faults;
+    }
+
+    /// Sets a symbol's price and fills the resting orders it makes marketable.
+    pub fn set_price(&self, symbol: &str, price: Decimal) {
+        let mut state = self.lock();
+        state.config.prices.insert(symbol.to_string(), price);
+        let ids: Vec<Uuid> = state
+            .orders
+            .values()
+            .filter(|o| o.symbol == symbol && o.is_open())
+            .map(|o| o.id)
+            .collect();
+        for id in ids {
+            state.try_fill(id);
+        }
+    }
+
+    /// Cash left for buys.
+    pub fn buying_power(&self) -> Decimal {
+        self.lock().buying_power
+    }
+
+    /// An order as Alpaca shows it, by client order id.
+    pub fn order_by_client_id(&self, client_order_id: &str) -> Option<Value> {
+        let state = self.lock();
+        let id = state.by_client.get(client_order_id)?;
+        state.orders.get(id).map(Order::json)
+    }
+
+    /// Pushes a raw `trade_updates` message to the listening clients (tests use it to send
+    /// what the venue itself never would, e.g. an unknown status).
+    pub fn push_message(&self, message: Value) {
+        let mut state = self.lock();
+        state.listeners.retain(|l| {
+            l.send(StreamCmdBox(StreamCmd::Event(message.clone())))
+                .is_ok()
+        });
+    }
+
+    /// Open stream connections that are listening.
+    pub fn stream_listeners(&self) -> usize {
+        let mut state = self.lock();
+        state.listeners.retain(|l| !l.is_closed());
+        state.listeners.len()
+    }
+}
+
+impl VenueState {
+    fn price(&self, symbol: &str) -> Decimal {
+        self.config
+            .prices
+            .get(symbol)
+            .copied()
+            .unwrap_or(self.config.default_price)
+    }
+
+    fn emit(&mut self, event: &str, order: &Order, fill: Option<(Decimal, Decimal)>) {
+        let now = Utc::now();
+        let mut data = json!({
+            "event": event,
+            "execution_id": Uuid::new_v4(),
+            "order": order.json(),
+            "timestamp": ts(now),
+        });
+        if let Some((qty, price)) = fill {
+            data["qty"] = Value::String(qty.normalize().to_string());
+            data["price"] = Value::String(price.normalize().to_string());
+            data["position_qty"] = Value::String(
+                self.positions
+                    .get(&order.symbol)
+                    .copied()
+                    .unwrap_or_default()
+                    .normalize()
+                    .to_string(),
+            );
+        }
+        let message = json!({"stream": "trade_updates", "data": data});
+        let copies = if self.faults.duplicate_events { 2 } else { 1 };
+        self.listeners.retain(|l| {
+            (0..copies).all(|_| {
+                l.send(StreamCmdBox(StreamCmd::Event(message.clone())))
+                    .is_ok()
+            })
+        });
+    }
+
+    /// Fills order `id` if it is marketable at its symbol's price.
+    fn try_fill(&mut self, id: Uuid) {
+        let Some(order) = self.orders.get(&id).cloned() else {
+            return;
+        };
+        if !order.is_open() {
+            return;
+        }
+        let price = self.price(&order.symbol);
+        let marketable = match (order.order_type.as_str(), order.limit_price) {
+            ("market", _) => true,
+            ("limit", Some(limit)) => {
+                if order.side == "buy" {
+                    price <= limit
+                } else {
+                    price >= limit
+                }
+            }
+            _ => false,
+        };
+        if !marketable {
+            return;
+        }
+        let left = order.qty - order.filled_qty;
+        let half = (left / Decimal::TWO).floor();
+        let parts =
+            if self.config.partial_fills && half > Decimal::ZERO && order.filled_qty.is_zero() {
+                vec![half, left - half]
+            } else {
+                vec![left]
+            };
+        for part in parts {
+            let Some(o) = self.orders.get_mut(&id) else {
+                return;
+            };
+            let before = o.filled_qty;
+            o.filled_qty += part;
+            o.filled_avg_price = Some(match o.filled_avg_price {
+                Some(avg) => ((avg * before + price * part) / o.filled_qty).round_dp(8),
+                None => price,
+            });
+            let now = Utc::now();
+            o.updated_at = now;
+            let done = o.filled_qty >= o.qty;
+            o.status = if done { "filled" } else { "partially_filled" }.into();
+            if done {
+                o.filled_at = Some(now);
+            }
+            let signed = if o.side == "buy" { part } else { -part };
+            let snapshot = o.clone();
+            *self.positions.entry(snapshot.symbol.clone()).or_default() += signed;
+            if snapshot.side == "buy" {
+                // the reservation was at the order's reference price; settle at the fill price
+                self.buying_power += (snapshot.reserved_price - price) * part;
+            } else {
+                self.buying_power += price * part;
+            }
+            self.emit(
+                if done { "fill" } else { "partial_fill" },
+                &snapshot,
+                Some((part, price)),
+            );
+        }
+    }
+
+    fn rate_limited(&mut self, now: Instant) -> (bool, HeaderMap) {
+        let limit = self.config.rate_limit_per_min;
+        let mut headers = HeaderMap::new();
+        if limit == 0 {
+            return (false, headers);
+        }
+        while self
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.window.pop_front();
+        }
+        let limited = self.window.len() >= limit as usize;
+        if !limited {
+            self.window.push_back(now);
+        }
+        let remaining = limit as usize - self.window.len().min(limit as usize);
+        let reset = Utc::now().timestamp()
+            + self
+                .window
+                .front()
+                .map_or(60, |t| 60 - now.duration_since(*t).as_secs() as i64);
+        for (name, value) in [
+            ("x-ratelimit-limit", limit.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+        (limited, headers)
+    }
+}
+
+fn error(status: StatusCode, code: u64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// Auth, request log, rate limit, delay and 500 faults: what every HTTP call goes through.
+/// `Ok(headers)` to go on (with the rate-limit headers to send), `Err` to answer now.
+async fn gate(
+    sim: &SimAlpaca,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    order: Option<&Value>,
+) -> Result<HeaderMap, Response> {
+    let (delay, outcome) = {
+        let mut state = sim.lock();
+        let seq = state.seen.len() as u64 + 1;
+        state.seen.push(SeenRequest {
+            seq,
+            method: method.into(),
+            path: path.into(),
+            received_at: Utc::now(),
+            client_order_id: order
+                .and_then(|o| o["client_order_id"].as_str())
+                .map(str::to_string),
+            symbol: order.and_then(|o| o["symbol"].as_str()).map(str::to_string),
+        });
+        let key = headers.get("apca-api-key-id").and_then(|v| v.to_str().ok());
+        let secret = headers
+            .get("apca-api-secret-key")
+            .and_then(|v| v.to_str().ok());
+        let delay = Duration::from_millis(state.faults.delay_ms);
+        let outcome = if key != Some(state.config.key_id.as_str())
+            || secret != Some(state.config.secret_key.as_str())
+        {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                40110000,
+                "request is not authorized",
+            ))
+        } else {
+            let (limited, rl) = state.rate_limited(Instant::now());
+            if limited {
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    42910000,
+                    "rate limit exceeded",
+                );
+                r.headers_mut().extend(rl);
+                Err(r)
+            } else if state.faults.fail_next > 0 {
+                state.faults.fail_next -= 1;
+                Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    50010000,
+                    "internal server error",
+                ))
+            } else {
+                Ok(rl)
+            }
+        };
+        (delay, outcome)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    outcome
+}
+
+fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
+    response.headers_mut().extend(headers);
+    response
+}
+
+fn dec_field(body: &Value, key: &str) -> Result<Option<Decimal>, String> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Decimal::from_str(s)
+            .map(Some)
+            .map_err(|_| format!("invalid {key}")),
+        Some(Value::Number(n)) => Decimal::from_str(&n.to_string())
+            .map(Some)
+            .map_err(|_| format!("invalid {key}")),
+        Some(_) => Err(format!("invalid {key}")),
+    }
+}
+
+/// The order a submission describes, or the 422 message.
+fn parse_order(body: &Value, price: impl Fn(&str) -> Decimal) -> Result<Order, String> {
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let symbol = text("symbol");
+    if symbol.is_empty() {
+        return Err("symbol is required".into());
+    }
+    let side = text("side");
+    if side != "buy" && side != "sell" {
+        return Err("invalid side".into());
+    }
+    let order_type = text("type");
+    if !["market", "limit", "stop", "stop_limit", "trailing_stop"].contains(&order_type.as_str()) {
+        return Err("invalid order type".into());
+    }
+    let time_in_force = text("time_in_force");
+    if !["day", "gtc", "opg", "cls", "ioc", "fok"].contains(&time_in_force.as_str()) {
+        return Err("invalid time_in_force".into());
+    }
+    let qty = dec_field(body, "qty")?.ok_or("qty is required")?;
+    if qty <= Decimal::ZERO {
+        return Err("qty must be > 0".into());
+    }
+    let limit_price = dec_field(body, "limit_price")?;
+    let stop_price = dec_field(body, "stop_price")?;
+    if matches!(order_type.as_str(), "limit" | "stop_limit") && limit_price.is_none() {
+        return Err("limit_price is required".into());
+    }
+    if matches!(order_type.as_str(), "stop" | "stop_limit") && stop_price.is_none() {
+        return Err("stop_price is required".into());
+    }
+    let client_order_id = match body.get("client_order_id").and_then(Value::as_str) {
+        Some(c) if c.len() > 48 => {
+            return Err("client_order_id must be at most 48 characters".into());
+        }
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ => Uuid::new_v4().to_string(),
+    };
+    let now = Utc::now();
+    let reserved_price = limit_price.or(stop_price).unwrap_or_else(|| price(&symbol));
+    Ok(Order {
+        id: Uuid::new_v4(),
+        client_order_id,
+        symbol,
+        side,
+        qty,
+        filled_qty: Decimal::ZERO,
+        filled_avg_price: None,
+        order_type,
+        time_in_force,
+        limit_price,
+        stop_price,
+        status: "new".into(),
+        created_at: now,
+        updated_at: now,
+        filled_at: None,
+        canceled_at: None,
+        replaced_at: None,
+        replaced_by: None,
+        replaces: None,
+        reserved_price,
+    })
+}
+
+async fn submit_order(State(sim): State<SimAlpaca>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let rl = match gate(&sim, &headers, "POST", "/v2/orders", parsed.as_ref().ok()).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let Ok(body) = parsed else {
+        return with_headers(
+            error(
+                StatusCode::BAD_REQUEST,
+                40010000,
+                "request body format is invalid",
+            ),
+            rl,
+        );
+    };
+    let mut state = sim.lock();
+    let order = match parse_order(&body, |s| state.price(s)) {
+        Ok(o) => o,
+        Err(m) => return with_headers(error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &m), rl),
+    };
+    if state.by_client.contains_key(&order.client_order_id) {
+        return with_headers(
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                40010001,
+                "client_order_id must be unique",
+            ),
+            rl,
+        );
+    }
+    if order.side == "buy" {
+        let cost = order.qty * order.reserved_price;
+        if cost > state.buying_power {
+            let mut r = (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({
+                    "code": 40310000,
+                    "message": "insufficient buying power",
+                    "buying_power": state.buying_power.normalize().to_string(),
+                    "cost_basis": cost.normalize().to_string(),
+                })),
+            )
+                .into_response();
+            r.headers_mut().extend(rl);
+            return r;
+        }
+        state.buying_power -= cost;
+    }
+    let id = order.id;
+    state.by_client.insert(order.client_order_id.clone(), id);
+    let snapshot = order.json();
+    state.orders.insert(id, order.clone());
+    state.emit("new", &order, None);
+    state.try_fill(id);
+    drop(state);
+    with_headers((StatusCode::OK, axum::Json(snapshot)).into_response(), rl)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+    until: Option<String>,
+    direction: Option<String>,
+    symbols: Option<String>,
+    #[allow(dead_code)]
+    nested: Option<bool>,
+}
+
+async fn list_orders(
+    State(sim): State<SimAlpaca>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let rl = match gate(&sim, &headers, "GET", "/v2/orders", None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let parse_t = |s: &Option<String>| -> Result<Option<DateTime<Utc>>, ()> {
+        match s {
+            None => Ok(None),
+            Some(t) => DateTime::parse_from_rfc3339(t)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|_| ()),
+        }
+    };
+    let (Ok(after), Ok(until)) = (parse_t(&q.after), parse_t(&q.until)) else {
+        return with_headers(
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42210000,
+                "invalid timestamp",
+            ),
+            rl,
+        );
+    };
+    let status = q.status.as_deref().unwrap_or("open");
+    if !["open", "closed", "all"].contains(&status) {
+        return with_headers(
+            error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, "invalid status"),
+            rl,
+        );
+    }
+    let symbols: Option<Vec<&str>> = q.symbols.as_deref().map(|s| s.split(',').collect());
+    let state = sim.lock();
+    let mut orders: Vec<&Order> = state
+        .orders
+        .values()
+        .filter(|o| match status {
+            "open" => o.is_open(),
+            "closed" => !o.is_open(),
+            _ => true,
+        })
+        .filter(|o| after.is_none_or(|a| o.created_at > a))
+        .filter(|o| until.is_none_or(|u| o.created_at < u))
+        .filter(|o| {
+            symbols
+                .as_ref()
+                .is_none_or(|s| s.contains(&o.symbol.as_str()))
+        })
+        .collect();
+    if q.direction.as_deref() != Some("asc") {
+        orders.reverse();
+    }
+    let limit = q.limit.unwrap_or(50).min(500);
+    let body: Vec<Value> = orders.into_iter().take(limit).map(Order::json).collect();
+    drop(state);
+    with_headers(axum::Json(body).into_response(), rl)
+}
+
+#[derive(Debug, Deserialize)]
+struct ByClient {
+    client_order_id: String,
+}
+
+async fn order_by_client(
+    State(sim): State<SimAlpaca>,
+    headers: HeaderMap,
+    Query(q): Query<ByClient>,
+) -> Response {
+    let rl = match gate(&sim, &headers, "GET", "/v2/orders:by_client_order_id", None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let state = sim.lock();
+    let found = state
+        .by_client
+        .get(&q.client_order_id)
+        .and_then(|id| state.orders.get(id))
+        .map(Order::json);
+    drop(state);
+    with_headers(
+        match found {
+            Some(o) => axum::Json(o).into_response(),
+            None => error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+        },
+        rl,
+    )
+}
+
+async fn get_order(
+    State(sim): State<SimAlpaca>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let rl = match gate(&sim, &headers, "GET", &format!("/v2/orders/{id}"), None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let state = sim.lock();
+    let found = Uuid::parse_str(&id)
+        .ok()
+        .and_then(|id| state.orders.get(&id))
+        .map(Order::json);
+    drop(state);
+    with_headers(
+        match found {
+            Some(o) => axum::Json(o).into_response(),
+            None => error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+        },
+        rl,
+    )
+}
+
+impl VenueState {
+    fn cancel(&mut self, id: Uuid) -> Result<Value, Response> {
+        let Some(order) = self.orders.get_mut(&id) else {
+            return Err(error(StatusCode::NOT_FOUND, 40410000, "order not found"));
+        };
+        if !order.is_open() {
+            let message = format!("order is already in \"{}\" state", order.status);
+            return Err(error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &message));
+        }
+        let now = Utc::now();
+        order.status = "canceled".into();
+        order.canceled_at = Some(now);
+        order.updated_at = now;
+        let snapshot = order.clone();
+        if snapshot.side == "buy" {
+            self.buying_power += (snapshot.qty - snapshot.filled_qty) * snapshot.reserved_price;
+        }
+        self.emit("canceled", &snapshot, None);
+        Ok(snapshot.json())
+    }
+}
+
+async fn cancel_order(
+    State(sim): State<SimAlpaca>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let rl = match gate(&sim, &headers, "DELETE", &format!("/v2/orders/{id}"), None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return with_headers(
+            error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+            rl,
+        );
+    };
+    let result = sim.lock().cancel(id);
+    with_headers(
+        match result {
+            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Err(r) => r,
+        },
+        rl,
+    )
+}
+
+async fn cancel_all(State(sim): State<SimAlpaca>, headers: HeaderMap) -> Response {
+    let rl = match gate(&sim, &headers, "DELETE", "/v2/orders", None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let mut state = sim.lock();
+    let open: Vec<Uuid> = state
+        .orders
+        .values()
+        .filter(|o| o.is_open())
+        .map(|o| o.id)
+        .collect();
+    let results: Vec<Value> = open
+        .into_iter()
+        .map(|id| match state.cancel(id) {
+            Ok(order) => json!({"id": id, "status": 200, "body": order}),
+            Err(_) => json!({"id": id, "status": 500, "body": {"code": 50010000, "message": "cancel failed"}}),
+        })
+        .collect();
+    drop(state);
+    with_headers(
+        (StatusCode::MULTI_STATUS, axum::Json(results)).into_response(),
+        rl,
+    )
+}
+
+async fn replace_order(
+    State(sim): State<SimAlpaca>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let rl = match gate(&sim, &headers, "PATCH", &format!("/v2/orders/{id}"), None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let Ok(changes) = serde_json::from_slice::<Value>(&body) else {
+        return with_headers(
+            error(
+                StatusCode::BAD_REQUEST,
+                40010000,
+                "request body format is invalid",
+            ),
+            rl,
+        );
+    };
+    let mut state = sim.lock();
+    let found: Option<Order> = Uuid::parse_str(&id)
+        .ok()
+        .and_then(|id| state.orders.get(&id).cloned());
+    let Some(old) = found else {
+        return with_headers(
+            error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+            rl,
+        );
+    };
+    if !old.is_open() {
+        let message = format!("order is already in \"{}\" state", old.status);
+        return with_headers(
+            error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &message),
+            rl,
+        );
+    }
+    let mut new = old.clone();
+    let apply = |new: &mut Order| -> Result<(), String> {
+        if let Some(q) = dec_field(&changes, "qty")? {
+            if q <= Decimal::ZERO {
+                return Err("qty must be > 0".into());
+            }
+            new.qty = q;
+        }
+        if let Some(p) = dec_field(&changes, "limit_price")? {
+            new.limit_price = Some(p);
+        }
+        if let Some(p) = dec_field(&changes, "stop_price")? {
+            new.stop_price = Some(p);
+        }
+        if let Some(t) = changes.get("time_in_force").and_then(Value::as_str) {
+            new.time_in_force = t.to_string();
+        }
+        Ok(())
+    };
+    if let Err(m) = apply(&mut new) {
+        return with_headers(error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &m), rl);
+    }
+    let client_order_id = changes
+        .get("client_order_id")
+        .and_then(Value::as_str)
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_string);
+    if state.by_client.contains_key(&client_order_id) {
+        return with_headers(
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                40010001,
+                "client_order_id must be unique",
+            ),
+            rl,
+        );
+    }
+    let now = Utc::now();
+    new.id = Uuid::new_v4();
+    new.client_order_id = client_order_id.clone();
+    new.replaces = Some(old.id);
+    new.created_at = now;
+    new.updated_at = now;
+    new.status = "new".into();
+    if let Some(o) = state.orders.get_mut(&old.id) {
+        o.status = "replaced".into();
+        o.replaced_at = Some(now);
+        o.replaced_by = Some(new.id);
+        o.updated_at = now;
+    }
+    if let Some(o) = state.orders.get(&old.id).cloned() {
+        state.emit("replaced", &o, None);
+    }
+    state.by_client.insert(client_order_id, new.id);
+    state.orders.insert(new.id, new.clone());
+    state.emit("new", &new, None);
+    state.try_fill(new.id);
+    let snapshot = state.orders.get(&new.id).map(Order::json);
+    drop(state);
+    with_headers(axum::Json(snapshot).into_response(), rl)
+}
+
+async fn account(State(sim): State<SimAlpaca>, headers: HeaderMap) -> Response {
+    let rl = match gate(&sim, &headers, "GET", "/v2/account", None).await {
+        Ok(rl) => rl,
+        Err(r) => return r,
+    };
+    let bp = sim.buying_power().normalize().to_string();
+    let body = json!({
+        "id": Uuid::new_v5(&Uuid::NAMESPACE_OID, b"tradegate-sim-account"),
+        "account_number": "PA0SIMULATED",
+        "status": "ACTIVE",
+        "crypto_status": "INACTIVE",
+        "currency": "USD",
+        "buying_power": bp,
+        "regt_buying_power": bp,
+        "daytrading_buying_power": bp,
+        "non_marginable_buying_power": bp,
+        "cash": bp,
+        "portfolio_value": bp,
+        "equity": bp,
+        "last_equity": bp,
+        "long_market_value": "0",
+        "short_market_value": "0",
+        "initial_margin": "0",
+        "maintenance_margin": "0",
+        "last_maintenance_margin": "0",
+        "sma": "0",
+        "daytrade_count": 0,
+        "multiplier": "1",
+        "pattern_day_trader": false,
+        "trading_blocked": false,
+        "transfers_blocked": false,
+        "account_blocked": false,
+        "trade_suspended_by_user": false,
+        "shorting_enabled": true,
+        "created_at": "2024-01-02T15:04:05.123456Z",
+    });
+    with_headers(axum::Json(body).into_response(), rl)
+}
+
+async fn stream(State(sim): State<SimAlpaca>, ws: WebSocketUpgrade) -> Response {
+    if sim.faults().stream_down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    ws.on_upgrade(move |socket| stream_session(sim, socket))
+}
+
+fn binary(value: &Value) -> Message {
+    Message::Binary(Bytes::from(value.to_string()))
+}
+
+async fn stream_session(sim: SimAlpaca, mut socket: WebSocket) {
+    let mut authorized = false;
+    let mut commands: Option<mpsc::UnboundedReceiver<StreamCmdBox>> = None;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(msg)) = incoming else { return };
+                let bytes = match &msg {
+                    Message::Text(t) => t.as_bytes().to_vec(),
+                    Message::Binary(b) => b.to_vec(),
+                    Message::Close(_) => return,
+                    _ => continue,
+                };
+                let Ok(request) = serde_json::from_slice::<Value>(&bytes) else {
+                    let _ = socket.send(binary(&json!({"stream": "error", "data": {"error_message": "invalid syntax"}}))).await;
+                    continue;
+                };
+                match request["action"].as_str() {
+                    Some("authenticate" | "auth") => {
+                        let data = &request["data"];
+                        let key = data["key_id"].as_str().or(request["key"].as_str());
+                        let secret = data["secret_key"].as_str().or(request["secret"].as_str());
+                        let ok = {
+                            let state = sim.lock();
+                            key == Some(state.config.key_id.as_str()) && secret == Some(state.config.secret_key.as_str())
+                        };
+                        let status = if ok { "authorized" } else { "unauthorized" };
+                        let _ = socket.send(binary(&json!({"stream": "authorization", "data": {"action": "authenticate", "status": status}}))).await;
+                        if !ok {
+                            let _ = socket.send(Message::Close(None)).await;
+                            return;
+                        }
+                        authorized = true;
+                    }
+                    Some("listen") if authorized => {
+                        let streams = request["data"]["streams"].clone();
+                        if commands.is_none() && streams.as_array().is_some_and(|s| s.iter().any(|s| s == "trade_updates")) {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            sim.lock().listeners.push(tx);
+                            commands = Some(rx);
+                        }
+                        let _ = socket.send(binary(&json!({"stream": "listening", "data": {"streams": streams}}))).await;
+                    }
+                    _ => {
+                        let _ = socket.send(binary(&json!({"stream": "authorization", "data": {"action": "listen", "status": "unauthorized"}}))).await;
+                    }
+                }
+            }
+            cmd = async {
+                match commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match cmd {
+                    Some(StreamCmdBox(StreamCmd::Event(event))) => {
+                        if socket.send(binary(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(StreamCmdBox(StreamCmd::Drop)) | None => {
+                        // an abrupt drop, as a network failure looks to the client
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Control {
+        #[serde(default)]
+        faults: Option<Faults>,
+        #[serde(default)]
+        prices: HashMap<String, Decimal>,
+    }
+    let control: Control = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &e.to_string()),
+    };
+    if let Some(faults) = control.faults {
+        sim.set_faults(faults);
+    }
+    for (symbol, price) in control.prices {
+        sim.set_price(&symbol, price);
+    }
+    axum::Json(json!({"faults": sim.faults(), "buying_power": sim.buying_power().to_string()}))
+        .into_response()
+}
+
+async fn requests(State(sim): State<SimAlpaca>) -> Response {
+    axum::Json(sim.requests()).into_response()
+}
+
+/// The venue's routes (`/sim/...` are its own control endpoints, not Alpaca's).
+pub fn router(sim: SimAlpaca) -> Router {
+    Router::new()
+        .route(
+            "/v2/orders",
+            post(submit_order).get(list_orders).delete(cancel_all),
+        )
+        .route("/v2/orders:by_client_order_id", get(order_by_client))
+        .route(
+            "/v2/orders/{id}",
+            get(get_order).delete(cancel_order).patch(replace_order),
+        )
+        .route("/v2/account", get(account))
+        .route("/stream", get(stream))
+        .route("/sim/control", post(control))
+        .route("/sim/requests", get(requests))
+        .with_state(sim)
+}
+
+/// Serves `sim` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    sim: SimAlpaca,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sim))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts a venue with `config` on `listener` in the background; its handle.
+pub fn spawn(listener: TcpListener, config: SimConfig) -> SimAlpaca {
+    let sim = SimAlpaca::new(config);
+    let served = sim.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, served, std::future::pending()).await {
+            tracing::error!(error = %e, "simulated Alpaca venue stopped");
+        }
+    });
+    sim
+}

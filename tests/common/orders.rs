@@ -1,0 +1,130 @@
+//! Helpers for order-path tests: a gateway wired to a simulated Alpaca venue, and a strategy
+//! WebSocket client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tradegate::config::Config;
+use tradegate::sim::alpaca::{SimAlpaca, SimConfig, spawn};
+use tradegate_actors::alpaca_session::{AlpacaAccountConfig, Credentials};
+use tradegate_actors::order_router::StrategyConfig;
+
+/// Starts a venue on a free loopback port; its handle and base URL.
+pub async fn start_venue(config: SimConfig) -> (SimAlpaca, String) {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (spawn(listener, config), format!("http://{addr}"))
+}
+
+/// A gateway configuration on `conninfo` with one Alpaca account `paper` at `base_url` and the
+/// strategies `(name, token)`.
+pub fn gateway_config(
+    conninfo: &str,
+    base_url: &str,
+    strategies: &[(&str, &str)],
+    spill: &std::path::Path,
+) -> Config {
+    let mut config = Config::default();
+    config.database.url = conninfo.to_string();
+    config.tradelog.spill_dir = spill.to_path_buf();
+    config.alpaca.accounts = vec![AlpacaAccountConfig {
+        name: "paper".into(),
+        base_url: base_url.to_string(),
+        ..AlpacaAccountConfig::default()
+    }];
+    config.alpaca.reconnect_max_backoff_secs = 1;
+    config.alpaca.recovery_grace_secs = 1;
+    config
+        .alpaca_keys
+        .insert("paper".into(), Credentials::new("SIMKEY", "SIMSECRET"));
+    for (name, token) in strategies {
+        config.orders.strategies.insert(
+            name.to_string(),
+            StrategyConfig {
+                token: token.to_string(),
+                ..StrategyConfig::default()
+            },
+        );
+    }
+    config
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A strategy's WebSocket connection.
+pub struct StrategyWs {
+    ws: Ws,
+    /// Frames read but not yet asked for
+    pub seen: Vec<Value>,
+}
+
+impl StrategyWs {
+    /// Connects to `ws://addr/v1/strategy` with a bearer token.
+    pub async fn connect(
+        addr: SocketAddr,
+        token: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/v1/strategy")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self {
+            ws,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).await.unwrap();
+    }
+
+    /// Sends a JSON message.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The first message (already seen or arriving within `timeout`) that `matches`; it is
+    /// taken out of the seen list.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(i) = self.seen.iter().position(&matches) {
+            return Some(self.seen.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            let Message::Text(text) = msg else { continue };
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if matches(&value) {
+                return Some(value);
+            }
+            self.seen.push(value);
+        }
+    }
+
+    /// The answer (ack, reject or error) to `request_id`.
+    pub async fn answer(&mut self, request_id: &str) -> Value {
+        self.wait_for(Duration::from_secs(20), |v| v["request_id"] == request_id)
+            .await
+            .unwrap_or_else(|| panic!("no answer to {request_id}; seen {:?}", self.seen))
+    }
+}

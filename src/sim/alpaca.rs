@@ -460,17 +460,17 @@ fn error(status: StatusCode, code: u64, message: &str) -> Response {
         .into_response()
 }
 
-/// Auth, request log, rate limit, delay and 500 faults: what every HTTP call goes through.
+/// Auth, request log, rate limit and 500 faults: what every HTTP call goes through.
 /// `Ok(headers)` to go on (with the rate-limit headers to send), `Err` to answer now.
-async fn gate(
+fn gate(
     sim: &SimAlpaca,
     headers: &HeaderMap,
     method: &str,
     path: &str,
     order: Option<&Value>,
 ) -> Result<HeaderMap, Response> {
-    let (delay, outcome) = {
-        let mut state = sim.lock();
+    let mut state = sim.lock();
+    {
         let seq = state.seen.len() as u64 + 1;
         state.seen.push(SeenRequest {
             seq,
@@ -486,7 +486,6 @@ async fn gate(
         let secret = headers
             .get("apca-api-secret-key")
             .and_then(|v| v.to_str().ok());
-        let delay = Duration::from_millis(state.faults.delay_ms);
         let outcome = if key != Some(state.config.key_id.as_str())
             || secret != Some(state.config.secret_key.as_str())
         {
@@ -516,12 +515,23 @@ async fn gate(
                 Ok(rl)
             }
         };
-        (delay, outcome)
-    };
+        outcome
+    }
+}
+
+/// The delay fault: the request is processed at once, its answer held back (a slow or lost
+/// response, the case crash recovery must handle).
+async fn delay_answers(
+    State(sim): State<SimAlpaca>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let delay = Duration::from_millis(sim.faults().delay_ms);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    outcome
+    response
 }
 
 fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
@@ -613,7 +623,7 @@ fn parse_order(body: &Value, price: impl Fn(&str) -> Decimal) -> Result<Order, S
 
 async fn submit_order(State(sim): State<SimAlpaca>, headers: HeaderMap, body: Bytes) -> Response {
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let rl = match gate(&sim, &headers, "POST", "/v2/orders", parsed.as_ref().ok()).await {
+    let rl = match gate(&sim, &headers, "POST", "/v2/orders", parsed.as_ref().ok()) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -687,7 +697,7 @@ async fn list_orders(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let rl = match gate(&sim, &headers, "GET", "/v2/orders", None).await {
+    let rl = match gate(&sim, &headers, "GET", "/v2/orders", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -753,7 +763,7 @@ async fn order_by_client(
     headers: HeaderMap,
     Query(q): Query<ByClient>,
 ) -> Response {
-    let rl = match gate(&sim, &headers, "GET", "/v2/orders:by_client_order_id", None).await {
+    let rl = match gate(&sim, &headers, "GET", "/v2/orders:by_client_order_id", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -778,7 +788,7 @@ async fn get_order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let rl = match gate(&sim, &headers, "GET", &format!("/v2/orders/{id}"), None).await {
+    let rl = match gate(&sim, &headers, "GET", &format!("/v2/orders/{id}"), None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -824,7 +834,7 @@ async fn cancel_order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let rl = match gate(&sim, &headers, "DELETE", &format!("/v2/orders/{id}"), None).await {
+    let rl = match gate(&sim, &headers, "DELETE", &format!("/v2/orders/{id}"), None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -845,7 +855,7 @@ async fn cancel_order(
 }
 
 async fn cancel_all(State(sim): State<SimAlpaca>, headers: HeaderMap) -> Response {
-    let rl = match gate(&sim, &headers, "DELETE", "/v2/orders", None).await {
+    let rl = match gate(&sim, &headers, "DELETE", "/v2/orders", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -876,7 +886,7 @@ async fn replace_order(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let rl = match gate(&sim, &headers, "PATCH", &format!("/v2/orders/{id}"), None).await {
+    let rl = match gate(&sim, &headers, "PATCH", &format!("/v2/orders/{id}"), None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -969,7 +979,7 @@ async fn replace_order(
 }
 
 async fn account(State(sim): State<SimAlpaca>, headers: HeaderMap) -> Response {
-    let rl = match gate(&sim, &headers, "GET", "/v2/account", None).await {
+    let rl = match gate(&sim, &headers, "GET", "/v2/account", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
@@ -1131,6 +1141,10 @@ pub fn router(sim: SimAlpaca) -> Router {
         .route("/stream", get(stream))
         .route("/sim/control", post(control))
         .route("/sim/requests", get(requests))
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            delay_answers,
+        ))
         .with_state(sim)
 }
 

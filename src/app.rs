@@ -462,7 +462,23 @@ pub async fn demo(config: &Config) -> Result<()> {
     });
     let served = scenario.executions.len();
     let _tws = crate::sim::tws::spawn(tws_listener, scenario);
+    // the simulated Alpaca venue, and the gateway's session and a sample strategy on it
+    let venue_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("cannot open the simulated Alpaca venue on 127.0.0.1")?;
+    let venue_addr = venue_listener.local_addr()?;
+    let _venue = crate::sim::alpaca::spawn(venue_listener, crate::sim::alpaca::SimConfig::default());
     let mut config = config.clone();
+    config.alpaca.accounts = vec![tradegate_actors::alpaca_session::AlpacaAccountConfig {
+        name: "demo".into(),
+        base_url: format!("http://{venue_addr}"),
+        ..Default::default()
+    }];
+    config.alpaca_keys.insert(
+        "demo".into(),
+        tradegate_actors::alpaca_session::Credentials::new("SIMKEY", "SIMSECRET"),
+    );
+    config.orders.risk.max_qty = Some(rust_decimal::Decimal::from(1000));
     config.ibkr.accounts = demo_accounts.clone();
     config.ibkr.host = tws_addr.ip().to_string();
     config.ibkr.port = tws_addr.port();
@@ -525,6 +541,8 @@ pub async fn demo(config: &Config) -> Result<()> {
         );
         anyhow::ensure!(r.writes() == 0, "the re-sync of {account} wrote rows");
     }
+    println!("  alpaca:     simulated venue on {venue_addr}");
+    demo_strategy(&running).await?;
     let health = check_health(running.api_addr()).await;
     let stopped = match health {
         Ok(health) => {
@@ -568,6 +586,95 @@ pub async fn demo(config: &Config) -> Result<()> {
         } else {
             ""
         }
+    );
+    Ok(())
+}
+
+/// The sample strategy: one batch of four orders through the whole order path — one refused
+/// by a risk check, one rejected by the venue for buying power, two filled — then the
+/// decisions and executions as stored.
+async fn demo_strategy(running: &Running) -> Result<()> {
+    use rust_decimal::Decimal;
+    use tradegate_actors::domain::{OrderRequest, OrderType, Side, TimeInForce};
+    use tradegate_actors::order_router::StrategyHandle;
+    let order = |symbol: &str, qty: i64, limit: Option<i64>, strength: &str| OrderRequest {
+        strategy: "demo".into(),
+        strategy_version: "1.0".into(),
+        account: None,
+        symbol: symbol.into(),
+        side: Side::Buy,
+        qty: Decimal::from(qty),
+        order_type: if limit.is_some() { OrderType::Limit } else { OrderType::Market },
+        limit_price: limit.map(Decimal::from),
+        stop_price: None,
+        time_in_force: TimeInForce::Day,
+        signal_strength: strength.parse().ok(),
+        primary_signal: None,
+        primary_ingestion_run_id: None,
+        rationale: Some(serde_json::json!({"source": "demo"})),
+    };
+    let mut strategy = StrategyHandle::connect(running.hub(), "demo");
+    let outcomes = strategy
+        .submit_batch(vec![
+            order("AAPL", 10, None, "0.9"),
+            order("NVDA", 5000, None, "0.8"),
+            order("TSLA", 900, Some(200), "0.7"),
+            order("MSFT", 5, None, "0.6"),
+        ])
+        .await
+        .map_err(|r| anyhow::anyhow!("the batch was refused: {r}"))?;
+    let accepted: Vec<uuid::Uuid> = outcomes.iter().filter_map(|o| o.as_ref().ok().copied()).collect();
+    let client = running.database().connect().await?;
+    let settled = async {
+        loop {
+            let open: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM trade_decisions d                      LEFT JOIN trade_executions e ON e.trade_decision_id = d.id                      WHERE d.decision_id = ANY($1)                        AND (e.id IS NULL OR e.status IN ('submitted', 'accepted', 'partial_fill'))",
+                    &[&accepted],
+                )
+                .await?
+                .get(0);
+            if open == 0 {
+                return Ok::<_, anyhow::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), settled)
+        .await
+        .context("the demo orders did not settle within 30 s")??;
+    println!("  strategy:   batch of {} orders, strongest signal first", outcomes.len());
+    for outcome in &outcomes {
+        if let Err(r) = outcome {
+            println!("              refused before any decision: {} ({})", r.code, r.message);
+        }
+    }
+    let rows = tradegate_actors::store::orders::recent_decisions(&client, accepted.len() as i64).await?;
+    for row in rows.iter().rev() {
+        let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
+        println!(
+            "              {} {} {} {}: decision {}, execution {}{}{}",
+            text("symbol"),
+            text("side"),
+            text("qty"),
+            text("decision_id"),
+            text("status"),
+            text("execution_status"),
+            row["filled_avg_price"]
+                .as_str()
+                .map(|p| format!(" at {p}"))
+                .unwrap_or_default(),
+            row["error_message"]
+                .as_str()
+                .map(|m| format!(" (HTTP {}: {m})", row["http_status"]))
+                .unwrap_or_default(),
+        );
+    }
+    let filled = rows.iter().filter(|r| r["execution_status"] == "filled").count();
+    let refused = rows.iter().filter(|r| r["status"] == "failed").count();
+    anyhow::ensure!(
+        filled == 2 && refused == 1 && outcomes.iter().filter(|o| o.is_err()).count() == 1,
+        "the demo batch did not end as expected (2 filled, 1 rejected by the venue, 1 by risk)"
     );
     Ok(())
 }

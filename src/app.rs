@@ -467,7 +467,8 @@ pub async fn demo(config: &Config) -> Result<()> {
         .await
         .context("cannot open the simulated Alpaca venue on 127.0.0.1")?;
     let venue_addr = venue_listener.local_addr()?;
-    let _venue = crate::sim::alpaca::spawn(venue_listener, crate::sim::alpaca::SimConfig::default());
+    let _venue =
+        crate::sim::alpaca::spawn(venue_listener, crate::sim::alpaca::SimConfig::default());
     let mut config = config.clone();
     config.alpaca.accounts = vec![tradegate_actors::alpaca_session::AlpacaAccountConfig {
         name: "demo".into(),
@@ -604,7 +605,11 @@ async fn demo_strategy(running: &Running) -> Result<()> {
         symbol: symbol.into(),
         side: Side::Buy,
         qty: Decimal::from(qty),
-        order_type: if limit.is_some() { OrderType::Limit } else { OrderType::Market },
+        order_type: if limit.is_some() {
+            OrderType::Limit
+        } else {
+            OrderType::Market
+        },
         limit_price: limit.map(Decimal::from),
         stop_price: None,
         time_in_force: TimeInForce::Day,
@@ -623,7 +628,10 @@ async fn demo_strategy(running: &Running) -> Result<()> {
         ])
         .await
         .map_err(|r| anyhow::anyhow!("the batch was refused: {r}"))?;
-    let accepted: Vec<uuid::Uuid> = outcomes.iter().filter_map(|o| o.as_ref().ok().copied()).collect();
+    let accepted: Vec<uuid::Uuid> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().copied())
+        .collect();
     let client = running.database().connect().await?;
     let settled = async {
         loop {
@@ -643,13 +651,20 @@ async fn demo_strategy(running: &Running) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), settled)
         .await
         .context("the demo orders did not settle within 30 s")??;
-    println!("  strategy:   batch of {} orders, strongest signal first", outcomes.len());
+    println!(
+        "  strategy:   batch of {} orders, strongest signal first",
+        outcomes.len()
+    );
     for outcome in &outcomes {
         if let Err(r) = outcome {
-            println!("              refused before any decision: {} ({})", r.code, r.message);
+            println!(
+                "              refused before any decision: {} ({})",
+                r.code, r.message
+            );
         }
     }
-    let rows = tradegate_actors::store::orders::recent_decisions(&client, accepted.len() as i64).await?;
+    let rows =
+        tradegate_actors::store::orders::recent_decisions(&client, accepted.len() as i64).await?;
     for row in rows.iter().rev() {
         let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
         println!(
@@ -670,7 +685,10 @@ async fn demo_strategy(running: &Running) -> Result<()> {
                 .unwrap_or_default(),
         );
     }
-    let filled = rows.iter().filter(|r| r["execution_status"] == "filled").count();
+    let filled = rows
+        .iter()
+        .filter(|r| r["execution_status"] == "filled")
+        .count();
     let refused = rows.iter().filter(|r| r["status"] == "failed").count();
     anyhow::ensure!(
         filled == 2 && refused == 1 && outcomes.iter().filter(|o| o.is_err()).count() == 1,

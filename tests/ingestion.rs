@@ -71,6 +71,9 @@ impl Logger {
                 std::time::Duration::from_secs(60),
             ),
             ibkr_accounts: Vec::new(),
+            orders: Default::default(),
+            hub: Default::default(),
+            router: Default::default(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async {

@@ -296,7 +296,7 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             data["timestamp"].as_str().unwrap_or("")
         ),
     };
-    let execution_status = status.and_then(execution_status).or_else(|| match event {
+    let execution_status = status.and_then(execution_status).or(match event {
         "fill" => Some("filled"),
         "partial_fill" => Some("partial_fill"),
         "canceled" | "expired" => Some("cancelled"),

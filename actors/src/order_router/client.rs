@@ -27,7 +27,7 @@ fn unavailable(what: impl std::fmt::Display) -> OrderReject {
 
 impl OrderRouterClient {
     fn router() -> Result<ActorRef<OrderRouterMessage>, OrderReject> {
-        ActorRef::where_is(NAME.to_string()).ok_or_else(|| unavailable("is not running"))
+        ActorRef::where_is(NAME).ok_or_else(|| unavailable("is not running"))
     }
 
     /// Submits orders as `strategy`; acks and rejects also go to `events` when given, ahead of
@@ -95,7 +95,7 @@ impl OrderRouterClient {
             },
             CALL_TIMEOUT.as_millis() as u64
         )
-        .map_err(|e| unavailable(e))?
+        .map_err(unavailable)?
     }
 
     /// Replaces the order of `decision_id`; the broker's new order id.
@@ -116,7 +116,7 @@ impl OrderRouterClient {
             },
             CALL_TIMEOUT.as_millis() as u64
         )
-        .map_err(|e| unavailable(e))?
+        .map_err(unavailable)?
     }
 
     /// Cancels every working order of `strategy`; how many cancels were sent.
@@ -130,7 +130,7 @@ impl OrderRouterClient {
             },
             CALL_TIMEOUT.as_millis() as u64
         )
-        .map_err(|e| unavailable(e))?
+        .map_err(unavailable)?
     }
 
     /// Switches the kill switch.
@@ -151,7 +151,7 @@ impl OrderRouterClient {
             },
             CALL_TIMEOUT.as_millis() as u64
         )
-        .map_err(|e| unavailable(e))?
+        .map_err(unavailable)?
     }
 
     /// The kill switch's state.
@@ -162,7 +162,7 @@ impl OrderRouterClient {
             |reply| OrderRouterMessage::GetKillSwitch { reply },
             CALL_TIMEOUT.as_millis() as u64
         )
-        .map_err(|e| unavailable(e))
+        .map_err(unavailable)
     }
 }
 

@@ -1,0 +1,247 @@
+//! `cargo bench --bench order_path`: strategies on the WebSocket API submitting limit orders
+//! through the whole order path (checks, outbox commit, AlpacaSession, simulated venue over
+//! HTTP) on a durable private cluster. Measures sustained orders per second (every order acked
+//! and received by the venue) and, paced at 1,000 orders/s, the latency from the strategy's
+//! send to the venue's receipt; in the same run the floor: a bare single-row INSERT + COMMIT.
+//! Environment: TRADEGATE_BENCH_ORDERS (default 5000), TRADEGATE_BENCH_CONNECTIONS (4).
+#![allow(clippy::float_arithmetic)] // statistics of timings, not money
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tradegate::app::Running;
+use tradegate::config::Config;
+use tradegate::sim::alpaca::{SimAlpaca, SimConfig};
+use tradegate_actors::alpaca_session::{AlpacaAccountConfig, Credentials};
+use tradegate_actors::order_router::StrategyConfig;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(
+        env_or("TRADEGATE_BENCH_ORDERS", 5000),
+        env_or("TRADEGATE_BENCH_CONNECTIONS", 4).max(1),
+    ));
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Sends `per_conn` orders on each connection, paced to `rate` orders/s overall (0: as fast as
+/// possible); the send time of each request id, and when the last ack arrived.
+async fn drive(
+    addr: SocketAddr,
+    connections: usize,
+    per_conn: usize,
+    rate: usize,
+    tag: &str,
+) -> (HashMap<String, DateTime<Utc>>, HashMap<String, String>) {
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut request = format!("ws://{addr}/v1/strategy")
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", "Bearer bench-token".parse().unwrap());
+            let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let (mut tx, mut rx) = ws.split();
+            let reader = tokio::spawn(async move {
+                let mut acks = HashMap::new();
+                while acks.len() < per_conn {
+                    let Some(Ok(Message::Text(text))) = rx.next().await else {
+                        break;
+                    };
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if v["type"] == "ack" || v["type"] == "reject" {
+                        assert_eq!(v["type"], "ack", "{v}");
+                        acks.insert(
+                            v["request_id"].as_str().unwrap().to_string(),
+                            v["decision_id"].as_str().unwrap().to_string(),
+                        );
+                    }
+                }
+                acks
+            });
+            let mut sent = HashMap::new();
+            let interval =
+                (rate > 0).then(|| Duration::from_secs_f64(connections as f64 / rate as f64));
+            let start = Instant::now();
+            for i in 0..per_conn {
+                if let Some(interval) = interval {
+                    let due = start + interval * i as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let id = format!("{tag}-{c}-{i}");
+                // distinct prices keep the duplicate-order window out of the way
+                let order = json!({"type": "submit_order", "request_id": id, "strategy": "bench",
+                    "symbol": "AAPL", "side": "buy", "qty": "1", "order_type": "limit",
+                    "limit_price": format!("1.{:04}", i % 10_000), "time_in_force": "day"});
+                sent.insert(id, Utc::now());
+                tx.send(Message::text(order.to_string())).await.unwrap();
+            }
+            let acks = reader.await.unwrap();
+            (sent, acks)
+        }));
+    }
+    let mut sent = HashMap::new();
+    let mut acks = HashMap::new();
+    for t in tasks {
+        let (s, a) = t.await.unwrap();
+        sent.extend(s);
+        acks.extend(a);
+    }
+    (sent, acks)
+}
+
+/// Waits until the venue has every decision; their receipt times by decision id.
+async fn receipts(
+    venue: &SimAlpaca,
+    decisions: &HashMap<String, String>,
+) -> HashMap<String, DateTime<Utc>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen: HashMap<String, DateTime<Utc>> = venue
+            .requests()
+            .into_iter()
+            .filter_map(|r| r.client_order_id.map(|c| (c, r.received_at)))
+            .collect();
+        if decisions.values().all(|d| seen.contains_key(d)) || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run(orders: usize, connections: usize) {
+    let (_cluster, conninfo, client, dir) =
+        support::bench_database("bench-order-path", Vec::new()).await;
+
+    // the floor: one single-row INSERT + COMMIT round trip
+    client
+        .batch_execute(
+            "CREATE TABLE floor (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v TEXT)",
+        )
+        .await
+        .unwrap();
+    let mut floor = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        client
+            .batch_execute("BEGIN; INSERT INTO floor (v) VALUES ('x'); COMMIT")
+            .await
+            .unwrap();
+        floor.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    floor.sort_by(f64::total_cmp);
+    let floor_p50 = percentile(&floor, 0.5);
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let venue_addr = listener.local_addr().unwrap();
+    let venue = tradegate::sim::alpaca::spawn(
+        listener,
+        SimConfig {
+            rate_limit_per_min: 0,
+            buying_power: Decimal::from(1_000_000_000),
+            ..SimConfig::default()
+        },
+    );
+    let mut config = Config::default();
+    config.database.url = conninfo;
+    config.database.pool_size = 16;
+    config.log.level = "warn".into();
+    config.tradelog.spill_dir = dir.join("spill");
+    config.alpaca.accounts = vec![AlpacaAccountConfig {
+        name: "paper".into(),
+        base_url: format!("http://{venue_addr}"),
+        ..AlpacaAccountConfig::default()
+    }];
+    config
+        .alpaca_keys
+        .insert("paper".into(), Credentials::new("SIMKEY", "SIMSECRET"));
+    config.orders.strategies.insert(
+        "bench".into(),
+        StrategyConfig {
+            token: "bench-token".into(),
+            ..StrategyConfig::default()
+        },
+    );
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = running.api_addr();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // warm-up
+    let (_, warm) = drive(addr, connections, 50, 0, "warm").await;
+    receipts(&venue, &warm).await;
+
+    // sustained: as fast as the path allows
+    let per_conn = orders.div_ceil(connections);
+    let started = Instant::now();
+    let (sent, acks) = drive(addr, connections, per_conn, 0, "max").await;
+    let seen = receipts(&venue, &acks).await;
+    let first = sent.values().min().copied().unwrap();
+    let last = acks
+        .values()
+        .filter_map(|d| seen.get(d))
+        .max()
+        .copied()
+        .unwrap();
+    let span = (last - first).to_std().unwrap_or(started.elapsed());
+    let total = acks.len();
+    let throughput = total as f64 / span.as_secs_f64();
+    println!(
+        "sustained: {total} orders over {connections} connections in {:.3} s = {throughput:.0} orders/s",
+        span.as_secs_f64()
+    );
+
+    // latency at 1,000 orders/s for 3 s
+    let (sent, acks) = drive(addr, connections, 3000 / connections, 1000, "paced").await;
+    let seen = receipts(&venue, &acks).await;
+    let mut latencies: Vec<f64> = acks
+        .iter()
+        .filter_map(|(rid, d)| Some((*seen.get(d)? - *sent.get(rid)?).num_microseconds()? as f64))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!(
+        "latency at 1000 orders/s, send -> venue receipt: p50 {p50:.0} us, p99 {p99:.0} us ({} orders); \
+         insert+commit floor p50 {floor_p50:.0} us; p50 / floor = {:.1}",
+        latencies.len(),
+        p50 / floor_p50
+    );
+    running.stop().await.unwrap();
+    println!(
+        "order_path: {throughput:.0} orders/s, p50 {p50:.0} us, p99 {p99:.0} us, insert+commit floor p50 {floor_p50:.0} us"
+    );
+}

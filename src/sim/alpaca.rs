@@ -454,6 +454,10 @@ impl VenueState {
     }
 }
 
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, 40410000, "order not found")
+}
+
 fn error(status: StatusCode, code: u64, message: &str) -> Response {
     (
         status,
@@ -779,7 +783,7 @@ async fn order_by_client(
     with_headers(
         match found {
             Some(o) => axum::Json(o).into_response(),
-            None => error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+            None => not_found(),
         },
         rl,
     )
@@ -803,7 +807,7 @@ async fn get_order(
     with_headers(
         match found {
             Some(o) => axum::Json(o).into_response(),
-            None => error(StatusCode::NOT_FOUND, 40410000, "order not found"),
+            None => not_found(),
         },
         rl,
     )
@@ -812,7 +816,7 @@ async fn get_order(
 impl VenueState {
     fn cancel(&mut self, id: Uuid) -> Result<Value, Response> {
         let Some(order) = self.orders.get_mut(&id) else {
-            return Err(error(StatusCode::NOT_FOUND, 40410000, "order not found"));
+            return Err(not_found());
         };
         if !order.is_open() {
             let message = format!("order is already in \"{}\" state", order.status);
@@ -841,10 +845,7 @@ async fn cancel_order(
         Err(r) => return r,
     };
     let Ok(id) = Uuid::parse_str(&id) else {
-        return with_headers(
-            error(StatusCode::NOT_FOUND, 40410000, "order not found"),
-            rl,
-        );
+        return with_headers(not_found(), rl);
     };
     let result = sim.lock().cancel(id);
     with_headers(
@@ -907,10 +908,7 @@ async fn replace_order(
         .ok()
         .and_then(|id| state.orders.get(&id).cloned());
     let Some(old) = found else {
-        return with_headers(
-            error(StatusCode::NOT_FOUND, 40410000, "order not found"),
-            rl,
-        );
+        return with_headers(not_found(), rl);
     };
     if !old.is_open() {
         let message = format!("order is already in \"{}\" state", old.status);

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
@@ -61,11 +60,6 @@ pub enum AlpacaSessionMessage {
         strategy: String,
         /// Reply for RPC: cancels sent
         reply: RpcReplyPort<Result<usize, OrderReject>>,
-    },
-    /// Cancel every working order of the account (`DELETE /v2/orders`).
-    CancelAccount {
-        /// Reply for RPC: Alpaca's per-order results
-        reply: RpcReplyPort<Result<Value, OrderReject>>,
     },
 }
 
@@ -175,11 +169,6 @@ impl Actor for AlpacaSession {
             AlpacaSessionMessage::CancelAll { strategy, reply } => {
                 tokio::spawn(async move {
                     let _ = reply.send(ctx.cancel_all(&strategy).await);
-                });
-            }
-            AlpacaSessionMessage::CancelAccount { reply } => {
-                tokio::spawn(async move {
-                    let _ = reply.send(ctx.cancel_account().await);
                 });
             }
         }

@@ -227,7 +227,7 @@ impl SessionCtx {
                 })?;
             store::orders::mark_cancel_requested(&**client, execution_pk)
                 .await
-                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+                .map_err(audit)?;
         }
         let path = format!("/v2/orders/{broker_id}");
         let ids = self.ids(
@@ -307,14 +307,10 @@ impl SessionCtx {
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+        let client = self.pool.get().await.map_err(audit)?;
         store::orders::set_broker_order_id(&**client, execution_pk, new_id)
             .await
-            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?;
+            .map_err(audit)?;
         Ok(new_id.to_string())
     }
 
@@ -328,7 +324,7 @@ impl SessionCtx {
                 })?;
             store::orders::open_orders(&**client, &self.account, strategy)
                 .await
-                .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string()))?
+                .map_err(audit)?
         };
         let mut sent = 0;
         for order in &orders {
@@ -339,31 +335,6 @@ impl SessionCtx {
             }
         }
         Ok(sent)
-    }
-
-    /// Every working order of the account, whoever sent it (`DELETE /v2/orders`), for the
-    /// operator; the 207 body as Alpaca answered it.
-    pub async fn cancel_account(&self) -> Result<Value, OrderReject> {
-        let path = "/v2/orders";
-        let account = self.account.clone();
-        let ids = OrderIds {
-            account_id: Some(account.clone()),
-            ..OrderIds::default()
-        };
-        let ex = self
-            .call_logged(
-                Method::DELETE,
-                path,
-                None,
-                |raw| TradeLogEvent::request_cancel_all(Some(account.clone()), None, None, raw),
-                &ids,
-            )
-            .await?;
-        if ex.ok() {
-            Ok(ex.body)
-        } else {
-            Err(broker_reject(&ex))
-        }
     }
 
     /// A call with both payloads stored and both trade-log events written.
@@ -378,7 +349,7 @@ impl SessionCtx {
         let m = method.as_str().to_string();
         self.store_request(&m, path, &[], body)
             .await
-            .map_err(|e| OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e))?;
+            .map_err(audit)?;
         let text = body.map(Value::to_string);
         self.log([request_event(encode_http_request(
             &m,
@@ -480,6 +451,11 @@ impl SessionCtx {
     }
 }
 
+/// The audit trail could not be read or written: the call is refused.
+fn audit(e: impl std::fmt::Display) -> OrderReject {
+    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
+}
+
 fn broker_reject(ex: &Exchange) -> OrderReject {
     let (code, message) = error_of(&ex.body);
     OrderReject::new(
@@ -534,7 +510,6 @@ struct Recorded<'a> {
     submitted_at: chrono::DateTime<Utc>,
     filled_at: Option<chrono::DateTime<Utc>>,
     outcome: DecisionOutcome,
-    order_status: Option<String>,
     decision: &'a NewDecision,
 }
 
@@ -564,13 +539,11 @@ fn record<'a>(
         submitted_at,
         filled_at: None,
         outcome: DecisionOutcome::Failed(String::new()),
-        order_status: None,
         decision: d,
     };
     match answer {
         Ok(ex) if ex.ok() => {
             let status = ex.body.get("status").and_then(Value::as_str).unwrap_or("");
-            r.order_status = Some(status.to_string());
             r.status = execution_status(status).unwrap_or_else(|| {
                 tracing::warn!(account = %ctx.account, status, "unknown Alpaca order status; recorded as submitted");
                 "submitted"

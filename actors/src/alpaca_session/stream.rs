@@ -329,8 +329,8 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         .map_err(|e| e.to_string())
     }
     .await;
-    let applied = match recorded {
-        Ok(Some(applied)) => applied,
+    match recorded {
+        Ok(Some(_)) => {}
         Ok(None) => {
             metrics::counter!("tradegate_alpaca_duplicate_events_total").increment(1);
             tracing::debug!(account = %ctx.account, key, "duplicate trade update ignored");
@@ -341,7 +341,7 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
                 "a trade update could not be recorded; the next reconnect's recovery lists the order again");
             return;
         }
-    };
+    }
     let mut events = Vec::with_capacity(2);
     if is_fill {
         let exec = ExecutionFields {
@@ -392,7 +392,6 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             },
         );
     }
-    let _ = applied;
 }
 
 fn us(t: DateTime<Utc>) -> i64 {

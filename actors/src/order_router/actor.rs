@@ -359,6 +359,10 @@ impl OrderRouterState {
                 None,
             ));
         }
+        let decision = order.to_decision(&account);
+        decision
+            .validate()
+            .map_err(|r| (OrderReject::new(r.code, r.message), Some(account.clone())))?;
         let limits = self.args.config.limits_for(strategy);
         risk::limits(order, &limits).map_err(|r| (r, Some(account.clone())))?;
         let position = if self.kill == KillSwitch::ReduceOnly {
@@ -371,8 +375,8 @@ impl OrderRouterState {
         risk::kill_switch(self.kill, order, position).map_err(|r| (r, Some(account.clone())))?;
         self.risk
             .admit(order, &account, &limits, now)
-            .map_err(|r| (r, Some(account.clone())))?;
-        Ok(order.to_decision(&account))
+            .map_err(|r| (r, Some(account)))?;
+        Ok(decision)
     }
 
     fn account_for(&self, order: &OrderRequest) -> String {
@@ -695,18 +699,24 @@ async fn owned_order(
     }
 }
 
+fn session_of(
+    order: &store::orders::OrderRow,
+) -> Result<ActorRef<AlpacaSessionMessage>, OrderReject> {
+    alpaca_session::find(&order.account).ok_or_else(|| {
+        OrderReject::new(
+            "session_unavailable",
+            format!("no broker session for {}", order.account),
+        )
+    })
+}
+
 async fn cancel(
     pool: &deadpool_postgres::Pool,
     strategy: &str,
     decision_id: Uuid,
 ) -> Result<(), OrderReject> {
     let order = owned_order(pool, strategy, decision_id).await?;
-    let session = alpaca_session::find(&order.account).ok_or_else(|| {
-        OrderReject::new(
-            "session_unavailable",
-            format!("no broker session for {}", order.account),
-        )
-    })?;
+    let session = session_of(&order)?;
     ractor::call!(session, |reply| AlpacaSessionMessage::Cancel {
         order,
         reply
@@ -721,12 +731,7 @@ async fn replace(
     changes: ReplaceRequest,
 ) -> Result<String, OrderReject> {
     let order = owned_order(pool, strategy, decision_id).await?;
-    let session = alpaca_session::find(&order.account).ok_or_else(|| {
-        OrderReject::new(
-            "session_unavailable",
-            format!("no broker session for {}", order.account),
-        )
-    })?;
+    let session = session_of(&order)?;
     ractor::call!(session, |reply| AlpacaSessionMessage::Replace {
         order,
         changes,

@@ -35,7 +35,9 @@ pub mod codes {
     pub const WRONG_STRATEGY: &str = "auth.wrong_strategy";
 }
 
-/// The shape checks that need nothing but the order.
+/// The shape checks of the wire order that a decision's own validation
+/// ([`NewDecision::validate`](crate::domain::NewDecision::validate): names, quantity, prices,
+/// rationale) does not make: the symbol's form, and no limit price on an order type without one.
 pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
     let invalid = |m: String| Err(OrderReject::new(codes::INVALID, m));
     let symbol = order.symbol.as_str();
@@ -49,39 +51,12 @@ pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
             "symbol `{symbol}` is not valid (1 to 32 of A-Z, 0-9, '.', '/', '-')"
         ));
     }
-    if order.qty <= Decimal::ZERO {
-        return invalid(format!("qty must be positive, got {}", order.qty));
-    }
-    let needs_limit = matches!(order.order_type, OrderType::Limit | OrderType::StopLimit);
-    let needs_stop = matches!(order.order_type, OrderType::Stop | OrderType::StopLimit);
-    if needs_limit != order.limit_price.is_some() {
-        return invalid(if needs_limit {
-            format!("a {} order needs limit_price", order.order_type.as_str())
-        } else {
-            format!("a {} order takes no limit_price", order.order_type.as_str())
-        });
-    }
-    if needs_stop && order.stop_price.is_none() {
+    let takes_limit = matches!(order.order_type, OrderType::Limit | OrderType::StopLimit);
+    if !takes_limit && order.limit_price.is_some() {
         return invalid(format!(
-            "a {} order needs stop_price",
+            "a {} order takes no limit_price",
             order.order_type.as_str()
         ));
-    }
-    for (what, price) in [
-        ("limit_price", order.limit_price),
-        ("stop_price", order.stop_price),
-    ] {
-        if price.is_some_and(|p| p <= Decimal::ZERO) {
-            return invalid(format!("{what} must be positive"));
-        }
-    }
-    if order.strategy.trim().is_empty() {
-        return invalid("strategy must not be empty".into());
-    }
-    if let Some(rationale) = &order.rationale
-        && !rationale.is_object()
-    {
-        return invalid("rationale must be a JSON object".into());
     }
     Ok(())
 }

@@ -3,55 +3,12 @@
 //! client into a private virtual environment under `target/` when the machine's Python lacks it
 //! (pinned version, from PyPI with pip), so it runs the same in CI as on a workstation.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
 use rust_decimal::Decimal;
 use tokio::net::TcpListener;
 use tradegate::sim::tws::{Scenario, spawn};
 use tradegate_actors::ibkr_syncer::tws::{CommissionReport, Contract, Execution, TwsTime};
-
-const IB_ASYNC: &str = "ib_async==2.1.0";
-
-fn has_ib_async(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import ib_async"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A Python that can import ib_async: the machine's, or a venv made for the tests.
-fn python() -> PathBuf {
-    let system = PathBuf::from("python3");
-    if has_ib_async(&system) {
-        return system;
-    }
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv-ib_async");
-    let python = venv.join("bin/python");
-    if has_ib_async(&python) {
-        return python;
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 must be installed to run the ib_async test");
-    assert!(made.success(), "python3 -m venv {} failed", venv.display());
-    let installed = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            IB_ASYNC,
-        ])
-        .status()
-        .expect("run pip");
-    assert!(installed.success(), "pip install {IB_ASYNC} failed");
-    assert!(has_ib_async(&python), "ib_async still cannot be imported");
-    python
-}
 
 fn execution(exec_id: &str, account: &str, shares: i64, price: Decimal, perm_id: i64) -> Execution {
     Execution {
@@ -88,7 +45,10 @@ fn execution(exec_id: &str, account: &str, shares: i64, price: Decimal, perm_id:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let python =
+        tokio::task::spawn_blocking(|| common::python::with_module("ib_async", "ib_async==2.1.0"))
+            .await
+            .unwrap();
     let commission = |id: &str, c: Option<Decimal>| {
         Some(CommissionReport {
             exec_id: id.into(),
@@ -130,21 +90,12 @@ async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let _tws = spawn(listener, scenario);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ib_async_fetch.py");
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args([addr.ip().to_string(), addr.port().to_string(), "5".into()])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "ib_async failed: {stderr}");
-    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
+    let out = common::python::run_json(
+        &python,
+        "ib_async_fetch.py",
+        &[addr.ip().to_string(), addr.port().to_string(), "5".into()],
+    )
+    .await;
     assert_eq!(out["accounts"], serde_json::json!(["DU7001", "DU7002"]));
     let fills = out["fills"].as_array().unwrap();
     let ids: Vec<&str> = fills

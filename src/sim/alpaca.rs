@@ -1117,8 +1117,17 @@ async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Response {
     for (symbol, price) in control.prices {
         sim.set_price(&symbol, price);
     }
-    axum::Json(json!({"faults": sim.faults(), "buying_power": sim.buying_power().to_string()}))
-        .into_response()
+    status(State(sim)).await
+}
+
+/// The venue's switches and state: faults, buying power, listening stream connections.
+async fn status(State(sim): State<SimAlpaca>) -> Response {
+    axum::Json(json!({
+        "faults": sim.faults(),
+        "buying_power": sim.buying_power().to_string(),
+        "stream_listeners": sim.stream_listeners(),
+    }))
+    .into_response()
 }
 
 async fn requests(State(sim): State<SimAlpaca>) -> Response {
@@ -1139,7 +1148,7 @@ pub fn router(sim: SimAlpaca) -> Router {
         )
         .route("/v2/account", get(account))
         .route("/stream", get(stream))
-        .route("/sim/control", post(control))
+        .route("/sim/control", get(status).post(control))
         .route("/sim/requests", get(requests))
         .route_layer(axum::middleware::from_fn_with_state(
             sim.clone(),

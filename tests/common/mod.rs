@@ -5,6 +5,7 @@
 
 pub mod orders;
 pub mod pgproxy;
+pub mod python;
 pub mod writer;
 
 use std::future::Future;

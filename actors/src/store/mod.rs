@@ -3,6 +3,7 @@
 
 pub mod broker_sync;
 pub mod decisions;
+pub mod group;
 pub mod ingestion;
 pub mod jobs;
 pub mod orders;

@@ -14,8 +14,12 @@ use super::rest::AlpacaRest;
 use super::stream;
 use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder, StrategyEvent};
 use crate::order_router::StrategyHub;
+use crate::store::group::GroupCommit;
 use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER, orders::OrderRow};
 use crate::trade_log_writer::TradeLog;
+
+/// Most writes (submission outcomes, stream events) one group commit takes.
+const GROUP_COMMIT_MAX: usize = 256;
 
 /// The registry name of the session of `account`.
 pub fn name_for(account: &str) -> String {
@@ -101,6 +105,10 @@ impl Actor for AlpacaSession {
         _myself: ActorRef<Self::Msg>,
         args: AlpacaSessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let (submissions, submissions_task) =
+            GroupCommit::spawn(args.pool.clone(), GROUP_COMMIT_MAX, "alpaca_submissions");
+        let (events, events_task) =
+            GroupCommit::spawn(args.pool.clone(), GROUP_COMMIT_MAX, "alpaca_events");
         let ctx = Arc::new(SessionCtx {
             account: args.account.name.clone(),
             rest: AlpacaRest::new(
@@ -113,8 +121,11 @@ impl Actor for AlpacaSession {
             trade_log: args.trade_log.clone(),
             hub: args.hub.clone(),
             in_flight: Mutex::new(Default::default()),
+            submitted: tokio::sync::Notify::new(),
+            submissions,
+            events,
         });
-        let mut tasks = Vec::new();
+        let mut tasks = vec![submissions_task, events_task];
         if args.config.stream {
             tasks.push(tokio::spawn(stream::run(
                 Arc::clone(&ctx),

@@ -17,7 +17,9 @@ use crate::domain::{
     ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
 };
 use crate::order_router::StrategyHub;
-use crate::store::{self, orders::DecisionOutcome, orders::OrderRow, orders::Submission};
+use crate::store::group::{self, GroupCommit};
+use crate::store::orders::{DecisionOutcome, EventApplied, OrderRow, Submission};
+use crate::store;
 use crate::trade_log_writer::TradeLog;
 
 /// The broker name stored with executions and payloads.
@@ -40,6 +42,38 @@ pub struct SessionCtx {
     pub hub: StrategyHub,
     /// Decisions being submitted right now (recovery leaves them alone)
     pub in_flight: Mutex<HashSet<Uuid>>,
+    /// Woken whenever a submission leaves `in_flight` (the stream waits on it for the
+    /// execution row of an order it hears about early)
+    pub submitted: tokio::sync::Notify,
+    /// Submission outcomes, written in group commits
+    pub submissions: GroupCommit<i64>,
+    /// Stream events, written in group commits
+    pub events: GroupCommit<Option<EventApplied>>,
+}
+
+/// Alpaca's order endpoint.
+const ORDERS: &str = "/v2/orders";
+
+/// The stored form of a request: endpoint, method, query parameters, body.
+fn request_payload(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    body: Option<&Value>,
+) -> Result<ApiPayload, String> {
+    let mut payload = json!({ "endpoint": path, "method": method });
+    if !query.is_empty() {
+        payload["params"] = Value::Object(
+            query
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
+    }
+    if let Some(body) = body {
+        payload["body"] = body.clone();
+    }
+    ApiPayload::request(BROKER, payload).map_err(|e| e.to_string())
 }
 
 impl SessionCtx {
@@ -67,23 +101,34 @@ impl SessionCtx {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<i64, String> {
-        let mut payload = json!({ "endpoint": path, "method": method });
-        if !query.is_empty() {
-            payload["params"] = Value::Object(
-                query
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            );
-        }
-        if let Some(body) = body {
-            payload["body"] = body.clone();
-        }
-        let payload = ApiPayload::request(BROKER, payload).map_err(|e| e.to_string())?;
+        let payload = request_payload(method, path, query, body)?;
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         store::ingestion::insert_payload(&**client, &payload)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Stores the request payloads of `orders`' submissions in one statement; their ids.
+    async fn store_order_requests(&self, orders: &[RoutedOrder]) -> Result<Vec<i64>, String> {
+        let payloads = orders
+            .iter()
+            .map(|o| request_payload("POST", ORDERS, &[], Some(&mapping::order_body(&o.decision))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        store::ingestion::insert_payloads(&**client, &payloads)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores a submission's outcome in the session's next group commit.
+    async fn record_submission(&self, recorded: &Recorded<'_>) -> Result<i64, String> {
+        let submission = Arc::new(recorded.submission());
+        self.submissions
+            .write(group::work(move |tx| {
+                let s = Arc::clone(&submission);
+                Box::pin(async move { store::orders::record_submission(tx, &s).await })
+            }))
+            .await
     }
 
     /// Stores a response payload (used where no execution row is written with it).
@@ -101,20 +146,35 @@ impl SessionCtx {
     }
 
     /// Submits committed decisions, in the given order when `sequential` (a batch: each
-    /// answered before the next is sent), else all at once.
+    /// answered before the next is sent), else all at once. All their request payloads are
+    /// stored first, in one statement; if that fails nothing is sent.
     pub async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
         if let Ok(mut f) = self.in_flight.lock() {
             f.extend(orders.iter().map(|o| o.decision.decision_id));
         }
+        let request_ids = match self.store_order_requests(&orders).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                for order in &orders {
+                    self.not_completed(
+                        order,
+                        format!("the request could not be stored, nothing was sent: {e}"),
+                    );
+                }
+                return;
+            }
+        };
         if sequential {
-            for order in orders {
-                self.submit(&order).await;
+            for (order, request_id) in orders.into_iter().zip(request_ids) {
+                self.submit(&order, request_id).await;
             }
         } else {
             let mut tasks = Vec::with_capacity(orders.len());
-            for order in orders {
+            for (order, request_id) in orders.into_iter().zip(request_ids) {
                 let ctx = Arc::clone(self);
-                tasks.push(tokio::spawn(async move { ctx.submit(&order).await }));
+                tasks.push(tokio::spawn(
+                    async move { ctx.submit(&order, request_id).await },
+                ));
             }
             for task in tasks {
                 let _ = task.await;
@@ -122,56 +182,55 @@ impl SessionCtx {
         }
     }
 
-    /// One submission: request payload stored, request logged, `POST /v2/orders`, response
-    /// payload + execution row + decision status in one statement, response logged, strategy
-    /// told. No retry, whatever the outcome.
-    async fn submit(&self, order: &RoutedOrder) {
-        let d = &order.decision;
-        let decision_id = d.decision_id;
-        let body = mapping::order_body(d);
-        let cl = decision_id.to_string();
-        let result = self.submit_inner(order, &body, &cl).await;
-        if let Ok(mut f) = self.in_flight.lock() {
-            f.remove(&decision_id);
-        }
-        if let Err(e) = result {
-            // nothing was sent, or the outcome could not be stored: the decision stays
-            // pending and is reconciled by looking it up at the broker, never resent
-            tracing::error!(account = %self.account, decision = %decision_id, error = %e,
-                "order not completed");
-            self.hub.push(
-                &d.strategy_name,
-                StrategyEvent::Error {
-                    request_id: None,
-                    code: crate::domain::AUDIT_UNAVAILABLE.into(),
-                    message: format!("decision {decision_id}: {e}"),
-                },
-            );
+    /// One submission whose request payload is stored: request logged, `POST /v2/orders`,
+    /// response payload + execution row + decision status in one statement, response logged,
+    /// strategy told. No retry, whatever the outcome.
+    async fn submit(&self, order: &RoutedOrder, request_payload_id: i64) {
+        match self.submit_inner(order, request_payload_id).await {
+            Ok(()) => {
+                if let Ok(mut f) = self.in_flight.lock() {
+                    f.remove(&order.decision.decision_id);
+                }
+                self.submitted.notify_waiters();
+            }
+            Err(e) => self.not_completed(order, e),
         }
     }
 
-    async fn submit_inner(
-        &self,
-        order: &RoutedOrder,
-        body: &Value,
-        cl: &str,
-    ) -> Result<(), String> {
+    /// An order that was not sent, or whose outcome could not be stored: the decision stays
+    /// pending and is reconciled by looking it up at the broker, never resent.
+    fn not_completed(&self, order: &RoutedOrder, error: String) {
+        let decision_id = order.decision.decision_id;
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.remove(&decision_id);
+        }
+        self.submitted.notify_waiters();
+        tracing::error!(account = %self.account, decision = %decision_id, error = %error,
+            "order not completed");
+        self.hub.push(
+            &order.decision.strategy_name,
+            StrategyEvent::Error {
+                request_id: None,
+                code: crate::domain::AUDIT_UNAVAILABLE.into(),
+                message: format!("decision {decision_id}: {error}"),
+            },
+        );
+    }
+
+    async fn submit_inner(&self, order: &RoutedOrder, request_payload_id: i64) -> Result<(), String> {
         let d = &order.decision;
-        let path = "/v2/orders";
-        let request_payload_id = self
-            .store_request("POST", path, &[], Some(body))
-            .await
-            .map_err(|e| format!("the request could not be stored, nothing was sent: {e}"))?;
+        let cl = d.decision_id.to_string();
+        let body = mapping::order_body(d);
         let text = body.to_string();
         self.log([TradeLogEvent::request_order_new(
-            &self.ids(cl, &d.symbol, None),
+            &self.ids(&cl, &d.symbol, None),
             Some(d.side),
             Some(d.quantity),
             d.limit_price.or(d.stop_price),
-            encode_http_request("POST", path, &[], &[], Some(&text)),
+            encode_http_request("POST", ORDERS, &[], &[], Some(&text)),
         )]);
         let submitted_at = Utc::now();
-        let answer = self.rest.call(Method::POST, path, &[], Some(body)).await;
+        let answer = self.rest.call(Method::POST, ORDERS, &[], Some(&body)).await;
         let execution_id = Uuid::now_v7();
         let recorded = record(
             self,
@@ -183,14 +242,8 @@ impl SessionCtx {
             &answer,
         );
         let (submission_status, broker_order_id, http_status, error) = recorded.summary();
-        let stored = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            store::orders::record_submission(&**client, &recorded.submission())
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        self.log(recorded.log_events(self, cl, &d.symbol));
+        let stored = self.record_submission(&recorded).await;
+        self.log(recorded.log_events(self, &cl, &d.symbol));
         stored.map_err(|e| {
             format!("the broker answered {submission_status} but it could not be stored: {e}")
         })?;
@@ -431,10 +484,7 @@ impl SessionCtx {
             Utc::now(),
             &answer,
         );
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        store::orders::record_submission(&**client, &recorded.submission())
-            .await
-            .map_err(|e| e.to_string())?;
+        self.record_submission(&recorded).await?;
         let (status, broker_order_id, http_status, error) = recorded.summary();
         self.hub.push(
             &decision.strategy_name,
@@ -587,19 +637,19 @@ fn record<'a>(
 }
 
 impl Recorded<'_> {
-    fn submission(&self) -> Submission<'_> {
+    fn submission(&self) -> Submission {
         Submission {
             decision_pk: self.decision_pk,
             execution_id: self.execution_id,
             broker: BROKER,
             request_payload_id: self.request_payload_id,
-            response: &self.response,
+            response: self.response.clone(),
             status: self.status,
-            broker_order_id: self.broker_order_id.as_deref(),
+            broker_order_id: self.broker_order_id.clone(),
             http_status: self.http_status.map(i32::from),
-            error_code: self.error_code.as_deref(),
-            error_message: self.error_message.as_deref(),
-            error_details: self.error_details.as_ref(),
+            error_code: self.error_code.clone(),
+            error_message: self.error_message.clone(),
+            error_details: self.error_details.clone(),
             filled_qty: self.filled_qty,
             filled_avg_price: self.filled_avg_price,
             commission: None,

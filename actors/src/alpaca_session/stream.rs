@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::mapping::{decimal, decision_of, execution_status, is_known_status};
 use super::orders::{BROKER, SessionCtx};
 use crate::domain::{ExecutionFields, OrderIds, RawJson, Side, StrategyEvent, TradeLogEvent};
-use crate::store::{self, orders::OrderEvent, orders::OrderRow};
+use crate::store::{self, group, orders::OrderEvent, orders::OrderRow};
 
 /// Events are handled by this many workers, each owning the orders that hash to it, so one
 /// order's events stay in order while different orders proceed in parallel.
@@ -216,6 +216,18 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Option<OrderRow> {
     let decision = order["client_order_id"].as_str().and_then(decision_of);
     let broker_id = order["id"].as_str();
     loop {
+        if let Some(d) = decision {
+            // our own submission is still on its way: wait for it instead of asking the
+            // database over and over
+            let submitted = ctx.submitted.notified();
+            tokio::pin!(submitted);
+            submitted.as_mut().enable();
+            let in_flight = ctx.in_flight.lock().is_ok_and(|f| f.contains(&d));
+            if in_flight && tokio::time::Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(100), submitted).await;
+                continue;
+            }
+        }
         let found = async {
             let client = ctx.pool.get().await.ok()?;
             match decision {
@@ -303,32 +315,29 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         "rejected" => Some("rejected"),
         _ => None,
     });
-    let recorded = async {
-        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-        store::orders::record_order_event(
-            &**client,
-            &OrderEvent {
-                broker: BROKER,
-                account: &ctx.account,
-                event_key: &key,
-                order: &row,
-                broker_order_id: broker_id,
-                event,
-                order_status: status,
-                execution_status,
-                qty: if is_fill { qty } else { None },
-                price: if is_fill { price } else { None },
-                position_qty: decimal(data.get("position_qty")),
-                filled_qty,
-                filled_avg_price: decimal(order.get("filled_avg_price")),
-                event_at,
-                body: value,
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())
-    }
-    .await;
+    let owned = Arc::new(EventRecord {
+        account: ctx.account.clone(),
+        key: key.clone(),
+        order: row.clone(),
+        broker_order_id: broker_id.map(str::to_string),
+        event: event.to_string(),
+        order_status: status.map(str::to_string),
+        execution_status,
+        qty: if is_fill { qty } else { None },
+        price: if is_fill { price } else { None },
+        position_qty: decimal(data.get("position_qty")),
+        filled_qty,
+        filled_avg_price: decimal(order.get("filled_avg_price")),
+        event_at,
+        body: value.clone(),
+    });
+    let recorded = ctx
+        .events
+        .write(group::work(move |tx| {
+            let e = Arc::clone(&owned);
+            Box::pin(async move { store::orders::record_order_event(tx, &e.as_event()).await })
+        }))
+        .await;
     match recorded {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -512,4 +521,44 @@ async fn recover_missed(
     }
     tracing::info!(account = %ctx.account, recovered, "orders reconciled after reconnect");
     Ok(())
+}
+
+/// An event as the group commit holds it until it is written.
+struct EventRecord {
+    account: String,
+    key: String,
+    order: OrderRow,
+    broker_order_id: Option<String>,
+    event: String,
+    order_status: Option<String>,
+    execution_status: Option<&'static str>,
+    qty: Option<Decimal>,
+    price: Option<Decimal>,
+    position_qty: Option<Decimal>,
+    filled_qty: Option<Decimal>,
+    filled_avg_price: Option<Decimal>,
+    event_at: Option<DateTime<Utc>>,
+    body: Value,
+}
+
+impl EventRecord {
+    fn as_event(&self) -> OrderEvent<'_> {
+        OrderEvent {
+            broker: BROKER,
+            account: &self.account,
+            event_key: &self.key,
+            order: &self.order,
+            broker_order_id: self.broker_order_id.as_deref(),
+            event: &self.event,
+            order_status: self.order_status.as_deref(),
+            execution_status: self.execution_status,
+            qty: self.qty,
+            price: self.price,
+            position_qty: self.position_qty,
+            filled_qty: self.filled_qty,
+            filled_avg_price: self.filled_avg_price,
+            event_at: self.event_at,
+            body: &self.body,
+        }
+    }
 }

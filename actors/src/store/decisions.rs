@@ -1,5 +1,8 @@
 //! The outbox: `trade_decisions` rows, written with their data lineage.
 
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
@@ -37,49 +40,56 @@ pub async fn create_decisions(
         .collect();
     let primaries = primary_runs(&tx, &named).await?;
     let lineage = lineage_runs(&tx, policy).await?;
-    let mut results = Vec::with_capacity(decisions.len());
-    for decision in decisions {
-        if let Err(reject) = decision.validate() {
-            results.push(Err(reject));
-            continue;
-        }
-        let primary = match decision.primary_ingestion_run_id {
-            None => None,
+    // the checks first; then every decision that passed in one multi-row statement
+    let mut results: Vec<Result<CreatedDecision, DecisionReject>> =
+        Vec::with_capacity(decisions.len());
+    let mut rows = Vec::with_capacity(decisions.len());
+    for (i, decision) in decisions.iter().enumerate() {
+        let checked = decision.validate().and_then(|()| match decision.primary_ingestion_run_id {
+            None => Ok(None),
             Some(run_id) => match primaries.iter().find(|p| p.0.run_id == run_id) {
-                None => {
-                    results.push(Err(DecisionReject::new(
-                        REJECT_UNKNOWN_RUN,
-                        format!("primary ingestion run {run_id} does not exist"),
-                    )));
-                    continue;
-                }
+                None => Err(DecisionReject::new(
+                    REJECT_UNKNOWN_RUN,
+                    format!("primary ingestion run {run_id} does not exist"),
+                )),
                 Some((run, _, status)) if *status != RunStatus::Completed => {
-                    results.push(Err(DecisionReject::new(
+                    Err(DecisionReject::new(
                         REJECT_RUN_NOT_COMPLETED,
                         format!(
                             "primary ingestion run {run_id} ({}) is {status}, not completed: \
                              its data cannot be proven available",
                             run.task
                         ),
-                    )));
-                    continue;
+                    ))
                 }
-                Some((run, id, _)) => Some((run, *id)),
+                Some((run, id, _)) => Ok(Some((run, *id))),
             },
-        };
-        let rationale = rationale_with_lineage(
-            decision.rationale.as_ref(),
-            &lineage,
-            primary.map(|(run, _)| run),
-            policy,
-        );
-        match insert_decision(&tx, decision, primary.map(|(_, id)| id), &rationale).await? {
-            Some(created) => results.push(Ok(created)),
-            None => results.push(Err(DecisionReject::new(
-                REJECT_DUPLICATE,
-                format!("decision {} exists already", decision.decision_id),
-            ))),
+        });
+        match checked {
+            Err(reject) => results.push(Err(reject)),
+            Ok(primary) => {
+                let rationale = rationale_with_lineage(
+                    decision.rationale.as_ref(),
+                    &lineage,
+                    primary.map(|(run, _)| run),
+                    policy,
+                );
+                rows.push((i, primary.map(|(_, id)| id), rationale));
+                // a placeholder, replaced below by the row or a duplicate reject
+                results.push(Err(DecisionReject::new(REJECT_DUPLICATE, String::new())));
+            }
         }
+    }
+    let mut created = insert_decisions(&tx, decisions, &rows).await?;
+    for (i, _, _) in &rows {
+        let id = decisions[*i].decision_id;
+        results[*i] = match created.remove(&id) {
+            Some(row) => Ok(row),
+            None => Err(DecisionReject::new(
+                REJECT_DUPLICATE,
+                format!("decision {id} exists already"),
+            )),
+        };
     }
     tx.commit()
         .await
@@ -149,49 +159,84 @@ pub async fn lineage_runs(
         .collect())
 }
 
-/// Inserts one pending decision; `None` when its id exists already.
-async fn insert_decision(
+/// Inserts the pending decisions `rows` (index into `decisions`, primary run key, rationale) in
+/// one statement; the rows written, by decision id (an id that exists already, or twice in
+/// `rows`, is written once: the others are missing from the answer).
+async fn insert_decisions(
     client: &impl GenericClient,
-    d: &NewDecision,
-    primary_run: Option<i64>,
-    rationale: &Value,
-) -> Result<Option<CreatedDecision>, StoreError> {
-    let row = client
-        .query_opt(
+    decisions: &[NewDecision],
+    rows: &[(usize, Option<i64>, Value)],
+) -> Result<HashMap<Uuid, CreatedDecision>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let col = |f: &dyn Fn(&NewDecision) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(|(i, _, _)| f(&decisions[*i])).collect()
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|(i, _, _)| decisions[*i].decision_id).collect();
+    let strategy = col(&|d| Some(d.strategy_name.clone()));
+    let version = col(&|d| Some(d.strategy_version.clone()));
+    let account = col(&|d| Some(d.account.clone()));
+    let symbol = col(&|d| Some(d.symbol.clone()));
+    let side = col(&|d| Some(d.side.as_str().to_string()));
+    let order_type = col(&|d| Some(d.order_type.as_str().to_string()));
+    let tif = col(&|d| Some(d.time_in_force.as_str().to_string()));
+    let signal_type = col(&|d| d.primary_signal.as_ref().map(|s| s.signal_type.clone()));
+    let signal_id = col(&|d| d.primary_signal.as_ref().map(|s| s.id.clone()));
+    let dec = |f: &dyn Fn(&NewDecision) -> Option<Decimal>| -> Vec<Option<Decimal>> {
+        rows.iter().map(|(i, _, _)| f(&decisions[*i])).collect()
+    };
+    let quantity = dec(&|d| Some(d.quantity));
+    let limit = dec(&|d| d.limit_price);
+    let stop = dec(&|d| d.stop_price);
+    let strength = dec(&|d| d.signal_strength);
+    let primary: Vec<Option<i64>> = rows.iter().map(|(_, p, _)| *p).collect();
+    let rationale: Vec<&Value> = rows.iter().map(|(_, _, r)| r).collect();
+    let written = client
+        .query(
             "INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
                  symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
                  primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
                  decision_rationale, signal_strength) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
+                 $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], \
+                 $16::numeric[]) \
              ON CONFLICT (decision_id) DO NOTHING \
              RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, created_at",
             &[
-                &d.decision_id,
-                &d.strategy_name,
-                &d.strategy_version,
-                &d.account,
-                &d.symbol,
-                &d.side.as_str(),
-                &d.quantity,
-                &d.order_type.as_str(),
-                &d.limit_price,
-                &d.stop_price,
-                &d.time_in_force.as_str(),
-                &d.primary_signal.as_ref().map(|s| s.signal_type.as_str()),
-                &d.primary_signal.as_ref().map(|s| s.id.as_str()),
-                &primary_run,
-                rationale,
-                &d.signal_strength,
+                &ids,
+                &strategy,
+                &version,
+                &account,
+                &symbol,
+                &side,
+                &quantity,
+                &order_type,
+                &limit,
+                &stop,
+                &tif,
+                &signal_type,
+                &signal_id,
+                &primary,
+                &rationale,
+                &strength,
             ],
         )
         .await
-        .map_err(StoreError::new("inserting a trade decision"))?;
-    Ok(row.map(|row| CreatedDecision {
-        id: row.get(0),
-        decision_id: row.get(1),
-        status: row.get(2),
-        decision_rationale: row.get(3),
-        primary_ingestion_run_id: row.get(4),
-        created_at: row.get(5),
-    }))
+        .map_err(StoreError::new("inserting trade decisions"))?;
+    Ok(written
+        .iter()
+        .map(|row| {
+            let created = CreatedDecision {
+                id: row.get(0),
+                decision_id: row.get(1),
+                status: row.get(2),
+                decision_rationale: row.get(3),
+                primary_ingestion_run_id: row.get(4),
+                created_at: row.get(5),
+            };
+            (created.decision_id, created)
+        })
+        .collect())
 }

@@ -402,6 +402,35 @@ pub async fn insert_payload(
     Ok(row.get(0))
 }
 
+/// Stores several payloads in one statement; their ids, in the order given.
+pub async fn insert_payloads(
+    client: &impl GenericClient,
+    payloads: &[ApiPayload],
+) -> Result<Vec<i64>, StoreError> {
+    if payloads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds: Vec<&str> = payloads.iter().map(|p| p.kind.as_str()).collect();
+    let bodies: Vec<&Value> = payloads.iter().map(|p| &p.payload).collect();
+    let sources: Vec<&str> = payloads.iter().map(|p| p.source.as_str()).collect();
+    let captured: Vec<DateTime<Utc>> = payloads.iter().map(|p| p.captured_at).collect();
+    // rows are inserted in ordinality order, so identity values rise with it: the ids sorted
+    // ascending are the ids of the payloads in the order given
+    let rows = client
+        .query(
+            "INSERT INTO api_payloads (type, payload, source, captured_at) \
+             SELECT k, p, s, c FROM unnest($1::text[], $2::jsonb[], $3::text[], \
+                 $4::timestamptz[]) WITH ORDINALITY AS u(k, p, s, c, n) ORDER BY n \
+             RETURNING id",
+            &[&kinds, &bodies, &sources, &captured],
+        )
+        .await
+        .map_err(StoreError::new("storing API payloads"))?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// One stored payload.
 pub async fn get_payload(
     client: &impl GenericClient,

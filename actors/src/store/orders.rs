@@ -80,29 +80,29 @@ pub enum DecisionOutcome {
 
 /// One broker submission's result, stored in one statement with its response payload.
 #[derive(Debug, Clone)]
-pub struct Submission<'a> {
+pub struct Submission {
     /// The decision's surrogate key
     pub decision_pk: i64,
     /// The new execution's id
     pub execution_id: Uuid,
     /// The broker's name
-    pub broker: &'a str,
+    pub broker: &'static str,
     /// The stored request payload
     pub request_payload_id: i64,
     /// The response payload to store
-    pub response: &'a ApiPayload,
+    pub response: ApiPayload,
     /// The mapped execution status
-    pub status: &'a str,
+    pub status: &'static str,
     /// The broker's order id
-    pub broker_order_id: Option<&'a str>,
+    pub broker_order_id: Option<String>,
     /// The HTTP status, when there was a response
     pub http_status: Option<i32>,
     /// The broker's error code (or `timeout`, `transport`)
-    pub error_code: Option<&'a str>,
+    pub error_code: Option<String>,
     /// The error message
-    pub error_message: Option<&'a str>,
+    pub error_message: Option<String>,
     /// The whole error body
-    pub error_details: Option<&'a Value>,
+    pub error_details: Option<Value>,
     /// Filled so far
     pub filled_qty: Decimal,
     /// Average fill price
@@ -121,7 +121,7 @@ pub struct Submission<'a> {
 /// to executed or failed, atomically (one statement); returns the execution's surrogate key.
 pub async fn record_submission(
     client: &impl GenericClient,
-    s: &Submission<'_>,
+    s: &Submission,
 ) -> Result<i64, StoreError> {
     let (decision_status, failure) = match &s.outcome {
         DecisionOutcome::Executed => ("executed", None),

@@ -71,7 +71,9 @@ async fn drive(
             request
                 .headers_mut()
                 .insert("authorization", "Bearer bench-token".parse().unwrap());
-            let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+                .await
+                .unwrap();
             let (mut tx, mut rx) = ws.split();
             let reader = tokio::spawn(async move {
                 let mut acks = HashMap::new();
@@ -141,8 +143,19 @@ async fn receipts(
 }
 
 async fn run(orders: usize, connections: usize) {
-    let (_cluster, conninfo, client, dir) =
-        support::bench_database("bench-order-path", Vec::new()).await;
+    let (_cluster, conninfo, client, dir) = support::bench_database(
+        "bench-order-path",
+        std::env::var("XSET")
+            .ok()
+            .map(|v| {
+                vec![(
+                    v.split('=').next().unwrap().to_string(),
+                    v.split('=').nth(1).unwrap().to_string(),
+                )]
+            })
+            .unwrap_or_default(),
+    )
+    .await;
 
     // the floor: one single-row INSERT + COMMIT round trip
     client

@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tradegate::api::{self, ApiState};
 use tradegate_actors::domain::{
-    DecisionReject, IngestionRun, LineagePolicy, NewDecision, NewRun, OrderType, PrimarySignal,
-    RecordOperation, RunCounts, RunRecord, RunStatus, Side, TimeInForce,
+    ApiPayload, DecisionReject, IngestionRun, LineagePolicy, NewDecision, NewRun, OrderType,
+    PrimarySignal, RecordOperation, RunCounts, RunRecord, RunStatus, Side, TimeInForce,
 };
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle, RestartPolicy};
 use tradegate_actors::ingestion_logger::{
@@ -24,6 +24,7 @@ use tradegate_actors::ingestion_logger::{
 use tradegate_actors::store::decisions::{
     REJECT_RUN_NOT_COMPLETED, REJECT_UNKNOWN_RUN, create_decisions,
 };
+use tradegate_actors::store::ingestion::{get_payload, insert_payloads};
 use uuid::Uuid;
 
 /// An IngestionLogger (under a unique name) under a Gateway, with the HTTP API on loopback.
@@ -854,8 +855,50 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
     assert_eq!(row.get::<_, Decimal>(3), Decimal::new(18_512, 2));
     assert_eq!(row.get::<_, Decimal>(4), Decimal::new(87, 2));
     // the same decision again is refused, not doubled
-    let again = create_decisions(&mut sql, &[good], DAY).await.unwrap();
+    let again = create_decisions(&mut sql, std::slice::from_ref(&good), DAY)
+        .await
+        .unwrap();
     assert_eq!(again[0].as_ref().unwrap_err().code, "duplicate_decision");
+    // twice in one batch: the first is written, the second refused, the rest unaffected
+    let twin = decision(None);
+    let after = decision(None);
+    let batch = create_decisions(
+        &mut sql,
+        &[twin.clone(), twin.clone(), good, after.clone()],
+        DAY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(batch[0].as_ref().unwrap().decision_id, twin.decision_id);
+    assert_eq!(batch[1].as_ref().unwrap_err().code, "duplicate_decision");
+    assert_eq!(batch[2].as_ref().unwrap_err().code, "duplicate_decision");
+    assert_eq!(batch[3].as_ref().unwrap().decision_id, after.decision_id);
+    let count: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM trade_decisions WHERE decision_id = $1",
+            &[&twin.decision_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+    // a batch's payloads come back with their ids in the order given
+    let payloads: Vec<ApiPayload> = (0..5)
+        .map(|i| {
+            ApiPayload::request(
+                "alpaca",
+                json!({"endpoint": format!("/v2/orders/{i}"), "method": "GET"}),
+            )
+            .unwrap()
+        })
+        .collect();
+    let ids = insert_payloads(&sql, &payloads).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        let stored = get_payload(&sql, *id).await.unwrap().unwrap();
+        assert_eq!(stored.payload["endpoint"], format!("/v2/orders/{i}"));
+    }
+    assert!(insert_payloads(&sql, &[]).await.unwrap().is_empty());
     logger.stop().await;
 }
 

@@ -20,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use indexmap::IndexMap;
 use rust_decimal::Decimal;
@@ -1163,6 +1164,12 @@ pub async fn serve(
     sim: SimAlpaca,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // order messages are small and latency-bound: no Nagle delay on answers or pushes
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown)
         .await

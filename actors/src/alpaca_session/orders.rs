@@ -17,9 +17,9 @@ use crate::domain::{
     ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
 };
 use crate::order_router::StrategyHub;
+use crate::store;
 use crate::store::group::{self, GroupCommit};
 use crate::store::orders::{DecisionOutcome, EventApplied, OrderRow, Submission};
-use crate::store;
 use crate::trade_log_writer::TradeLog;
 
 /// The broker name stored with executions and payloads.
@@ -217,7 +217,11 @@ impl SessionCtx {
         );
     }
 
-    async fn submit_inner(&self, order: &RoutedOrder, request_payload_id: i64) -> Result<(), String> {
+    async fn submit_inner(
+        &self,
+        order: &RoutedOrder,
+        request_payload_id: i64,
+    ) -> Result<(), String> {
         let d = &order.decision;
         let cl = d.decision_id.to_string();
         let body = mapping::order_body(d);

@@ -613,8 +613,8 @@ async fn write_decisions(
     args: &OrderRouterArgs,
     decisions: &[NewDecision],
 ) -> Result<Vec<Result<i64, OrderReject>>, String> {
-    let mut client = args.pool.get().await.map_err(|e| e.to_string())?;
-    let results = store::decisions::create_decisions(&mut client, decisions, args.lineage)
+    let client = args.pool.get().await.map_err(|e| e.to_string())?;
+    let results = store::decisions::create_decisions(&**client, decisions, args.lineage)
         .await
         .map_err(|e| e.to_string())?;
     Ok(results

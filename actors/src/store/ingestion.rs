@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient, Row};
 use uuid::Uuid;
 
@@ -417,12 +418,17 @@ pub async fn insert_payloads(
     // rows are inserted in ordinality order, so identity values rise with it: the ids sorted
     // ascending are the ids of the payloads in the order given
     let rows = client
-        .query(
+        .query_typed(
             "INSERT INTO api_payloads (type, payload, source, captured_at) \
              SELECT k, p, s, c FROM unnest($1::text[], $2::jsonb[], $3::text[], \
                  $4::timestamptz[]) WITH ORDINALITY AS u(k, p, s, c, n) ORDER BY n \
              RETURNING id",
-            &[&kinds, &bodies, &sources, &captured],
+            &[
+                (&kinds, Type::TEXT_ARRAY),
+                (&bodies, Type::JSONB_ARRAY),
+                (&sources, Type::TEXT_ARRAY),
+                (&captured, Type::TIMESTAMPTZ_ARRAY),
+            ],
         )
         .await
         .map_err(StoreError::new("storing API payloads"))?;

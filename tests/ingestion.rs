@@ -732,7 +732,7 @@ const DAY: LineagePolicy = LineagePolicy {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data() {
     let logger = Logger::start().await;
-    let mut sql = logger.db.client().await;
+    let sql = logger.db.client().await;
     let congress = logger.start_run("congress.daily").await;
     logger
         .client
@@ -780,7 +780,7 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
         on_unknown.clone(),
         without_primary.clone(),
     ];
-    let results = create_decisions(&mut sql, &batch, DAY).await.unwrap();
+    let results = create_decisions(&sql, &batch, DAY).await.unwrap();
 
     let created = results[0]
         .as_ref()
@@ -855,7 +855,7 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
     assert_eq!(row.get::<_, Decimal>(3), Decimal::new(18_512, 2));
     assert_eq!(row.get::<_, Decimal>(4), Decimal::new(87, 2));
     // the same decision again is refused, not doubled
-    let again = create_decisions(&mut sql, std::slice::from_ref(&good), DAY)
+    let again = create_decisions(&sql, std::slice::from_ref(&good), DAY)
         .await
         .unwrap();
     assert_eq!(again[0].as_ref().unwrap_err().code, "duplicate_decision");
@@ -863,7 +863,7 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
     let twin = decision(None);
     let after = decision(None);
     let batch = create_decisions(
-        &mut sql,
+        &sql,
         &[twin.clone(), twin.clone(), good, after.clone()],
         DAY,
     )
@@ -905,7 +905,7 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
 #[tokio::test(flavor = "multi_thread")]
 async fn lineage_lists_only_runs_inside_the_window() {
     let logger = Logger::start().await;
-    let mut sql = logger.db.client().await;
+    let sql = logger.db.client().await;
     let old = logger.start_run("old.job").await;
     logger.client.complete(old.run_id, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -915,7 +915,7 @@ async fn lineage_lists_only_runs_inside_the_window() {
         window: Duration::from_secs(1),
         max_runs: 50,
     };
-    let results = create_decisions(&mut sql, &[decision(None)], policy)
+    let results = create_decisions(&sql, &[decision(None)], policy)
         .await
         .unwrap();
     let lineage = &results[0].as_ref().unwrap().decision_rationale["data_lineage"];
@@ -932,7 +932,7 @@ async fn lineage_lists_only_runs_inside_the_window() {
         window: Duration::from_secs(3_600),
         max_runs: 1,
     };
-    let results = create_decisions(&mut sql, &[decision(None)], capped)
+    let results = create_decisions(&sql, &[decision(None)], capped)
         .await
         .unwrap();
     let listed = results[0].as_ref().unwrap().decision_rationale["data_lineage"]["ingestion_runs"]

@@ -143,19 +143,8 @@ async fn receipts(
 }
 
 async fn run(orders: usize, connections: usize) {
-    let (_cluster, conninfo, client, dir) = support::bench_database(
-        "bench-order-path",
-        std::env::var("XSET")
-            .ok()
-            .map(|v| {
-                vec![(
-                    v.split('=').next().unwrap().to_string(),
-                    v.split('=').nth(1).unwrap().to_string(),
-                )]
-            })
-            .unwrap_or_default(),
-    )
-    .await;
+    let (_cluster, conninfo, client, dir) =
+        support::bench_database("bench-order-path", Vec::new()).await;
 
     // the floor: one single-row INSERT + COMMIT round trip
     client

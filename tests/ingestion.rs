@@ -22,7 +22,7 @@ use tradegate_actors::ingestion_logger::{
     RunFilter,
 };
 use tradegate_actors::store::decisions::{
-    REJECT_RUN_NOT_COMPLETED, REJECT_UNKNOWN_RUN, create_decisions,
+    REJECT_RUN_NOT_COMPLETED, REJECT_UNKNOWN_RUN, create_decisions, create_decisions_with_requests,
 };
 use tradegate_actors::store::ingestion::{get_payload, insert_payloads};
 use uuid::Uuid;
@@ -882,6 +882,47 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
         .unwrap()
         .get(0);
     assert_eq!(count, 1);
+    // requests stored with their decisions: one per decision written, none for a duplicate
+    let fresh = [decision(None), decision(None)];
+    let batch = [fresh[0].clone(), twin.clone(), fresh[1].clone()];
+    let request = |d: &NewDecision| {
+        Some(
+            ApiPayload::request(
+                "alpaca",
+                json!({"endpoint": "/v2/orders", "method": "POST",
+                       "body": {"client_order_id": d.decision_id.to_string()}}),
+            )
+            .unwrap(),
+        )
+    };
+    let requests: Vec<_> = batch.iter().map(request).collect();
+    let written = create_decisions_with_requests(&sql, &batch, &requests, DAY)
+        .await
+        .unwrap();
+    assert_eq!(written[1].as_ref().unwrap_err().code, "duplicate_decision");
+    for (i, d) in [(0, &fresh[0]), (2, &fresh[1])] {
+        let (created, request_id) = written[i].as_ref().unwrap();
+        assert_eq!(created.decision_id, d.decision_id);
+        let stored = get_payload(&sql, request_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.payload["body"]["client_order_id"],
+            d.decision_id.to_string(),
+            "each decision gets its own request"
+        );
+        assert_eq!(stored.captured_at, created.created_at);
+    }
+    let twin_requests: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM api_payloads WHERE payload #>> '{body,client_order_id}' = $1",
+            &[&twin.decision_id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twin_requests, 0, "a refused duplicate stores no request");
     // a batch's payloads come back with their ids in the order given
     let payloads: Vec<ApiPayload> = (0..5)
         .map(|i| {

@@ -20,6 +20,10 @@ use crate::trade_log_writer::TradeLog;
 
 /// Most writes (submission outcomes, stream events) one group commit takes.
 const GROUP_COMMIT_MAX: usize = 256;
+/// How long submission outcomes and stream events wait for others to share their commit. The
+/// order is at the broker already; a few milliseconds here keep the database's work per order
+/// low, which keeps the next orders' path to the broker short.
+const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(5);
 
 /// The registry name of the session of `account`.
 pub fn name_for(account: &str) -> String {
@@ -105,10 +109,18 @@ impl Actor for AlpacaSession {
         _myself: ActorRef<Self::Msg>,
         args: AlpacaSessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (submissions, submissions_task) =
-            GroupCommit::spawn(args.pool.clone(), GROUP_COMMIT_MAX, "alpaca_submissions");
-        let (events, events_task) =
-            GroupCommit::spawn(args.pool.clone(), GROUP_COMMIT_MAX, "alpaca_events");
+        let (submissions, submissions_task) = GroupCommit::spawn(
+            args.pool.clone(),
+            GROUP_COMMIT_MAX,
+            GROUP_COMMIT_LINGER,
+            "alpaca_submissions",
+        );
+        let (events, events_task) = GroupCommit::spawn(
+            args.pool.clone(),
+            GROUP_COMMIT_MAX,
+            GROUP_COMMIT_LINGER,
+            "alpaca_events",
+        );
         let ctx = Arc::new(SessionCtx {
             account: args.account.name.clone(),
             rest: AlpacaRest::new(

@@ -12,3 +12,4 @@ pub use actor::{
     AlpacaSession, AlpacaSessionArgs, AlpacaSessionMessage, AlpacaSessionState, find, name_for,
 };
 pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
+pub use orders::submission_request;

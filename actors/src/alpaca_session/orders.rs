@@ -76,6 +76,12 @@ fn request_payload(
     ApiPayload::request(BROKER, payload).map_err(|e| e.to_string())
 }
 
+/// The request a decision is submitted as (`POST /v2/orders` with its order body), as stored
+/// in `api_payloads`: the router stores it with the decision.
+pub fn submission_request(decision: &NewDecision) -> Option<ApiPayload> {
+    request_payload("POST", ORDERS, &[], Some(&mapping::order_body(decision))).ok()
+}
+
 impl SessionCtx {
     fn log(&self, events: impl IntoIterator<Item = TradeLogEvent>) {
         if let Some(log) = &self.trade_log {
@@ -108,16 +114,31 @@ impl SessionCtx {
             .map_err(|e| e.to_string())
     }
 
-    /// Stores the request payloads of `orders`' submissions in one statement; their ids.
+    /// The request payload ids of `orders`' submissions: stored with the decision as a rule;
+    /// the others are stored now, in one statement.
     async fn store_order_requests(&self, orders: &[RoutedOrder]) -> Result<Vec<i64>, String> {
-        let payloads = orders
+        let missing = orders
             .iter()
+            .filter(|o| o.request_payload_id.is_none())
             .map(|o| request_payload("POST", ORDERS, &[], Some(&mapping::order_body(&o.decision))))
             .collect::<Result<Vec<_>, _>>()?;
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        store::ingestion::insert_payloads(&**client, &payloads)
-            .await
-            .map_err(|e| e.to_string())
+        let mut stored = if missing.is_empty() {
+            Vec::new()
+        } else {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            store::ingestion::insert_payloads(&*client, &missing)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        .into_iter();
+        orders
+            .iter()
+            .map(|o| {
+                o.request_payload_id
+                    .or_else(|| stored.next())
+                    .ok_or_else(|| "a request payload id is missing".to_string())
+            })
+            .collect()
     }
 
     /// Stores a submission's outcome in the session's next group commit.

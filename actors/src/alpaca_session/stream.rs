@@ -231,12 +231,12 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Option<OrderRow> {
         let found = async {
             let client = ctx.pool.get().await.ok()?;
             match decision {
-                Some(d) => store::orders::order_by_decision(&**client, d)
+                Some(d) => store::orders::order_by_decision(&*client, d)
                     .await
                     .ok()
                     .flatten(),
                 None => match broker_id {
-                    Some(id) => store::orders::order_by_broker_id(&**client, id)
+                    Some(id) => store::orders::order_by_broker_id(&*client, id)
                         .await
                         .ok()
                         .flatten(),
@@ -466,7 +466,7 @@ async fn recover_missed(
         };
         let row = {
             let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-            store::orders::order_by_decision(&**client, decision)
+            store::orders::order_by_decision(&*client, decision)
                 .await
                 .map_err(|e| e.to_string())?
         };

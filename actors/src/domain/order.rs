@@ -288,4 +288,6 @@ pub struct RoutedOrder {
     pub decision_pk: i64,
     /// The decision (= client order id)
     pub decision: NewDecision,
+    /// The broker request, stored with the decision (when it was)
+    pub request_payload_id: Option<i64>,
 }

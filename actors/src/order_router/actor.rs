@@ -17,8 +17,8 @@ use super::hub::StrategyHub;
 use super::risk::{self, RiskState, codes};
 use crate::alpaca_session::{self, AlpacaSessionMessage};
 use crate::domain::{
-    AUDIT_UNAVAILABLE, KillSwitch, LineagePolicy, NewDecision, OrderOutcome, OrderReject,
-    OrderRequest, ReplaceRequest, RoutedOrder, StrategyEvent,
+    AUDIT_UNAVAILABLE, ApiPayload, KillSwitch, LineagePolicy, NewDecision, OrderOutcome,
+    OrderReject, OrderRequest, ReplaceRequest, RoutedOrder, StrategyEvent,
 };
 use crate::store::{self, orders::RejectRecord};
 
@@ -542,11 +542,12 @@ async fn committer(
                 match c {
                     Err(r) => outcomes.push(Err(r)),
                     Ok(decision) => match written.next() {
-                        Some(Ok(pk)) => {
+                        Some(Ok((pk, request_payload_id))) => {
                             outcomes.push(Ok(decision.decision_id));
                             routed.push(RoutedOrder {
                                 decision_pk: pk,
                                 decision,
+                                request_payload_id,
                             });
                         }
                         Some(Err(r)) => {
@@ -612,15 +613,26 @@ async fn committer(
 async fn write_decisions(
     args: &OrderRouterArgs,
     decisions: &[NewDecision],
-) -> Result<Vec<Result<i64, OrderReject>>, String> {
+) -> Result<Vec<Result<(i64, Option<i64>), OrderReject>>, String> {
+    // each order's broker request goes into the decisions' own statement: on record before
+    // the call, without a commit of its own on the way to the broker
+    let requests: Vec<Option<ApiPayload>> = decisions
+        .iter()
+        .map(alpaca_session::submission_request)
+        .collect();
     let client = args.pool.get().await.map_err(|e| e.to_string())?;
-    let results = store::decisions::create_decisions(&**client, decisions, args.lineage)
-        .await
-        .map_err(|e| e.to_string())?;
+    let results = store::decisions::create_decisions_with_requests(
+        &*client,
+        decisions,
+        &requests,
+        args.lineage,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(results
         .into_iter()
         .map(|r| {
-            r.map(|created| created.id)
+            r.map(|(created, request)| (created.id, request))
                 .map_err(|d| OrderReject::new(d.code, d.message))
         })
         .collect())
@@ -687,7 +699,7 @@ async fn owned_order(
         .get()
         .await
         .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
-    let order = store::orders::order_by_decision(&**client, decision_id)
+    let order = store::orders::order_by_decision(&*client, decision_id)
         .await
         .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
     match order {

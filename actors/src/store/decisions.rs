@@ -5,15 +5,16 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::db::Db;
 use crate::domain::decision::rationale_with_lineage;
 use crate::domain::{
-    CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, RunStatus,
+    ApiPayload, CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, RunStatus,
 };
+use tokio_postgres::GenericClient;
 
 /// Reason code: the named primary ingestion run does not exist.
 pub const REJECT_UNKNOWN_RUN: &str = "lineage.unknown_run";
@@ -30,21 +31,37 @@ pub const REJECT_DUPLICATE: &str = "duplicate_decision";
 /// database failed and nothing was written.
 ///
 /// Two round trips: the reads (lineage and primary runs, pipelined), then the insert. Each
-/// statement goes with its parameter types (`query_typed`), so none needs a prepare first.
+/// statement is prepared once per pooled connection (see `store::db`).
 pub async fn create_decisions(
-    client: &impl GenericClient,
+    db: &impl Db,
     decisions: &[NewDecision],
     policy: LineagePolicy,
 ) -> Result<Vec<Result<CreatedDecision, DecisionReject>>, StoreError> {
+    let written = create_decisions_with_requests(db, decisions, &[], policy).await?;
+    Ok(written
+        .into_iter()
+        .map(|r| r.map(|(created, _)| created))
+        .collect())
+}
+
+/// [`create_decisions`], storing with each decision written, in the same statement, the broker
+/// request it is about to be sent as (`requests[i]` for `decisions[i]`, when given): so the
+/// request payload is on record before the call without a commit of its own. Each written
+/// decision comes with its request payload's id.
+pub async fn create_decisions_with_requests(
+    db: &impl Db,
+    decisions: &[NewDecision],
+    requests: &[Option<ApiPayload>],
+    policy: LineagePolicy,
+) -> Result<Vec<Result<(CreatedDecision, Option<i64>), DecisionReject>>, StoreError> {
     let named: Vec<Uuid> = decisions
         .iter()
         .filter_map(|d| d.primary_ingestion_run_id)
         .collect();
     let ((clock, lineage), primaries) =
-        futures_util::future::try_join(lineage_at(client, policy), primary_runs(client, &named))
-            .await?;
+        futures_util::future::try_join(lineage_at(db, policy), primary_runs(db, &named)).await?;
     // the checks first; then every decision that passed in one multi-row statement
-    let mut results: Vec<Result<CreatedDecision, DecisionReject>> =
+    let mut results: Vec<Result<(CreatedDecision, Option<i64>), DecisionReject>> =
         Vec::with_capacity(decisions.len());
     let mut rows = Vec::with_capacity(decisions.len());
     for (i, decision) in decisions.iter().enumerate() {
@@ -85,11 +102,22 @@ pub async fn create_decisions(
             }
         }
     }
-    let mut created = insert_decisions(client, decisions, &rows, clock).await?;
+    // one request per decision id: a second copy of a decision is refused as a duplicate
+    let mut seen = std::collections::HashSet::new();
+    let with_requests: Vec<(Uuid, &ApiPayload)> = rows
+        .iter()
+        .filter_map(|(i, _, _)| {
+            let id = decisions[*i].decision_id;
+            let request = requests.get(*i)?.as_ref()?;
+            seen.insert(id).then_some((id, request))
+        })
+        .collect();
+    let (mut created, request_ids) =
+        insert_decisions(db, decisions, &rows, &with_requests, clock).await?;
     for (i, _, _) in &rows {
         let id = decisions[*i].decision_id;
         results[*i] = match created.remove(&id) {
-            Some(row) => Ok(row),
+            Some(row) => Ok((row, request_ids.get(&id).copied())),
             None => Err(DecisionReject::new(
                 REJECT_DUPLICATE,
                 format!("decision {id} exists already"),
@@ -101,17 +129,23 @@ pub async fn create_decisions(
 
 /// The named runs: each with its surrogate key and status.
 async fn primary_runs(
-    client: &impl GenericClient,
+    db: &impl Db,
     run_ids: &[Uuid],
 ) -> Result<Vec<(LineageRun, i64, RunStatus)>, StoreError> {
     if run_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = client
-        .query_typed(
-            "SELECT run_id, task_name, data_source, completed_at, id, status \
+    let rows = db
+        .client()
+        .query(
+            &db.statement(
+                "SELECT run_id, task_name, data_source, completed_at, id, status \
              FROM data_ingestion_runs WHERE run_id = ANY($1)",
-            &[(&run_ids, Type::UUID_ARRAY)],
+                &[Type::UUID_ARRAY],
+            )
+            .await
+            .map_err(StoreError::new("preparing the primary runs read"))?,
+            &[&run_ids],
         )
         .await
         .map_err(StoreError::new("reading primary ingestion runs"))?;
@@ -135,13 +169,15 @@ async fn primary_runs(
 
 /// The database's clock and the runs completed within `policy.window` before it, newest first.
 pub async fn lineage_at(
-    client: &impl GenericClient,
+    db: &impl Db,
     policy: LineagePolicy,
 ) -> Result<(DateTime<Utc>, Vec<LineageRun>), StoreError> {
     let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
-    let rows = client
-        .query_typed(
-            "SELECT c.clock, r.run_id, r.task_name, r.data_source, r.completed_at \
+    let rows = db
+        .client()
+        .query(
+            &db.statement(
+                "SELECT c.clock, r.run_id, r.task_name, r.data_source, r.completed_at \
              FROM (SELECT now() AS clock) c LEFT JOIN LATERAL ( \
                  SELECT run_id, task_name, data_source, completed_at FROM data_ingestion_runs \
                  WHERE status = 'completed' \
@@ -149,10 +185,11 @@ pub async fn lineage_at(
                    AND completed_at <= c.clock \
                  ORDER BY completed_at DESC LIMIT $2) r ON true \
              ORDER BY r.completed_at DESC",
-            &[
-                (&window, Type::INT8),
-                (&i64::from(policy.max_runs), Type::INT8),
-            ],
+                &[Type::INT8, Type::INT8],
+            )
+            .await
+            .map_err(StoreError::new("preparing the lineage read"))?,
+            &[&window, &i64::from(policy.max_runs)],
         )
         .await
         .map_err(StoreError::new("reading the data lineage"))?;
@@ -172,17 +209,47 @@ pub async fn lineage_at(
     ))
 }
 
+/// The decisions insert: every row of the arrays is one decision; with them, the request
+/// payloads of the decisions that were written (an id that exists already writes no request).
+const INSERT_DECISIONS: &str = "\
+    WITH d AS ( \
+        INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
+            symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
+            primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
+            decision_rationale, signal_strength, created_at) \
+        SELECT *, $17::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+            $5::text[], $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
+            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], $16::numeric[]) \
+        ON CONFLICT (decision_id) DO NOTHING \
+        RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
+            created_at), \
+    p AS ( \
+        INSERT INTO api_payloads (type, payload, source, captured_at) \
+        SELECT 'ApiRequest', r.payload, r.source, $17::timestamptz \
+        FROM unnest($18::uuid[], $19::jsonb[], $20::text[]) WITH ORDINALITY \
+            AS r(decision_id, payload, source, n) \
+        WHERE r.decision_id IN (SELECT decision_id FROM d) \
+        ORDER BY r.n \
+        RETURNING id) \
+    SELECT id, decision_id, status, decision_rationale, primary_ingestion_run_id, created_at, \
+        NULL::bigint FROM d \
+    UNION ALL \
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, id FROM p";
+
 /// Inserts the pending decisions `rows` (index into `decisions`, primary run key, rationale) in
-/// one statement; the rows written, by decision id (an id that exists already, or twice in
-/// `rows`, is written once: the others are missing from the answer).
+/// one statement, with the request payloads `requests` (decision id, payload; at most one per
+/// decision) of those written. The rows written, by decision id (an id that exists already, or
+/// twice in `rows`, is written once: the others are missing from the answer), and the request
+/// payload ids by decision id.
 async fn insert_decisions(
-    client: &impl GenericClient,
+    db: &impl Db,
     decisions: &[NewDecision],
     rows: &[(usize, Option<i64>, Value)],
+    requests: &[(Uuid, &ApiPayload)],
     created_at: DateTime<Utc>,
-) -> Result<HashMap<Uuid, CreatedDecision>, StoreError> {
+) -> Result<(HashMap<Uuid, CreatedDecision>, HashMap<Uuid, i64>), StoreError> {
     if rows.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((HashMap::new(), HashMap::new()));
     }
     let col = |f: &dyn Fn(&NewDecision) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(|(i, _, _)| f(&decisions[*i])).collect()
@@ -209,42 +276,71 @@ async fn insert_decisions(
     let strength = dec(&|d| d.signal_strength);
     let primary: Vec<Option<i64>> = rows.iter().map(|(_, p, _)| *p).collect();
     let rationale: Vec<&Value> = rows.iter().map(|(_, _, r)| r).collect();
-    let written = client
-        .query_typed(
-            "INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
-                 symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
-                 primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
-                 decision_rationale, signal_strength, created_at) \
-             SELECT *, $17::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::text[], $7::numeric[], $8::text[], $9::numeric[], \
-                 $10::numeric[], $11::text[], $12::text[], $13::text[], $14::bigint[], \
-                 $15::jsonb[], $16::numeric[]) \
-             ON CONFLICT (decision_id) DO NOTHING \
-             RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, created_at",
+    let request_of: Vec<Uuid> = requests.iter().map(|(d, _)| *d).collect();
+    let request_body: Vec<&Value> = requests.iter().map(|(_, p)| &p.payload).collect();
+    let request_source: Vec<&str> = requests.iter().map(|(_, p)| p.source.as_str()).collect();
+    use Type as T;
+    let types = [
+        T::UUID_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::NUMERIC_ARRAY,
+        T::TEXT_ARRAY,
+        T::NUMERIC_ARRAY,
+        T::NUMERIC_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::TEXT_ARRAY,
+        T::INT8_ARRAY,
+        T::JSONB_ARRAY,
+        T::NUMERIC_ARRAY,
+        T::TIMESTAMPTZ,
+        T::UUID_ARRAY,
+        T::JSONB_ARRAY,
+        T::TEXT_ARRAY,
+    ];
+    let statement = db
+        .statement(INSERT_DECISIONS, &types)
+        .await
+        .map_err(StoreError::new("preparing the decisions insert"))?;
+    let written = db
+        .client()
+        .query(
+            &statement,
             &[
-                (&ids, Type::UUID_ARRAY),
-                (&strategy, Type::TEXT_ARRAY),
-                (&version, Type::TEXT_ARRAY),
-                (&account, Type::TEXT_ARRAY),
-                (&symbol, Type::TEXT_ARRAY),
-                (&side, Type::TEXT_ARRAY),
-                (&quantity, Type::NUMERIC_ARRAY),
-                (&order_type, Type::TEXT_ARRAY),
-                (&limit, Type::NUMERIC_ARRAY),
-                (&stop, Type::NUMERIC_ARRAY),
-                (&tif, Type::TEXT_ARRAY),
-                (&signal_type, Type::TEXT_ARRAY),
-                (&signal_id, Type::TEXT_ARRAY),
-                (&primary, Type::INT8_ARRAY),
-                (&rationale, Type::JSONB_ARRAY),
-                (&strength, Type::NUMERIC_ARRAY),
-                (&created_at, Type::TIMESTAMPTZ),
+                &ids,
+                &strategy,
+                &version,
+                &account,
+                &symbol,
+                &side,
+                &quantity,
+                &order_type,
+                &limit,
+                &stop,
+                &tif,
+                &signal_type,
+                &signal_id,
+                &primary,
+                &rationale,
+                &strength,
+                &created_at,
+                &request_of,
+                &request_body,
+                &request_source,
             ],
         )
         .await
         .map_err(StoreError::new("inserting trade decisions"))?;
-    Ok(written
+    // the decisions' rows, then one row per request payload id
+    let (payloads, decisions_written): (Vec<_>, Vec<_>) = written
         .iter()
+        .partition(|row| row.get::<_, Option<i64>>(6).is_some());
+    let created: HashMap<Uuid, CreatedDecision> = decisions_written
+        .into_iter()
         .map(|row| {
             let created = CreatedDecision {
                 id: row.get(0),
@@ -256,5 +352,16 @@ async fn insert_decisions(
             };
             (created.decision_id, created)
         })
-        .collect())
+        .collect();
+    // payloads were inserted in the order given, so their ids rise with it: matched in order
+    // to the requests whose decisions were written
+    let mut request_ids: Vec<i64> = payloads.iter().map(|r| r.get(6)).collect();
+    request_ids.sort_unstable();
+    let mut next = request_ids.into_iter();
+    let requests = requests
+        .iter()
+        .filter(|(d, _)| created.contains_key(d))
+        .filter_map(|(d, _)| Some((*d, next.next()?)))
+        .collect();
+    Ok((created, requests))
 }

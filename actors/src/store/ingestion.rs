@@ -11,6 +11,7 @@ use tokio_postgres::{Client, GenericClient, Row};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::db::Db;
 use crate::domain::ingestion::Invalid;
 use crate::domain::{
     ApiCall, ApiCallIds, ApiPayload, ApiPayloadKind, IngestionRun, NewRun, RecordOperation,
@@ -405,7 +406,7 @@ pub async fn insert_payload(
 
 /// Stores several payloads in one statement; their ids, in the order given.
 pub async fn insert_payloads(
-    client: &impl GenericClient,
+    db: &impl Db,
     payloads: &[ApiPayload],
 ) -> Result<Vec<i64>, StoreError> {
     if payloads.is_empty() {
@@ -417,18 +418,24 @@ pub async fn insert_payloads(
     let captured: Vec<DateTime<Utc>> = payloads.iter().map(|p| p.captured_at).collect();
     // rows are inserted in ordinality order, so identity values rise with it: the ids sorted
     // ascending are the ids of the payloads in the order given
-    let rows = client
-        .query_typed(
-            "INSERT INTO api_payloads (type, payload, source, captured_at) \
+    let rows = db
+        .client()
+        .query(
+            &db.statement(
+                "INSERT INTO api_payloads (type, payload, source, captured_at) \
              SELECT k, p, s, c FROM unnest($1::text[], $2::jsonb[], $3::text[], \
                  $4::timestamptz[]) WITH ORDINALITY AS u(k, p, s, c, n) ORDER BY n \
              RETURNING id",
-            &[
-                (&kinds, Type::TEXT_ARRAY),
-                (&bodies, Type::JSONB_ARRAY),
-                (&sources, Type::TEXT_ARRAY),
-                (&captured, Type::TIMESTAMPTZ_ARRAY),
-            ],
+                &[
+                    Type::TEXT_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TIMESTAMPTZ_ARRAY,
+                ],
+            )
+            .await
+            .map_err(StoreError::new("preparing the payloads insert"))?,
+            &[&kinds, &bodies, &sources, &captured],
         )
         .await
         .map_err(StoreError::new("storing API payloads"))?;

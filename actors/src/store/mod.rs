@@ -2,6 +2,7 @@
 //! parameters always bound.
 
 pub mod broker_sync;
+pub mod db;
 pub mod decisions;
 pub mod group;
 pub mod ingestion;

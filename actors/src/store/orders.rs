@@ -10,6 +10,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::db::Db;
 use crate::domain::{
     ApiPayload, KillSwitch, NewDecision, OrderType, PrimarySignal, Side, TimeInForce,
 };
@@ -78,6 +79,29 @@ pub enum DecisionOutcome {
     Failed(String),
 }
 
+// "Still pending" is written as "none of the final states" (the same rows, by the CHECK on
+// status) in the updates by primary key below: `status = 'pending'` would let the planner,
+// with a generic plan for these prepared statements, walk the partial index of pending
+// decisions (full of dead entries under load) instead of the primary key.
+const RECORD_SUBMISSION: &str = "WITH p AS ( \
+                 INSERT INTO api_payloads (type, payload, source, captured_at) \
+                 VALUES ('ApiResponse', $1, $2, $3) RETURNING id), \
+             e AS ( \
+                 INSERT INTO trade_executions (trade_decision_id, execution_id, broker, status, \
+                     api_request_payload_id, api_response_payload_id, broker_order_id, \
+                     http_status_code, error_code, error_message, error_details, \
+                     filled_quantity, filled_avg_price, commission, submitted_at, filled_at, \
+                     rejected_at) \
+                 SELECT $4, $5, $2, $6, $7, p.id, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                        $17, $18 FROM p RETURNING id), \
+             d AS ( \
+                 UPDATE trade_decisions SET status = $19, failure_reason = $20, \
+                     executed_at = CASE WHEN $19 = 'executed' THEN now() END, \
+                     failed_at = CASE WHEN $19 = 'failed' THEN now() END, updated_at = now() \
+                 WHERE id = $4 AND status NOT IN ('executed', 'failed', 'cancelled') \
+                 RETURNING id) \
+             SELECT (SELECT id FROM e)";
+
 /// One broker submission's result, stored in one statement with its response payload.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -119,34 +143,20 @@ pub struct Submission {
 
 /// Stores a submission's response payload, its `trade_executions` row, and moves the decision
 /// to executed or failed, atomically (one statement); returns the execution's surrogate key.
-pub async fn record_submission(
-    client: &impl GenericClient,
-    s: &Submission,
-) -> Result<i64, StoreError> {
+pub async fn record_submission(db: &impl Db, s: &Submission) -> Result<i64, StoreError> {
     let (decision_status, failure) = match &s.outcome {
         DecisionOutcome::Executed => ("executed", None),
         DecisionOutcome::Failed(reason) => ("failed", Some(reason.as_str())),
     };
     let rejected_at = (s.status == "rejected").then(Utc::now);
-    let row = client
+    let statement = db
+        .statement(RECORD_SUBMISSION, &[])
+        .await
+        .map_err(StoreError::new("preparing a broker submission"))?;
+    let row = db
+        .client()
         .query_one(
-            "WITH p AS ( \
-                 INSERT INTO api_payloads (type, payload, source, captured_at) \
-                 VALUES ('ApiResponse', $1, $2, $3) RETURNING id), \
-             e AS ( \
-                 INSERT INTO trade_executions (trade_decision_id, execution_id, broker, status, \
-                     api_request_payload_id, api_response_payload_id, broker_order_id, \
-                     http_status_code, error_code, error_message, error_details, \
-                     filled_quantity, filled_avg_price, commission, submitted_at, filled_at, \
-                     rejected_at) \
-                 SELECT $4, $5, $2, $6, $7, p.id, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                        $17, $18 FROM p RETURNING id), \
-             d AS ( \
-                 UPDATE trade_decisions SET status = $19, failure_reason = $20, \
-                     executed_at = CASE WHEN $19 = 'executed' THEN now() END, \
-                     failed_at = CASE WHEN $19 = 'failed' THEN now() END, updated_at = now() \
-                 WHERE id = $4 AND status = 'pending' RETURNING id) \
-             SELECT (SELECT id FROM e)",
+            &statement,
             &[
                 &s.response.payload,
                 &s.broker,
@@ -186,7 +196,7 @@ pub async fn fail_pending_decision(
         .execute(
             "UPDATE trade_decisions SET status = 'failed', failure_reason = $2, \
                  failed_at = now(), updated_at = now() \
-             WHERE id = $1 AND status = 'pending'",
+             WHERE id = $1 AND status NOT IN ('executed', 'failed', 'cancelled')",
             &[&decision_pk, &reason],
         )
         .await
@@ -243,18 +253,21 @@ fn order_row(row: &Row) -> OrderRow {
 
 /// The order of decision `decision_id`.
 pub async fn order_by_decision(
-    client: &impl GenericClient,
+    db: &impl Db,
     decision_id: Uuid,
 ) -> Result<Option<OrderRow>, StoreError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
                  LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
                  WHERE d.decision_id = $1"
-            ),
-            &[&decision_id],
-        )
+    );
+    let statement = db
+        .statement(&sql, &[])
+        .await
+        .map_err(StoreError::new("reading an order by decision"))?;
+    let row = db
+        .client()
+        .query_opt(&statement, &[&decision_id])
         .await
         .map_err(StoreError::new("reading an order by decision"))?;
     Ok(row.as_ref().map(order_row))
@@ -262,18 +275,21 @@ pub async fn order_by_decision(
 
 /// The order whose broker order id is `broker_order_id`.
 pub async fn order_by_broker_id(
-    client: &impl GenericClient,
+    db: &impl Db,
     broker_order_id: &str,
 ) -> Result<Option<OrderRow>, StoreError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT {ORDER_COLUMNS} FROM trade_executions e \
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM trade_executions e \
                  JOIN trade_decisions d ON d.id = e.trade_decision_id \
                  WHERE e.broker_order_id = $1 LIMIT 1"
-            ),
-            &[&broker_order_id],
-        )
+    );
+    let statement = db
+        .statement(&sql, &[])
+        .await
+        .map_err(StoreError::new("reading an order by broker id"))?;
+    let row = db
+        .client()
+        .query_opt(&statement, &[&broker_order_id])
         .await
         .map_err(StoreError::new("reading an order by broker id"))?;
     Ok(row.as_ref().map(order_row))
@@ -335,7 +351,65 @@ pub async fn set_broker_order_id(
     Ok(())
 }
 
-/// One event a broker pushed (or recovery reconstructed) for one of our orders.
+const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
+                 INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
+                     broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
+                 ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
+             ex AS ( \
+                 UPDATE trade_executions x SET \
+                     status = CASE WHEN $13::text IS NULL \
+                                     OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
+                                   WHEN x.status = 'partial_fill' \
+                                     AND $13 IN ('submitted', 'accepted') THEN x.status \
+                                   ELSE $13 END, \
+                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)), \
+                     filled_avg_price = CASE WHEN $14::numeric IS NOT NULL AND $14::numeric >= x.filled_quantity \
+                                             THEN COALESCE($15::numeric, x.filled_avg_price) \
+                                             ELSE x.filled_avg_price END, \
+                     filled_at = CASE WHEN $13 = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
+                                      ELSE x.filled_at END, \
+                     cancelled_at = CASE WHEN $13 = 'cancelled' \
+                                         THEN COALESCE(x.cancelled_at, $11, now()) \
+                                         ELSE x.cancelled_at END, \
+                     rejected_at = CASE WHEN $13 = 'rejected' \
+                                        THEN COALESCE(x.rejected_at, $11, now()) \
+                                        ELSE x.rejected_at END, \
+                     updated_at = now() \
+                 WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
+                   AND (CASE WHEN $13::text IS NULL \
+                               OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
+                             WHEN x.status = 'partial_fill' \
+                               AND $13 IN ('submitted', 'accepted') THEN x.status \
+                             ELSE $13 END IS DISTINCT FROM x.status \
+                        OR COALESCE($14::numeric, 0) > x.filled_quantity) \
+                 RETURNING x.status, x.cancel_requested_at), \
+             d AS ( \
+                 UPDATE trade_decisions t SET \
+                     status = CASE WHEN ex.status = 'cancelled' \
+                                     AND ex.cancel_requested_at IS NOT NULL THEN 'cancelled' \
+                                   WHEN ex.status = 'rejected' THEN 'failed' \
+                                   ELSE t.status END, \
+                     cancelled_at = CASE WHEN ex.status = 'cancelled' \
+                                          AND ex.cancel_requested_at IS NOT NULL THEN now() \
+                                         ELSE t.cancelled_at END, \
+                     failed_at = CASE WHEN ex.status = 'rejected' \
+                                      THEN COALESCE(t.failed_at, now()) ELSE t.failed_at END, \
+                     failure_reason = CASE WHEN ex.status = 'rejected' \
+                                           THEN COALESCE(t.failure_reason, 'rejected by broker') \
+                                           ELSE t.failure_reason END, \
+                     updated_at = now() \
+                 FROM ex WHERE t.id = $4 AND t.status IN ('pending', 'executed') \
+                   AND (ex.status = 'rejected' \
+                        OR (ex.status = 'cancelled' AND ex.cancel_requested_at IS NOT NULL)) \
+                 RETURNING t.status) \
+             SELECT (SELECT id FROM ev), (SELECT status FROM ex), \
+                    COALESCE((SELECT status FROM d), \
+                             (SELECT status FROM trade_decisions WHERE id = $4))";
+
+/// One event a broker pushed (or recovery reconstructed) for one of our orders. The event is
+/// always stored (once); the execution and the decision are updated only when the event changes
+/// them, so a repeated status costs no row versions.
 #[derive(Debug, Clone)]
 pub struct OrderEvent<'a> {
     /// The broker
@@ -384,58 +458,17 @@ pub struct EventApplied {
 /// (a status never moves back from a final one), and the decision becomes cancelled when the
 /// strategy's own cancel completed, or failed when the broker rejected the order.
 pub async fn record_order_event(
-    client: &impl GenericClient,
+    db: &impl Db,
     e: &OrderEvent<'_>,
 ) -> Result<Option<EventApplied>, StoreError> {
-    let row = client
+    let statement = db
+        .statement(RECORD_ORDER_EVENT, &[])
+        .await
+        .map_err(StoreError::new("preparing a broker order event"))?;
+    let row = db
+        .client()
         .query_opt(
-            "WITH ev AS ( \
-                 INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
-                     broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
-                 ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
-             ex AS ( \
-                 UPDATE trade_executions x SET \
-                     status = CASE WHEN $13::text IS NULL \
-                                     OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
-                                   WHEN x.status = 'partial_fill' \
-                                     AND $13 IN ('submitted', 'accepted') THEN x.status \
-                                   ELSE $13 END, \
-                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)), \
-                     filled_avg_price = CASE WHEN $14::numeric IS NOT NULL AND $14::numeric >= x.filled_quantity \
-                                             THEN COALESCE($15::numeric, x.filled_avg_price) \
-                                             ELSE x.filled_avg_price END, \
-                     filled_at = CASE WHEN $13 = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
-                                      ELSE x.filled_at END, \
-                     cancelled_at = CASE WHEN $13 = 'cancelled' \
-                                         THEN COALESCE(x.cancelled_at, $11, now()) \
-                                         ELSE x.cancelled_at END, \
-                     rejected_at = CASE WHEN $13 = 'rejected' \
-                                        THEN COALESCE(x.rejected_at, $11, now()) \
-                                        ELSE x.rejected_at END, \
-                     updated_at = now() \
-                 WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
-                 RETURNING x.status, x.cancel_requested_at), \
-             d AS ( \
-                 UPDATE trade_decisions t SET \
-                     status = CASE WHEN ex.status = 'cancelled' \
-                                     AND ex.cancel_requested_at IS NOT NULL THEN 'cancelled' \
-                                   WHEN ex.status = 'rejected' THEN 'failed' \
-                                   ELSE t.status END, \
-                     cancelled_at = CASE WHEN ex.status = 'cancelled' \
-                                          AND ex.cancel_requested_at IS NOT NULL THEN now() \
-                                         ELSE t.cancelled_at END, \
-                     failed_at = CASE WHEN ex.status = 'rejected' \
-                                      THEN COALESCE(t.failed_at, now()) ELSE t.failed_at END, \
-                     failure_reason = CASE WHEN ex.status = 'rejected' \
-                                           THEN COALESCE(t.failure_reason, 'rejected by broker') \
-                                           ELSE t.failure_reason END, \
-                     updated_at = now() \
-                 FROM ex WHERE t.id = $4 AND t.status IN ('pending', 'executed') \
-                 RETURNING t.status) \
-             SELECT (SELECT id FROM ev), (SELECT status FROM ex), \
-                    COALESCE((SELECT status FROM d), \
-                             (SELECT status FROM trade_decisions WHERE id = $4))",
+            &statement,
             &[
                 &e.broker,
                 &e.account,

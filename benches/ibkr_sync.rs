@@ -78,6 +78,7 @@ async fn run(executions: usize) {
             "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'",
             "ALTER SYSTEM SET auto_explain.log_min_duration = 300",
             "ALTER SYSTEM SET auto_explain.log_analyze = on",
+            "ALTER SYSTEM SET auto_explain.log_triggers = on",
             "SELECT pg_reload_conf()",
         ] {
             client.batch_execute(sql).await.unwrap();

@@ -8,6 +8,7 @@ pub mod group;
 pub mod ingestion;
 pub mod jobs;
 pub mod orders;
+pub mod reports;
 pub mod tradelog;
 
 use chrono::NaiveDate;

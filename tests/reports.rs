@@ -1,0 +1,847 @@
+//! The audit reports on hand-built data whose right answers are known: a symbol's year, a
+//! decision's lineage, why an order failed, strategy performance, failure patterns and a day's
+//! summary, including empty ranges, unknown symbols and failures of every kind.
+
+mod common;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+use tradegate_actors::store::reports::{self, Range};
+use uuid::Uuid;
+
+use common::TestDb;
+
+fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+}
+
+fn year(y: i32) -> Range {
+    Range::days(
+        NaiveDate::from_ymd_opt(y, 1, 1).unwrap(),
+        NaiveDate::from_ymd_opt(y, 12, 31).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn payload(sql: &Client, kind: &str, body: Value, at: DateTime<Utc>) -> i64 {
+    sql.query_one(
+        "INSERT INTO api_payloads (type, payload, source, captured_at) VALUES ($1, $2, 'alpaca', $3) \
+         RETURNING id",
+        &[&kind, &body, &at],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// A run that starts at `start` and ends `completed` (true), failed (false) or stays running.
+async fn run(
+    sql: &Client,
+    task: &str,
+    start: DateTime<Utc>,
+    end: Option<bool>,
+    fetched: i32,
+) -> (i64, Uuid) {
+    let run_id = Uuid::new_v4();
+    let id: i64 = sql
+        .query_one(
+            "INSERT INTO data_ingestion_runs (run_id, task_name, data_source, started_at) \
+             VALUES ($1, $2, 'quiverquant', $3) RETURNING id",
+            &[&run_id, &task, &start],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let finished = start + chrono::Duration::minutes(5);
+    match end {
+        Some(true) => sql
+            .execute(
+                "UPDATE data_ingestion_runs SET status = 'completed', completed_at = $2, \
+                 records_fetched = $3 WHERE id = $1",
+                &[&id, &finished, &fetched],
+            )
+            .await
+            .unwrap(),
+        Some(false) => sql
+            .execute(
+                "UPDATE data_ingestion_runs SET status = 'failed', failed_at = $2, \
+                 error_message = 'upstream 503' WHERE id = $1",
+                &[&id, &finished],
+            )
+            .await
+            .unwrap(),
+        None => 0,
+    };
+    (id, run_id)
+}
+
+struct Decision<'a> {
+    strategy: &'a str,
+    version: &'a str,
+    symbol: &'a str,
+    side: &'a str,
+    qty: i64,
+    created: DateTime<Utc>,
+    status: &'a str,
+    failure: Option<&'a str>,
+    run: Option<i64>,
+    signal: Option<(&'a str, &'a str)>,
+    rationale: Value,
+}
+
+impl Default for Decision<'_> {
+    fn default() -> Self {
+        Self {
+            strategy: "congress",
+            version: "1",
+            symbol: "AAPL",
+            side: "buy",
+            qty: 1,
+            created: at(2025, 3, 3, 14, 0),
+            status: "executed",
+            failure: None,
+            run: None,
+            signal: None,
+            rationale: json!({}),
+        }
+    }
+}
+
+async fn decision(sql: &Client, d: Decision<'_>) -> (i64, Uuid) {
+    let id = Uuid::now_v7();
+    let pk: i64 = sql
+        .query_one(
+            "INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
+                 symbol, side, quantity, order_type, limit_price, time_in_force, \
+                 primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
+                 decision_rationale, created_at, status, failure_reason, executed_at, failed_at, \
+                 cancelled_at) \
+             VALUES ($1, $2, $3, 'paper', $4, $5, $6, 'limit', 185, 'day', $7, $8, $9, $10, $11, \
+                 $12, $13, \
+                 CASE WHEN $12 = 'executed' THEN $11::timestamptz + interval '1 second' END, \
+                 CASE WHEN $12 = 'failed' THEN $11::timestamptz + interval '1 second' END, \
+                 CASE WHEN $12 = 'cancelled' THEN $11::timestamptz + interval '1 minute' END) \
+             RETURNING id",
+            &[
+                &id,
+                &d.strategy,
+                &d.version,
+                &d.symbol,
+                &d.side,
+                &Decimal::from(d.qty),
+                &d.signal.map(|s| s.0),
+                &d.signal.map(|s| s.1),
+                &d.run,
+                &d.rationale,
+                &d.created,
+                &d.status,
+                &d.failure,
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (pk, id)
+}
+
+struct Execution<'a> {
+    status: &'a str,
+    http: Option<i32>,
+    code: Option<&'a str>,
+    message: Option<&'a str>,
+    broker_order_id: Option<&'a str>,
+    filled: i64,
+    price: Option<Decimal>,
+    response: Value,
+}
+
+async fn execution(sql: &Client, decision: (i64, Uuid), created: DateTime<Utc>, e: Execution<'_>) {
+    let request = payload(
+        sql,
+        "ApiRequest",
+        json!({"endpoint": "/v2/orders", "method": "POST",
+               "body": {"client_order_id": decision.1.to_string()}}),
+        created,
+    )
+    .await;
+    let response = payload(sql, "ApiResponse", e.response, created).await;
+    sql.execute(
+        "INSERT INTO trade_executions (trade_decision_id, execution_id, status, \
+             api_request_payload_id, api_response_payload_id, broker_order_id, http_status_code, \
+             error_code, error_message, filled_quantity, filled_avg_price, submitted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &decision.0,
+            &Uuid::now_v7(),
+            &e.status,
+            &request,
+            &response,
+            &e.broker_order_id,
+            &e.http,
+            &e.code,
+            &e.message,
+            &Decimal::from(e.filled),
+            &e.price,
+            &(created + chrono::Duration::milliseconds(5)),
+        ],
+    )
+    .await
+    .unwrap();
+}
+
+struct Fixture {
+    d1: Uuid,
+    d2: Uuid,
+    run_a: Uuid,
+}
+
+/// The scenario the tests share (see each test for the answers it implies).
+async fn fixture(sql: &Client) -> Fixture {
+    // runs of 2025-03-03: A completed with data (07:00-07:05), B completed with nothing, C failed
+    let (a, run_a) = run(sql, "quiver.congress", at(2025, 3, 3, 7, 0), Some(true), 2).await;
+    run(sql, "quiver.lobbying", at(2025, 3, 3, 8, 0), Some(true), 0).await;
+    run(sql, "quiver.insiders", at(2025, 3, 3, 9, 0), Some(false), 0).await;
+    for (record, symbol) in [("qt-1", "AAPL"), ("qt-2", "MSFT")] {
+        sql.execute(
+            "INSERT INTO data_ingestion_run_records (data_ingestion_run_id, record_type, record_id, \
+                 operation, symbol, occurred_at, created_at) \
+             VALUES ($1, 'QuiverTrade', $2, 'created', $3, $4, $5)",
+            &[&a, &record, &symbol, &at(2025, 2, 28, 0, 0), &at(2025, 3, 3, 7, 4)],
+        )
+        .await
+        .unwrap();
+    }
+    let call_request = payload(
+        sql,
+        "ApiRequest",
+        json!({"endpoint": "/beta/live/congresstrading", "method": "GET"}),
+        at(2025, 3, 3, 7, 1),
+    )
+    .await;
+    let call_response = payload(
+        sql,
+        "ApiResponse",
+        json!({"status": 200, "body": [{"Ticker": "AAPL", "Representative": "Nancy Pelosi"}]}),
+        at(2025, 3, 3, 7, 2),
+    )
+    .await;
+    sql.execute(
+        "INSERT INTO api_call_logs (data_ingestion_run_id, api_request_payload_id, \
+             api_response_payload_id, endpoint, http_method, http_status_code, duration_ms, created_at) \
+         VALUES ($1, $2, $3, '/beta/live/congresstrading', 'GET', 200, 840, $4)",
+        &[&a, &call_request, &call_response, &at(2025, 3, 3, 7, 2)],
+    )
+    .await
+    .unwrap();
+
+    // D1: AAPL, Monday 14:00, on run A's data, filled
+    let d1 = decision(
+        sql,
+        Decision {
+            qty: 10,
+            run: Some(a),
+            signal: Some(("QuiverTrade", "qt-1")),
+            rationale: json!({"reason": "Pelosi bought",
+                "data_lineage": {"ingestion_runs": [{"run_id": run_a.to_string()}]}}),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d1,
+        at(2025, 3, 3, 14, 0),
+        Execution {
+            status: "filled",
+            http: Some(200),
+            code: None,
+            message: None,
+            broker_order_id: Some("alp-1"),
+            filled: 10,
+            price: Some(Decimal::new(18_490, 2)),
+            response: json!({"id": "alp-1", "status": "accepted"}),
+        },
+    )
+    .await;
+    for (key, event, status, qty, minute) in [
+        ("e1", "new", "new", None, 1),
+        ("e2", "fill", "filled", Some(10), 2),
+    ] {
+        sql.execute(
+            "INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
+                 broker_order_id, event, order_status, qty, price, event_at, body) \
+             VALUES ('alpaca', 'paper', $1, $2, 'alp-1', $3, $4, $5, $6, $7, $8)",
+            &[
+                &key,
+                &d1.0,
+                &event,
+                &status,
+                &qty.map(Decimal::from),
+                &qty.map(|_| Decimal::new(18_490, 2)),
+                &at(2025, 3, 3, 14, minute),
+                &json!({"event": event}),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    tradegate_actors::store::ensure_tradelog_partitions(
+        sql,
+        NaiveDate::from_ymd_opt(2025, 3, 3).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    for (code, second) in [(10_i16, 1), (20, 2), (31, 61), (30, 121)] {
+        let ts = (at(2025, 3, 3, 14, 0) + chrono::Duration::seconds(second)).timestamp_micros();
+        sql.execute(
+            "INSERT INTO tradelog (event_id, local_ts_us, event_type, cl_ord_id, body) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &Uuid::new_v4(),
+                &ts,
+                &code,
+                &d1.1.to_string(),
+                &json!({"code": code}),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+
+    // D2: AAPL, Monday 15:00, insufficient buying power
+    let d2 = decision(
+        sql,
+        Decision {
+            qty: 1000,
+            created: at(2025, 3, 3, 15, 0),
+            status: "failed",
+            failure: Some("403 insufficient buying power"),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d2,
+        at(2025, 3, 3, 15, 0),
+        Execution {
+            status: "rejected",
+            http: Some(403),
+            code: Some("40310000"),
+            message: Some("insufficient buying power"),
+            broker_order_id: None,
+            filled: 0,
+            price: None,
+            response: json!({"code": 40_310_000, "message": "insufficient buying power"}),
+        },
+    )
+    .await;
+    // D3: AAPL, Monday 2025-03-10 15:30, timed out
+    let d3 = decision(
+        sql,
+        Decision {
+            side: "sell",
+            qty: 5,
+            created: at(2025, 3, 10, 15, 30),
+            status: "failed",
+            failure: Some("timeout: no answer in 10 s"),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d3,
+        at(2025, 3, 10, 15, 30),
+        Execution {
+            status: "rejected",
+            http: None,
+            code: Some("timeout"),
+            message: Some("no answer in 10 s"),
+            broker_order_id: None,
+            filled: 0,
+            price: None,
+            response: json!({"error": "timeout"}),
+        },
+    )
+    .await;
+    // D4: AAPL, Tuesday 2025-03-11, cancelled by the strategy
+    let d4 = decision(
+        sql,
+        Decision {
+            qty: 3,
+            created: at(2025, 3, 11, 10, 0),
+            status: "cancelled",
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d4,
+        at(2025, 3, 11, 10, 0),
+        Execution {
+            status: "cancelled",
+            http: Some(200),
+            code: None,
+            message: None,
+            broker_order_id: Some("alp-4"),
+            filled: 0,
+            price: None,
+            response: json!({"id": "alp-4"}),
+        },
+    )
+    .await;
+    // D5: MSFT momentum v2, Tuesday 2025-03-04, 422
+    let d5 = decision(
+        sql,
+        Decision {
+            strategy: "momentum",
+            version: "2",
+            symbol: "MSFT",
+            created: at(2025, 3, 4, 9, 30),
+            status: "failed",
+            failure: Some("422 qty must be > 0"),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d5,
+        at(2025, 3, 4, 9, 30),
+        Execution {
+            status: "rejected",
+            http: Some(422),
+            code: Some("42210000"),
+            message: Some("qty must be > 0"),
+            broker_order_id: None,
+            filled: 0,
+            price: None,
+            response: json!({"code": 42_210_000, "message": "qty must be > 0"}),
+        },
+    )
+    .await;
+    // D6: AAPL pending (no answer yet), Wednesday 2025-03-12
+    decision(
+        sql,
+        Decision {
+            created: at(2025, 3, 12, 11, 0),
+            status: "pending",
+            ..Decision::default()
+        },
+    )
+    .await;
+    // D7: AAPL executed on 2024-12-31: outside 2025
+    let d7 = decision(
+        sql,
+        Decision {
+            created: at(2024, 12, 31, 20, 0),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d7,
+        at(2024, 12, 31, 20, 0),
+        Execution {
+            status: "filled",
+            http: Some(200),
+            code: None,
+            message: None,
+            broker_order_id: Some("alp-7"),
+            filled: 1,
+            price: Some(Decimal::from(180)),
+            response: json!({"id": "alp-7"}),
+        },
+    )
+    .await;
+    // D8: MSFT momentum v2, Monday 2025-03-03 16:00, broker 500
+    let d8 = decision(
+        sql,
+        Decision {
+            strategy: "momentum",
+            version: "2",
+            symbol: "MSFT",
+            created: at(2025, 3, 3, 16, 0),
+            status: "failed",
+            failure: Some("500 internal error"),
+            ..Decision::default()
+        },
+    )
+    .await;
+    execution(
+        sql,
+        d8,
+        at(2025, 3, 3, 16, 0),
+        Execution {
+            status: "rejected",
+            http: Some(500),
+            code: None,
+            message: Some("internal error"),
+            broker_order_id: None,
+            filled: 0,
+            price: None,
+            response: json!({"message": "internal error"}),
+        },
+    )
+    .await;
+    // D9: AAPL, Wednesday 2025-03-05, never reached the broker (recovery found nothing)
+    decision(
+        sql,
+        Decision {
+            created: at(2025, 3, 5, 12, 0),
+            status: "failed",
+            failure: Some("not_received_by_broker"),
+            ..Decision::default()
+        },
+    )
+    .await;
+
+    // refused before a decision
+    for (strategy, version, symbol, code, when) in [
+        (
+            "congress",
+            "1",
+            "AAPL",
+            "risk.max_qty",
+            at(2025, 3, 3, 14, 30),
+        ),
+        (
+            "momentum",
+            "2",
+            "MSFT",
+            "risk.halted",
+            at(2025, 3, 4, 10, 0),
+        ),
+        (
+            "congress",
+            "1",
+            "AAPL",
+            "risk.max_qty",
+            at(2024, 6, 1, 10, 0),
+        ),
+    ] {
+        sql.execute(
+            "INSERT INTO order_rejects (strategy_name, strategy_version, symbol, reason_code, \
+                 reason_message, request, rejected_at) VALUES ($1, $2, $3, $4, 'refused', '{}', $5)",
+            &[&strategy, &version, &symbol, &code, &when],
+        )
+        .await
+        .unwrap();
+    }
+    // an IBKR fill of AAPL on 2025-03-06
+    let trade: i64 = sql
+        .query_one(
+            "INSERT INTO broker_trades (account_id, ib_perm_id, symbol, side, fetched_at) \
+             VALUES ('DU1', 77, 'AAPL', 'buy', now()) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    sql.execute(
+        "INSERT INTO broker_fills (trade_id, account_id, exec_id, exec_id_base, symbol, side, \
+             executed_at, quantity, price, raw, fetched_at) \
+         VALUES ($1, 'DU1', '0001.01', '0001', 'AAPL', 'buy', $2, 7, 185.25, '{}', now())",
+        &[&trade, &at(2025, 3, 6, 15, 0)],
+    )
+    .await
+    .unwrap();
+    Fixture {
+        d1: d1.1,
+        d2: d2.1,
+        run_a,
+    }
+}
+
+fn count(list: &[reports::Count], key: &str) -> i64 {
+    list.iter().find(|c| c.key == key).map_or(0, |c| c.count)
+}
+
+#[tokio::test]
+async fn symbol_activity_over_a_year() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    fixture(&sql).await;
+    let report = reports::symbol_activity(&sql, "AAPL", year(2025), 100)
+        .await
+        .unwrap();
+    // D1, D2, D3, D4, D6, D9 (D7 is in 2024)
+    assert_eq!(report.decisions.len(), 6);
+    let s = &report.summary;
+    assert_eq!(
+        (s.decisions, s.executed, s.failed, s.cancelled, s.pending),
+        (6, 1, 3, 1, 1)
+    );
+    assert_eq!(s.success_rate, Some(Decimal::new(25, 2)));
+    assert_eq!(
+        count(&report.failure_breakdown, "insufficient_buying_power"),
+        1
+    );
+    assert_eq!(count(&report.failure_breakdown, "api_timeout"), 1);
+    assert_eq!(
+        count(&report.failure_breakdown, "not_received_by_broker"),
+        1
+    );
+    assert_eq!(report.failure_breakdown.len(), 3);
+    // the data and when it became available
+    assert_eq!(report.data_ingested_total, 1);
+    assert_eq!(report.data_ingested[0].record_id, "qt-1");
+    assert_eq!(
+        report.data_ingested[0].available_at,
+        Some(at(2025, 3, 3, 7, 5))
+    );
+    // fills from both brokers, newest first
+    let fills: Vec<(&str, Option<Decimal>)> = report
+        .fills
+        .iter()
+        .map(|f| (f.broker.as_str(), f.price))
+        .collect();
+    assert_eq!(
+        fills,
+        [
+            ("ibkr", Some(Decimal::new(18_525, 2))),
+            ("alpaca", Some(Decimal::new(18_490, 2)))
+        ]
+    );
+    assert_eq!(
+        count(&report.rejects, "risk.max_qty"),
+        1,
+        "the 2024 refusal is outside"
+    );
+    // newest first, with the execution beside the decision
+    assert_eq!(report.decisions[0].status, "pending");
+    let filled = report
+        .decisions
+        .iter()
+        .find(|d| d.status == "executed")
+        .unwrap();
+    assert_eq!(filled.filled_avg_price, Some(Decimal::new(18_490, 2)));
+    assert_eq!(filled.rationale["reason"], "Pelosi bought");
+    // a cap on the lists leaves the totals whole
+    let capped = reports::symbol_activity(&sql, "AAPL", year(2025), 2)
+        .await
+        .unwrap();
+    assert_eq!(capped.decisions.len(), 2);
+    assert_eq!(capped.summary.decisions, 6);
+}
+
+#[tokio::test]
+async fn unknown_symbols_and_empty_ranges_are_empty_reports() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    fixture(&sql).await;
+    for (symbol, range) in [("ZZZZ", year(2025)), ("AAPL", year(2026))] {
+        let report = reports::symbol_activity(&sql, symbol, range, 100)
+            .await
+            .unwrap();
+        assert!(report.decisions.is_empty() && report.fills.is_empty());
+        assert!(report.data_ingested.is_empty() && report.rejects.is_empty());
+        assert_eq!(report.summary, reports::Outcomes::default());
+        assert_eq!(report.summary.success_rate, None);
+    }
+    let empty = reports::failure_analysis(&sql, year(2026)).await.unwrap();
+    assert_eq!(empty.failures, 0);
+    assert!(empty.by_reason.is_empty() && empty.by_weekday_hour.is_empty());
+    assert!(
+        reports::strategy_performance(&sql, None, year(2026))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let day = reports::daily_summary(&sql, NaiveDate::from_ymd_opt(2025, 6, 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(day.decisions.decisions, 0);
+    assert!(day.ingestion_runs.is_empty());
+    assert!(
+        reports::lineage(&sql, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        reports::order_failure(&sql, "no-such-order")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn lineage_shows_the_data_we_had_when_the_decision_was_made() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let f = fixture(&sql).await;
+    let l = reports::lineage(&sql, f.d1).await.unwrap().unwrap();
+    assert_eq!(l.decision.decision_id, f.d1);
+    assert_eq!(
+        l.primary_signal,
+        Some(("QuiverTrade".to_string(), "qt-1".to_string()))
+    );
+    let run = l.primary_run.as_ref().unwrap();
+    assert_eq!(run.run_id, f.run_a);
+    assert_eq!(run.completed_at, Some(at(2025, 3, 3, 7, 5)));
+    assert_eq!(l.data_available_before_decision, Some(true));
+    assert_eq!(l.lineage_runs[0]["run_id"], f.run_a.to_string());
+    // the run's API call with both payloads
+    assert_eq!(l.primary_run_calls.len(), 1);
+    let call = &l.primary_run_calls[0];
+    assert_eq!(call.http_status, Some(200));
+    assert_eq!(
+        call.response.as_ref().unwrap().payload["body"][0]["Ticker"],
+        "AAPL"
+    );
+    // the execution with the request as sent
+    let e = l.execution.as_ref().unwrap();
+    assert_eq!(e.status, "filled");
+    assert_eq!(
+        e.request.as_ref().unwrap().payload["body"]["client_order_id"],
+        f.d1.to_string()
+    );
+    assert_eq!(e.response.as_ref().unwrap().payload["id"], "alp-1");
+    // every trail, in time order
+    let trails: Vec<&str> = l.timeline.iter().map(|t| t.trail.as_str()).collect();
+    assert_eq!(
+        trails,
+        [
+            "decision",
+            "execution",
+            "decision",
+            "tradelog",
+            "tradelog",
+            "broker_event",
+            "tradelog",
+            "broker_event",
+            "tradelog"
+        ],
+        "{:#?}",
+        l.timeline
+    );
+    assert!(l.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(l.timeline.iter().any(|t| t.what == "api_event_execution"));
+}
+
+#[tokio::test]
+async fn why_an_order_failed_by_decision_or_broker_order_id() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let f = fixture(&sql).await;
+    let failed = reports::order_failure(&sql, &f.d2.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.decision_status, "failed");
+    assert_eq!(failed.execution_status.as_deref(), Some("rejected"));
+    assert_eq!(failed.http_status, Some(403));
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("insufficient buying power")
+    );
+    assert_eq!(failed.reason.as_deref(), Some("insufficient_buying_power"));
+    assert_eq!(failed.side.as_deref(), Some("broker_reject"));
+    assert_eq!(failed.response.unwrap().payload["code"], 40_310_000);
+    let by_broker_id = reports::order_failure(&sql, "alp-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_broker_id.decision_id, f.d1);
+    assert_eq!(by_broker_id.decision_status, "executed");
+    assert_eq!(by_broker_id.reason, None);
+}
+
+#[tokio::test]
+async fn strategy_performance_keeps_signal_and_execution_sides_apart() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    fixture(&sql).await;
+    let lines = reports::strategy_performance(&sql, None, year(2025))
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 2);
+    let congress = &lines[0];
+    assert_eq!(
+        (congress.strategy.as_str(), congress.version.as_str()),
+        ("congress", "1")
+    );
+    assert_eq!(
+        (
+            congress.outcomes.decisions,
+            congress.outcomes.executed,
+            congress.outcomes.failed
+        ),
+        (6, 1, 3)
+    );
+    assert_eq!((congress.risk_rejects, congress.cancels), (1, 1));
+    // D2 refused by the broker; D3 timed out and D9 never reached it
+    assert_eq!((congress.broker_rejects, congress.api_errors), (1, 2));
+    let momentum = &lines[1];
+    assert_eq!(momentum.outcomes.success_rate, Some(Decimal::ZERO));
+    assert_eq!(
+        (
+            momentum.broker_rejects,
+            momentum.api_errors,
+            momentum.risk_rejects
+        ),
+        (1, 1, 1)
+    );
+    let only = reports::strategy_performance(&sql, Some("momentum"), year(2025))
+        .await
+        .unwrap();
+    assert_eq!(only, vec![momentum.clone()]);
+}
+
+#[tokio::test]
+async fn failure_analysis_finds_the_monday_pattern() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    fixture(&sql).await;
+    let a = reports::failure_analysis(&sql, year(2025)).await.unwrap();
+    assert_eq!(a.failures, 5);
+    assert_eq!(a.by_reason.len(), 5);
+    assert_eq!(
+        (count(&a.by_symbol, "AAPL"), count(&a.by_symbol, "MSFT")),
+        (3, 2)
+    );
+    // D2 and D8 on Monday 03-03, D3 on Monday 03-10; D5 Tuesday; D9 Wednesday
+    assert_eq!(count(&a.by_weekday, "1"), 3);
+    assert_eq!(count(&a.by_weekday, "2"), 1);
+    assert_eq!(count(&a.by_weekday, "3"), 1);
+    assert_eq!(count(&a.by_weekday_hour, "1 15"), 2);
+    assert_eq!(count(&a.by_weekday_hour, "1 16"), 1);
+    assert_eq!(a.by_weekday[0].key, "1");
+    assert_eq!(count(&a.rejects_by_code, "risk.max_qty"), 1);
+    assert_eq!(count(&a.rejects_by_code, "risk.halted"), 1);
+}
+
+#[tokio::test]
+async fn daily_summary_of_a_busy_day() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    fixture(&sql).await;
+    let day = reports::daily_summary(&sql, NaiveDate::from_ymd_opt(2025, 3, 3).unwrap())
+        .await
+        .unwrap();
+    // D1, D2, D8
+    assert_eq!(
+        (
+            day.decisions.decisions,
+            day.decisions.executed,
+            day.decisions.failed
+        ),
+        (3, 1, 2)
+    );
+    assert_eq!(count(&day.executions, "filled"), 1);
+    assert_eq!(count(&day.executions, "rejected"), 2);
+    assert_eq!(count(&day.failures, "insufficient_buying_power"), 1);
+    assert_eq!(count(&day.failures, "broker_server_error"), 1);
+    assert_eq!(count(&day.rejects, "risk.max_qty"), 1);
+    assert_eq!(count(&day.ingestion_runs, "completed"), 2);
+    assert_eq!(count(&day.ingestion_runs, "failed"), 1);
+    assert_eq!(day.zero_record_runs, 1);
+}

@@ -54,6 +54,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// Audit reports: a symbol's activity, a decision's lineage, why an order failed, strategy
+    /// performance, failure patterns, a day's summary. Tables by default, --format json.
+    Report {
+        /// Which report
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The IBKR trades synced from TWS (parents aggregated from canonical fills).
     Trades {
         /// What to show
@@ -138,6 +145,86 @@ pub enum SyncCommand {
         /// Days to look back (default: ibkr.lookback_days)
         #[arg(long)]
         lookback_days: Option<u32>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+}
+
+/// A date range in whole UTC days.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaysArgs {
+    /// First day, YYYY-MM-DD (default: 364 days before --to)
+    #[arg(long)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last day, YYYY-MM-DD, included (default: today, UTC)
+    #[arg(long)]
+    pub to: Option<chrono::NaiveDate>,
+}
+
+/// `tradegate report ...`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// All of a symbol's activity: data ingested (and when it became available), decisions
+    /// with their rationale and executions, fills from Alpaca and IBKR, refused orders, and a
+    /// summary with the failure breakdown.
+    Symbol {
+        /// The symbol
+        symbol: String,
+        /// The range
+        #[command(flatten)]
+        days: DaysArgs,
+        /// At most this many rows per list (the summary counts everything)
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// A decision's lineage: its primary signal, the ingestion run that proves the data was
+    /// there and when, that run's API calls, the execution with its payloads, and every
+    /// trail's events for the order in time order.
+    Decision {
+        /// The decision id
+        id: uuid::Uuid,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// Why an order failed: status, error message, HTTP status and the full response payload.
+    Order {
+        /// A decision id or a broker order id
+        id: String,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// Per strategy and version: decisions, executed, failed, success rate, with signal-side
+    /// outcomes (risk rejects, cancels) apart from execution-side failures.
+    Strategy {
+        /// Only this strategy
+        name: Option<String>,
+        /// The range
+        #[command(flatten)]
+        days: DaysArgs,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// Failures grouped by normalized reason, by symbol, by weekday and UTC hour.
+    Failures {
+        /// The range
+        #[command(flatten)]
+        days: DaysArgs,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// One day's decisions, executions, failures and ingestion runs.
+    Daily {
+        /// The day, YYYY-MM-DD (default: today, UTC)
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::ibkr::Format,

@@ -10,5 +10,6 @@ pub mod load;
 pub mod migrate;
 pub mod orders;
 pub mod postgres;
+pub mod report;
 pub mod sim;
 pub mod telemetry;

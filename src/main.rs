@@ -58,6 +58,46 @@ fn main() -> ExitCode {
                 return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
                     .await;
             }
+            cli::Command::Report { command } => {
+                use tradegate::report::{ReportRequest, day_range, symbol};
+                let (request, format) = match command {
+                    cli::ReportCommand::Symbol {
+                        symbol: s,
+                        days,
+                        limit,
+                        format,
+                    } => (
+                        ReportRequest::Symbol {
+                            symbol: symbol(&s)?,
+                            range: day_range(days.from, days.to)?,
+                            limit,
+                        },
+                        format,
+                    ),
+                    cli::ReportCommand::Decision { id, format } => {
+                        (ReportRequest::Decision(id), format)
+                    }
+                    cli::ReportCommand::Order { id, format } => (ReportRequest::Order(id), format),
+                    cli::ReportCommand::Strategy { name, days, format } => (
+                        ReportRequest::Strategy {
+                            name,
+                            range: day_range(days.from, days.to)?,
+                        },
+                        format,
+                    ),
+                    cli::ReportCommand::Failures { days, format } => (
+                        ReportRequest::Failures(day_range(days.from, days.to)?),
+                        format,
+                    ),
+                    cli::ReportCommand::Daily { date, format } => (
+                        ReportRequest::Daily(
+                            date.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+                        ),
+                        format,
+                    ),
+                };
+                tradegate::report::report_command(&config, request, format).await
+            }
             cli::Command::Trades {
                 command:
                     cli::TradesCommand::List {

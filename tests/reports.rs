@@ -845,3 +845,155 @@ async fn daily_summary_of_a_busy_day() {
     assert_eq!(count(&day.ingestion_runs, "failed"), 1);
     assert_eq!(day.zero_record_runs, 1);
 }
+
+/// The reports over HTTP from the running gateway, and the refusals of bad requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_over_http() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let f = fixture(&sql).await;
+    let mut config = tradegate::config::Config::default();
+    config.database.url = db.conninfo.clone();
+    config.tradelog.spill_dir = common::scratch_dir("reports-http").join("spill");
+    let running =
+        tradegate::app::Running::start(&config, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+    let base = format!("http://{}/api/v1/reports", running.api_addr());
+    let get = async |path: &str| -> (u16, Value) {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    };
+    let (status, symbol) = get("/symbol/aapl?from=2025-01-01&to=2025-12-31").await;
+    assert_eq!(status, 200, "{symbol}");
+    assert_eq!(symbol["symbol"], "AAPL");
+    assert_eq!(symbol["summary"]["decisions"], 6);
+    assert_eq!(
+        symbol["summary"]["success_rate"], "0.25",
+        "exact, as a string"
+    );
+    let (status, lineage) = get(&format!("/decision/{}", f.d1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(lineage["primary_run"]["run_id"], f.run_a.to_string());
+    assert_eq!(lineage["data_available_before_decision"], true);
+    let (status, order) = get(&format!("/order/{}", f.d2)).await;
+    assert_eq!(status, 200);
+    assert_eq!(order["http_status"], 403);
+    assert_eq!(order["response"]["payload"]["code"], 40_310_000);
+    let (status, strategies) = get("/strategy?name=momentum&from=2025-01-01&to=2025-12-31").await;
+    assert_eq!(status, 200);
+    assert_eq!(strategies.as_array().unwrap().len(), 1);
+    let (status, failures) = get("/failures?from=2025-01-01&to=2025-12-31").await;
+    assert_eq!(status, 200);
+    assert_eq!(failures["failures"], 5);
+    let (status, daily) = get("/daily?date=2025-03-03").await;
+    assert_eq!(status, 200);
+    assert_eq!(daily["zero_record_runs"], 1);
+    // refusals
+    for (path, want, code) in [
+        (format!("/decision/{}", Uuid::new_v4()), 404, "not_found"),
+        ("/decision/not-a-uuid".to_string(), 400, "malformed"),
+        ("/order/nope".to_string(), 404, "not_found"),
+        ("/failures?from=2025-13-01".to_string(), 400, "malformed"),
+        (
+            "/failures?from=2025-12-31&to=2025-01-01".to_string(),
+            400,
+            "malformed",
+        ),
+        ("/daily?dat=2025-03-03".to_string(), 400, "malformed"),
+    ] {
+        let (status, body) = get(&path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
+    running.stop().await.unwrap();
+}
+
+/// `tradegate report ...` as a user runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_on_the_command_line() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let f = fixture(&sql).await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+            .env_remove("TRADEGATE_CONFIG")
+            .env("DATABASE_URL", &db.conninfo)
+            .env("RUST_LOG", "warn")
+            .current_dir(common::scratch_dir("reports-cli"))
+            .arg("report")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "symbol",
+        "AAPL",
+        "--from",
+        "2025-01-01",
+        "--to",
+        "2025-12-31",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["summary"]["failed"], 3);
+    let (code, out, err) = run(&[
+        "symbol",
+        "AAPL",
+        "--from",
+        "2025-01-01",
+        "--to",
+        "2025-12-31",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("success rate 25%"), "{out}");
+    assert!(out.contains("insufficient_buying_power"), "{out}");
+    let (code, out, err) = run(&["decision", &f.d1.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("primary ingestion run") && out.contains("before the decision"),
+        "{out}"
+    );
+    assert!(out.contains("api_event_execution"), "{out}");
+    let (code, out, _) = run(&["order", &f.d2.to_string()]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("HTTP 403") && out.contains("40310000"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["failures", "--from", "2025-01-01", "--to", "2025-12-31"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("failed decisions") && out.contains("by ISO weekday"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["strategy", "--from", "2025-01-01", "--to", "2025-12-31"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("congress") && out.contains("momentum"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["daily", "--date", "2025-03-03", "--format", "json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["decisions"]["decisions"],
+        3
+    );
+    // failures: a clear message and a non-zero exit
+    let (code, _, err) = run(&["order", "nope"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no order \"nope\""), "{err}");
+    let (code, _, err) = run(&["decision", "not-a-uuid"]);
+    assert_eq!(code, Some(2), "clap refuses it: {err}");
+    let (code, _, err) = run(&["failures", "--from", "2025-12-31", "--to", "2025-01-01"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("before it starts"), "{err}");
+}

@@ -3,6 +3,7 @@
 
 pub mod ingestion;
 pub mod orders;
+pub mod reports;
 mod strategy;
 pub mod trades;
 
@@ -62,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(ingestion::routes())
         .merge(trades::routes())
+        .merge(reports::routes())
         .merge(orders::routes())
         .with_state(state)
 }

@@ -1,0 +1,532 @@
+//! The audit reports for people: `tradegate report symbol|decision|order|strategy|failures|daily`
+//! as readable tables or JSON, and the same reports for the HTTP API. The queries are in
+//! `tradegate_actors::store::reports`.
+
+use anyhow::Result;
+use chrono::{Duration, NaiveDate, Utc};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use tradegate_actors::store::StoreError;
+use tradegate_actors::store::reports::{
+    self, Count, DailySummary, FailureAnalysis, Lineage, OrderFailure, Outcomes, Range,
+    StrategyLine, SymbolActivity,
+};
+use uuid::Uuid;
+
+use crate::app::with_database;
+use crate::config::Config;
+use crate::ibkr::Format;
+
+/// Which report, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRequest {
+    /// A symbol's activity over a range
+    Symbol {
+        /// The symbol
+        symbol: String,
+        /// The range
+        range: Range,
+        /// At most this many rows per list
+        limit: i64,
+    },
+    /// A decision's lineage
+    Decision(Uuid),
+    /// Why an order failed: a decision id or a broker order id
+    Order(String),
+    /// Strategy performance (one strategy when named)
+    Strategy {
+        /// The strategy
+        name: Option<String>,
+        /// The range
+        range: Range,
+    },
+    /// Failure analysis over a range
+    Failures(Range),
+    /// One day's summary
+    Daily(NaiveDate),
+}
+
+/// A produced report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// `report symbol`
+    Symbol(Box<SymbolActivity>),
+    /// `report decision`
+    Decision(Box<Lineage>),
+    /// `report order`
+    Order(Box<OrderFailure>),
+    /// `report strategy`
+    Strategy(Vec<StrategyLine>),
+    /// `report failures`
+    Failures(FailureAnalysis),
+    /// `report daily`
+    Daily(DailySummary),
+}
+
+/// Why a report could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The decision or order does not exist
+    #[error("{0}")]
+    NotFound(String),
+    /// A parameter is wrong
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The range `[from, to]` in whole UTC days; without `to`, today; without `from`, the year
+/// (365 days) ending with `to`.
+pub fn day_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Range, ReportError> {
+    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = from.unwrap_or(to - Duration::days(364));
+    Range::days(from, to).map_err(ReportError::Invalid)
+}
+
+/// A symbol as reports take it: trimmed, upper case, not empty.
+pub fn symbol(text: &str) -> Result<String, ReportError> {
+    let s = text.trim().to_ascii_uppercase();
+    if s.is_empty() || s.len() > 32 {
+        return Err(ReportError::Invalid(format!("{text:?} is not a symbol")));
+    }
+    Ok(s)
+}
+
+/// Produces `request` on `client`.
+pub async fn produce(
+    client: &impl GenericClient,
+    request: &ReportRequest,
+) -> Result<Report, ReportError> {
+    Ok(match request {
+        ReportRequest::Symbol {
+            symbol,
+            range,
+            limit,
+        } => Report::Symbol(Box::new(
+            reports::symbol_activity(client, symbol, *range, (*limit).clamp(1, 10_000)).await?,
+        )),
+        ReportRequest::Decision(id) => Report::Decision(Box::new(
+            reports::lineage(client, *id)
+                .await?
+                .ok_or_else(|| ReportError::NotFound(format!("no decision {id}")))?,
+        )),
+        ReportRequest::Order(id) => Report::Order(Box::new(
+            reports::order_failure(client, id).await?.ok_or_else(|| {
+                ReportError::NotFound(format!(
+                    "no order {id:?} (neither a decision id nor a broker order id)"
+                ))
+            })?,
+        )),
+        ReportRequest::Strategy { name, range } => {
+            Report::Strategy(reports::strategy_performance(client, name.as_deref(), *range).await?)
+        }
+        ReportRequest::Failures(range) => {
+            Report::Failures(reports::failure_analysis(client, *range).await?)
+        }
+        ReportRequest::Daily(day) => Report::Daily(reports::daily_summary(client, *day).await?),
+    })
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        let value = match self {
+            Self::Symbol(r) => serde_json::to_value(r),
+            Self::Decision(r) => serde_json::to_value(r),
+            Self::Order(r) => serde_json::to_value(r),
+            Self::Strategy(r) => serde_json::to_value(r),
+            Self::Failures(r) => serde_json::to_value(r),
+            Self::Daily(r) => serde_json::to_value(r),
+        };
+        value.unwrap_or(Value::Null)
+    }
+
+    /// The report as readable text.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Symbol(r) => symbol_text(r),
+            Self::Decision(r) => lineage_text(r),
+            Self::Order(r) => order_text(r),
+            Self::Strategy(r) => strategy_text(r),
+            Self::Failures(r) => failures_text(r),
+            Self::Daily(r) => daily_text(r),
+        }
+    }
+}
+
+/// `tradegate report ...`: prints the report; an unknown decision or order is an error.
+pub async fn report_command(config: &Config, request: ReportRequest, format: Format) -> Result<()> {
+    let report = with_database(config, async |database| {
+        let client = database.connect().await?;
+        Ok(produce(&client, &request).await?)
+    })
+    .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        Format::Table => print!("{}", report.to_text()),
+    }
+    Ok(())
+}
+
+/// Columns padded to their widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(w.saturating_sub(cell.chars().count())));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+}
+
+fn time(t: &chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn counts_text(title: &str, counts: &[Count]) -> String {
+    if counts.is_empty() {
+        return format!("{title}: none\n");
+    }
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| vec![c.key.clone(), c.count.to_string()])
+        .collect();
+    format!("{title}:\n{}", table(&["", "count"], &rows))
+}
+
+fn outcomes_text(o: &Outcomes) -> String {
+    format!(
+        "decisions {}: executed {}, failed {}, cancelled {}, pending {}; success rate {}\n",
+        o.decisions,
+        o.executed,
+        o.failed,
+        o.cancelled,
+        o.pending,
+        o.success_rate.map_or_else(
+            || "-".into(),
+            |r| format!("{}%", (r * rust_decimal::Decimal::from(100)).normalize())
+        ),
+    )
+}
+
+fn symbol_text(r: &SymbolActivity) -> String {
+    let mut out = format!(
+        "{} from {} to {} (UTC)\n",
+        r.symbol,
+        time(&r.range.from),
+        time(&r.range.to)
+    );
+    out.push_str(&outcomes_text(&r.summary));
+    out.push_str(&counts_text("failures by reason", &r.failure_breakdown));
+    out.push_str(&counts_text("refused before a decision", &r.rejects));
+    out.push_str(&format!(
+        "\ndata ingested: {} record(s){}\n",
+        r.data_ingested_total,
+        if r.data_ingested.len() < usize::try_from(r.data_ingested_total).unwrap_or(0) {
+            format!(", newest {} shown", r.data_ingested.len())
+        } else {
+            String::new()
+        }
+    ));
+    let rows: Vec<Vec<String>> = r
+        .data_ingested
+        .iter()
+        .map(|d| {
+            vec![
+                time(&d.ingested_at),
+                format!("{} {}", d.record_type, d.record_id),
+                d.operation.clone(),
+                format!("{} ({})", d.task, d.source),
+                d.available_at
+                    .as_ref()
+                    .map_or_else(|| d.run_status.clone(), time),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &["ingested", "record", "operation", "run", "available at"],
+            &rows,
+        ));
+    }
+    out.push_str(&format!("\ndecisions: {} shown\n", r.decisions.len()));
+    let rows: Vec<Vec<String>> = r
+        .decisions
+        .iter()
+        .map(|d| {
+            vec![
+                time(&d.created_at),
+                d.decision_id.to_string(),
+                format!("{} {}", d.strategy, d.strategy_version),
+                format!("{} {}", d.side, d.quantity.normalize()),
+                d.status.clone(),
+                opt(&d.execution_status),
+                d.filled_avg_price
+                    .map_or_else(|| "-".into(), |p| p.normalize().to_string()),
+                d.error_message
+                    .clone()
+                    .or(d.failure_reason.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &[
+                "created",
+                "decision",
+                "strategy",
+                "order",
+                "status",
+                "execution",
+                "avg price",
+                "error",
+            ],
+            &rows,
+        ));
+    }
+    out.push_str(&format!("\nfills: {} shown\n", r.fills.len()));
+    let rows: Vec<Vec<String>> = r
+        .fills
+        .iter()
+        .map(|f| {
+            vec![
+                f.at.as_ref().map_or_else(|| "-".into(), time),
+                f.broker.clone(),
+                f.account.clone(),
+                f.reference.clone(),
+                opt(&f.side),
+                f.quantity
+                    .map_or_else(|| "-".into(), |q| q.normalize().to_string()),
+                f.price
+                    .map_or_else(|| "-".into(), |p| p.normalize().to_string()),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &[
+                "at",
+                "broker",
+                "account",
+                "reference",
+                "side",
+                "qty",
+                "price",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn lineage_text(l: &Lineage) -> String {
+    let d = &l.decision;
+    let mut out = format!(
+        "decision {} ({}): {} {} {} {} by {} {}, {}\n",
+        d.decision_id,
+        time(&d.created_at),
+        d.side,
+        d.quantity.normalize(),
+        d.symbol,
+        d.order_type,
+        d.strategy,
+        d.strategy_version,
+        d.status
+    );
+    if let Some((kind, id)) = &l.primary_signal {
+        out.push_str(&format!("primary signal: {kind} {id}\n"));
+    }
+    match &l.primary_run {
+        Some(run) => out.push_str(&format!(
+            "primary ingestion run: {} {} ({}), {}; data available at {}{}\n",
+            run.run_id,
+            run.task,
+            run.source,
+            run.status,
+            run.completed_at.as_ref().map_or_else(|| "-".into(), time),
+            match l.data_available_before_decision {
+                Some(true) => ", before the decision",
+                Some(false) => ", NOT before the decision",
+                None => "",
+            }
+        )),
+        None => out.push_str("primary ingestion run: none named\n"),
+    }
+    for c in &l.primary_run_calls {
+        out.push_str(&format!(
+            "  API call {} {} -> {} ({} ms) at {}\n",
+            opt(&c.method),
+            c.endpoint,
+            opt(&c.http_status),
+            opt(&c.duration_ms),
+            time(&c.at)
+        ));
+    }
+    let runs = l.lineage_runs.as_array().map_or(0, Vec::len);
+    out.push_str(&format!("runs completed in the lineage window: {runs}\n"));
+    match &l.execution {
+        Some(e) => out.push_str(&format!(
+            "execution {} at {}: {}, broker order {}, HTTP {}, filled {} at {}{}\n",
+            e.execution_id,
+            e.broker,
+            e.status,
+            opt(&e.broker_order_id),
+            opt(&e.http_status),
+            e.filled_quantity.normalize(),
+            opt(&e.filled_avg_price),
+            e.error_message
+                .as_ref()
+                .map_or_else(String::new, |m| format!(", error: {m}"))
+        )),
+        None => out.push_str("execution: none (the order was not sent)\n"),
+    }
+    out.push_str("\ntimeline:\n");
+    let rows: Vec<Vec<String>> = l
+        .timeline
+        .iter()
+        .map(|t| {
+            vec![
+                t.at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+                t.trail.clone(),
+                t.what.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["at (UTC)", "trail", "what"], &rows));
+    out
+}
+
+fn order_text(o: &OrderFailure) -> String {
+    let mut out = format!(
+        "decision {} ({}): {}{}\n",
+        o.decision_id,
+        o.symbol,
+        o.decision_status,
+        o.reason.as_ref().map_or_else(String::new, |r| format!(
+            ", reason {r} ({})",
+            o.side.as_deref().unwrap_or("")
+        ))
+    );
+    out.push_str(&format!(
+        "execution: {}, broker order {}, HTTP {}, error code {}\nerror message: {}\n",
+        opt(&o.execution_status),
+        opt(&o.broker_order_id),
+        opt(&o.http_status),
+        opt(&o.error_code),
+        o.error_message
+            .clone()
+            .or(o.failure_reason.clone())
+            .unwrap_or_else(|| "-".into())
+    ));
+    if let Some(p) = &o.response {
+        out.push_str(&format!(
+            "response payload {} ({}):\n{}\n",
+            p.id,
+            time(&p.captured_at),
+            serde_json::to_string_pretty(&p.payload).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn strategy_text(lines: &[StrategyLine]) -> String {
+    if lines.is_empty() {
+        return "no decisions or refused orders in the range\n".into();
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let o = &l.outcomes;
+            vec![
+                l.strategy.clone(),
+                l.version.clone(),
+                o.decisions.to_string(),
+                o.executed.to_string(),
+                o.failed.to_string(),
+                o.success_rate.map_or_else(
+                    || "-".into(),
+                    |r| format!("{}%", (r * rust_decimal::Decimal::from(100)).normalize()),
+                ),
+                l.risk_rejects.to_string(),
+                l.cancels.to_string(),
+                l.broker_rejects.to_string(),
+                l.api_errors.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "signal side: risk rejects, cancels; execution side: broker rejects, API errors\n{}",
+        table(
+            &[
+                "strategy",
+                "version",
+                "decisions",
+                "executed",
+                "failed",
+                "success",
+                "risk rejects",
+                "cancels",
+                "broker rejects",
+                "api errors",
+            ],
+            &rows,
+        )
+    )
+}
+
+fn failures_text(f: &FailureAnalysis) -> String {
+    let mut out = format!(
+        "failed decisions from {} to {} (UTC): {}\n",
+        time(&f.range.from),
+        time(&f.range.to),
+        f.failures
+    );
+    out.push_str(&counts_text("by reason", &f.by_reason));
+    out.push_str(&counts_text("by symbol", &f.by_symbol));
+    out.push_str(&counts_text("by ISO weekday (1 = Monday)", &f.by_weekday));
+    out.push_str(&counts_text("by weekday and UTC hour", &f.by_weekday_hour));
+    out.push_str(&counts_text(
+        "refused before a decision, by code",
+        &f.rejects_by_code,
+    ));
+    out
+}
+
+fn daily_text(d: &DailySummary) -> String {
+    let mut out = format!("{} (UTC)\n", d.day);
+    out.push_str(&outcomes_text(&d.decisions));
+    out.push_str(&counts_text("executions by status", &d.executions));
+    out.push_str(&counts_text("failures by reason", &d.failures));
+    out.push_str(&counts_text("refused before a decision", &d.rejects));
+    out.push_str(&counts_text("ingestion runs", &d.ingestion_runs));
+    out.push_str(&format!(
+        "completed runs with no records: {}\n",
+        d.zero_record_runs
+    ));
+    out
+}

@@ -543,7 +543,8 @@ pub async fn demo(config: &Config) -> Result<()> {
         anyhow::ensure!(r.writes() == 0, "the re-sync of {account} wrote rows");
     }
     println!("  alpaca:     simulated venue on {venue_addr}");
-    demo_strategy(&running).await?;
+    let aapl = demo_strategy(&running, run.run_id).await?;
+    demo_reports(&running, aapl).await?;
     let health = check_health(running.api_addr()).await;
     let stopped = match health {
         Ok(health) => {
@@ -594,9 +595,9 @@ pub async fn demo(config: &Config) -> Result<()> {
 /// The sample strategy: one batch of four orders through the whole order path — one refused
 /// by a risk check, one rejected by the venue for buying power, two filled — then the
 /// decisions and executions as stored.
-async fn demo_strategy(running: &Running) -> Result<()> {
+async fn demo_strategy(running: &Running, data_run: uuid::Uuid) -> Result<uuid::Uuid> {
     use rust_decimal::Decimal;
-    use tradegate_actors::domain::{OrderRequest, OrderType, Side, TimeInForce};
+    use tradegate_actors::domain::{OrderRequest, OrderType, PrimarySignal, Side, TimeInForce};
     use tradegate_actors::order_router::StrategyHandle;
     let order = |symbol: &str, qty: i64, limit: Option<i64>, strength: &str| OrderRequest {
         strategy: "demo".into(),
@@ -619,9 +620,18 @@ async fn demo_strategy(running: &Running) -> Result<()> {
         rationale: Some(serde_json::json!({"source": "demo"})),
     };
     let mut strategy = StrategyHandle::connect(running.hub(), "demo");
+    // the AAPL order rests on the price the demo's ingestion run brought in
+    let aapl = OrderRequest {
+        primary_signal: Some(PrimarySignal {
+            signal_type: "Price".into(),
+            id: "demo-AAPL".into(),
+        }),
+        primary_ingestion_run_id: Some(data_run),
+        ..order("AAPL", 10, None, "0.9")
+    };
     let outcomes = strategy
         .submit_batch(vec![
-            order("AAPL", 10, None, "0.9"),
+            aapl,
             order("NVDA", 5000, None, "0.8"),
             order("TSLA", 900, Some(200), "0.7"),
             order("MSFT", 5, None, "0.6"),
@@ -694,6 +704,37 @@ async fn demo_strategy(running: &Running) -> Result<()> {
         filled == 2 && refused == 1 && outcomes.iter().filter(|o| o.is_err()).count() == 1,
         "the demo batch did not end as expected (2 filled, 1 rejected by the venue, 1 by risk)"
     );
+    outcomes[0]
+        .as_ref()
+        .copied()
+        .map_err(|r| anyhow::anyhow!("the AAPL order was refused: {r}"))
+}
+
+/// The end of the walk-through: what an auditor asks afterwards, answered from the trail.
+async fn demo_reports(running: &Running, aapl: uuid::Uuid) -> Result<()> {
+    use crate::report::{ReportRequest, day_range, produce};
+    let client = running.database().connect().await?;
+    let today = Utc::now().date_naive();
+    let indent = |text: String| {
+        text.lines()
+            .map(|l| format!("              {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let symbol = produce(
+        &client,
+        &ReportRequest::Symbol {
+            symbol: "AAPL".into(),
+            range: day_range(Some(today), Some(today))?,
+            limit: 5,
+        },
+    )
+    .await?;
+    println!("  report:     tradegate report symbol AAPL --from {today} --to {today}");
+    println!("{}", indent(symbol.to_text()));
+    let lineage = produce(&client, &ReportRequest::Decision(aapl)).await?;
+    println!("  report:     tradegate report decision {aapl}");
+    println!("{}", indent(lineage.to_text()));
     Ok(())
 }
 

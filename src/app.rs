@@ -22,6 +22,7 @@ use tradegate_actors::ingestion_logger::{
 use tradegate_actors::order_router::{
     self, OrderRouter, OrderRouterArgs, OrderRouterClient, StrategyHub,
 };
+use tradegate_actors::reporter::{self, Reporter, ReporterArgs};
 use tradegate_actors::trade_log_writer::{
     self, TradeLog, TradeLogWriter, TradeLogWriterArgs, TradeLogWriterMessage,
 };
@@ -224,6 +225,13 @@ fn children(
     };
     children.push(ChildSpec::new(order_router::NAME, move || {
         (OrderRouter, router.clone())
+    }));
+    let reporter = ReporterArgs {
+        pool: pool.clone(),
+        config: config.reporter.clone(),
+    };
+    children.push(ChildSpec::new(reporter::NAME, move || {
+        (Reporter, reporter.clone())
     }));
     Ok(children)
 }

@@ -61,6 +61,17 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Retention now: purge API payloads older than [reporter] payload_retention_days (never
+    /// one still referenced by an execution or an API call log), then the trade log's
+    /// partition retention (old days exported to compressed JSONL, checked, then dropped).
+    Purge {
+        /// Purge payloads older than this many days instead
+        #[arg(long)]
+        payload_days: Option<u32>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
     /// The IBKR trades synced from TWS (parents aggregated from canonical fills).
     Trades {
         /// What to show

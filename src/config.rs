@@ -35,6 +35,8 @@ pub struct Config {
     pub orders: tradegate_actors::order_router::OrdersConfig,
     /// Alpaca accounts (one AlpacaSession each)
     pub alpaca: tradegate_actors::alpaca_session::AlpacaConfig,
+    /// Alerts and payload retention
+    pub reporter: tradegate_actors::reporter::ReporterConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
@@ -393,6 +395,9 @@ impl Config {
             return Err(invalid(key, message));
         }
         if let Err((key, message)) = self.ibkr.validate() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.reporter.validate() {
             return Err(invalid(key, message));
         }
         let invalid_owned = |key: String, message: String| ConfigError::InvalidKey {

@@ -58,6 +58,10 @@ fn main() -> ExitCode {
                 return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
                     .await;
             }
+            cli::Command::Purge {
+                payload_days,
+                format,
+            } => tradegate::report::purge_command(&config, payload_days, format).await,
             cli::Command::Report { command } => {
                 use tradegate::report::{ReportRequest, day_range, symbol};
                 let (request, format) = match command {

@@ -907,6 +907,18 @@ async fn reports_over_http() {
         assert_eq!(status, want, "{path}: {body}");
         assert_eq!(body["code"], code, "{path}: {body}");
     }
+    // the Reporter runs under the supervisor and answers on request
+    let reporter = tradegate_actors::reporter::ReporterClient::default();
+    assert_eq!(
+        reporter.check_alerts().await.unwrap(),
+        vec![],
+        "2025's failures are not recent"
+    );
+    assert_eq!(
+        reporter.purge_payloads().await.unwrap(),
+        0,
+        "every payload is referenced"
+    );
     running.stop().await.unwrap();
 }
 
@@ -996,4 +1008,235 @@ async fn reports_on_the_command_line() {
     let (code, _, err) = run(&["failures", "--from", "2025-12-31", "--to", "2025-01-01"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("before it starts"), "{err}");
+}
+
+/// Decisions created `minutes_ago` before `now`: `executed` executed and `failed` failed with
+/// an HTTP `status` from the broker.
+async fn outcomes(sql: &Client, now: DateTime<Utc>, executed: usize, failed: usize, status: i32) {
+    let created = now - chrono::Duration::minutes(10);
+    for i in 0..executed + failed {
+        let ok = i < executed;
+        let d = decision(
+            sql,
+            Decision {
+                created,
+                status: if ok { "executed" } else { "failed" },
+                failure: (!ok).then_some("refused"),
+                ..Decision::default()
+            },
+        )
+        .await;
+        execution(
+            sql,
+            d,
+            created,
+            Execution {
+                status: if ok { "accepted" } else { "rejected" },
+                http: Some(if ok { 200 } else { status }),
+                code: None,
+                message: (!ok).then_some("refused"),
+                broker_order_id: None,
+                filled: 0,
+                price: None,
+                response: json!({}),
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_failure_rate_alert_fires_exactly_above_its_threshold_once_per_window() {
+    use tradegate_actors::reporter::{ReporterConfig, alerts};
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let config = ReporterConfig::default(); // above 30% of at least 10, over an hour
+    let now = Utc::now();
+    // 2 of 9 failed... then 3 of 10 (30%: not above)
+    outcomes(&sql, now, 7, 2, 403).await;
+    assert!(
+        alerts::check(&sql, &config, now).await.unwrap().is_empty(),
+        "below the minimum"
+    );
+    outcomes(&sql, now, 0, 1, 403).await;
+    assert!(
+        alerts::check(&sql, &config, now).await.unwrap().is_empty(),
+        "30% is not above 30%"
+    );
+    // 4 of 11: above
+    outcomes(&sql, now, 0, 1, 403).await;
+    let raised = alerts::check(&sql, &config, now).await.unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].kind, alerts::FAILURE_RATE);
+    assert_eq!(raised[0].details["failed"], 4);
+    assert_eq!(raised[0].details["executed"], 7);
+    assert!(raised[0].message.contains("36.4%"), "{}", raised[0].message);
+    // once per window: the same window raises nothing new, the stored row is there
+    assert!(alerts::check(&sql, &config, now).await.unwrap().is_empty());
+    let stored: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM alerts WHERE kind = 'orders.failure_rate'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+    // decisions older than the window do not count
+    let later = now + chrono::Duration::hours(2);
+    assert!(
+        alerts::check(&sql, &config, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_api_error_alert_fires_above_its_threshold_and_reaches_the_webhook() {
+    use tradegate_actors::reporter::{ReporterConfig, alerts};
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    // a webhook on loopback that keeps what it receives
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = ReporterConfig {
+        api_error_threshold: 2,
+        failure_min_decisions: 1_000, // keep the failure-rate alert out of this test
+        webhook_url: Some(hook),
+        ..ReporterConfig::default()
+    };
+    let now = Utc::now();
+    // a 403 is the broker refusing the order, not an API error
+    outcomes(&sql, now, 0, 1, 403).await;
+    outcomes(&sql, now, 0, 2, 503).await;
+    assert!(
+        alerts::check(&sql, &config, now).await.unwrap().is_empty(),
+        "2 is not above 2"
+    );
+    // a data job's call that got no answer
+    let (run_pk, _) = run(
+        &sql,
+        "quiver.congress",
+        now - chrono::Duration::minutes(5),
+        None,
+        0,
+    )
+    .await;
+    sql.execute(
+        "INSERT INTO api_call_logs (data_ingestion_run_id, endpoint, error_message, created_at) \
+         VALUES ($1, '/beta/live/congresstrading', 'connection reset', $2)",
+        &[&run_pk, &(now - chrono::Duration::minutes(4))],
+    )
+    .await
+    .unwrap();
+    let raised = alerts::check(&sql, &config, now).await.unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].kind, alerts::API_ERRORS);
+    assert_eq!(
+        (
+            raised[0].details["orders"].clone(),
+            raised[0].details["calls"].clone()
+        ),
+        (json!(2), json!(1))
+    );
+    alerts::announce(&reqwest::Client::new(), &config, &raised).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["kind"], "broker.api_errors");
+    assert_eq!(got[0]["id"], raised[0].id);
+}
+
+#[tokio::test]
+async fn retention_purges_old_payloads_but_keeps_every_referenced_one() {
+    use tradegate_actors::store::retention::purge_payloads;
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let f = fixture(&sql).await; // every payload of the fixture is referenced, from 2025
+    let referenced: i64 = sql
+        .query_one("SELECT count(*) FROM api_payloads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let old = Utc::now() - chrono::Duration::days(800);
+    let mut unreferenced_old = Vec::new();
+    for i in 0..7 {
+        unreferenced_old.push(
+            payload(
+                &sql,
+                "ApiRequest",
+                json!({"endpoint": format!("/old/{i}"), "method": "GET"}),
+                old,
+            )
+            .await,
+        );
+    }
+    let recent = payload(
+        &sql,
+        "ApiRequest",
+        json!({"endpoint": "/recent", "method": "GET"}),
+        Utc::now(),
+    )
+    .await;
+    let cutoff = Utc::now() - chrono::Duration::days(730);
+    // in batches of 3: 3 + 3 + 1
+    let deleted = purge_payloads(&sql, cutoff, 3).await.unwrap();
+    assert_eq!(deleted, 7);
+    let left: Vec<i64> = sql
+        .query("SELECT id FROM api_payloads ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left.len() as i64, referenced + 1);
+    assert!(left.contains(&recent));
+    assert!(unreferenced_old.iter().all(|id| !left.contains(id)));
+    // the fixture's payloads are far past a 30-day cutoff, and all still referenced
+    assert_eq!(
+        purge_payloads(&sql, Utc::now() - chrono::Duration::days(30), 3)
+            .await
+            .unwrap(),
+        0
+    );
+    let l = reports::lineage(&sql, f.d1).await.unwrap().unwrap();
+    assert!(
+        l.execution.unwrap().request.is_some(),
+        "the execution keeps its request"
+    );
+    // and `tradegate purge` runs the same with the trade log's retention
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .env_remove("TRADEGATE_CONFIG")
+        .env("DATABASE_URL", &db.conninfo)
+        .env("RUST_LOG", "warn")
+        .current_dir(common::scratch_dir("reports-purge"))
+        .args(["purge", "--payload-days", "1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["payloads_deleted"], 0,
+        "the one left unreferenced is minutes old"
+    );
+    // the fixture's trade-log day (2025-03-03) is past the hot window: exported, then dropped
+    assert_eq!(json["tradelog"]["dropped"], json!(["2025-03-03"]), "{json}");
+    assert_eq!(json["tradelog"]["exported"][0][2], 4, "{json}");
 }

@@ -21,5 +21,6 @@ pub mod gateway;
 pub mod ibkr_syncer;
 pub mod ingestion_logger;
 pub mod order_router;
+pub mod reporter;
 pub mod store;
 pub mod trade_log_writer;

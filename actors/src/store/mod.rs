@@ -9,6 +9,7 @@ pub mod ingestion;
 pub mod jobs;
 pub mod orders;
 pub mod reports;
+pub mod retention;
 pub mod tradelog;
 
 use chrono::NaiveDate;

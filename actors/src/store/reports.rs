@@ -1069,3 +1069,46 @@ pub async fn daily_summary(
         zero_record_runs: zero,
     })
 }
+
+/// Decisions created since `since` that have an outcome: (executed, failed).
+pub async fn outcomes_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM trade_decisions \
+                     WHERE status = 'executed' AND created_at >= $1), \
+                    (SELECT count(*) FROM trade_decisions \
+                     WHERE status = 'failed' AND created_at >= $1)",
+            &[&since],
+        )
+        .await
+        .map_err(StoreError::new("counting recent outcomes"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// API errors since `since`: orders that failed for an API reason (see
+/// [`API_ERROR_REASONS`]) plus data jobs' API calls answered 5xx or not answered at all.
+pub async fn api_errors_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), StoreError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM trade_decisions d \
+                         LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+                         WHERE d.status = 'failed' AND d.created_at >= $1 \
+                           AND {FAILURE_REASON} = ANY($2)), \
+                        (SELECT count(*) FROM api_call_logs \
+                         WHERE created_at >= $1 \
+                           AND (http_status_code >= 500 \
+                                OR (http_status_code IS NULL AND error_message IS NOT NULL)))"
+            ),
+            &[&since, &API_ERROR_REASONS.as_slice()],
+        )
+        .await
+        .map_err(StoreError::new("counting recent API errors"))?;
+    Ok((row.get(0), row.get(1)))
+}

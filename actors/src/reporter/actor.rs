@@ -1,0 +1,194 @@
+//! The Reporter actor: the alert checks on a schedule (and on request), the payload purge on
+//! a schedule (and on request).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+
+use super::alerts::{self, RaisedAlert};
+use super::config::ReporterConfig;
+use crate::store::retention;
+
+/// The registry name of the Reporter.
+pub const NAME: &str = "reporter";
+
+/// Messages of the Reporter.
+#[derive(Debug)]
+pub enum ReporterMessage {
+    /// Run the alert checks now; the alerts raised.
+    CheckAlerts {
+        /// Reply for RPC (none for the scheduled run)
+        reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, String>>>,
+    },
+    /// Purge API payloads past retention now; how many were deleted.
+    PurgePayloads {
+        /// Reply for RPC (none for the scheduled run)
+        reply: Option<RpcReplyPort<Result<u64, String>>>,
+    },
+}
+
+/// What the Reporter starts with.
+#[derive(Debug, Clone)]
+pub struct ReporterArgs {
+    /// The audit database
+    pub pool: deadpool_postgres::Pool,
+    /// Thresholds, webhook, retention
+    pub config: ReporterConfig,
+}
+
+/// The Reporter's state.
+#[derive(Debug)]
+pub struct ReporterState {
+    args: ReporterArgs,
+    http: reqwest::Client,
+    purge: Option<JoinHandle<()>>,
+    timers: Vec<JoinHandle<()>>,
+}
+
+/// The Reporter actor.
+#[derive(Debug, Default)]
+pub struct Reporter;
+
+async fn check_alerts(state: &ReporterState) -> Result<Vec<RaisedAlert>, String> {
+    let client = state.args.pool.get().await.map_err(|e| e.to_string())?;
+    let raised = alerts::check(&**client, &state.args.config, Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    alerts::announce(&state.http, &state.args.config, &raised).await;
+    Ok(raised)
+}
+
+async fn purge(args: ReporterArgs) -> Result<u64, String> {
+    let client = args.pool.get().await.map_err(|e| e.to_string())?;
+    let before = Utc::now() - chrono::Duration::days(i64::from(args.config.payload_retention_days));
+    let deleted = retention::purge_payloads(&**client, before, args.config.purge_batch_size)
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics::counter!("tradegate_payloads_purged_total").increment(deleted);
+    tracing::info!(deleted, %before, "purged API payloads past retention (referenced ones kept)");
+    Ok(deleted)
+}
+
+impl Actor for Reporter {
+    type Msg = ReporterMessage;
+    type State = ReporterState;
+    type Arguments = ReporterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ReporterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let timers = vec![
+            myself.send_interval(Duration::from_secs(args.config.alert_interval_secs), || {
+                ReporterMessage::CheckAlerts { reply: None }
+            }),
+            myself.send_interval(
+                Duration::from_secs(args.config.retention_interval_secs),
+                || ReporterMessage::PurgePayloads { reply: None },
+            ),
+        ];
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("building the webhook client: {e}"))?;
+        Ok(ReporterState {
+            args,
+            http,
+            purge: None,
+            timers,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(task) = state.purge.take() {
+            task.abort();
+        }
+        for timer in state.timers.drain(..) {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ReporterMessage::CheckAlerts { reply } => {
+                let result = check_alerts(state).await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "the alert checks failed; they run again at the next interval");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            ReporterMessage::PurgePayloads { reply } => {
+                if reply.is_none() && state.purge.as_ref().is_some_and(|t| !t.is_finished()) {
+                    return Ok(());
+                }
+                let args = state.args.clone();
+                state.purge = Some(tokio::spawn(async move {
+                    let result = purge(args).await;
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "the payload purge failed; it runs again at the next interval");
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the running Reporter.
+#[derive(Debug, Clone)]
+pub struct ReporterClient {
+    timeout: Duration,
+}
+
+impl Default for ReporterClient {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl ReporterClient {
+    fn actor() -> Result<ActorRef<ReporterMessage>, String> {
+        ActorRef::where_is(NAME)
+            .ok_or_else(|| "the Reporter is not running".to_string())
+    }
+
+    /// Runs the alert checks now.
+    pub async fn check_alerts(&self) -> Result<Vec<RaisedAlert>, String> {
+        ractor::call_t!(
+            Self::actor()?,
+            |reply| ReporterMessage::CheckAlerts { reply: Some(reply) },
+            u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+        )
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Purges API payloads past retention now.
+    pub async fn purge_payloads(&self) -> Result<u64, String> {
+        ractor::call_t!(
+            Self::actor()?,
+            |reply| ReporterMessage::PurgePayloads { reply: Some(reply) },
+            u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+        )
+        .map_err(|e| e.to_string())?
+    }
+}

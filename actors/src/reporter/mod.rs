@@ -1,0 +1,11 @@
+//! The Reporter: raises alerts when the trail shows trouble (a failure rate above its
+//! threshold, API errors above theirs), and purges API payloads past retention. The reports
+//! themselves are queries (`store::reports`) that the CLI and the API run directly.
+
+mod actor;
+pub mod alerts;
+mod config;
+
+pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterMessage};
+pub use alerts::RaisedAlert;
+pub use config::ReporterConfig;

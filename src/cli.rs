@@ -72,6 +72,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::ibkr::Format,
     },
+    /// Generate realistic activity to measure the reports on: ingestion runs and records,
+    /// decisions, executions, payloads, fills, refused orders and trade-log events over 500
+    /// symbols, for the days ending yesterday (UTC). Per day at scale 1: 274 decisions, 548
+    /// payloads, 2,740 trade-log events, 24 ingestion runs; --days 365 --scale 10 is about a
+    /// million decisions and ten million trade-log events.
+    SeedData {
+        /// How many days
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Multiplier of the daily volume (1 to 1000)
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+    },
     /// The IBKR trades synced from TWS (parents aggregated from canonical fills).
     Trades {
         /// What to show

@@ -11,5 +11,6 @@ pub mod migrate;
 pub mod orders;
 pub mod postgres;
 pub mod report;
+pub mod seed;
 pub mod sim;
 pub mod telemetry;

@@ -58,6 +58,9 @@ fn main() -> ExitCode {
                 return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
                     .await;
             }
+            cli::Command::SeedData { days, scale } => {
+                tradegate::seed::seed_command(&config, days, scale).await
+            }
             cli::Command::Purge {
                 payload_days,
                 format,

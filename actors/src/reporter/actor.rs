@@ -168,8 +168,7 @@ impl Default for ReporterClient {
 
 impl ReporterClient {
     fn actor() -> Result<ActorRef<ReporterMessage>, String> {
-        ActorRef::where_is(NAME)
-            .ok_or_else(|| "the Reporter is not running".to_string())
+        ActorRef::where_is(NAME).ok_or_else(|| "the Reporter is not running".to_string())
     }
 
     /// Runs the alert checks now.

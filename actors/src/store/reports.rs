@@ -694,8 +694,13 @@ pub async fn lineage(
     let logged = client
         .query(
             "SELECT local_ts_us, event_type, body FROM tradelog \
-             WHERE cl_ord_id = $1 ORDER BY local_ts_us",
-            &[&decision_id.to_string()],
+             WHERE cl_ord_id = $1 AND local_ts_us >= $2 ORDER BY local_ts_us",
+            // an order's events come after its decision: the days before are never searched
+            // (a minute of slack for clocks)
+            &[
+                &decision_id.to_string(),
+                &(decision.created_at.timestamp_micros() - 60_000_000),
+            ],
         )
         .await
         .map_err(StoreError::new("reading the order's trade-log events"))?;

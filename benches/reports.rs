@@ -1,0 +1,171 @@
+//! `cargo bench --bench reports`: a generated year (`tradegate seed-data`'s generator; by
+//! default 365 days at scale 10: about 1 million decisions and executions, 2 million payloads,
+//! 10 million trade-log events over 500 symbols) in a private durable cluster, then each
+//! report's latency, p50 and p99, against the floor measured in the same run: a primary-key
+//! look-up of one decision. Environment: TRADEGATE_BENCH_DAYS (365), TRADEGATE_BENCH_SCALE (10).
+#![allow(clippy::float_arithmetic)] // statistics of timings, not money
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Instant;
+
+use tradegate::report::{ReportRequest, produce};
+use tradegate_actors::store::reports::Range;
+use uuid::Uuid;
+
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// p50 and p99 in milliseconds of `times` (seconds).
+fn stats(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (
+        percentile(&times, 0.5) * 1e3,
+        percentile(&times, 0.99) * 1e3,
+    )
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(
+        env_or("TRADEGATE_BENCH_DAYS", 365),
+        env_or("TRADEGATE_BENCH_SCALE", 10),
+    ));
+}
+
+async fn run(days: u32, scale: u32) {
+    let settings = [
+        ("shared_buffers", "512MB"),
+        ("max_wal_size", "8GB"),
+        ("checkpoint_timeout", "30min"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (_cluster, _conninfo, mut client, _) =
+        support::bench_database("bench-reports", settings).await;
+    let started = Instant::now();
+    let seeded = tradegate::seed::seed(&mut client, days, scale, |n, day| {
+        if n % 30 == 0 {
+            eprintln!(
+                "seeded {n}/{days} days (up to {day}) in {:.0?}",
+                started.elapsed()
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let count = |table: &str| format!("SELECT count(*) FROM {table}");
+    let mut sizes = Vec::new();
+    for table in [
+        "trade_decisions",
+        "trade_executions",
+        "api_payloads",
+        "tradelog",
+    ] {
+        let n: i64 = client.query_one(&count(table), &[]).await.unwrap().get(0);
+        sizes.push(format!("{table} {n}"));
+    }
+    println!(
+        "seeded {days} days at scale {scale} in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        sizes.join(", ")
+    );
+    let range = Range::days(seeded.first_day.unwrap(), seeded.last_day.unwrap()).unwrap();
+    let decisions: Vec<(i64, Uuid)> = client
+        .query(
+            "SELECT id, decision_id FROM trade_decisions TABLESAMPLE SYSTEM (1) LIMIT 200",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // the floor: one decision by primary key
+    let mut floor = Vec::new();
+    for (id, _) in decisions.iter().cycle().take(400) {
+        let t = Instant::now();
+        client
+            .query_one("SELECT * FROM trade_decisions WHERE id = $1", &[id])
+            .await
+            .unwrap();
+        floor.push(t.elapsed().as_secs_f64());
+    }
+    let (floor_p50, _) = stats(floor);
+    // warm the caches the way a running gateway has them
+    produce(&client, &ReportRequest::Failures(range))
+        .await
+        .unwrap();
+
+    let mut symbol_times = Vec::new();
+    for i in 0..50u32 {
+        let symbol = format!("S{:03}", (i * 37) % 500);
+        let t = Instant::now();
+        produce(
+            &client,
+            &ReportRequest::Symbol {
+                symbol,
+                range,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+        symbol_times.push(t.elapsed().as_secs_f64());
+    }
+    let mut lineage_times = Vec::new();
+    for (_, decision) in decisions.iter().take(100) {
+        let t = Instant::now();
+        produce(&client, &ReportRequest::Decision(*decision))
+            .await
+            .unwrap();
+        lineage_times.push(t.elapsed().as_secs_f64());
+    }
+    let mut failure_times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        produce(&client, &ReportRequest::Failures(range))
+            .await
+            .unwrap();
+        failure_times.push(t.elapsed().as_secs_f64());
+    }
+    let (s50, s99) = stats(symbol_times);
+    let (l50, l99) = stats(lineage_times);
+    let (f50, f99) = stats(failure_times);
+    println!(
+        "symbol-year (50 symbols): p50 {s50:.2} ms, p99 {s99:.2} ms = {:.0}x the floor",
+        s99 / floor_p50
+    );
+    println!(
+        "lineage (100 decisions): p50 {l50:.2} ms, p99 {l99:.2} ms = {:.0}x the floor",
+        l99 / floor_p50
+    );
+    println!("failures-year (10 runs): p50 {f50:.2} ms, p99 {f99:.2} ms");
+    println!("pk floor (400 look-ups): p50 {floor_p50:.3} ms");
+    println!(
+        "goals: symbol-year and lineage p99 < 50 ms ({}), failures-year p99 < 500 ms ({})",
+        if s99 < 50.0 && l99 < 50.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if f99 < 500.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "reports: symbol-year p99 {s99:.2} ms, lineage p99 {l99:.2} ms, failures-year p99 {f99:.2} ms, pk floor {floor_p50:.3} ms"
+    );
+}

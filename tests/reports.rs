@@ -1240,3 +1240,65 @@ async fn retention_purges_old_payloads_but_keeps_every_referenced_one() {
     assert_eq!(json["tradelog"]["dropped"], json!(["2025-03-03"]), "{json}");
     assert_eq!(json["tradelog"]["exported"][0][2], 4, "{json}");
 }
+
+#[tokio::test]
+async fn seed_data_generates_a_consistent_trail() {
+    let db = TestDb::new().await;
+    let mut sql = db.client().await;
+    let report = tradegate::seed::seed(&mut sql, 2, 1, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.decisions, 548);
+    assert_eq!(report.tradelog_events, 5480);
+    assert_eq!(report.ingestion_runs, 48);
+    let one = |q: &'static str| {
+        let sql = &sql;
+        async move { sql.query_one(q, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // every decision but the never-received ones has an execution with both payloads
+    let never_received = one("SELECT count(*) FROM trade_decisions \
+                              WHERE failure_reason = 'not_received_by_broker'")
+    .await;
+    assert!(never_received > 0);
+    assert_eq!(
+        one("SELECT count(*) FROM trade_executions").await,
+        548 - never_received
+    );
+    assert_eq!(report.payloads, 2 * (548 - never_received));
+    assert_eq!(
+        one("SELECT count(*) FROM trade_executions e \
+             JOIN trade_decisions d ON d.id = e.trade_decision_id \
+             JOIN api_payloads q ON q.id = e.api_request_payload_id \
+             WHERE q.payload #>> '{body,client_order_id}' = d.decision_id::text")
+        .await,
+        548 - never_received,
+        "each request names its own decision"
+    );
+    // runs: one failed and one empty a day, the rest completed with their records
+    assert_eq!(
+        one("SELECT count(*) FROM data_ingestion_runs WHERE status = 'failed'").await,
+        2
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM data_ingestion_runs \
+             WHERE status = 'completed' AND records_fetched = 0")
+        .await,
+        2
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM data_ingestion_runs WHERE status = 'running'").await,
+        0
+    );
+    // and the reports read it
+    let range = Range::days(report.first_day.unwrap(), report.last_day.unwrap()).unwrap();
+    let symbol = reports::symbol_activity(&sql, "S001", range, 100)
+        .await
+        .unwrap();
+    assert!(symbol.summary.decisions > 0 && symbol.data_ingested_total > 0);
+    let failures = reports::failure_analysis(&sql, range).await.unwrap();
+    assert_eq!(
+        failures.failures,
+        one("SELECT count(*) FROM trade_decisions WHERE status = 'failed'").await
+    );
+    assert!(failures.by_reason.len() >= 6, "{:?}", failures.by_reason);
+}

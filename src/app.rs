@@ -743,6 +743,20 @@ async fn demo_reports(running: &Running, aapl: uuid::Uuid) -> Result<()> {
     let lineage = produce(&client, &ReportRequest::Decision(aapl)).await?;
     println!("  report:     tradegate report decision {aapl}");
     println!("{}", indent(lineage.to_text()));
+    // the order the venue refused (buying power)
+    let failed: Option<uuid::Uuid> = client
+        .query_opt(
+            "SELECT decision_id FROM trade_decisions WHERE status = 'failed' \
+             ORDER BY created_at DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(failed) = failed {
+        let order = produce(&client, &ReportRequest::Order(failed.to_string())).await?;
+        println!("  report:     tradegate report order {failed}");
+        println!("{}", indent(order.to_text()));
+    }
     Ok(())
 }
 

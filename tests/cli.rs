@@ -63,6 +63,25 @@ fn demo_starts_a_private_cluster_from_scratch_and_reuses_it_the_second_time() {
         "{stdout}"
     );
     assert!(stdout.contains("ingestion_logger running"), "{stdout}");
+    assert!(stdout.contains("reporter running"), "{stdout}");
+    // the overview's three questions, answered from the trail the demo just wrote: the
+    // symbol's activity, the data the AAPL decision rested on, why the TSLA order failed
+    assert!(
+        stdout.contains("report:     tradegate report symbol AAPL"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("primary ingestion run:")
+            && stdout.contains("demo.prices (demo), completed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", before the decision"), "{stdout}");
+    assert!(stdout.contains("request_order_new"), "{stdout}");
+    assert!(
+        stdout.contains("reason insufficient_buying_power (broker_reject)")
+            && stdout.contains("HTTP 403"),
+        "{stdout}"
+    );
     assert!(stdout.contains("(private cluster stopped)"), "{stdout}");
     assert!(data_dir.join("PG_VERSION").is_file());
     assert!(

@@ -1302,3 +1302,126 @@ async fn seed_data_generates_a_consistent_trail() {
     );
     assert!(failures.by_reason.len() >= 6, "{:?}", failures.by_reason);
 }
+
+#[tokio::test]
+async fn every_kind_of_failure_gets_its_reason_and_side() {
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let created = at(2025, 5, 5, 12, 0);
+    // (HTTP status, error code, execution status; None: no execution), the decision's own
+    // reason, and what the reports must call it
+    let kinds: [(Option<(Option<i32>, Option<&str>, &str)>, &str, &str, &str); 10] = [
+        (
+            Some((Some(403), Some("40310000"), "rejected")),
+            "403 insufficient buying power",
+            "insufficient_buying_power",
+            "broker_reject",
+        ),
+        (
+            Some((Some(422), Some("42210000"), "rejected")),
+            "422 invalid",
+            "validation_rejected",
+            "broker_reject",
+        ),
+        (
+            Some((Some(429), Some("42910000"), "rejected")),
+            "429 too many",
+            "rate_limited",
+            "api_error",
+        ),
+        (
+            Some((Some(502), None, "rejected")),
+            "502 bad gateway",
+            "broker_server_error",
+            "api_error",
+        ),
+        (
+            Some((None, Some("timeout"), "rejected")),
+            "timeout",
+            "api_timeout",
+            "api_error",
+        ),
+        (
+            Some((None, Some("transport"), "rejected")),
+            "transport",
+            "api_transport_error",
+            "api_error",
+        ),
+        (
+            Some((Some(404), Some("40410000"), "rejected")),
+            "404 no such asset",
+            "broker_refused_404",
+            "broker_reject",
+        ),
+        (
+            Some((Some(200), None, "rejected")),
+            "rejected by broker",
+            "rejected_by_broker",
+            "broker_reject",
+        ),
+        (
+            None,
+            "not_received_by_broker",
+            "not_received_by_broker",
+            "api_error",
+        ),
+        (
+            None,
+            "the session was removed",
+            "the session was removed",
+            "broker_reject",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (execution_of, failure, _, _) in &kinds {
+        let d = decision(
+            &sql,
+            Decision {
+                created,
+                status: "failed",
+                failure: Some(failure),
+                ..Decision::default()
+            },
+        )
+        .await;
+        if let Some((http, code, status)) = execution_of {
+            execution(
+                &sql,
+                d,
+                created,
+                Execution {
+                    status,
+                    http: *http,
+                    code: *code,
+                    message: Some(failure),
+                    broker_order_id: None,
+                    filled: 0,
+                    price: None,
+                    response: json!({"message": failure}),
+                },
+            )
+            .await;
+        }
+        ids.push(d.1);
+    }
+    let analysis = reports::failure_analysis(&sql, year(2025)).await.unwrap();
+    assert_eq!(analysis.failures, 10);
+    for ((_, _, reason, side), id) in kinds.iter().zip(&ids) {
+        assert_eq!(
+            count(&analysis.by_reason, reason),
+            1,
+            "{reason}: {:?}",
+            analysis.by_reason
+        );
+        let order = reports::order_failure(&sql, &id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(order.reason.as_deref(), Some(*reason));
+        assert_eq!(order.side.as_deref(), Some(*side), "{reason}");
+    }
+    let strategy = reports::strategy_performance(&sql, None, year(2025))
+        .await
+        .unwrap();
+    assert_eq!((strategy[0].broker_rejects, strategy[0].api_errors), (5, 5));
+}

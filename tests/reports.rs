@@ -1310,7 +1310,8 @@ async fn every_kind_of_failure_gets_its_reason_and_side() {
     let created = at(2025, 5, 5, 12, 0);
     // (HTTP status, error code, execution status; None: no execution), the decision's own
     // reason, and what the reports must call it
-    let kinds: [(Option<(Option<i32>, Option<&str>, &str)>, &str, &str, &str); 10] = [
+    type Submission<'a> = Option<(Option<i32>, Option<&'a str>, &'a str)>;
+    let kinds: [(Submission, &str, &str, &str); 10] = [
         (
             Some((Some(403), Some("40310000"), "rejected")),
             "403 insufficient buying power",

@@ -358,7 +358,7 @@ pub async fn symbol_activity(
               JOIN broker_order_events o ON o.trade_decision_id = d.id \
               WHERE d.symbol = $1 AND d.created_at >= $2 AND d.created_at < $3 \
                 AND o.event IN ('fill', 'partial_fill') \
-              ORDER BY o.event_at DESC LIMIT $4) \
+              ORDER BY d.created_at DESC, o.event_at DESC LIMIT $4) \
              UNION ALL \
              (SELECT 'ibkr', f.account_id, f.exec_id, f.side, f.quantity, f.price, f.executed_at \
               FROM broker_fills f \
@@ -565,7 +565,10 @@ pub async fn lineage(
                 "SELECT {DECISION_LINE}, d.primary_signal_type, d.primary_signal_id, \
                         d.primary_ingestion_run_id, d.id, e.execution_id, e.broker, \
                         e.error_code, e.submitted_at, e.api_request_payload_id, \
-                        e.api_response_payload_id, d.executed_at, d.failed_at, d.cancelled_at \
+                        e.api_response_payload_id, d.executed_at, d.failed_at, d.cancelled_at, \
+                        greatest(d.updated_at, e.updated_at, \
+                                 (SELECT max(recorded_at) FROM broker_order_events o \
+                                  WHERE o.trade_decision_id = d.id)) \
                  FROM trade_decisions d \
                  LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
                  WHERE d.decision_id = $1"
@@ -578,6 +581,9 @@ pub async fn lineage(
         return Ok(None);
     };
     let decision = decision_line(&row);
+    let last_change: DateTime<Utc> = row
+        .get::<_, Option<DateTime<Utc>>>(33)
+        .unwrap_or(decision.created_at);
     let primary_signal = row
         .get::<_, Option<String>>(20)
         .zip(row.get::<_, Option<String>>(21));
@@ -694,12 +700,15 @@ pub async fn lineage(
     let logged = client
         .query(
             "SELECT local_ts_us, event_type, body FROM tradelog \
-             WHERE cl_ord_id = $1 AND local_ts_us >= $2 ORDER BY local_ts_us",
-            // an order's events come after its decision: the days before are never searched
-            // (a minute of slack for clocks)
+             WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3 \
+             ORDER BY local_ts_us",
+            // only the days the order lived are searched (the log is partitioned by day): from
+            // a minute before its decision to a week after its last recorded change (a refused
+            // cancel or replace changes no row but is logged)
             &[
                 &decision_id.to_string(),
                 &(decision.created_at.timestamp_micros() - 60_000_000),
+                &(last_change.timestamp_micros() + 7 * 86_400_000_000),
             ],
         )
         .await

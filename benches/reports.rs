@@ -106,8 +106,22 @@ async fn run(days: u32, scale: u32) {
         floor.push(t.elapsed().as_secs_f64());
     }
     let (floor_p50, _) = stats(floor);
-    // warm the caches the way a running gateway has them
+    // warm the caches the way a running gateway has them: one report of each kind, on inputs
+    // the measured runs do not use
     produce(&client, &ReportRequest::Failures(range))
+        .await
+        .unwrap();
+    produce(
+        &client,
+        &ReportRequest::Symbol {
+            symbol: "S499".into(),
+            range,
+            limit: 100,
+        },
+    )
+    .await
+    .unwrap();
+    produce(&client, &ReportRequest::Decision(decisions[199].1))
         .await
         .unwrap();
 

@@ -8,6 +8,8 @@ CREATE INDEX trade_decisions_symbol_report_idx ON trade_decisions (symbol, creat
     INCLUDE (status);
 CREATE INDEX trade_decisions_failed_report_idx ON trade_decisions (created_at)
     INCLUDE (id, symbol, failure_reason) WHERE status = 'failed';
+CREATE INDEX trade_decisions_symbol_failed_idx ON trade_decisions (symbol, created_at)
+    INCLUDE (id, failure_reason) WHERE status = 'failed';
 CREATE INDEX trade_executions_outcome_idx ON trade_executions (trade_decision_id)
     INCLUDE (status, http_status_code, error_code);
 -- the existing (symbol, created_at) index is covered by the one above

@@ -131,7 +131,8 @@ decisions AS (
            CASE WHEN x.status = 'executed' THEN x.at + interval '40 milliseconds' END,
            CASE WHEN x.status = 'failed' THEN x.at + interval '40 milliseconds' END,
            CASE WHEN x.status = 'cancelled' THEN x.at + interval '5 minutes' END,
-           x.at
+           x.at + CASE WHEN x.status = 'cancelled' THEN interval '5 minutes'
+                       ELSE interval '40 milliseconds' END
     FROM (SELECT row_number() OVER () AS n, r.*,
                  r.created_at + make_interval(secs => (row_number() OVER ()) % 3600) AS at,
                  CASE WHEN (row_number() OVER ()) % 50 < 40 THEN 'executed'
@@ -163,7 +164,7 @@ executions AS (
     INSERT INTO trade_executions (trade_decision_id, execution_id, broker, status,
         api_request_payload_id, api_response_payload_id, broker_order_id, http_status_code,
         error_code, error_message, filled_quantity, filled_avg_price, submitted_at, filled_at,
-        rejected_at, cancelled_at)
+        rejected_at, cancelled_at, created_at, updated_at)
     SELECT d.id, gen_random_uuid(), 'alpaca',
            CASE d.status WHEN 'executed' THEN 'filled' WHEN 'cancelled' THEN 'cancelled'
                 ELSE 'rejected' END,
@@ -182,17 +183,20 @@ executions AS (
            d.created_at + interval '5 milliseconds',
            CASE WHEN d.status = 'executed' THEN d.created_at + interval '40 milliseconds' END,
            CASE WHEN d.status = 'failed' THEN d.created_at + interval '40 milliseconds' END,
-           CASE WHEN d.status = 'cancelled' THEN d.created_at + interval '5 minutes' END
+           CASE WHEN d.status = 'cancelled' THEN d.created_at + interval '5 minutes' END,
+           d.created_at + interval '30 milliseconds',
+           d.created_at + CASE WHEN d.status = 'cancelled' THEN interval '5 minutes'
+                               ELSE interval '40 milliseconds' END
     FROM decisions d
     JOIN requests q ON q.decision_id = d.decision_id
     JOIN responses p ON p.decision_id = d.decision_id
     RETURNING id),
 fills AS (
     INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id,
-        broker_order_id, event, order_status, qty, price, event_at, body)
+        broker_order_id, event, order_status, qty, price, event_at, recorded_at, body)
     SELECT 'alpaca', 'paper', gen_random_uuid()::text, d.id, md5(d.decision_id::text), 'fill',
            'filled', d.quantity, 100 + (abs(hashtext(d.symbol)) % 1000) / 10.0,
-           d.created_at + interval '40 milliseconds',
+           d.created_at + interval '40 milliseconds', d.created_at + interval '41 milliseconds',
            jsonb_build_object('event', 'fill', 'order', jsonb_build_object('client_order_id',
                d.decision_id, 'symbol', d.symbol))
     FROM decisions d WHERE d.status = 'executed'

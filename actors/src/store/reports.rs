@@ -295,63 +295,73 @@ pub async fn symbol_activity(
     limit: i64,
 ) -> Result<SymbolActivity, StoreError> {
     let (from, to) = (&range.from, &range.to);
-    let ingested = client
-        .query(
-            "SELECT r.record_type, r.record_id, r.operation, r.occurred_at, r.created_at, \
+    let ingested = async {
+        client
+            .query(
+                "SELECT r.record_type, r.record_id, r.operation, r.occurred_at, r.created_at, \
                     i.run_id, i.task_name, i.data_source, i.status, i.completed_at \
              FROM data_ingestion_run_records r \
              JOIN data_ingestion_runs i ON i.id = r.data_ingestion_run_id \
              WHERE r.symbol = $1 AND r.created_at >= $2 AND r.created_at < $3 \
              ORDER BY r.created_at DESC LIMIT $4",
-            &[&symbol, from, to, &limit],
-        )
-        .await
-        .map_err(StoreError::new("reading a symbol's ingested data"))?;
-    let ingested_total: i64 = client
-        .query_one(
-            "SELECT count(*) FROM data_ingestion_run_records \
+                &[&symbol, from, to, &limit],
+            )
+            .await
+            .map_err(StoreError::new("reading a symbol's ingested data"))
+    };
+    let ingested_total = async {
+        client
+            .query_one(
+                "SELECT count(*) FROM data_ingestion_run_records \
              WHERE symbol = $1 AND created_at >= $2 AND created_at < $3",
-            &[&symbol, from, to],
-        )
-        .await
-        .map_err(StoreError::new("counting a symbol's ingested data"))?
-        .get(0);
-    let decisions = client
-        .query(
-            &format!(
-                "SELECT {DECISION_LINE} FROM trade_decisions d \
+                &[&symbol, from, to],
+            )
+            .await
+            .map_err(StoreError::new("counting a symbol's ingested data"))
+    };
+    let decisions = async {
+        client
+            .query(
+                &format!(
+                    "SELECT {DECISION_LINE} FROM trade_decisions d \
                  LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
                  WHERE d.symbol = $1 AND d.created_at >= $2 AND d.created_at < $3 \
                  ORDER BY d.created_at DESC LIMIT $4"
-            ),
-            &[&symbol, from, to, &limit],
-        )
-        .await
-        .map_err(StoreError::new("reading a symbol's decisions"))?;
-    let summary = client
-        .query_one(
-            &format!(
-                "SELECT {OUTCOME_COLUMNS} FROM trade_decisions d \
+                ),
+                &[&symbol, from, to, &limit],
+            )
+            .await
+            .map_err(StoreError::new("reading a symbol's decisions"))
+    };
+    let summary = async {
+        client
+            .query_one(
+                &format!(
+                    "SELECT {OUTCOME_COLUMNS} FROM trade_decisions d \
                  WHERE d.symbol = $1 AND d.created_at >= $2 AND d.created_at < $3"
-            ),
-            &[&symbol, from, to],
-        )
-        .await
-        .map_err(StoreError::new("summing a symbol's decisions"))?;
-    let breakdown = client
-        .query(
-            &format!(
-                "SELECT {FAILURE_REASON} AS reason, count(*) FROM trade_decisions d \
+                ),
+                &[&symbol, from, to],
+            )
+            .await
+            .map_err(StoreError::new("summing a symbol's decisions"))
+    };
+    let breakdown = async {
+        client
+            .query(
+                &format!(
+                    "SELECT {FAILURE_REASON} AS reason, count(*) FROM trade_decisions d \
                  LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
                  WHERE d.symbol = $1 AND d.created_at >= $2 AND d.created_at < $3 \
                    AND d.status = 'failed' \
                  GROUP BY 1 ORDER BY 2 DESC, 1"
-            ),
-            &[&symbol, from, to],
-        )
-        .await
-        .map_err(StoreError::new("grouping a symbol's failures"))?;
-    let fills = client
+                ),
+                &[&symbol, from, to],
+            )
+            .await
+            .map_err(StoreError::new("grouping a symbol's failures"))
+    };
+    let fills = async {
+        client
         .query(
             "(SELECT 'alpaca', o.account, d.decision_id::text, d.side, o.qty, o.price, o.event_at \
               FROM trade_decisions d \
@@ -369,16 +379,30 @@ pub async fn symbol_activity(
             &[&symbol, from, to, &limit],
         )
         .await
-        .map_err(StoreError::new("reading a symbol's fills"))?;
-    let rejects = client
-        .query(
-            "SELECT reason_code, count(*) FROM order_rejects \
+        .map_err(StoreError::new("reading a symbol's fills"))
+    };
+    let rejects = async {
+        client
+            .query(
+                "SELECT reason_code, count(*) FROM order_rejects \
              WHERE symbol = $1 AND rejected_at >= $2 AND rejected_at < $3 \
              GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[&symbol, from, to],
-        )
-        .await
-        .map_err(StoreError::new("counting a symbol's refused orders"))?;
+                &[&symbol, from, to],
+            )
+            .await
+            .map_err(StoreError::new("counting a symbol's refused orders"))
+    };
+    // one connection, the statements pipelined: their round trips overlap
+    let (ingested, ingested_total, decisions, summary, breakdown, fills, rejects) = tokio::try_join!(
+        ingested,
+        ingested_total,
+        decisions,
+        summary,
+        breakdown,
+        fills,
+        rejects
+    )?;
+    let ingested_total: i64 = ingested_total.get(0);
     Ok(SymbolActivity {
         symbol: symbol.to_string(),
         range,
@@ -632,6 +656,8 @@ pub async fn lineage(
             });
         }
     }
+    let (request, response) =
+        tokio::try_join!(payload(client, row.get(28)), payload(client, row.get(29)))?;
     let execution = match row.get::<_, Option<Uuid>>(24) {
         None => None,
         Some(execution_id) => Some(ExecutionView {
@@ -645,8 +671,8 @@ pub async fn lineage(
             filled_quantity: decision.filled_quantity.unwrap_or_default(),
             filled_avg_price: decision.filled_avg_price,
             submitted_at: row.get(27),
-            request: payload(client, row.get(28)).await?,
-            response: payload(client, row.get(29)).await?,
+            request,
+            response,
         }),
     };
     let mut timeline = vec![TimelineEntry {
@@ -677,14 +703,35 @@ pub async fn lineage(
             body: None,
         });
     }
-    let events = client
-        .query(
-            "SELECT coalesce(event_at, recorded_at), event, order_status, body \
+    let events = async {
+        client
+            .query(
+                "SELECT coalesce(event_at, recorded_at), event, order_status, body \
              FROM broker_order_events WHERE trade_decision_id = $1 ORDER BY id",
-            &[&decision_pk],
-        )
-        .await
-        .map_err(StoreError::new("reading the order's broker events"))?;
+                &[&decision_pk],
+            )
+            .await
+            .map_err(StoreError::new("reading the order's broker events"))
+    };
+    let logged = async {
+        client
+            .query(
+                "SELECT local_ts_us, event_type, body FROM tradelog \
+             WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3 \
+             ORDER BY local_ts_us",
+                // only the days the order lived are searched (the log is partitioned by day): from
+                // a minute before its decision to a week after its last recorded change (a refused
+                // cancel or replace changes no row but is logged)
+                &[
+                    &decision_id.to_string(),
+                    &(decision.created_at.timestamp_micros() - 60_000_000),
+                    &(last_change.timestamp_micros() + 7 * 86_400_000_000),
+                ],
+            )
+            .await
+            .map_err(StoreError::new("reading the order's trade-log events"))
+    };
+    let (events, logged) = tokio::try_join!(events, logged)?;
     for e in &events {
         let status: Option<String> = e.get(2);
         timeline.push(TimelineEntry {
@@ -697,22 +744,6 @@ pub async fn lineage(
             body: Some(e.get(3)),
         });
     }
-    let logged = client
-        .query(
-            "SELECT local_ts_us, event_type, body FROM tradelog \
-             WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3 \
-             ORDER BY local_ts_us",
-            // only the days the order lived are searched (the log is partitioned by day): from
-            // a minute before its decision to a week after its last recorded change (a refused
-            // cancel or replace changes no row but is logged)
-            &[
-                &decision_id.to_string(),
-                &(decision.created_at.timestamp_micros() - 60_000_000),
-                &(last_change.timestamp_micros() + 7 * 86_400_000_000),
-            ],
-        )
-        .await
-        .map_err(StoreError::new("reading the order's trade-log events"))?;
     for l in &logged {
         let us: i64 = l.get(0);
         timeline.push(TimelineEntry {

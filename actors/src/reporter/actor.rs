@@ -45,18 +45,33 @@ pub struct ReporterState {
     http: reqwest::Client,
     purge: Option<JoinHandle<()>>,
     timers: Vec<JoinHandle<()>>,
+    /// The newest alert id already forwarded to the webhook
+    forwarded: Option<i64>,
 }
 
 /// The Reporter actor.
 #[derive(Debug, Default)]
 pub struct Reporter;
 
-async fn check_alerts(state: &ReporterState) -> Result<Vec<RaisedAlert>, String> {
+async fn check_alerts(state: &mut ReporterState) -> Result<Vec<RaisedAlert>, String> {
     let client = state.args.pool.get().await.map_err(|e| e.to_string())?;
+    // forwarding starts with the alerts raised after the Reporter started
+    let after = match state.forwarded {
+        Some(id) => id,
+        None => alerts::newest_alert_id(&**client)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
     let raised = alerts::check(&**client, &state.args.config, Utc::now())
         .await
         .map_err(|e| e.to_string())?;
     alerts::announce(&state.http, &state.args.config, &raised).await;
+    let elsewhere = alerts::raised_elsewhere(&**client, after)
+        .await
+        .map_err(|e| e.to_string())?;
+    alerts::post(&state.http, &state.args.config, &elsewhere).await;
+    let newest = raised.iter().chain(&elsewhere).map(|a| a.id).max();
+    state.forwarded = Some(newest.map_or(after, |n| n.max(after)));
     Ok(raised)
 }
 
@@ -90,6 +105,12 @@ impl Actor for Reporter {
                 || ReporterMessage::PurgePayloads { reply: None },
             ),
         ];
+        // alerts raised from now on are forwarded (best effort: without the database now,
+        // the first check starts from the newest alert then)
+        let forwarded = match args.pool.get().await {
+            Ok(client) => alerts::newest_alert_id(&**client).await.ok(),
+            Err(_) => None,
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -99,6 +120,7 @@ impl Actor for Reporter {
             http,
             purge: None,
             timers,
+            forwarded,
         })
     }
 

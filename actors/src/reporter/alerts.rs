@@ -103,25 +103,73 @@ pub async fn check(
     Ok(raised)
 }
 
+/// The alerts other actors raised (zero-record ingestion runs, from the IngestionLogger) with
+/// an id above `after`, oldest first: they are logged and counted where they are raised, and
+/// the Reporter forwards them to the webhook.
+pub async fn raised_elsewhere(
+    client: &impl tokio_postgres::GenericClient,
+    after: i64,
+) -> Result<Vec<RaisedAlert>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT id, kind, message, details FROM alerts \
+             WHERE id > $1 AND kind = ANY($2) ORDER BY id",
+            &[
+                &after,
+                &[crate::store::ingestion::ZERO_RECORDS_ALERT].as_slice(),
+            ],
+        )
+        .await
+        .map_err(StoreError::new("reading new alerts"))?;
+    Ok(rows
+        .iter()
+        .map(|r| RaisedAlert {
+            id: r.get(0),
+            kind: r.get(1),
+            message: r.get(2),
+            details: r.get(3),
+        })
+        .collect())
+}
+
+/// The newest alert id (0 when there is none): where forwarding starts.
+pub async fn newest_alert_id(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i64, StoreError> {
+    Ok(client
+        .query_one("SELECT coalesce(max(id), 0) FROM alerts", &[])
+        .await
+        .map_err(StoreError::new("reading the newest alert"))?
+        .get(0))
+}
+
+/// Posts `alerts` to the webhook, when one is configured (best effort: a failure is logged).
+pub async fn post(http: &reqwest::Client, config: &ReporterConfig, alerts: &[RaisedAlert]) {
+    let Some(url) = &config.webhook_url else {
+        return;
+    };
+    for alert in alerts {
+        let sent = http
+            .post(url)
+            .json(
+                &json!({"id": alert.id, "kind": alert.kind, "message": alert.message,
+                "details": alert.details}),
+            )
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(e) = sent {
+            metrics::counter!("tradegate_alert_webhook_failures_total").increment(1);
+            tracing::warn!(alert_id = alert.id, error = %e, "the alert webhook failed");
+        }
+    }
+}
+
 /// Logs, counts and (with a webhook) posts each raised alert.
 pub async fn announce(http: &reqwest::Client, config: &ReporterConfig, raised: &[RaisedAlert]) {
     for alert in raised {
         metrics::counter!("tradegate_alerts_total", "kind" => alert.kind.clone()).increment(1);
         tracing::warn!(alert_id = alert.id, kind = %alert.kind, "ALERT {}: {}", alert.kind, alert.message);
-        if let Some(url) = &config.webhook_url {
-            let sent = http
-                .post(url)
-                .json(
-                    &json!({"id": alert.id, "kind": alert.kind, "message": alert.message,
-                    "details": alert.details}),
-                )
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status);
-            if let Err(e) = sent {
-                metrics::counter!("tradegate_alert_webhook_failures_total").increment(1);
-                tracing::warn!(alert_id = alert.id, error = %e, "the alert webhook failed");
-            }
-        }
     }
+    post(http, config, raised).await;
 }

@@ -127,7 +127,8 @@ pub async fn sync_command(
     .await
 }
 
-fn opt<T: ToString>(v: &Option<T>) -> String {
+/// An optional value as a table cell (`-` when absent).
+pub(crate) fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::app::with_database;
 use crate::config::Config;
-use crate::ibkr::Format;
+use crate::ibkr::{Format, opt};
 
 /// Which report, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,10 +197,6 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
-}
-
-fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 
 fn time(t: &chrono::DateTime<Utc>) -> String {

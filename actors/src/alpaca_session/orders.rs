@@ -142,8 +142,8 @@ impl SessionCtx {
     }
 
     /// Stores a submission's outcome in the session's next group commit.
-    async fn record_submission(&self, recorded: &Recorded<'_>) -> Result<i64, String> {
-        let submission = Arc::new(recorded.submission());
+    async fn record_submission(&self, submission: Submission) -> Result<i64, String> {
+        let submission = Arc::new(submission);
         self.submissions
             .write(group::work(move |tx| {
                 let s = Arc::clone(&submission);
@@ -267,8 +267,9 @@ impl SessionCtx {
             &answer,
         );
         let (submission_status, broker_order_id, http_status, error) = recorded.summary();
-        let stored = self.record_submission(&recorded).await;
-        self.log(recorded.log_events(self, &cl, &d.symbol));
+        let events = recorded.log_events(self, &cl, &d.symbol);
+        let stored = self.record_submission(recorded.sub).await;
+        self.log(events);
         stored.map_err(|e| {
             format!("the broker answered {submission_status} but it could not be stored: {e}")
         })?;
@@ -509,8 +510,8 @@ impl SessionCtx {
             Utc::now(),
             &answer,
         );
-        self.record_submission(&recorded).await?;
         let (status, broker_order_id, http_status, error) = recorded.summary();
+        self.record_submission(recorded.sub).await?;
         self.hub.push(
             &decision.strategy_name,
             StrategyEvent::Execution {
@@ -568,23 +569,9 @@ fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayl
     }
 }
 
-/// A submission's outcome, ready to store and log.
+/// A submission's outcome, ready to store and log: the row it becomes and its decision.
 struct Recorded<'a> {
-    decision_pk: i64,
-    execution_id: Uuid,
-    request_payload_id: i64,
-    response: ApiPayload,
-    status: &'static str,
-    broker_order_id: Option<String>,
-    http_status: Option<u16>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    error_details: Option<Value>,
-    filled_qty: Decimal,
-    filled_avg_price: Option<Decimal>,
-    submitted_at: chrono::DateTime<Utc>,
-    filled_at: Option<chrono::DateTime<Utc>>,
-    outcome: DecisionOutcome,
+    sub: Submission,
     decision: &'a NewDecision,
 }
 
@@ -597,12 +584,12 @@ fn record<'a>(
     submitted_at: chrono::DateTime<Utc>,
     answer: &Result<Exchange, CallError>,
 ) -> Recorded<'a> {
-    let response = response_payload("/v2/orders", answer);
-    let mut r = Recorded {
+    let mut r = Submission {
         decision_pk,
         execution_id,
+        broker: BROKER,
         request_payload_id,
-        response,
+        response: response_payload("/v2/orders", answer),
         status: "rejected",
         broker_order_id: None,
         http_status: None,
@@ -611,10 +598,10 @@ fn record<'a>(
         error_details: None,
         filled_qty: Decimal::ZERO,
         filled_avg_price: None,
+        commission: None,
         submitted_at,
         filled_at: None,
         outcome: DecisionOutcome::Failed(String::new()),
-        decision: d,
     };
     match answer {
         Ok(ex) if ex.ok() => {
@@ -623,7 +610,7 @@ fn record<'a>(
                 tracing::warn!(account = %ctx.account, status, "unknown Alpaca order status; recorded as submitted");
                 "submitted"
             });
-            r.http_status = Some(ex.status);
+            r.http_status = Some(i32::from(ex.status));
             r.broker_order_id = ex
                 .body
                 .get("id")
@@ -646,7 +633,7 @@ fn record<'a>(
         Ok(ex) => {
             let (code, message) = error_of(&ex.body);
             let message = message.unwrap_or_else(|| ex.body.to_string());
-            r.http_status = Some(ex.status);
+            r.http_status = Some(i32::from(ex.status));
             r.error_code = code;
             r.outcome = DecisionOutcome::Failed(format!("{} {message}", ex.status));
             r.error_message = Some(message);
@@ -658,60 +645,42 @@ fn record<'a>(
             r.outcome = DecisionOutcome::Failed(format!("{}: {e}", e.code()));
         }
     }
-    r
+    Recorded {
+        sub: r,
+        decision: d,
+    }
 }
 
 impl Recorded<'_> {
-    fn submission(&self) -> Submission {
-        Submission {
-            decision_pk: self.decision_pk,
-            execution_id: self.execution_id,
-            broker: BROKER,
-            request_payload_id: self.request_payload_id,
-            response: self.response.clone(),
-            status: self.status,
-            broker_order_id: self.broker_order_id.clone(),
-            http_status: self.http_status.map(i32::from),
-            error_code: self.error_code.clone(),
-            error_message: self.error_message.clone(),
-            error_details: self.error_details.clone(),
-            filled_qty: self.filled_qty,
-            filled_avg_price: self.filled_avg_price,
-            commission: None,
-            submitted_at: self.submitted_at,
-            filled_at: self.filled_at,
-            outcome: self.outcome.clone(),
-        }
-    }
-
     fn summary(&self) -> (&'static str, Option<String>, Option<u16>, Option<String>) {
         (
-            self.status,
-            self.broker_order_id.clone(),
-            self.http_status,
-            self.error_message.clone(),
+            self.sub.status,
+            self.sub.broker_order_id.clone(),
+            self.sub.http_status.and_then(|s| u16::try_from(s).ok()),
+            self.sub.error_message.clone(),
         )
     }
 
     /// `api_response`, plus `api_event_execution` when the response already carries a fill.
     fn log_events(&self, ctx: &SessionCtx, cl: &str, symbol: &str) -> Vec<TradeLogEvent> {
-        let ids = ctx.ids(cl, symbol, self.broker_order_id.as_deref());
-        let execution = (self.filled_qty > Decimal::ZERO).then(|| ExecutionFields {
+        let s = &self.sub;
+        let ids = ctx.ids(cl, symbol, s.broker_order_id.as_deref());
+        let execution = (s.filled_qty > Decimal::ZERO).then(|| ExecutionFields {
             side: Some(self.decision.side),
-            last_px: self.filled_avg_price,
-            last_qty: Some(self.filled_qty),
-            leaves_qty: Some(self.decision.quantity - self.filled_qty),
+            last_px: s.filled_avg_price,
+            last_qty: Some(s.filled_qty),
+            leaves_qty: Some(self.decision.quantity - s.filled_qty),
             ord_qty: Some(self.decision.quantity),
             ord_px: self.decision.limit_price,
             ..ExecutionFields::default()
         });
         TradeLogEvent::api_response(
             &ids,
-            self.http_status.and_then(|s| i16::try_from(s).ok()),
-            self.error_code.clone(),
-            self.error_message.clone(),
+            s.http_status.and_then(|h| i16::try_from(h).ok()),
+            s.error_code.clone(),
+            s.error_message.clone(),
             execution.as_ref(),
-            RawJson::from_value(&self.response.payload),
+            RawJson::from_value(&s.response.payload),
         )
     }
 }

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
@@ -208,12 +207,11 @@ impl Actor for OrderRouter {
                 for order in &orders {
                     let outcome = state.check(&strategy, order, now).await;
                     if let Err((reject, account)) = &outcome {
-                        let _ = state.rejects.send(RejectRecord {
-                            order: order.clone(),
-                            account: account.clone(),
-                            reject: reject.clone(),
-                            rejected_at: Utc::now(),
-                        });
+                        let _ = state.rejects.send(RejectRecord::now(
+                            order,
+                            account.clone(),
+                            reject.clone(),
+                        ));
                     }
                     checked.push(outcome.map_err(|(r, _)| r));
                 }
@@ -521,12 +519,11 @@ async fn committer(
                 for job in group {
                     for (order, c) in job.orders.iter().zip(&job.checked) {
                         if let Ok(d) = c {
-                            let _ = rejects.send(RejectRecord {
-                                order: order.clone(),
-                                account: Some(d.account.clone()),
-                                reject: OrderReject::new(AUDIT_UNAVAILABLE, e.clone()),
-                                rejected_at: Utc::now(),
-                            });
+                            let _ = rejects.send(RejectRecord::now(
+                                order,
+                                Some(d.account.clone()),
+                                OrderReject::new(AUDIT_UNAVAILABLE, e.clone()),
+                            ));
                         }
                     }
                     answer_unavailable(job, &e);
@@ -551,12 +548,11 @@ async fn committer(
                             });
                         }
                         Some(Err(r)) => {
-                            let _ = rejects.send(RejectRecord {
-                                order: order.clone(),
-                                account: Some(decision.account.clone()),
-                                reject: r.clone(),
-                                rejected_at: Utc::now(),
-                            });
+                            let _ = rejects.send(RejectRecord::now(
+                                order,
+                                Some(decision.account.clone()),
+                                r.clone(),
+                            ));
                             outcomes.push(Err(r));
                         }
                         None => outcomes.push(Err(OrderReject::new(

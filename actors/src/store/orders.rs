@@ -669,6 +669,22 @@ pub struct RejectRecord {
     pub rejected_at: DateTime<Utc>,
 }
 
+impl RejectRecord {
+    /// `order`, refused now with `reject`.
+    pub fn now(
+        order: &crate::domain::OrderRequest,
+        account: Option<String>,
+        reject: crate::domain::OrderReject,
+    ) -> Self {
+        Self {
+            order: order.clone(),
+            account,
+            reject,
+            rejected_at: Utc::now(),
+        }
+    }
+}
+
 /// Stores refused orders, in one transaction.
 pub async fn insert_rejects(
     client: &mut tokio_postgres::Client,

@@ -101,6 +101,49 @@ fn counts(rows: &[Row]) -> Vec<Count> {
         .collect()
 }
 
+/// Failed decisions created in `range` (of `symbol`, when given) by normalized reason, most
+/// frequent first.
+async fn failures_by_reason(
+    client: &impl GenericClient,
+    symbol: Option<&str>,
+    range: Range,
+) -> Result<Vec<Count>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {FAILURE_REASON} AS reason, count(*) FROM trade_decisions d \
+                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+                 WHERE d.status = 'failed' AND d.created_at >= $2 AND d.created_at < $3 \
+                   AND ($1::text IS NULL OR d.symbol = $1) \
+                 GROUP BY 1 ORDER BY 2 DESC, 1"
+            ),
+            &[&symbol, &range.from, &range.to],
+        )
+        .await
+        .map_err(StoreError::new("grouping failures by reason"))?;
+    Ok(counts(&rows))
+}
+
+/// Orders refused before a decision in `range` (of `symbol`, when given) by reason code, most
+/// frequent first.
+async fn rejects_by_code(
+    client: &impl GenericClient,
+    symbol: Option<&str>,
+    range: Range,
+) -> Result<Vec<Count>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT reason_code, count(*) FROM order_rejects \
+             WHERE rejected_at >= $2 AND rejected_at < $3 \
+               AND ($1::text IS NULL OR symbol = $1) \
+             GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[&symbol, &range.from, &range.to],
+        )
+        .await
+        .map_err(StoreError::new("counting refused orders"))?;
+    Ok(counts(&rows))
+}
+
 /// Decisions by outcome, with the success rate (executed / (executed + failed), four places,
 /// none when nothing has an outcome yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -345,21 +388,7 @@ pub async fn symbol_activity(
             .await
             .map_err(StoreError::new("summing a symbol's decisions"))
     };
-    let breakdown = async {
-        client
-            .query(
-                &format!(
-                    "SELECT {FAILURE_REASON} AS reason, count(*) FROM trade_decisions d \
-                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
-                 WHERE d.symbol = $1 AND d.created_at >= $2 AND d.created_at < $3 \
-                   AND d.status = 'failed' \
-                 GROUP BY 1 ORDER BY 2 DESC, 1"
-                ),
-                &[&symbol, from, to],
-            )
-            .await
-            .map_err(StoreError::new("grouping a symbol's failures"))
-    };
+    let breakdown = failures_by_reason(client, Some(symbol), range);
     let fills = async {
         client
         .query(
@@ -381,17 +410,7 @@ pub async fn symbol_activity(
         .await
         .map_err(StoreError::new("reading a symbol's fills"))
     };
-    let rejects = async {
-        client
-            .query(
-                "SELECT reason_code, count(*) FROM order_rejects \
-             WHERE symbol = $1 AND rejected_at >= $2 AND rejected_at < $3 \
-             GROUP BY 1 ORDER BY 2 DESC, 1",
-                &[&symbol, from, to],
-            )
-            .await
-            .map_err(StoreError::new("counting a symbol's refused orders"))
-    };
+    let rejects = rejects_by_code(client, Some(symbol), range);
     // one connection, the statements pipelined: their round trips overlap
     let (ingested, ingested_total, decisions, summary, breakdown, fills, rejects) = tokio::try_join!(
         ingested,
@@ -435,9 +454,9 @@ pub async fn symbol_activity(
                 at: r.get(6),
             })
             .collect(),
-        rejects: counts(&rejects),
+        rejects,
         summary: Outcomes::from_row(&summary, 0),
-        failure_breakdown: counts(&breakdown),
+        failure_breakdown: breakdown,
     })
 }
 
@@ -998,14 +1017,7 @@ pub async fn failure_analysis(
             .collect()
     };
     let by_reason = pick("reason");
-    let rejects = client
-        .query(
-            "SELECT reason_code, count(*) FROM order_rejects \
-             WHERE rejected_at >= $1 AND rejected_at < $2 GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[from, to],
-        )
-        .await
-        .map_err(StoreError::new("counting refused orders"))?;
+    let rejects_by_code = rejects_by_code(client, None, range).await?;
     Ok(FailureAnalysis {
         range,
         failures: by_reason.iter().map(|c| c.count).sum(),
@@ -1013,7 +1025,7 @@ pub async fn failure_analysis(
         by_symbol: pick("symbol"),
         by_weekday_hour: pick("dow_hour"),
         by_weekday: pick("dow"),
-        rejects_by_code: counts(&rejects),
+        rejects_by_code,
     })
 }
 
@@ -1066,26 +1078,8 @@ pub async fn daily_summary(
         )
         .await
         .map_err(StoreError::new("counting a day's executions"))?;
-    let failures = client
-        .query(
-            &format!(
-                "SELECT {FAILURE_REASON}, count(*) FROM trade_decisions d \
-                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
-                 WHERE d.status = 'failed' AND d.created_at >= $1 AND d.created_at < $2 \
-                 GROUP BY 1 ORDER BY 2 DESC, 1"
-            ),
-            &[from, to],
-        )
-        .await
-        .map_err(StoreError::new("grouping a day's failures"))?;
-    let rejects = client
-        .query(
-            "SELECT reason_code, count(*) FROM order_rejects \
-             WHERE rejected_at >= $1 AND rejected_at < $2 GROUP BY 1 ORDER BY 2 DESC, 1",
-            &[from, to],
-        )
-        .await
-        .map_err(StoreError::new("counting a day's refused orders"))?;
+    let failures = failures_by_reason(client, None, range).await?;
+    let rejects = rejects_by_code(client, None, range).await?;
     let runs = client
         .query(
             "SELECT status, count(*) FROM data_ingestion_runs \
@@ -1108,8 +1102,8 @@ pub async fn daily_summary(
         day,
         decisions: Outcomes::from_row(&decisions, 0),
         executions: counts(&executions),
-        failures: counts(&failures),
-        rejects: counts(&rejects),
+        failures,
+        rejects,
         ingestion_runs: counts(&runs),
         zero_record_runs: zero,
     })

@@ -2,8 +2,11 @@
 //! through the whole order path (checks, outbox commit, AlpacaSession, simulated venue over
 //! HTTP) on a durable private cluster. Measures sustained orders per second (every order acked
 //! and received by the venue) and, paced at 1,000 orders/s, the latency from the strategy's
-//! send to the venue's receipt; in the same run the floor: a bare single-row INSERT + COMMIT.
-//! Environment: TRADEGATE_BENCH_ORDERS (default 5000), TRADEGATE_BENCH_CONNECTIONS (4).
+//! send to the venue's receipt (and to the ack, once the decision committed); in the same run
+//! the floor: a bare single-row INSERT + COMMIT.
+//! Environment: TRADEGATE_BENCH_ORDERS (default 5000), TRADEGATE_BENCH_CONNECTIONS (4),
+//! TRADEGATE_BENCH_STATEMENTS (print the server's costliest statements of the paced phase; needs
+//! pg_stat_statements preloaded through TRADEGATE_BENCH_PG_SETTINGS, see benches/support).
 #![allow(clippy::float_arithmetic)] // statistics of timings, not money
 
 #[path = "support/mod.rs"]
@@ -53,14 +56,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Sends `per_conn` orders on each connection, paced to `rate` orders/s overall (0: as fast as
-/// possible); the send time of each request id, and when the last ack arrived.
+/// possible); the send time of each request id, and its ack: the decision id and when the ack
+/// arrived.
 async fn drive(
     addr: SocketAddr,
     connections: usize,
     per_conn: usize,
     rate: usize,
     tag: &str,
-) -> (HashMap<String, DateTime<Utc>>, HashMap<String, String>) {
+) -> (
+    HashMap<String, DateTime<Utc>>,
+    HashMap<String, (String, DateTime<Utc>)>,
+) {
     let mut tasks = Vec::new();
     for c in 0..connections {
         let tag = tag.to_string();
@@ -86,7 +93,7 @@ async fn drive(
                         assert_eq!(v["type"], "ack", "{v}");
                         acks.insert(
                             v["request_id"].as_str().unwrap().to_string(),
-                            v["decision_id"].as_str().unwrap().to_string(),
+                            (v["decision_id"].as_str().unwrap().to_string(), Utc::now()),
                         );
                     }
                 }
@@ -126,7 +133,7 @@ async fn drive(
 /// Waits until the venue has every decision; their receipt times by decision id.
 async fn receipts(
     venue: &SimAlpaca,
-    decisions: &HashMap<String, String>,
+    acks: &HashMap<String, (String, DateTime<Utc>)>,
 ) -> HashMap<String, DateTime<Utc>> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -135,7 +142,7 @@ async fn receipts(
             .into_iter()
             .filter_map(|r| r.client_order_id.map(|c| (c, r.received_at)))
             .collect();
-        if decisions.values().all(|d| seen.contains_key(d)) || Instant::now() > deadline {
+        if acks.values().all(|(d, _)| seen.contains_key(d)) || Instant::now() > deadline {
             return seen;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -237,7 +244,7 @@ async fn run(orders: usize, connections: usize) {
     let first = sent.values().min().copied().unwrap();
     let last = acks
         .values()
-        .filter_map(|d| seen.get(d))
+        .filter_map(|(d, _)| seen.get(d))
         .max()
         .copied()
         .unwrap();
@@ -252,22 +259,67 @@ async fn run(orders: usize, connections: usize) {
     // let the burst's background work (outcomes, stream events, trade log) finish first, so
     // the latency below is that of a steady 1,000 orders/s, not of a drain
     settle(&client).await;
+    let statements = std::env::var_os("TRADEGATE_BENCH_STATEMENTS").is_some();
+    if statements {
+        // needs TRADEGATE_BENCH_PG_SETTINGS="shared_preload_libraries=pg_stat_statements"
+        client
+            .batch_execute(
+                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+                 SELECT pg_stat_statements_reset()",
+            )
+            .await
+            .unwrap();
+    }
 
     // latency at 1,000 orders/s for 3 s
     let (sent, acks) = drive(addr, connections, 3000 / connections, 1000, "paced").await;
     let seen = receipts(&venue, &acks).await;
+    let micros = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_microseconds();
     let mut latencies: Vec<f64> = acks
         .iter()
-        .filter_map(|(rid, d)| Some((*seen.get(d)? - *sent.get(rid)?).num_microseconds()? as f64))
+        .filter_map(|(rid, (d, _))| Some(micros(*sent.get(rid)?, *seen.get(d)?)? as f64))
         .collect();
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let mut acked: Vec<f64> = acks
+        .iter()
+        .filter_map(|(rid, (_, at))| Some(micros(*sent.get(rid)?, *at)? as f64))
+        .collect();
+    acked.sort_by(f64::total_cmp);
+    println!(
+        "at 1000 orders/s, send -> ack (decision committed): p50 {:.0} us, p99 {:.0} us",
+        percentile(&acked, 0.5),
+        percentile(&acked, 0.99)
+    );
     println!(
         "latency at 1000 orders/s, send -> venue receipt: p50 {p50:.0} us, p99 {p99:.0} us ({} orders); \
          insert+commit floor p50 {floor_p50:.0} us; p50 / floor = {:.1}",
         latencies.len(),
         p50 / floor_p50
     );
+    if statements {
+        for line in tradegate::telemetry::metrics_handle().render().lines() {
+            if line.contains("outbox") || line.contains("quantile=\"0.99\"") {
+                println!("{line}");
+            }
+        }
+        settle(&client).await;
+        for row in client
+            .query(
+                "SELECT round(total_exec_time::numeric, 1)::text, calls, \
+                        round((total_exec_time / calls)::numeric, 3)::text, \
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 140) \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let (total, calls, mean, query): (String, i64, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            println!("{total:>10} ms {calls:>7} x {mean:>8} ms  {query}");
+        }
+    }
     running.stop().await.unwrap();
     println!(
         "order_path: {throughput:.0} orders/s, p50 {p50:.0} us, p99 {p99:.0} us, insert+commit floor p50 {floor_p50:.0} us"

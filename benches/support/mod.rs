@@ -20,6 +20,16 @@ pub async fn bench_database(
     std::fs::create_dir_all(&dir).unwrap();
     let mut options = ClusterOptions::new(dir.join("pg"));
     options.settings = settings;
+    // extra server settings for looking into a run, e.g.
+    // TRADEGATE_BENCH_PG_SETTINGS="shared_preload_libraries=pg_stat_statements;..."
+    if let Ok(extra) = std::env::var("TRADEGATE_BENCH_PG_SETTINGS") {
+        for pair in extra.split(';').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair.split_once('=').expect("name=value");
+            options
+                .settings
+                .push((key.trim().to_string(), value.trim().to_string()));
+        }
+    }
     let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
         .await
         .unwrap()

@@ -60,7 +60,7 @@ impl ParentKey {
 
 /// One execution, normalized for storage: exact decimals, a UTC time, the exec id split into
 /// base and revision, and the raw broker record kept for audit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewFill {
     /// The IBKR account
     pub account_id: String,
@@ -106,8 +106,9 @@ pub struct NewFill {
     pub commission_currency: Option<String>,
     /// Realized P&L, when set
     pub realized_pnl: Option<Decimal>,
-    /// The broker record as received (execution, contract and commission report)
-    pub raw: Value,
+    /// The broker record as received (execution, contract and commission report), as JSON
+    /// text: written once, stored as it is
+    pub raw: Box<serde_json::value::RawValue>,
 }
 
 /// Status of a parent trade as far as its fills show it.

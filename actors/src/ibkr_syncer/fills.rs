@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::tws::{CommissionReport, Execution, TwsTime, split_exec_id};
 use crate::domain::{NewFill, Side};
@@ -69,71 +70,145 @@ fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-fn decimal_json(d: Option<Decimal>) -> Value {
-    d.map_or(Value::Null, |d| Value::String(d.to_string()))
+/// A decimal written as a JSON string, so no digit is lost.
+#[derive(Debug, Clone, Copy)]
+struct DecimalText(Decimal);
+
+impl Serialize for DecimalText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
 }
 
-/// Drops empty strings and nulls (fields TWS sent empty), at any depth.
-fn compact(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !matches!(v, Value::Null) && v.as_str() != Some(""))
-                .map(|(k, v)| (k, compact(v)))
-                .collect(),
-        ),
-        other => other,
-    }
+fn dec(d: Option<Decimal>) -> Option<DecimalText> {
+    d.map(DecimalText)
+}
+
+// The raw record's shape. Fields TWS sent empty (empty strings, unset numbers) are left out.
+// Serialized straight to text: building a `serde_json::Value` tree first cost more than the
+// rest of the normalization together.
+#[derive(Serialize)]
+struct RawRecord<'a> {
+    execution: RawExecution<'a>,
+    contract: RawContract<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commission_report: Option<RawCommission<'a>>,
+}
+
+#[derive(Serialize)]
+struct RawExecution<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    exec_id: &'a str,
+    order_id: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    time: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    account: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    exchange: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    side: &'a str,
+    shares: DecimalText,
+    price: DecimalText,
+    perm_id: i64,
+    client_id: i64,
+    liquidation: i64,
+    cum_qty: DecimalText,
+    avg_price: DecimalText,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    order_ref: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    ev_rule: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ev_multiplier: Option<DecimalText>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    model_code: &'a str,
+    last_liquidity: i64,
+}
+
+#[derive(Serialize)]
+struct RawContract<'a> {
+    con_id: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    symbol: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    sec_type: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    last_trade_date: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strike: Option<DecimalText>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    right: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    multiplier: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    exchange: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    currency: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    local_symbol: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    trading_class: &'a str,
+}
+
+#[derive(Serialize)]
+struct RawCommission<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commission: Option<DecimalText>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    currency: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realized_pnl: Option<DecimalText>,
 }
 
 /// The broker record as received (fields TWS sent empty are left out), decimals as strings so
 /// no digit is lost.
-fn raw(e: &Execution, commission: Option<&CommissionReport>) -> Value {
-    compact(raw_full(e, commission))
-}
-
-fn raw_full(e: &Execution, commission: Option<&CommissionReport>) -> Value {
+fn raw(
+    e: &Execution,
+    commission: Option<&CommissionReport>,
+) -> Result<Box<RawValue>, serde_json::Error> {
     let c = &e.contract;
-    json!({
-        "execution": {
-            "exec_id": e.exec_id,
-            "order_id": e.order_id,
-            "time": e.time.text,
-            "account": e.account,
-            "exchange": e.exchange,
-            "side": e.side,
-            "shares": e.shares.to_string(),
-            "price": e.price.to_string(),
-            "perm_id": e.perm_id,
-            "client_id": e.client_id,
-            "liquidation": e.liquidation,
-            "cum_qty": e.cum_qty.to_string(),
-            "avg_price": e.avg_price.to_string(),
-            "order_ref": e.order_ref,
-            "ev_rule": e.ev_rule,
-            "ev_multiplier": decimal_json(e.ev_multiplier),
-            "model_code": e.model_code,
-            "last_liquidity": e.last_liquidity,
+    let record = RawRecord {
+        execution: RawExecution {
+            exec_id: &e.exec_id,
+            order_id: e.order_id,
+            time: &e.time.text,
+            account: &e.account,
+            exchange: &e.exchange,
+            side: &e.side,
+            shares: DecimalText(e.shares),
+            price: DecimalText(e.price),
+            perm_id: e.perm_id,
+            client_id: e.client_id,
+            liquidation: e.liquidation,
+            cum_qty: DecimalText(e.cum_qty),
+            avg_price: DecimalText(e.avg_price),
+            order_ref: &e.order_ref,
+            ev_rule: &e.ev_rule,
+            ev_multiplier: dec(e.ev_multiplier),
+            model_code: &e.model_code,
+            last_liquidity: e.last_liquidity,
         },
-        "contract": {
-            "con_id": c.con_id,
-            "symbol": c.symbol,
-            "sec_type": c.sec_type,
-            "last_trade_date": c.last_trade_date,
-            "strike": decimal_json(c.strike),
-            "right": c.right,
-            "multiplier": c.multiplier,
-            "exchange": c.exchange,
-            "currency": c.currency,
-            "local_symbol": c.local_symbol,
-            "trading_class": c.trading_class,
+        contract: RawContract {
+            con_id: c.con_id,
+            symbol: &c.symbol,
+            sec_type: &c.sec_type,
+            last_trade_date: &c.last_trade_date,
+            strike: dec(c.strike),
+            right: &c.right,
+            multiplier: &c.multiplier,
+            exchange: &c.exchange,
+            currency: &c.currency,
+            local_symbol: &c.local_symbol,
+            trading_class: &c.trading_class,
         },
-        "commission_report": commission.map(|r| json!({
-            "commission": decimal_json(r.commission),
-            "currency": r.currency,
-            "realized_pnl": decimal_json(r.realized_pnl),
-        })),
-    })
+        commission_report: commission.map(|r| RawCommission {
+            commission: dec(r.commission),
+            currency: &r.currency,
+            realized_pnl: dec(r.realized_pnl),
+        }),
+    };
+    serde_json::value::to_raw_value(&record)
 }
 
 /// Normalizes one execution with its commission report, if one came.
@@ -184,26 +259,57 @@ pub fn normalize(
         commission: commission.and_then(|c| c.commission),
         commission_currency: commission.and_then(|c| non_empty(&c.currency)),
         realized_pnl: commission.and_then(|c| c.realized_pnl),
-        raw: raw(e, commission),
+        raw: raw(e, commission).map_err(|e| fail(format!("cannot write its raw record: {e}")))?,
     })
 }
 
 /// Normalizes what one executions request returned: each execution with the last commission
 /// report for its exec id. One bad execution fails the whole batch (nothing is stored from a
-/// fetch that cannot be read whole).
+/// fetch that cannot be read whole). A large batch is split over the machine's cores.
 pub fn normalize_all(
     executions: &[Execution],
     commissions: &[CommissionReport],
     default_zone: Tz,
 ) -> Result<Vec<NewFill>, FillError> {
+    /// Below this, one thread is quicker than starting others.
+    const PER_THREAD: usize = 8192;
     let by_exec: HashMap<&str, &CommissionReport> = commissions
         .iter()
         .map(|c| (c.exec_id.as_str(), c))
         .collect();
-    executions
-        .iter()
-        .map(|e| normalize(e, by_exec.get(e.exec_id.as_str()).copied(), default_zone))
-        .collect()
+    let one = |chunk: &[Execution]| -> Result<Vec<NewFill>, FillError> {
+        chunk
+            .iter()
+            .map(|e| normalize(e, by_exec.get(e.exec_id.as_str()).copied(), default_zone))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(executions.len() / PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return one(executions);
+    }
+    let chunk = executions.len().div_ceil(threads);
+    // chunks in order, so the first bad execution in fetch order is the one reported
+    let parts: Vec<Result<Vec<NewFill>, FillError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = executions
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| one(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut fills = Vec::with_capacity(executions.len());
+    for part in parts {
+        fills.extend(part?);
+    }
+    Ok(fills)
 }
 
 #[cfg(test)]
@@ -267,22 +373,122 @@ mod tests {
             realized_pnl: None,
         };
         let fill = normalize(&execution(), Some(&c), Tz::UTC).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(fill.raw.get()).unwrap();
         assert_eq!(fill.exec_id_base, "0000e0d5.64305db8.01");
         assert_eq!(fill.exec_revision, 2);
         assert_eq!(fill.side, Side::Sell);
         assert_eq!(fill.liquidity.as_deref(), Some("removed"));
         assert_eq!(fill.commission, Some(Decimal::new(105, 2)));
         assert_eq!(fill.order_ref, None);
-        assert_eq!(fill.raw["execution"]["price"], "142.46");
-        assert_eq!(fill.raw["commission_report"]["commission"], "1.05");
+        assert_eq!(raw["execution"]["price"], "142.46");
+        assert_eq!(raw["execution"]["perm_id"], 7);
+        assert_eq!(raw["contract"]["con_id"], 0);
+        assert_eq!(raw["commission_report"]["commission"], "1.05");
+        assert_eq!(raw["commission_report"]["currency"], "USD");
         assert!(
-            fill.raw["commission_report"].get("realized_pnl").is_none(),
+            raw["commission_report"].get("realized_pnl").is_none(),
             "unset is left out"
         );
         assert!(
-            fill.raw["execution"].get("order_ref").is_none(),
+            raw["execution"].get("order_ref").is_none(),
             "empty is left out"
         );
+        assert!(
+            raw["execution"].get("ev_multiplier").is_none(),
+            "unset is left out"
+        );
+        let bare = normalize(&execution(), None, Tz::UTC).unwrap();
+        let bare: serde_json::Value = serde_json::from_str(bare.raw.get()).unwrap();
+        assert!(bare.get("commission_report").is_none(), "no report, no key");
+    }
+
+    /// The stored record's exact shape: a change here would make the next re-sync of every
+    /// stored fill an update.
+    #[test]
+    fn the_raw_record_keeps_every_field_sent_and_leaves_out_the_empty_ones() {
+        let mut e = execution();
+        e.order_id = 12;
+        e.exchange = "ISLAND".into();
+        e.client_id = 3;
+        e.liquidation = 1;
+        e.cum_qty = Decimal::new(5, 0);
+        e.avg_price = Decimal::new(142_455, 3);
+        e.order_ref = "rebalance".into();
+        e.ev_multiplier = Some(Decimal::new(25, 1));
+        e.contract = super::super::tws::Contract {
+            con_id: 265_598,
+            symbol: "AAPL".into(),
+            sec_type: "STK".into(),
+            strike: Some(Decimal::ZERO),
+            exchange: "SMART".into(),
+            currency: "USD".into(),
+            local_symbol: "AAPL".into(),
+            ..Default::default()
+        };
+        let c = CommissionReport {
+            exec_id: e.exec_id.clone(),
+            commission: None,
+            currency: String::new(),
+            realized_pnl: Some(Decimal::new(-1_000_000_001, 8)),
+        };
+        let fill = normalize(&e, Some(&c), Tz::UTC).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(fill.raw.get()).unwrap();
+        assert_eq!(
+            raw,
+            serde_json::json!({
+                "execution": {
+                    "exec_id": "0000e0d5.64305db8.01.02", "order_id": 12,
+                    "time": "20240102 10:00:00 UTC", "account": "DU1", "exchange": "ISLAND",
+                    "side": "SLD", "shares": "3", "price": "142.46", "perm_id": 7,
+                    "client_id": 3, "liquidation": 1, "cum_qty": "5", "avg_price": "142.455",
+                    "order_ref": "rebalance", "ev_multiplier": "2.5", "last_liquidity": 2
+                },
+                "contract": {
+                    "con_id": 265_598, "symbol": "AAPL", "sec_type": "STK", "strike": "0",
+                    "exchange": "SMART", "currency": "USD", "local_symbol": "AAPL"
+                },
+                "commission_report": { "realized_pnl": "-10.00000001" }
+            })
+        );
+    }
+
+    #[test]
+    fn a_large_batch_keeps_fetch_order_and_reports_its_first_bad_execution() {
+        let executions: Vec<Execution> = (0..20_000)
+            .map(|i| Execution {
+                exec_id: format!("0000e0d5.{i:08x}.01.01"),
+                ..execution()
+            })
+            .collect();
+        let commissions = vec![CommissionReport {
+            exec_id: executions[19_999].exec_id.clone(),
+            commission: Some(Decimal::ONE),
+            currency: "USD".into(),
+            realized_pnl: None,
+        }];
+        let fills = normalize_all(&executions, &commissions, Tz::UTC).unwrap();
+        assert_eq!(fills.len(), 20_000);
+        assert!(
+            fills
+                .iter()
+                .zip(&executions)
+                .all(|(f, e)| f.exec_id == e.exec_id),
+            "fills come out in fetch order"
+        );
+        assert_eq!(fills[19_999].commission, Some(Decimal::ONE));
+        assert_eq!(fills[0].commission, None);
+        let mut bad = executions;
+        bad[15_000].side = "HOLD".into();
+        bad[19_000].side = "HOLD".into();
+        bad[2].account.clear();
+        let err = normalize_all(&bad, &[], Tz::UTC).unwrap_err();
+        assert_eq!(
+            err.exec_id, bad[2].exec_id,
+            "the first bad one in fetch order"
+        );
+        bad[2].account = "DU1".into();
+        let err = normalize_all(&bad, &[], Tz::UTC).unwrap_err();
+        assert_eq!(err.exec_id, bad[15_000].exec_id);
     }
 
     #[test]

@@ -228,9 +228,15 @@ async fn fetch_and_apply(
         .into_iter()
         .filter(|e| e.account == request.account_id)
         .collect();
-    let fills = normalize_all(&executions, &fetched.commissions, request.zone)?;
+    let fetched_count = executions.len() as u64;
+    // CPU work, off the async workers
+    let zone = request.zone;
+    let commissions = fetched.commissions;
+    let fills = tokio::task::spawn_blocking(move || normalize_all(&executions, &commissions, zone))
+        .await
+        .map_err(|e| SyncError::Unavailable(format!("normalizing stopped: {e}")))??;
     let mut counts = broker_sync::apply_fills(&tx, &fills, fetched_at, Some(ingestion_run)).await?;
-    counts.fetched_executions_count = executions.len() as u64;
+    counts.fetched_executions_count = fetched_count;
     broker_sync::complete_sync_run(&tx, sync_run, &counts).await?;
     tx.commit()
         .await

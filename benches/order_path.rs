@@ -193,6 +193,20 @@ async fn run(orders: usize, connections: usize) {
     }
     floor.sort_by(f64::total_cmp);
     let floor_p50 = percentile(&floor, 0.5);
+    // and a bare round trip, what any statement costs on this machine at least
+    let mut trip = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        client.batch_execute("SELECT 1").await.unwrap();
+        trip.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    trip.sort_by(f64::total_cmp);
+    println!(
+        "floors: INSERT + COMMIT p50 {floor_p50:.0} us, p99 {:.0} us; SELECT 1 round trip p50 {:.0} us, p99 {:.0} us",
+        percentile(&floor, 0.99),
+        percentile(&trip, 0.5),
+        percentile(&trip, 0.99)
+    );
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

@@ -540,7 +540,14 @@ async fn a_batch_across_midnight_utc_lands_in_both_partitions() {
 async fn retention_exports_then_drops_old_partitions_while_inserts_continue() {
     let db = TestDb::new().await;
     let spill = scratch_dir("retention-spill");
-    let writer = WriterUnderTest::start(&db.conninfo, test_config(&spill)).await;
+    // the producer below logs as fast as it can; blocking when the queue is full keeps its
+    // flood from dropping events by design (drop-oldest, tested elsewhere), so every event it
+    // logged must arrive, however long retention holds the writer up on a loaded machine
+    let config = TradeLogConfig {
+        overflow: Overflow::Block,
+        ..test_config(&spill)
+    };
+    let writer = WriterUnderTest::start(&db.conninfo, config).await;
     let today = Utc::now().date_naive();
     // the run scheduled at start finds nothing to retire yet
     let first = writer.maintenance(today).await.unwrap();
@@ -581,6 +588,7 @@ async fn retention_exports_then_drops_old_partitions_while_inserts_continue() {
     let sent = producer.join().unwrap();
     writer.flush().await;
     assert!(!report.dropped.is_empty(), "{report:?}");
+    assert!(sent > 0, "the producer logged while retention ran");
 
     // every seeded row of the retired days is in an export (the scheduled run at start may
     // have taken part of them into a file of its own), and nothing of them is left behind

@@ -184,6 +184,10 @@ async fn run(executions: usize) {
         first_time.as_secs_f64() / floor_time.as_secs_f64()
     );
     println!(
+        "  of which fetch {} ms, normalize {} ms, store and commit {} ms",
+        first.fetch_ms, first.normalize_ms, first.store_ms
+    );
+    println!(
         "re-sync: {resync_time:.2?} ({resync_rate:.0} exec/s, {:.2}x the fetch-only time), \
          counted writes {}, rows rewritten {rewritten}",
         resync_time.as_secs_f64() / fetch_time.as_secs_f64(),

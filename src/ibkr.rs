@@ -29,7 +29,7 @@ fn print_report(report: &SyncReport) {
     let c = &report.counts;
     println!(
         "{}: fetched {}, inserted {}, updated {}, unchanged {}, canonical changes {}, trades touched {} \
-         (window {} .. {}, {} ms; sync run {}, ingestion run {})",
+         (window {} .. {}, {} ms: fetch {}, normalize {}, store {}; sync run {}, ingestion run {})",
         report.account_id,
         c.fetched_executions_count,
         c.inserted_executions_count,
@@ -40,6 +40,9 @@ fn print_report(report: &SyncReport) {
         report.window_start.format("%Y-%m-%d %H:%M:%S"),
         report.window_end.format("%Y-%m-%d %H:%M:%S"),
         report.duration_ms,
+        report.fetch_ms,
+        report.normalize_ms,
+        report.store_ms,
         report.sync_run_id,
         report.ingestion_run_id,
     );

@@ -610,6 +610,9 @@ async fn each_sync_is_an_ingestion_run_with_its_records() {
         (1, 1, 0, 0)
     );
     assert_eq!((row.get::<_, i64>(7), row.get::<_, i64>(8)), (1, 1));
+    // where the time went: phases of the whole, not overlapping (each rounded down)
+    let phases = report.fetch_ms + report.normalize_ms + report.store_ms;
+    assert!(phases <= report.duration_ms, "{report:?}");
     // the commission report arrives later: an update, recorded as such
     h.tws.lock().unwrap().executions = vec![a.with_commission(Some(px(105)))];
     let report = h.sync("DU1").await.unwrap();

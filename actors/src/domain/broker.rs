@@ -341,4 +341,10 @@ pub struct SyncReport {
     pub counts: SyncCounts,
     /// Wall time of the whole sync, in milliseconds
     pub duration_ms: u64,
+    /// Of which: fetching from TWS
+    pub fetch_ms: u64,
+    /// normalizing what it sent
+    pub normalize_ms: u64,
+    /// storing it (stage, fills, parents, aggregates, records) and committing
+    pub store_ms: u64,
 }

@@ -87,6 +87,18 @@ fn saturating_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where a sync's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Phases {
+    fetch_ms: u64,
+    normalize_ms: u64,
+    store_ms: u64,
+}
+
 /// Runs one sync over `session` with a connection of `pool`.
 pub async fn sync_account(
     pool: &deadpool_postgres::Pool,
@@ -128,7 +140,7 @@ pub async fn sync_account(
     )
     .await;
     match outcome {
-        Ok(counts) => {
+        Ok((counts, phases)) => {
             let finish = Finish::Complete(Some(RunCounts {
                 fetched: saturating_u32(counts.fetched_executions_count),
                 created: saturating_u32(counts.inserted_executions_count),
@@ -143,7 +155,10 @@ pub async fn sync_account(
                 window_start,
                 window_end,
                 counts,
-                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                duration_ms: millis(started.elapsed()),
+                fetch_ms: phases.fetch_ms,
+                normalize_ms: phases.normalize_ms,
+                store_ms: phases.store_ms,
             };
             record_success(&report);
             Ok(report)
@@ -191,6 +206,9 @@ fn record_success(report: &SyncReport) {
         window_start = %report.window_start,
         window_end = %report.window_end,
         duration_ms = report.duration_ms,
+        fetch_ms = report.fetch_ms,
+        normalize_ms = report.normalize_ms,
+        store_ms = report.store_ms,
         "IBKR sync completed"
     );
 }
@@ -207,13 +225,15 @@ async fn fetch_and_apply(
     window_start: DateTime<Utc>,
     ingestion_run: i64,
     sync_run: i64,
-) -> Result<SyncCounts, SyncError> {
+) -> Result<(SyncCounts, Phases), SyncError> {
     let tx = tokio_postgres::Client::transaction(client)
         .await
         .map_err(StoreError::new("beginning a sync"))?;
     if !broker_sync::try_lock_account(&tx, &request.account_id).await? {
         return Err(SyncError::InProgress(request.account_id.clone()));
     }
+    let mut phases = Phases::default();
+    let started = Instant::now();
     let fetched = session
         .executions(&ExecutionFilter {
             account: request.account_id.clone(),
@@ -222,6 +242,8 @@ async fn fetch_and_apply(
         })
         .await?;
     let fetched_at = Utc::now();
+    phases.fetch_ms = millis(started.elapsed());
+    let started = Instant::now();
     // TWS filters by account; anything else it sends is not this sync's to store
     let executions: Vec<_> = fetched
         .executions
@@ -235,11 +257,14 @@ async fn fetch_and_apply(
     let fills = tokio::task::spawn_blocking(move || normalize_all(&executions, &commissions, zone))
         .await
         .map_err(|e| SyncError::Unavailable(format!("normalizing stopped: {e}")))??;
+    phases.normalize_ms = millis(started.elapsed());
+    let started = Instant::now();
     let mut counts = broker_sync::apply_fills(&tx, &fills, fetched_at, Some(ingestion_run)).await?;
     counts.fetched_executions_count = fetched_count;
     broker_sync::complete_sync_run(&tx, sync_run, &counts).await?;
     tx.commit()
         .await
         .map_err(StoreError::new("committing a sync"))?;
-    Ok(counts)
+    phases.store_ms = millis(started.elapsed());
+    Ok((counts, phases))
 }

@@ -342,9 +342,12 @@ pub struct SyncReport {
     /// Wall time of the whole sync, in milliseconds
     pub duration_ms: u64,
     /// Of which: fetching from TWS
+    #[serde(default)]
     pub fetch_ms: u64,
     /// normalizing what it sent
+    #[serde(default)]
     pub normalize_ms: u64,
     /// storing it (stage, fills, parents, aggregates, records) and committing
+    #[serde(default)]
     pub store_ms: u64,
 }

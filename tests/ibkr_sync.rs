@@ -334,6 +334,55 @@ async fn a_correction_in_the_same_fetch_leaves_one_canonical_fill_per_base() {
     assert_eq!(t.avg_price, Some(px(20_010)));
 }
 
+/// A stored fill whose parent identity changes (TWS now reports its perm id) moves into a
+/// parent created by that same sync: the new parent holds the fill's quantity, and the parent
+/// it left is recomputed to nothing.
+#[tokio::test]
+async fn a_stored_fill_moving_into_a_parent_created_in_the_same_sync_is_aggregated_there() {
+    let h = Harness::new(&["DU1"]).await;
+    // first seen without a perm id or order ref: a composite parent
+    let mut fill = F::new("0000e0d5.0031.01.01", 0, 40, px(2_000));
+    let other = F::new("0000e0d5.0032.01.01", 9032, 5, px(1_000));
+    h.set(&[fill.clone(), other.clone()]);
+    h.sync("DU1").await.unwrap();
+    let client = h.db.client().await;
+    let trades = broker_sync::list_trades(&client, &TradeFilter::default())
+        .await
+        .unwrap();
+    let composite = trades
+        .iter()
+        .find(|t| t.ib_perm_id.is_none())
+        .expect("the composite parent")
+        .id;
+
+    // now reported with its perm id: its parent is a new one, created by this sync
+    fill.perm_id = 9031;
+    h.set(&[fill, other]);
+    let report = h.sync("DU1").await.unwrap();
+    assert_eq!(report.counts.updated_executions_count, 1);
+    assert_eq!(report.counts.inserted_executions_count, 0);
+    assert_eq!(report.counts.created_trades_count, 1);
+    let trades = broker_sync::list_trades(&client, &TradeFilter::default())
+        .await
+        .unwrap();
+    let moved_to = trades
+        .iter()
+        .find(|t| t.ib_perm_id == Some(9031))
+        .expect("the parent by perm id");
+    assert_eq!(moved_to.total_quantity, Decimal::from(40));
+    assert_eq!(moved_to.avg_price, Some(px(2_000)));
+    assert_eq!(moved_to.status, "filled");
+    assert!(moved_to.first_executed_at.is_some());
+    let left = broker_sync::get_trade(&client, composite)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.total_quantity, Decimal::ZERO);
+    assert_eq!(left.status, "unknown");
+    let untouched = trades.iter().find(|t| t.ib_perm_id == Some(9032)).unwrap();
+    assert_eq!(untouched.total_quantity, Decimal::from(5));
+}
+
 #[tokio::test]
 async fn a_correction_in_a_later_sync_becomes_canonical_and_changes_the_aggregates() {
     let h = Harness::new(&["DU1"]).await;

@@ -7,13 +7,16 @@
 //!    stored are dropped from the stage, so a re-sync of the same window writes nothing;
 //! 3. stored canonical fills superseded by a higher revision in the batch are demoted first (the
 //!    unique index allows one canonical fill per base at any moment);
-//! 4. missing parents are created by perm id, order ref or the composite key;
+//! 4. missing parents are created by perm id, order ref or the composite key, each with the
+//!    aggregates of its new canonical fills;
 //! 5. new fills are inserted, a new fill canonical only when no stored or staged fill of its
 //!    base has a higher revision, and changed fills are updated in place (identity is
 //!    `(account_id, exec_id)`, unique in the table);
-//! 6. every touched parent's aggregates are recomputed from its canonical fills;
+//! 6. every other touched parent's aggregates (and a new one's that a stored fill moved into)
+//!    are recomputed from its canonical fills;
 //! 7. the ingestion run's records are added for what was created or updated.
 
+use std::collections::HashSet;
 use std::pin::pin;
 
 use chrono::{DateTime, Utc};
@@ -296,52 +299,66 @@ pub async fn apply_fills(
     )
     .await?;
 
-    // 4. parents, by perm id, order ref, or the composite key
-    let parents = "account_id, ib_perm_id, order_ref, ib_order_id, client_id, symbol, sec_type, \
-                   side, exchange, currency, trade_date, fetched_at";
+    // which staged fills are new (not stored yet), and whether each new one is canonical: the
+    // latest staged revision of its base, with no stored fill of the base a later revision
+    tx.batch_execute(
+        "CREATE TEMP TABLE broker_fill_existing ON COMMIT DROP AS \
+         SELECT s.ord, f.id, f.trade_id AS old_trade_id FROM broker_fill_stage s \
+         JOIN broker_fills f ON f.account_id = s.account_id AND f.exec_id = s.exec_id; \
+         CREATE TEMP TABLE broker_fill_new ON COMMIT DROP AS \
+         SELECT s.ord, s.exec_revision = m.rev \
+                AND NOT EXISTS (SELECT 1 FROM broker_fills f2 \
+                                WHERE f2.account_id = s.account_id \
+                                  AND f2.exec_id_base = s.exec_id_base \
+                                  AND f2.exec_revision > s.exec_revision) AS canonical \
+         FROM broker_fill_stage s \
+         JOIN (SELECT account_id, exec_id_base, max(exec_revision) AS rev \
+               FROM broker_fill_stage GROUP BY 1, 2) m \
+           ON m.account_id = s.account_id AND m.exec_id_base = s.exec_id_base \
+         WHERE NOT EXISTS (SELECT 1 FROM broker_fill_existing e WHERE e.ord = s.ord)",
+    )
+    .await
+    .map_err(StoreError::new("classifying staged fills"))?;
+
+    // 4. parents, by perm id, order ref, or the composite key; a new parent is created with
+    //    the aggregates of its new canonical fills (the same rules as step 6), so it needs no
+    //    second write unless a stored fill moves into it
     let (created, created_ids) = ids_and_count(
         tx,
         &format!(
-            "WITH p AS ( \
-               INSERT INTO broker_trades ({parents}) \
-               SELECT DISTINCT ON (account_id, ib_perm_id) account_id, ib_perm_id, order_ref, \
-                      ib_order_id, client_id, symbol, sec_type, side, exchange, currency, \
-                      trade_date, $1 \
-               FROM broker_fill_stage WHERE parent_kind = 1 \
-               ORDER BY account_id, ib_perm_id, executed_at \
-               ON CONFLICT (account_id, ib_perm_id) WHERE ib_perm_id > 0 DO NOTHING \
-               RETURNING id), \
-             r AS ( \
-               INSERT INTO broker_trades ({parents}) \
-               SELECT DISTINCT ON (account_id, order_ref) account_id, NULL::bigint, order_ref, \
-                      ib_order_id, client_id, symbol, sec_type, side, exchange, currency, \
-                      trade_date, $1 \
-               FROM broker_fill_stage WHERE parent_kind = 2 \
-               ORDER BY account_id, order_ref, executed_at \
-               ON CONFLICT (account_id, order_ref) \
-                   WHERE order_ref IS NOT NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0) \
-                   DO NOTHING \
-               RETURNING id), \
-             c AS ( \
-               INSERT INTO broker_trades ({parents}) \
-               SELECT DISTINCT ON (account_id, client_id, ib_order_id, symbol, side, trade_date) \
-                      account_id, NULL::bigint, NULL::text, ib_order_id, client_id, symbol, \
-                      sec_type, side, exchange, currency, trade_date, $1 \
-               FROM broker_fill_stage WHERE parent_kind = 3 \
-               ORDER BY account_id, client_id, ib_order_id, symbol, side, trade_date, executed_at \
-               ON CONFLICT (account_id, client_id, ib_order_id, symbol, side, trade_date) \
-                   WHERE order_ref IS NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0) \
-                   DO NOTHING \
-               RETURNING id), \
+            "WITH p AS ({p}), r AS ({r}), c AS ({c}), \
              all_ids AS (SELECT id FROM p UNION ALL SELECT id FROM r UNION ALL SELECT id FROM c) \
-         SELECT count(*), array_agg(id) FROM all_ids"
+             SELECT count(*), array_agg(id) FROM all_ids",
+            p = create_parents(
+                "account_id, ib_perm_id",
+                "d.ib_perm_id, d.order_ref",
+                1,
+                "(account_id, ib_perm_id) WHERE ib_perm_id > 0",
+                true,
+            ),
+            r = create_parents(
+                "account_id, order_ref",
+                "NULL::bigint, d.order_ref",
+                2,
+                "(account_id, order_ref) \
+                 WHERE order_ref IS NOT NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0)",
+                true,
+            ),
+            c = create_parents(
+                "account_id, client_id, ib_order_id, symbol, side, trade_date",
+                "NULL::bigint, NULL::text",
+                3,
+                "(account_id, client_id, ib_order_id, symbol, side, trade_date) \
+                 WHERE order_ref IS NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0)",
+                false,
+            ),
         ),
         &[&fetched_at],
         "creating parent trades",
     )
     .await?;
     counts.created_trades_count = created;
-    // each staged fill's parent, and the stored fill it updates (if any), in narrow tables
+    // each staged fill's parent, in a narrow table
     tx.batch_execute(
         "CREATE TEMP TABLE broker_fill_parent ON COMMIT DROP AS \
          SELECT s.ord, t.id AS trade_id FROM broker_fill_stage s JOIN broker_trades t \
@@ -356,16 +373,13 @@ pub async fn apply_fills(
            ON s.parent_kind = 3 AND t.account_id = s.account_id \
           AND t.order_ref IS NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
           AND t.client_id = s.client_id AND t.ib_order_id = s.ib_order_id \
-          AND t.symbol = s.symbol AND t.side = s.side AND t.trade_date = s.trade_date; \
-         CREATE TEMP TABLE broker_fill_existing ON COMMIT DROP AS \
-         SELECT s.ord, f.id, f.trade_id AS old_trade_id FROM broker_fill_stage s \
-         JOIN broker_fills f ON f.account_id = s.account_id AND f.exec_id = s.exec_id",
+          AND t.symbol = s.symbol AND t.side = s.side AND t.trade_date = s.trade_date",
     )
     .await
     .map_err(StoreError::new("resolving parent trades"))?;
 
     // 5. new fills: a plain insert (the account lock keeps other syncs out; the unique index
-    //    still guards), canonical when no stored or staged fill of the base is a later revision;
+    //    still guards), canonical as classified above;
     // 7. their ingestion records in the same statement, also a plain insert: the run is this
     //    sync's own and each new fill id comes once, so a conflict would be a bug, and failing
     //    the sync on it beats hiding it (a speculative insert cost ~40% more per record)
@@ -375,19 +389,10 @@ pub async fn apply_fills(
                 "WITH ins AS ( \
                    INSERT INTO broker_fills (trade_id, account_id, exec_id, {FILL_DATA}, \
                        is_canonical, fetched_at) \
-                   SELECT p.trade_id, s.account_id, s.exec_id, {staged}, \
-                       s.exec_revision = m.rev \
-                       AND NOT EXISTS (SELECT 1 FROM broker_fills f2 \
-                                   WHERE f2.account_id = s.account_id \
-                                     AND f2.exec_id_base = s.exec_id_base \
-                                     AND f2.exec_revision > s.exec_revision), \
-                       $1 \
+                   SELECT p.trade_id, s.account_id, s.exec_id, {staged}, n.canonical, $1 \
                    FROM broker_fill_stage s \
+                   JOIN broker_fill_new n ON n.ord = s.ord \
                    JOIN broker_fill_parent p ON p.ord = s.ord \
-                   JOIN (SELECT account_id, exec_id_base, max(exec_revision) AS rev \
-                         FROM broker_fill_stage GROUP BY 1, 2) m \
-                     ON m.account_id = s.account_id AND m.exec_id_base = s.exec_id_base \
-                   WHERE NOT EXISTS (SELECT 1 FROM broker_fill_existing e WHERE e.ord = s.ord) \
                    ORDER BY s.ord \
                    RETURNING id, trade_id, is_canonical, symbol, executed_at), \
                  rec AS ( \
@@ -413,16 +418,27 @@ pub async fn apply_fills(
         .await
         .map_err(StoreError::new("counting changed fills"))?
         .get(0);
-    if changed > 0 {
-        update_changed(tx, fetched_at, ingestion_run, &mut counts, &mut touched).await?;
-    }
+    let moved_into = if changed > 0 {
+        update_changed(tx, fetched_at, ingestion_run, &mut counts, &mut touched).await?
+    } else {
+        Vec::new()
+    };
     touched.extend(created_ids.iter().copied());
     touched.sort_unstable();
     touched.dedup();
+    counts.touched_trades_count = touched.len() as u64;
+    // parents created above already hold their aggregates, unless a stored fill moved in
+    let created_set: HashSet<i64> = created_ids.iter().copied().collect();
+    let moved_set: HashSet<i64> = moved_into.into_iter().collect();
+    let recompute: Vec<i64> = touched
+        .iter()
+        .copied()
+        .filter(|id| !created_set.contains(id) || moved_set.contains(id))
+        .collect();
 
-    // 6. aggregates of every touched parent, from canonical fills only
-    let updated = tx
-        .execute(
+    // 6. aggregates of every other touched parent, from canonical fills only
+    tx.execute(
+        &format!(
             "UPDATE broker_trades t SET \
                  total_quantity = a.qty, avg_price = a.avg_price, \
                  total_commission = a.commission, first_executed_at = a.first_at, \
@@ -433,23 +449,16 @@ pub async fn apply_fills(
                                    ELSE coalesce((a.first_at AT TIME ZONE 'UTC')::date, \
                                                  t.trade_date) END, \
                  updated_at = clock_timestamp() \
-             FROM (SELECT p.id, coalesce(sum(f.quantity), 0) AS qty, \
-                          round(sum(f.quantity * f.price) / nullif(sum(f.quantity), 0), 8) \
-                              AS avg_price, \
-                          sum(f.commission) AS commission, \
-                          min(f.executed_at) AS first_at, max(f.executed_at) AS last_at, \
-                          CASE WHEN coalesce(sum(f.quantity), 0) = 0 THEN 'unknown' \
-                               WHEN max(f.cum_quantity) > sum(f.quantity) THEN 'partial' \
-                               ELSE 'filled' END AS status \
+             FROM (SELECT p.id, {AGGREGATES} \
                    FROM unnest($1::bigint[]) AS p (id) \
                    LEFT JOIN broker_fills f ON f.trade_id = p.id AND f.is_canonical \
                    GROUP BY p.id) a \
-             WHERE t.id = a.id",
-            &[&touched, &fetched_at],
-        )
-        .await
-        .map_err(StoreError::new("recomputing trade aggregates"))?;
-    counts.touched_trades_count = updated;
+             WHERE t.id = a.id"
+        ),
+        &[&recompute, &fetched_at],
+    )
+    .await
+    .map_err(StoreError::new("recomputing trade aggregates"))?;
     if let Some(run) = ingestion_run {
         tx.execute(
             "INSERT INTO data_ingestion_run_records \
@@ -468,13 +477,14 @@ pub async fn apply_fills(
 
 /// Step 5 for fills already stored whose data changed: updated in place (their canonical flag
 /// is settled by step 3); a fill whose parent changed leaves its old parent to recompute.
+/// Returns the parents the changed fills now belong to.
 async fn update_changed(
     tx: &Transaction<'_>,
     fetched_at: DateTime<Utc>,
     ingestion_run: Option<i64>,
     counts: &mut SyncCounts,
     touched: &mut Vec<i64>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     let row = tx
         .query_one(
             &format!(
@@ -502,9 +512,55 @@ async fn update_changed(
         .await
         .map_err(StoreError::new("updating changed fills"))?;
     counts.updated_executions_count = row.get::<_, i64>(0).unsigned_abs();
-    touched.extend(row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default());
+    let parents = row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default();
+    touched.extend(parents.iter().copied());
     touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
-    Ok(())
+    Ok(parents)
+}
+
+/// The aggregates of a trade over its canonical fills `f` (steps 4 and 6 share them).
+const AGGREGATES: &str = "coalesce(sum(f.quantity), 0) AS qty, \
+    round(sum(f.quantity * f.price) / nullif(sum(f.quantity), 0), 8) AS avg_price, \
+    sum(f.commission) AS commission, \
+    min(f.executed_at) AS first_at, max(f.executed_at) AS last_at, \
+    CASE WHEN coalesce(sum(f.quantity), 0) = 0 THEN 'unknown' \
+         WHEN max(f.cum_quantity) > sum(f.quantity) THEN 'partial' \
+         ELSE 'filled' END AS status";
+
+/// One kind of parent (1 perm id, 2 order ref, 3 composite) created for staged fills that have
+/// none: its attributes from the key's earliest staged fill, its aggregates from the key's new
+/// canonical fills. `key` are the stage columns that identify the parent; `ids` its perm id and
+/// order ref as stored; `conflict` the unique index's arbiter; `dated` whether the trade date
+/// follows the first canonical execution (not for the composite key, whose date is identity).
+fn create_parents(key: &str, ids: &str, kind: i16, conflict: &str, dated: bool) -> String {
+    let join = key
+        .split(", ")
+        .map(|c| format!("a.{c} = d.{c}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let trade_date = if dated {
+        "coalesce((a.first_at AT TIME ZONE 'UTC')::date, d.trade_date)"
+    } else {
+        "d.trade_date"
+    };
+    format!(
+        "INSERT INTO broker_trades (account_id, ib_perm_id, order_ref, ib_order_id, client_id, \
+             symbol, sec_type, side, exchange, currency, trade_date, fetched_at, total_quantity, \
+             avg_price, total_commission, first_executed_at, last_executed_at, status) \
+         SELECT d.account_id, {ids}, d.ib_order_id, d.client_id, d.symbol, d.sec_type, d.side, \
+                d.exchange, d.currency, {trade_date}, $1, coalesce(a.qty, 0), a.avg_price, \
+                a.commission, a.first_at, a.last_at, coalesce(a.status, 'unknown') \
+         FROM (SELECT DISTINCT ON ({key}) account_id, ib_perm_id, order_ref, ib_order_id, \
+                      client_id, symbol, sec_type, side, exchange, currency, trade_date \
+               FROM broker_fill_stage WHERE parent_kind = {kind} \
+               ORDER BY {key}, executed_at) d \
+         LEFT JOIN (SELECT {fkey}, {AGGREGATES} FROM broker_fill_stage f \
+                    JOIN broker_fill_new n ON n.ord = f.ord AND n.canonical \
+                    WHERE f.parent_kind = {kind} GROUP BY {fkey}) a ON {join} \
+         ON CONFLICT {conflict} DO NOTHING \
+         RETURNING id",
+        fkey = prefixed("f", key),
+    )
 }
 
 fn prefixed(alias: &str, columns: &str) -> String {

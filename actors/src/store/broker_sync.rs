@@ -446,14 +446,14 @@ pub async fn apply_fills(
                  trade_date = CASE WHEN t.order_ref IS NULL \
                                     AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
                                    THEN t.trade_date \
-                                   ELSE coalesce((a.first_at AT TIME ZONE 'UTC')::date, \
-                                                 t.trade_date) END, \
+                                   ELSE {first_date} END, \
                  updated_at = clock_timestamp() \
              FROM (SELECT p.id, {AGGREGATES} \
                    FROM unnest($1::bigint[]) AS p (id) \
                    LEFT JOIN broker_fills f ON f.trade_id = p.id AND f.is_canonical \
                    GROUP BY p.id) a \
-             WHERE t.id = a.id"
+             WHERE t.id = a.id",
+            first_date = first_trade_date("t.trade_date"),
         ),
         &[&recompute, &fetched_at],
     )
@@ -527,6 +527,12 @@ const AGGREGATES: &str = "coalesce(sum(f.quantity), 0) AS qty, \
          WHEN max(f.cum_quantity) > sum(f.quantity) THEN 'partial' \
          ELSE 'filled' END AS status";
 
+/// A trade's date as its first canonical execution's UTC date (aggregates `a`), else
+/// `fallback` (steps 4 and 6 share it; a composite key's date is its identity and stays).
+fn first_trade_date(fallback: &str) -> String {
+    format!("coalesce((a.first_at AT TIME ZONE 'UTC')::date, {fallback})")
+}
+
 /// One kind of parent (1 perm id, 2 order ref, 3 composite) created for staged fills that have
 /// none: its attributes from the key's earliest staged fill, its aggregates from the key's new
 /// canonical fills. `key` are the stage columns that identify the parent; `ids` its perm id and
@@ -539,9 +545,9 @@ fn create_parents(key: &str, ids: &str, kind: i16, conflict: &str, dated: bool) 
         .collect::<Vec<_>>()
         .join(" AND ");
     let trade_date = if dated {
-        "coalesce((a.first_at AT TIME ZONE 'UTC')::date, d.trade_date)"
+        first_trade_date("d.trade_date")
     } else {
-        "d.trade_date"
+        "d.trade_date".to_string()
     };
     format!(
         "INSERT INTO broker_trades (account_id, ib_perm_id, order_ref, ib_order_id, client_id, \

@@ -221,6 +221,47 @@ async fn rerunning_a_sync_over_the_same_window_duplicates_nothing_and_writes_not
     );
 }
 
+/// A new parent's aggregates are computed before it is written, in exact 96-bit decimals; sums
+/// beyond them (here 10^15 shares at 10^15) are left to the database's NUMERIC, so the parent
+/// still ends up with the right aggregates, recorded once, and a re-sync writes nothing.
+#[tokio::test]
+async fn aggregates_beyond_exact_decimals_in_memory_are_computed_by_the_database() {
+    let h = Harness::new(&["DU1"]).await;
+    let big = 1_000_000_000_000_000_i64;
+    let mut a = F::new("0000e0d5.0009.01.01", 9009, big, Decimal::from(big));
+    a.cum = big;
+    let small = F::new("0000e0d5.0010.01.01", 9010, 5, px(1_000));
+    h.set(&[a, small]);
+    let report = h.sync("DU1").await.unwrap();
+    assert_eq!(report.counts.inserted_executions_count, 2);
+    assert_eq!(report.counts.created_trades_count, 2);
+    assert_eq!(report.counts.touched_trades_count, 2);
+    let client = h.db.client().await;
+    let trades = broker_sync::list_trades(&client, &TradeFilter::default())
+        .await
+        .unwrap();
+    let t = trades.iter().find(|t| t.ib_perm_id == Some(9009)).unwrap();
+    assert_eq!(t.total_quantity, Decimal::from(big));
+    assert_eq!(t.avg_price, Some(Decimal::from(big)));
+    assert_eq!(t.status, "filled");
+    let s = trades.iter().find(|t| t.ib_perm_id == Some(9010)).unwrap();
+    assert_eq!(s.total_quantity, Decimal::from(5));
+    assert_eq!(s.avg_price, Some(px(1_000)));
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM data_ingestion_run_records \
+             WHERE record_type = 'broker_trade' AND operation = 'created'"
+        )
+        .await,
+        2,
+        "each created trade is recorded once"
+    );
+    let before = h.fingerprint().await;
+    let again = h.sync("DU1").await.unwrap();
+    assert_eq!(again.counts.writes(), 0, "{again:?}");
+    assert_eq!(h.fingerprint().await, before);
+}
+
 #[tokio::test]
 async fn multiple_fills_of_one_trade_are_stored_aggregated_and_queryable() {
     let h = Harness::new(&["DU1"]).await;

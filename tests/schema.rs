@@ -230,7 +230,6 @@ async fn every_table_exists_with_its_constraints_and_indexes() {
         "trade_decisions -> data_ingestion_runs",
         "trade_executions -> trade_decisions",
         "trade_executions -> api_payloads",
-        "broker_fills -> broker_trades",
         "sync_runs -> data_ingestion_runs",
     ] {
         assert!(
@@ -614,6 +613,113 @@ async fn run_records_always_name_an_existing_run_and_runs_are_never_deleted() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 1);
+}
+
+/// Fills reference their parent trade through a statement-level check (V9) rather than a
+/// row-level foreign key; it must refuse what the foreign key refused, for a plain insert, a
+/// COPY and an update, and no trade can go away under its fills.
+#[tokio::test]
+async fn fills_always_name_an_existing_trade_and_trades_are_never_deleted() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let trade: i64 = client
+        .query_one(
+            "INSERT INTO broker_trades (account_id, ib_perm_id, fetched_at) VALUES ('DU1', 7, now())
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let insert = |trades: &str| {
+        format!(
+            "INSERT INTO broker_fills (trade_id, account_id, exec_id, exec_id_base, executed_at,
+                 quantity, price, raw, fetched_at)
+             SELECT t, 'DU1', 'e' || t, 'e' || t, now(), 1, 1, '{{}}', now()
+             FROM unnest(ARRAY[{trades}]::bigint[]) AS t"
+        )
+    };
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(&insert(&format!("{trade}, 999999")), &[])
+                .await
+        ),
+        FOREIGN_KEY_VIOLATION,
+        "one fill naming a missing trade refuses the statement"
+    );
+    let sink = client
+        .copy_in::<_, &'static [u8]>(
+            "COPY broker_fills (trade_id, account_id, exec_id, exec_id_base, executed_at, \
+                 quantity, price, raw, fetched_at) FROM STDIN",
+        )
+        .await
+        .unwrap();
+    let row: &'static [u8] =
+        b"999998\tDU1\tc.01\tc\t2026-01-02 10:00:00+00\t1\t1\t{}\t2026-01-02 10:00:00+00\n";
+    let copied = async {
+        use futures_util::SinkExt;
+        let mut sink = std::pin::pin!(sink);
+        sink.send(row).await?;
+        sink.finish().await
+    }
+    .await;
+    assert_eq!(
+        sqlstate(copied),
+        FOREIGN_KEY_VIOLATION,
+        "a COPY naming a missing trade is refused"
+    );
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM broker_fills", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0, "and nothing of either stays");
+    client
+        .execute(&insert(&trade.to_string()), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("UPDATE broker_fills SET trade_id = 999999", &[])
+                .await
+        ),
+        FOREIGN_KEY_VIOLATION,
+        "a fill never moves to a missing trade"
+    );
+    for sql in [
+        "DELETE FROM broker_trades",
+        "TRUNCATE broker_trades CASCADE",
+        "UPDATE broker_trades SET id = DEFAULT",
+    ] {
+        assert_eq!(
+            sqlstate(client.execute(sql, &[]).await),
+            CHECK_VIOLATION,
+            "trades are history: {sql}"
+        );
+    }
+    // an identity refuses a new id value by itself
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("UPDATE broker_trades SET id = id + 1000", &[])
+                .await
+        ),
+        "428C9"
+    );
+    // updates that leave the parent and the id alone are fine
+    client
+        .execute("UPDATE broker_trades SET status = 'filled'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .execute("UPDATE broker_fills SET is_canonical = false", &[])
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

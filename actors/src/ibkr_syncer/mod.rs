@@ -1,11 +1,14 @@
 //! The IbkrSyncer: executions sync from TWS / IB Gateway into `broker_fills` and
 //! `broker_trades` — the protocol codec ([`tws`]), a session ([`client`]), normalization
-//! ([`fills`]), one sync ([`sync`]) and the actor that schedules syncs and runs jobs.
+//! ([`fills`]), one sync ([`sync`]) applying its batch ([`apply`], deciding what it can in
+//! [`matching`]) and the actor that schedules syncs and runs jobs.
 
 mod actor;
+pub mod apply;
 pub mod client;
 pub mod config;
 pub mod fills;
+pub mod matching;
 pub mod sync;
 pub mod tws;
 

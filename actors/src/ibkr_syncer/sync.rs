@@ -259,7 +259,8 @@ async fn fetch_and_apply(
         .map_err(|e| SyncError::Unavailable(format!("normalizing stopped: {e}")))??;
     phases.normalize_ms = millis(started.elapsed());
     let started = Instant::now();
-    let mut counts = broker_sync::apply_fills(&tx, &fills, fetched_at, Some(ingestion_run)).await?;
+    let mut counts =
+        super::apply::apply_fills(&tx, &fills, fetched_at, Some(ingestion_run)).await?;
     counts.fetched_executions_count = fetched_count;
     broker_sync::complete_sync_run(&tx, sync_run, &counts).await?;
     tx.commit()

@@ -1,31 +1,17 @@
-//! The IBKR sync model's SQL: applying a fetched batch of fills (set-based, in the caller's
-//! transaction), the sync run rows, the per-account advisory lock, and the trades read queries.
-//!
-//! Applying a batch, in order (the spec's `sync_trades_once` after the fetch):
-//! 1. the fills are copied (binary COPY) into a transaction-local stage table;
-//! 2. repeats within the batch are collapsed (the last one wins) and fills received exactly as
-//!    stored are dropped from the stage, so a re-sync of the same window writes nothing;
-//! 3. stored canonical fills superseded by a higher revision in the batch are demoted first (the
-//!    unique index allows one canonical fill per base at any moment);
-//! 4. missing parents are created by perm id, order ref or the composite key, each with the
-//!    aggregates of its new canonical fills;
-//! 5. new fills are inserted, a new fill canonical only when no stored or staged fill of its
-//!    base has a higher revision, and changed fills are updated in place (identity is
-//!    `(account_id, exec_id)`, unique in the table);
-//! 6. every other touched parent's aggregates (and a new one's that a stored fill moved into)
-//!    are recomputed from its canonical fills;
-//! 7. the ingestion run's records are added for what was created or updated.
+//! The IBKR sync model's SQL: the statements that apply a fetched batch of fills (in the
+//! caller's transaction; `ibkr_syncer::apply` puts them in order), the sync run rows, the
+//! per-account advisory lock, and the trades read queries.
 
-use std::collections::HashSet;
 use std::pin::pin;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::StoreError;
-use crate::domain::{BrokerFill, BrokerTrade, NewFill, ParentKey, SyncCounts, TradeFilter};
+use crate::domain::{BrokerFill, BrokerTrade, NewFill, SyncCounts, TradeFilter, TradeStatus};
 
 /// The advisory lock key space of account syncs (hashed with the account id).
 const LOCK_PREFIX: &str = "tradegate.ibkr.sync:";
@@ -108,6 +94,126 @@ pub async fn fail_sync_run(
     Ok(())
 }
 
+/// A stored fill of a base a batch touches: what applying the batch needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFill {
+    /// Surrogate id
+    pub id: i64,
+    /// The account
+    pub account_id: String,
+    /// The broker's execution id
+    pub exec_id: String,
+    /// The exec id without its revision
+    pub exec_id_base: String,
+    /// The correction revision
+    pub exec_revision: i32,
+    /// Whether it is its base's canonical fill
+    pub is_canonical: bool,
+    /// Its parent trade
+    pub trade_id: i64,
+}
+
+/// A trade's aggregates over its canonical fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeAggregates {
+    /// Sum of quantities
+    pub total_quantity: Decimal,
+    /// Quantity-weighted average price, 8 places
+    pub avg_price: Option<Decimal>,
+    /// Sum of the commissions reported
+    pub total_commission: Option<Decimal>,
+    /// The first execution
+    pub first_executed_at: Option<DateTime<Utc>>,
+    /// The last execution
+    pub last_executed_at: Option<DateTime<Utc>>,
+    /// Filled, partial or unknown
+    pub status: TradeStatus,
+}
+
+/// A parent trade to write with `COPY`, its id reserved.
+#[derive(Debug)]
+pub struct TradeRow<'a> {
+    /// Reserved id
+    pub id: i64,
+    /// The fill its attributes come from
+    pub first: &'a NewFill,
+    /// Perm id as stored (only for a perm id parent)
+    pub ib_perm_id: Option<i64>,
+    /// Order ref as stored (not for a composite parent)
+    pub order_ref: Option<&'a str>,
+    /// UTC trade date
+    pub trade_date: NaiveDate,
+    /// Aggregates; `None` writes empty ones for a recompute to fill
+    pub aggregates: Option<&'a TradeAggregates>,
+}
+
+/// A new fill to write with `COPY`, its id reserved and its parent resolved.
+#[derive(Debug)]
+pub struct FillRow<'a> {
+    /// Reserved id
+    pub id: i64,
+    /// Parent trade
+    pub trade_id: i64,
+    /// Canonical for its base
+    pub is_canonical: bool,
+    /// The fill
+    pub fill: &'a NewFill,
+}
+
+/// A junction row of an ingestion run, for `COPY`.
+#[derive(Debug)]
+pub struct RunRecordRow<'a> {
+    /// `broker_fill` or `broker_trade`
+    pub record_type: &'static str,
+    /// The record's id
+    pub record_id: i64,
+    /// `created` or `updated`
+    pub operation: &'static str,
+    /// Its symbol
+    pub symbol: &'a str,
+    /// When it happened
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Sets this transaction up for one large batch: a whole window is hashed and sorted in memory
+/// rather than in spill files, and its one-off statements are not JIT-compiled (at 100,000
+/// fills compiling cost more than it saved).
+pub async fn prepare_batch(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute("SET LOCAL work_mem = '256MB'; SET LOCAL jit = off")
+        .await
+        .map_err(StoreError::new("preparing a fill batch"))
+}
+
+/// Every stored fill of the `(account, base)` pairs given (all revisions).
+pub async fn stored_fills_of_bases(
+    tx: &Transaction<'_>,
+    accounts: &[&str],
+    bases: &[&str],
+) -> Result<Vec<StoredFill>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT f.id, f.account_id, f.exec_id, f.exec_id_base, f.exec_revision, \
+                    f.is_canonical, f.trade_id \
+             FROM unnest($1::text[], $2::text[]) AS k (account_id, base) \
+             JOIN broker_fills f ON f.account_id = k.account_id AND f.exec_id_base = k.base",
+            &[&accounts, &bases],
+        )
+        .await
+        .map_err(StoreError::new("reading stored fills of the batch"))?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredFill {
+            id: r.get(0),
+            account_id: r.get(1),
+            exec_id: r.get(2),
+            exec_id_base: r.get(3),
+            exec_revision: r.get(4),
+            is_canonical: r.get(5),
+            trade_id: r.get(6),
+        })
+        .collect())
+}
+
 const STAGE: &str = "CREATE TEMP TABLE broker_fill_stage (\
     ord INTEGER NOT NULL, account_id TEXT NOT NULL, exec_id TEXT NOT NULL, \
     exec_id_base TEXT NOT NULL, exec_revision INTEGER NOT NULL, ib_perm_id BIGINT NOT NULL, \
@@ -115,18 +221,15 @@ const STAGE: &str = "CREATE TEMP TABLE broker_fill_stage (\
     sec_type TEXT, side TEXT NOT NULL, exchange TEXT, currency TEXT, liquidity TEXT, \
     executed_at TIMESTAMPTZ NOT NULL, quantity NUMERIC NOT NULL, price NUMERIC NOT NULL, \
     cum_quantity NUMERIC NOT NULL, avg_price NUMERIC NOT NULL, commission NUMERIC, \
-    commission_currency TEXT, realized_pnl NUMERIC, raw JSONB NOT NULL, \
-    parent_kind SMALLINT NOT NULL, trade_date DATE NOT NULL) ON COMMIT DROP";
+    commission_currency TEXT, realized_pnl NUMERIC, raw JSONB NOT NULL) ON COMMIT DROP";
 
-const STAGE_COLUMNS: &str = "ord, account_id, exec_id, exec_id_base, exec_revision, ib_perm_id, \
-    ib_order_id, order_ref, client_id, symbol, sec_type, side, exchange, currency, liquidity, \
-    executed_at, quantity, price, cum_quantity, avg_price, commission, commission_currency, \
-    realized_pnl, raw, parent_kind, trade_date";
+/// The broker-reported columns: a fill whose values all equal the stored ones is unchanged.
+const FILL_DATA: &str = "exec_id_base, exec_revision, ib_perm_id, ib_order_id, order_ref, \
+    client_id, symbol, sec_type, side, exchange, currency, liquidity, executed_at, quantity, \
+    price, cum_quantity, avg_price, commission, commission_currency, realized_pnl, raw";
 
-const STAGE_TYPES: &[Type] = &[
-    Type::INT4,
-    Type::TEXT,
-    Type::TEXT,
+/// The binary COPY types of [`FILL_DATA`], in order.
+const FILL_DATA_TYPES: [Type; 21] = [
     Type::TEXT,
     Type::INT4,
     Type::INT8,
@@ -148,295 +251,381 @@ const STAGE_TYPES: &[Type] = &[
     Type::TEXT,
     Type::NUMERIC,
     Type::JSONB,
-    Type::INT2,
-    Type::DATE,
 ];
-
-/// The broker-reported columns: a fill whose values all equal the stored ones is unchanged.
-const FILL_DATA: &str = "exec_id_base, exec_revision, ib_perm_id, ib_order_id, order_ref, \
-    client_id, symbol, sec_type, side, exchange, currency, liquidity, executed_at, quantity, \
-    price, cum_quantity, avg_price, commission, commission_currency, realized_pnl, raw";
 
 fn empty_to_none(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-async fn copy_stage(tx: &Transaction<'_>, fills: &[NewFill]) -> Result<(), StoreError> {
+/// Writes `f`'s [`FILL_DATA`] values after `head` (the row's leading columns) and `tail`.
+async fn write_fill(
+    writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    head: &[&(dyn ToSql + Sync)],
+    f: &NewFill,
+    tail: &[&(dyn ToSql + Sync)],
+) -> Result<(), tokio_postgres::Error> {
+    let sec_type = empty_to_none(&f.sec_type);
+    let side = f.side.as_str();
+    let exchange = empty_to_none(&f.exchange);
+    let currency = empty_to_none(&f.currency);
+    let raw = Json(&*f.raw);
+    let data: [&(dyn ToSql + Sync); 21] = [
+        &f.exec_id_base,
+        &f.exec_revision,
+        &f.perm_id,
+        &f.order_id,
+        &f.order_ref,
+        &f.client_id,
+        &f.symbol,
+        &sec_type,
+        &side,
+        &exchange,
+        &currency,
+        &f.liquidity,
+        &f.executed_at,
+        &f.quantity,
+        &f.price,
+        &f.cum_quantity,
+        &f.avg_price,
+        &f.commission,
+        &f.commission_currency,
+        &f.realized_pnl,
+        &raw,
+    ];
+    let row: Vec<&(dyn ToSql + Sync)> = head
+        .iter()
+        .copied()
+        .chain(data)
+        .chain(tail.iter().copied())
+        .collect();
+    writer.write(&row).await
+}
+
+/// Stages fetched fills that are stored already (with their batch position) in a
+/// transaction-local table, to compare them with what is stored.
+pub async fn stage_stored(
+    tx: &Transaction<'_>,
+    fills: &[(i32, &NewFill)],
+) -> Result<(), StoreError> {
+    let context = "staging fetched fills";
+    tx.batch_execute(STAGE)
+        .await
+        .map_err(StoreError::new(context))?;
     let sink = tx
         .copy_in(&format!(
-            "COPY broker_fill_stage ({STAGE_COLUMNS}) FROM STDIN BINARY"
+            "COPY broker_fill_stage (ord, account_id, exec_id, {FILL_DATA}) FROM STDIN BINARY"
         ))
         .await
-        .map_err(StoreError::new("staging fetched fills"))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, STAGE_TYPES));
-    for (i, f) in fills.iter().enumerate() {
-        let key = ParentKey::resolve(f);
-        let ord = i32::try_from(i).unwrap_or(i32::MAX);
-        let trade_date = f.executed_at.date_naive();
-        let row: [&(dyn ToSql + Sync); 26] = [
-            &ord,
-            &f.account_id,
-            &f.exec_id,
-            &f.exec_id_base,
-            &f.exec_revision,
-            &f.perm_id,
-            &f.order_id,
-            &f.order_ref,
-            &f.client_id,
-            &f.symbol,
-            &empty_to_none(&f.sec_type),
-            &f.side.as_str(),
-            &empty_to_none(&f.exchange),
-            &empty_to_none(&f.currency),
-            &f.liquidity,
-            &f.executed_at,
-            &f.quantity,
-            &f.price,
-            &f.cum_quantity,
-            &f.avg_price,
-            &f.commission,
-            &f.commission_currency,
-            &f.realized_pnl,
-            &Json(&*f.raw),
-            &key.kind(),
-            &trade_date,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
+        .map_err(StoreError::new(context))?;
+    let types: Vec<Type> = [Type::INT4, Type::TEXT, Type::TEXT]
+        .into_iter()
+        .chain(FILL_DATA_TYPES)
+        .collect();
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for (ord, f) in fills {
+        write_fill(writer.as_mut(), &[ord, &f.account_id, &f.exec_id], f, &[])
             .await
-            .map_err(StoreError::new("staging fetched fills"))?;
+            .map_err(StoreError::new(context))?;
     }
-    writer
-        .finish()
-        .await
-        .map_err(StoreError::new("staging fetched fills"))?;
+    writer.finish().await.map_err(StoreError::new(context))?;
     Ok(())
 }
 
-async fn ids_and_count(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    context: &'static str,
-) -> Result<(u64, Vec<i64>), StoreError> {
-    let row = tx
-        .query_one(sql, params)
-        .await
-        .map_err(StoreError::new(context))?;
-    let n: i64 = row.get(0);
-    let ids: Option<Vec<i64>> = row.get(1);
-    Ok((n.unsigned_abs(), ids.unwrap_or_default()))
-}
-
-/// Applies one fetched batch in `tx` (see the module docs); `ingestion_run` is the surrogate id
-/// of the run whose records list what was created and updated. The caller holds the account's
-/// lock and sets `fetched_executions_count`.
-pub async fn apply_fills(
-    tx: &Transaction<'_>,
-    fills: &[NewFill],
-    fetched_at: DateTime<Utc>,
-    ingestion_run: Option<i64>,
-) -> Result<SyncCounts, StoreError> {
-    let mut counts = SyncCounts::default();
-    if fills.is_empty() {
-        return Ok(counts);
-    }
-    // a whole window is hashed and sorted in memory rather than in spill files, and these
-    // one-off statements are not JIT-compiled (at 100,000 fills compiling cost more than it
-    // saved: about 0.6 s per sync in the benchmark's plans); this transaction only
-    tx.batch_execute(&format!(
-        "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off; {STAGE}"
-    ))
-    .await
-    .map_err(StoreError::new("creating the fill stage"))?;
-    copy_stage(tx, fills).await?;
-
-    // 2. the last of repeated exec ids wins; unchanged fills are dropped
-    tx.execute(
-        "DELETE FROM broker_fill_stage a USING broker_fill_stage b \
-         WHERE a.account_id = b.account_id AND a.exec_id = b.exec_id AND a.ord < b.ord",
-        &[],
-    )
-    .await
-    .map_err(StoreError::new("collapsing repeated fills"))?;
-    let unchanged = tx
-        .execute(
+/// The batch positions of staged fills whose broker data differs from the stored row's.
+pub async fn changed_staged(tx: &Transaction<'_>) -> Result<Vec<i32>, StoreError> {
+    let rows = tx
+        .query(
             &format!(
-                "DELETE FROM broker_fill_stage s USING broker_fills f \
-                 WHERE f.account_id = s.account_id AND f.exec_id = s.exec_id \
-                   AND ({f}) IS NOT DISTINCT FROM ({s})",
+                "SELECT s.ord FROM broker_fill_stage s JOIN broker_fills f \
+                   ON f.account_id = s.account_id AND f.exec_id = s.exec_id \
+                 WHERE ({f}) IS DISTINCT FROM ({s}) ORDER BY s.ord",
                 f = prefixed("f", FILL_DATA),
                 s = prefixed("s", FILL_DATA),
             ),
             &[],
         )
         .await
-        .map_err(StoreError::new("dropping unchanged fills"))?;
-    counts.unchanged_executions_count = unchanged;
-    let remaining: i64 = tx
-        .query_one("SELECT count(*) FROM broker_fill_stage", &[])
+        .map_err(StoreError::new("comparing fetched fills with stored ones"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Demotes stored canonical fills a higher revision supersedes; returns their parents.
+pub async fn demote_fills(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    let rows = tx
+        .query(
+            "UPDATE broker_fills SET is_canonical = false, updated_at = clock_timestamp() \
+             WHERE id = ANY($1) AND is_canonical RETURNING trade_id",
+            &[&ids],
+        )
         .await
-        .map_err(StoreError::new("counting changed fills"))?
-        .get(0);
-    if remaining == 0 {
-        return Ok(counts);
+        .map_err(StoreError::new("demoting corrected fills"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Stored parents by perm id (> 0): `(account, perm id, trade id)`.
+pub async fn parents_by_perm_id(
+    tx: &Transaction<'_>,
+    accounts: &[&str],
+    perm_ids: &[i64],
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT t.account_id, t.ib_perm_id, t.id \
+             FROM unnest($1::text[], $2::bigint[]) AS k (account_id, perm_id) \
+             JOIN broker_trades t ON t.account_id = k.account_id AND t.ib_perm_id = k.perm_id \
+             WHERE t.ib_perm_id > 0",
+            &[&accounts, &perm_ids],
+        )
+        .await
+        .map_err(StoreError::new("resolving parent trades by perm id"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Stored parents by order ref (those without a perm id): `(account, order ref, trade id)`.
+pub async fn parents_by_order_ref(
+    tx: &Transaction<'_>,
+    accounts: &[&str],
+    order_refs: &[&str],
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT t.account_id, t.order_ref, t.id \
+             FROM unnest($1::text[], $2::text[]) AS k (account_id, order_ref) \
+             JOIN broker_trades t ON t.account_id = k.account_id AND t.order_ref = k.order_ref \
+             WHERE t.order_ref IS NOT NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0)",
+            &[&accounts, &order_refs],
+        )
+        .await
+        .map_err(StoreError::new("resolving parent trades by order ref"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// The composite parent identity as the query takes and returns it.
+pub type CompositeKey = (String, i64, i64, String, String, NaiveDate);
+
+/// Stored parents by the composite key (neither perm id nor order ref): each key with its id.
+pub async fn parents_by_composite(
+    tx: &Transaction<'_>,
+    keys: &[CompositeKey],
+) -> Result<Vec<(CompositeKey, i64)>, StoreError> {
+    let accounts: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let clients: Vec<i64> = keys.iter().map(|k| k.1).collect();
+    let orders: Vec<i64> = keys.iter().map(|k| k.2).collect();
+    let symbols: Vec<&str> = keys.iter().map(|k| k.3.as_str()).collect();
+    let sides: Vec<&str> = keys.iter().map(|k| k.4.as_str()).collect();
+    let dates: Vec<NaiveDate> = keys.iter().map(|k| k.5).collect();
+    let rows = tx
+        .query(
+            "SELECT t.account_id, t.client_id, t.ib_order_id, t.symbol, t.side, t.trade_date, t.id \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+                         $6::date[]) AS k (account_id, client_id, order_id, symbol, side, day) \
+             JOIN broker_trades t ON t.account_id = k.account_id AND t.client_id = k.client_id \
+              AND t.ib_order_id = k.order_id AND t.symbol = k.symbol AND t.side = k.side \
+              AND t.trade_date = k.day \
+             WHERE t.order_ref IS NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0)",
+            &[&accounts, &clients, &orders, &symbols, &sides, &dates],
+        )
+        .await
+        .map_err(StoreError::new(
+            "resolving parent trades by the composite key",
+        ))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
+                r.get(6),
+            )
+        })
+        .collect())
+}
+
+/// Reserves `n` ids of `table`'s identity column (`broker_trades` or `broker_fills`), in
+/// increasing order, for rows written with `COPY`.
+pub async fn reserve_ids(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    n: usize,
+) -> Result<Vec<i64>, StoreError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    // the sequence is looked up once, and the ids come back as one array
+    let row = tx
+        .query_one(
+            "SELECT array_agg(nextval(s.seq)) \
+             FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS seq) s, \
+                  generate_series(1, $2::bigint)",
+            &[&table, &n],
+        )
+        .await
+        .map_err(StoreError::new("reserving row ids"))?;
+    let mut ids: Vec<i64> = row.get::<_, Option<Vec<i64>>>(0).unwrap_or_default();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Writes new parent trades (ids reserved) with one binary `COPY`; the unique indexes refuse a
+/// parent that exists already.
+pub async fn copy_trades(
+    tx: &Transaction<'_>,
+    trades: &[TradeRow<'_>],
+    fetched_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let context = "creating parent trades";
+    let sink = tx
+        .copy_in(
+            "COPY broker_trades (id, account_id, ib_perm_id, order_ref, ib_order_id, client_id, \
+                 symbol, sec_type, side, exchange, currency, trade_date, fetched_at, \
+                 total_quantity, avg_price, total_commission, first_executed_at, \
+                 last_executed_at, status) FROM STDIN BINARY",
+        )
+        .await
+        .map_err(StoreError::new(context))?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::DATE,
+        Type::TIMESTAMPTZ,
+        Type::NUMERIC,
+        Type::NUMERIC,
+        Type::NUMERIC,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+    ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for t in trades {
+        let f = t.first;
+        let a = t.aggregates;
+        let quantity = a.map_or(Decimal::ZERO, |a| a.total_quantity);
+        let status = a.map_or(TradeStatus::Unknown, |a| a.status).as_str();
+        let row: [&(dyn ToSql + Sync); 19] = [
+            &t.id,
+            &f.account_id,
+            &t.ib_perm_id,
+            &t.order_ref,
+            &f.order_id,
+            &f.client_id,
+            &f.symbol,
+            &empty_to_none(&f.sec_type),
+            &f.side.as_str(),
+            &empty_to_none(&f.exchange),
+            &empty_to_none(&f.currency),
+            &t.trade_date,
+            &fetched_at,
+            &quantity,
+            &a.and_then(|a| a.avg_price),
+            &a.and_then(|a| a.total_commission),
+            &a.and_then(|a| a.first_executed_at),
+            &a.and_then(|a| a.last_executed_at),
+            &status,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(StoreError::new(context))?;
     }
+    writer.finish().await.map_err(StoreError::new(context))?;
+    Ok(())
+}
 
-    // 3. demote stored canonical fills that a staged revision supersedes
-    let (demoted, mut touched) = ids_and_count(
-        tx,
-        "WITH top AS (SELECT account_id, exec_id_base, max(exec_revision) AS rev \
-                      FROM broker_fill_stage GROUP BY 1, 2), \
-              d AS (UPDATE broker_fills f SET is_canonical = false, updated_at = clock_timestamp() \
-                    FROM top WHERE f.account_id = top.account_id \
-                      AND f.exec_id_base = top.exec_id_base AND f.is_canonical \
-                      AND f.exec_revision < top.rev \
-                    RETURNING f.trade_id) \
-         SELECT count(*), array_agg(DISTINCT trade_id) FROM d",
-        &[],
-        "demoting corrected fills",
-    )
-    .await?;
+/// Writes new fills (ids reserved, parents resolved) with one binary `COPY`; the unique
+/// indexes still refuse a repeated exec id or a second canonical fill of a base.
+pub async fn copy_fills(
+    tx: &Transaction<'_>,
+    fills: &[FillRow<'_>],
+    fetched_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let context = "inserting new fills";
+    let sink = tx
+        .copy_in(&format!(
+            "COPY broker_fills (id, trade_id, account_id, exec_id, {FILL_DATA}, is_canonical, \
+                 fetched_at) FROM STDIN BINARY"
+        ))
+        .await
+        .map_err(StoreError::new(context))?;
+    let types: Vec<Type> = [Type::INT8, Type::INT8, Type::TEXT, Type::TEXT]
+        .into_iter()
+        .chain(FILL_DATA_TYPES)
+        .chain([Type::BOOL, Type::TIMESTAMPTZ])
+        .collect();
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in fills {
+        let f = r.fill;
+        write_fill(
+            writer.as_mut(),
+            &[&r.id, &r.trade_id, &f.account_id, &f.exec_id],
+            f,
+            &[&r.is_canonical, &fetched_at],
+        )
+        .await
+        .map_err(StoreError::new(context))?;
+    }
+    writer.finish().await.map_err(StoreError::new(context))?;
+    Ok(())
+}
 
-    // which staged fills are new (not stored yet), and whether each new one is canonical: the
-    // latest staged revision of its base, with no stored fill of the base a later revision
-    tx.batch_execute(
-        "CREATE TEMP TABLE broker_fill_existing ON COMMIT DROP AS \
-         SELECT s.ord, f.id, f.trade_id AS old_trade_id FROM broker_fill_stage s \
-         JOIN broker_fills f ON f.account_id = s.account_id AND f.exec_id = s.exec_id; \
-         CREATE TEMP TABLE broker_fill_new ON COMMIT DROP AS \
-         SELECT s.ord, s.exec_revision = m.rev \
-                AND NOT EXISTS (SELECT 1 FROM broker_fills f2 \
-                                WHERE f2.account_id = s.account_id \
-                                  AND f2.exec_id_base = s.exec_id_base \
-                                  AND f2.exec_revision > s.exec_revision) AS canonical \
-         FROM broker_fill_stage s \
-         JOIN (SELECT account_id, exec_id_base, max(exec_revision) AS rev \
-               FROM broker_fill_stage GROUP BY 1, 2) m \
-           ON m.account_id = s.account_id AND m.exec_id_base = s.exec_id_base \
-         WHERE NOT EXISTS (SELECT 1 FROM broker_fill_existing e WHERE e.ord = s.ord)",
-    )
-    .await
-    .map_err(StoreError::new("classifying staged fills"))?;
-
-    // 4. parents, by perm id, order ref, or the composite key; a new parent is created with
-    //    the aggregates of its new canonical fills (the same rules as step 6), so it needs no
-    //    second write unless a stored fill moves into it
-    let (created, created_ids) = ids_and_count(
-        tx,
-        &format!(
-            "WITH p AS ({p}), r AS ({r}), c AS ({c}), \
-             all_ids AS (SELECT id FROM p UNION ALL SELECT id FROM r UNION ALL SELECT id FROM c) \
-             SELECT count(*), array_agg(id) FROM all_ids",
-            p = create_parents(
-                "account_id, ib_perm_id",
-                "d.ib_perm_id, d.order_ref",
-                1,
-                "(account_id, ib_perm_id) WHERE ib_perm_id > 0",
-                true,
-            ),
-            r = create_parents(
-                "account_id, order_ref",
-                "NULL::bigint, d.order_ref",
-                2,
-                "(account_id, order_ref) \
-                 WHERE order_ref IS NOT NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0)",
-                true,
-            ),
-            c = create_parents(
-                "account_id, client_id, ib_order_id, symbol, side, trade_date",
-                "NULL::bigint, NULL::text",
-                3,
-                "(account_id, client_id, ib_order_id, symbol, side, trade_date) \
-                 WHERE order_ref IS NULL AND (ib_perm_id IS NULL OR ib_perm_id <= 0)",
-                false,
-            ),
-        ),
-        &[&fetched_at],
-        "creating parent trades",
-    )
-    .await?;
-    counts.created_trades_count = created;
-    // each staged fill's parent, in a narrow table
-    tx.batch_execute(
-        "CREATE TEMP TABLE broker_fill_parent ON COMMIT DROP AS \
-         SELECT s.ord, t.id AS trade_id FROM broker_fill_stage s JOIN broker_trades t \
-           ON s.parent_kind = 1 AND t.account_id = s.account_id \
-          AND t.ib_perm_id = s.ib_perm_id AND t.ib_perm_id > 0 \
-         UNION ALL \
-         SELECT s.ord, t.id FROM broker_fill_stage s JOIN broker_trades t \
-           ON s.parent_kind = 2 AND t.account_id = s.account_id AND t.order_ref = s.order_ref \
-          AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
-         UNION ALL \
-         SELECT s.ord, t.id FROM broker_fill_stage s JOIN broker_trades t \
-           ON s.parent_kind = 3 AND t.account_id = s.account_id \
-          AND t.order_ref IS NULL AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
-          AND t.client_id = s.client_id AND t.ib_order_id = s.ib_order_id \
-          AND t.symbol = s.symbol AND t.side = s.side AND t.trade_date = s.trade_date",
-    )
-    .await
-    .map_err(StoreError::new("resolving parent trades"))?;
-
-    // 5. new fills: a plain insert (the account lock keeps other syncs out; the unique index
-    //    still guards), canonical as classified above;
-    // 7. their ingestion records in the same statement, also a plain insert: the run is this
-    //    sync's own and each new fill id comes once, so a conflict would be a bug, and failing
-    //    the sync on it beats hiding it (a speculative insert cost ~40% more per record)
+/// Updates stored fills whose data changed from the stage (their canonical flag is settled
+/// already), each with its resolved parent (`ords` and `trade_ids` pair up), and records them
+/// as updated in run `ingestion_run`. Returns how many were updated.
+pub async fn update_changed_fills(
+    tx: &Transaction<'_>,
+    ords: &[i32],
+    trade_ids: &[i64],
+    fetched_at: DateTime<Utc>,
+    ingestion_run: Option<i64>,
+) -> Result<u64, StoreError> {
     let row = tx
         .query_one(
             &format!(
-                "WITH ins AS ( \
-                   INSERT INTO broker_fills (trade_id, account_id, exec_id, {FILL_DATA}, \
-                       is_canonical, fetched_at) \
-                   SELECT p.trade_id, s.account_id, s.exec_id, {staged}, n.canonical, $1 \
+                "WITH upd AS ( \
+                   UPDATE broker_fills f SET trade_id = p.trade_id, ({FILL_DATA}) = ({staged}), \
+                       fetched_at = $1, updated_at = clock_timestamp() \
                    FROM broker_fill_stage s \
-                   JOIN broker_fill_new n ON n.ord = s.ord \
-                   JOIN broker_fill_parent p ON p.ord = s.ord \
-                   ORDER BY s.ord \
-                   RETURNING id, trade_id, is_canonical, symbol, executed_at), \
+                   JOIN unnest($3::int[], $4::bigint[]) AS p (ord, trade_id) ON p.ord = s.ord \
+                   WHERE f.account_id = s.account_id AND f.exec_id = s.exec_id \
+                   RETURNING f.id, f.symbol, f.executed_at), \
                  rec AS ( \
                    INSERT INTO data_ingestion_run_records \
                        (data_ingestion_run_id, record_type, record_id, operation, symbol, \
                         occurred_at) \
-                   SELECT $2::bigint, 'broker_fill', id::text, 'created', symbol, executed_at \
-                   FROM ins WHERE $2::bigint IS NOT NULL) \
-                 SELECT count(*), count(*) FILTER (WHERE NOT is_canonical), \
-                        array_agg(DISTINCT trade_id) FROM ins",
+                   SELECT $2::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
+                   FROM upd WHERE $2::bigint IS NOT NULL \
+                   ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
+                 SELECT count(*) FROM upd",
                 staged = prefixed("s", FILL_DATA),
             ),
-            &[&fetched_at, &ingestion_run],
+            &[&fetched_at, &ingestion_run, &ords, &trade_ids],
         )
         .await
-        .map_err(StoreError::new("inserting new fills"))?;
-    counts.inserted_executions_count = row.get::<_, i64>(0).unsigned_abs();
-    counts.canonical_changes_count = demoted + row.get::<_, i64>(1).unsigned_abs();
-    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
+        .map_err(StoreError::new("updating changed fills"))?;
+    Ok(row.get::<_, i64>(0).unsigned_abs())
+}
 
-    let changed: i64 = tx
-        .query_one("SELECT count(*) FROM broker_fill_existing", &[])
-        .await
-        .map_err(StoreError::new("counting changed fills"))?
-        .get(0);
-    let moved_into = if changed > 0 {
-        update_changed(tx, fetched_at, ingestion_run, &mut counts, &mut touched).await?
-    } else {
-        Vec::new()
-    };
-    touched.extend(created_ids.iter().copied());
-    touched.sort_unstable();
-    touched.dedup();
-    counts.touched_trades_count = touched.len() as u64;
-    // parents created above already hold their aggregates, unless a stored fill moved in
-    let created_set: HashSet<i64> = created_ids.iter().copied().collect();
-    let moved_set: HashSet<i64> = moved_into.into_iter().collect();
-    let recompute: Vec<i64> = touched
-        .iter()
-        .copied()
-        .filter(|id| !created_set.contains(id) || moved_set.contains(id))
-        .collect();
-
-    // 6. aggregates of every other touched parent, from canonical fills only
+/// Recomputes the aggregates of trades `ids` from their canonical fills.
+pub async fn recompute_trades(
+    tx: &Transaction<'_>,
+    ids: &[i64],
+    fetched_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     tx.execute(
         &format!(
             "UPDATE broker_trades t SET \
@@ -446,79 +635,93 @@ pub async fn apply_fills(
                  trade_date = CASE WHEN t.order_ref IS NULL \
                                     AND (t.ib_perm_id IS NULL OR t.ib_perm_id <= 0) \
                                    THEN t.trade_date \
-                                   ELSE {first_date} END, \
+                                   ELSE coalesce((a.first_at AT TIME ZONE 'UTC')::date, \
+                                                 t.trade_date) END, \
                  updated_at = clock_timestamp() \
              FROM (SELECT p.id, {AGGREGATES} \
                    FROM unnest($1::bigint[]) AS p (id) \
                    LEFT JOIN broker_fills f ON f.trade_id = p.id AND f.is_canonical \
                    GROUP BY p.id) a \
-             WHERE t.id = a.id",
-            first_date = first_trade_date("t.trade_date"),
+             WHERE t.id = a.id"
         ),
-        &[&recompute, &fetched_at],
+        &[&ids, &fetched_at],
     )
     .await
     .map_err(StoreError::new("recomputing trade aggregates"))?;
-    if let Some(run) = ingestion_run {
-        tx.execute(
-            "INSERT INTO data_ingestion_run_records \
-                 (data_ingestion_run_id, record_type, record_id, operation, symbol, occurred_at) \
-             SELECT $1, 'broker_trade', t.id::text, \
-                    CASE WHEN t.id = ANY($3) THEN 'created' ELSE 'updated' END, t.symbol, \
-                    t.last_executed_at \
-             FROM broker_trades t WHERE t.id = ANY($2)",
-            &[&run, &touched, &created_ids],
-        )
-        .await
-        .map_err(StoreError::new("recording touched trades"))?;
-    }
-    Ok(counts)
+    Ok(())
 }
 
-/// Step 5 for fills already stored whose data changed: updated in place (their canonical flag
-/// is settled by step 3); a fill whose parent changed leaves its old parent to recompute.
-/// Returns the parents the changed fills now belong to.
-async fn update_changed(
+/// Records trades `ids` in run `run` as they are stored now: `created` for those in `created`,
+/// else `updated`.
+pub async fn record_trades(
     tx: &Transaction<'_>,
-    fetched_at: DateTime<Utc>,
-    ingestion_run: Option<i64>,
-    counts: &mut SyncCounts,
-    touched: &mut Vec<i64>,
-) -> Result<Vec<i64>, StoreError> {
-    let row = tx
-        .query_one(
-            &format!(
-                "WITH upd AS ( \
-                   UPDATE broker_fills f SET trade_id = p.trade_id, ({FILL_DATA}) = ({staged}), \
-                       fetched_at = $1, updated_at = clock_timestamp() \
-                   FROM broker_fill_stage s \
-                   JOIN broker_fill_parent p ON p.ord = s.ord \
-                   JOIN broker_fill_existing e ON e.ord = s.ord \
-                   WHERE f.id = e.id \
-                   RETURNING f.id, f.trade_id, e.old_trade_id, f.symbol, f.executed_at), \
-                 rec AS ( \
-                   INSERT INTO data_ingestion_run_records \
-                       (data_ingestion_run_id, record_type, record_id, operation, symbol, \
-                        occurred_at) \
-                   SELECT $2::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
-                   FROM upd WHERE $2::bigint IS NOT NULL \
-                   ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
-                 SELECT count(*), array_agg(DISTINCT trade_id), array_agg(DISTINCT old_trade_id) \
-                 FROM upd",
-                staged = prefixed("s", FILL_DATA),
-            ),
-            &[&fetched_at, &ingestion_run],
-        )
-        .await
-        .map_err(StoreError::new("updating changed fills"))?;
-    counts.updated_executions_count = row.get::<_, i64>(0).unsigned_abs();
-    let parents = row.get::<_, Option<Vec<i64>>>(1).unwrap_or_default();
-    touched.extend(parents.iter().copied());
-    touched.extend(row.get::<_, Option<Vec<i64>>>(2).unwrap_or_default());
-    Ok(parents)
+    run: i64,
+    ids: &[i64],
+    created: &[i64],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO data_ingestion_run_records \
+             (data_ingestion_run_id, record_type, record_id, operation, symbol, occurred_at) \
+         SELECT $1, 'broker_trade', t.id::text, \
+                CASE WHEN t.id = ANY($3) THEN 'created' ELSE 'updated' END, t.symbol, \
+                t.last_executed_at \
+         FROM broker_trades t WHERE t.id = ANY($2)",
+        &[&run, &ids, &created],
+    )
+    .await
+    .map_err(StoreError::new("recording touched trades"))?;
+    Ok(())
 }
 
-/// The aggregates of a trade over its canonical fills `f` (steps 4 and 6 share them).
+/// Writes run `run`'s records of rows this sync created with one binary `COPY` (the run is
+/// the sync's own and each id comes once, so there is nothing to skip: a conflict fails the
+/// sync rather than hiding a bug).
+pub async fn copy_run_records(
+    tx: &Transaction<'_>,
+    run: i64,
+    records: &[RunRecordRow<'_>],
+) -> Result<(), StoreError> {
+    let context = "recording the run's new fills and trades";
+    let sink = tx
+        .copy_in(
+            "COPY data_ingestion_run_records (data_ingestion_run_id, record_type, record_id, \
+                 operation, symbol, occurred_at) FROM STDIN BINARY",
+        )
+        .await
+        .map_err(StoreError::new(context))?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+    ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in records {
+        let id = r.record_id.to_string();
+        let row: [&(dyn ToSql + Sync); 6] = [
+            &run,
+            &r.record_type,
+            &id,
+            &r.operation,
+            &r.symbol,
+            &r.occurred_at,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(StoreError::new(context))?;
+    }
+    writer.finish().await.map_err(StoreError::new(context))?;
+    Ok(())
+}
+
+/// The aggregates of a trade over its canonical fills `f`.
 const AGGREGATES: &str = "coalesce(sum(f.quantity), 0) AS qty, \
     round(sum(f.quantity * f.price) / nullif(sum(f.quantity), 0), 8) AS avg_price, \
     sum(f.commission) AS commission, \
@@ -526,48 +729,6 @@ const AGGREGATES: &str = "coalesce(sum(f.quantity), 0) AS qty, \
     CASE WHEN coalesce(sum(f.quantity), 0) = 0 THEN 'unknown' \
          WHEN max(f.cum_quantity) > sum(f.quantity) THEN 'partial' \
          ELSE 'filled' END AS status";
-
-/// A trade's date as its first canonical execution's UTC date (aggregates `a`), else
-/// `fallback` (steps 4 and 6 share it; a composite key's date is its identity and stays).
-fn first_trade_date(fallback: &str) -> String {
-    format!("coalesce((a.first_at AT TIME ZONE 'UTC')::date, {fallback})")
-}
-
-/// One kind of parent (1 perm id, 2 order ref, 3 composite) created for staged fills that have
-/// none: its attributes from the key's earliest staged fill, its aggregates from the key's new
-/// canonical fills. `key` are the stage columns that identify the parent; `ids` its perm id and
-/// order ref as stored; `conflict` the unique index's arbiter; `dated` whether the trade date
-/// follows the first canonical execution (not for the composite key, whose date is identity).
-fn create_parents(key: &str, ids: &str, kind: i16, conflict: &str, dated: bool) -> String {
-    let join = key
-        .split(", ")
-        .map(|c| format!("a.{c} = d.{c}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let trade_date = if dated {
-        first_trade_date("d.trade_date")
-    } else {
-        "d.trade_date".to_string()
-    };
-    format!(
-        "INSERT INTO broker_trades (account_id, ib_perm_id, order_ref, ib_order_id, client_id, \
-             symbol, sec_type, side, exchange, currency, trade_date, fetched_at, total_quantity, \
-             avg_price, total_commission, first_executed_at, last_executed_at, status) \
-         SELECT d.account_id, {ids}, d.ib_order_id, d.client_id, d.symbol, d.sec_type, d.side, \
-                d.exchange, d.currency, {trade_date}, $1, coalesce(a.qty, 0), a.avg_price, \
-                a.commission, a.first_at, a.last_at, coalesce(a.status, 'unknown') \
-         FROM (SELECT DISTINCT ON ({key}) account_id, ib_perm_id, order_ref, ib_order_id, \
-                      client_id, symbol, sec_type, side, exchange, currency, trade_date \
-               FROM broker_fill_stage WHERE parent_kind = {kind} \
-               ORDER BY {key}, executed_at) d \
-         LEFT JOIN (SELECT {fkey}, {AGGREGATES} FROM broker_fill_stage f \
-                    JOIN broker_fill_new n ON n.ord = f.ord AND n.canonical \
-                    WHERE f.parent_kind = {kind} GROUP BY {fkey}) a ON {join} \
-         ON CONFLICT {conflict} DO NOTHING \
-         RETURNING id",
-        fkey = prefixed("f", key),
-    )
-}
 
 fn prefixed(alias: &str, columns: &str) -> String {
     columns

@@ -211,6 +211,15 @@ async fn every_table_exists_with_its_constraints_and_indexes() {
     );
     assert!(index("data_ingestion_run_records_run_idx").contains("(data_ingestion_run_id)"));
     assert!(index("jobs_one_pending_uidx").contains("WHERE (status = 'pending'"));
+    // the IBKR sync reserves ids from these sequences by name
+    for table in ["broker_fills", "broker_trades"] {
+        let sequence: String = client
+            .query_one("SELECT pg_get_serial_sequence($1, 'id')", &[&table])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sequence, format!("public.{table}_id_seq"));
+    }
 
     // foreign keys tie the audit chain together
     let fks: Vec<String> = client

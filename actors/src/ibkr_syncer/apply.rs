@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use super::matching::{self, AccountKey, NewParent, Positioned};
 use crate::domain::{NewFill, ParentKey, SyncCounts};
 use crate::store::StoreError;
-use crate::store::broker_sync::{self, CompositeKey, FillRow, RunRecordRow, StoredFill, TradeRow};
+use crate::store::broker_sync::{
+    self, CompositeKey, FillRow, IdSequence, RunRecordRow, StoredFill, TradeRow,
+};
 
 /// Applies one fetched batch in `tx` (see the module docs); `ingestion_run` is the surrogate id
 /// of the run whose records list what was created and updated. The caller sets
@@ -97,7 +99,7 @@ pub async fn apply_fills(
     counts.created_trades_count = created_ids.len() as u64;
 
     // 5.
-    let fill_ids = broker_sync::reserve_ids(tx, "broker_fills", new.len()).await?;
+    let fill_ids = broker_sync::reserve_ids(tx, IdSequence::Fills, new.len()).await?;
     let rows: Vec<FillRow<'_>> = needs[..new.len()]
         .iter()
         .zip(&fill_ids)
@@ -253,7 +255,7 @@ async fn create_parents(
     if parents.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = broker_sync::reserve_ids(tx, "broker_trades", parents.len()).await?;
+    let ids = broker_sync::reserve_ids(tx, IdSequence::Trades, parents.len()).await?;
     let rows: Vec<TradeRow<'_>> = parents
         .iter()
         .zip(&ids)

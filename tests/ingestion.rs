@@ -1052,3 +1052,140 @@ async fn run_queries_find_recent_runs_by_task_source_and_outcome() {
     );
     logger.stop().await;
 }
+
+/// A session's submissions are stored together, one statement for a whole group: each keeps
+/// its own response payload, request payload and execution row, each decision its own status,
+/// and the execution ids come back in the order given.
+#[tokio::test]
+async fn submissions_recorded_together_each_keep_their_own_response_and_decision() {
+    use tradegate_actors::store::orders::{DecisionOutcome, Submission, record_submissions};
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let decisions = [decision(None), decision(None), decision(None)];
+    let requests: Vec<_> = decisions
+        .iter()
+        .map(|d| {
+            Some(
+                ApiPayload::request(
+                    "alpaca",
+                    json!({"endpoint": "/v2/orders", "method": "POST",
+                           "body": {"client_order_id": d.decision_id.to_string()}}),
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let written = create_decisions_with_requests(&sql, &decisions, &requests, DAY)
+        .await
+        .unwrap();
+    let submission = |i: usize, accepted: bool| {
+        let (created, request_id) = written[i].as_ref().unwrap();
+        let (code, body) = if accepted {
+            (200, json!({"id": format!("order-{i}"), "status": "new"}))
+        } else {
+            (
+                403,
+                json!({"code": 40310000, "message": "insufficient buying power"}),
+            )
+        };
+        Submission {
+            decision_pk: created.id,
+            execution_id: Uuid::now_v7(),
+            broker: "alpaca",
+            request_payload_id: request_id.unwrap(),
+            response: ApiPayload::response(
+                "alpaca",
+                json!({"status_code": code, "body": body, "n": i}),
+            )
+            .unwrap(),
+            status: if accepted { "accepted" } else { "rejected" },
+            broker_order_id: accepted.then(|| format!("order-{i}")),
+            http_status: Some(code),
+            error_code: (!accepted).then(|| "40310000".to_string()),
+            error_message: (!accepted).then(|| "insufficient buying power".to_string()),
+            error_details: (!accepted).then(|| body.clone()),
+            filled_qty: Decimal::ZERO,
+            filled_avg_price: None,
+            commission: None,
+            submitted_at: chrono::Utc::now(),
+            filled_at: None,
+            outcome: if accepted {
+                DecisionOutcome::Executed
+            } else {
+                DecisionOutcome::Failed("insufficient buying power".into())
+            },
+        }
+    };
+    let subs = [
+        submission(0, true),
+        submission(1, false),
+        submission(2, true),
+    ];
+    let ids = record_submissions(&sql, &subs).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    for (i, (s, id)) in subs.iter().zip(&ids).enumerate() {
+        let row = sql
+            .query_one(
+                "SELECT e.execution_id, e.trade_decision_id, e.status, e.http_status_code, \
+                        e.error_message, e.api_request_payload_id, (r.payload ->> 'n')::int, \
+                        d.status, d.failure_reason, e.rejected_at IS NOT NULL, \
+                        d.executed_at IS NOT NULL, d.failed_at IS NOT NULL \
+                 FROM trade_executions e \
+                 JOIN api_payloads r ON r.id = e.api_response_payload_id \
+                 JOIN trade_decisions d ON d.id = e.trade_decision_id \
+                 WHERE e.id = $1",
+                &[&id.expect("an execution row for every submission")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, Uuid>(0),
+            s.execution_id,
+            "ids in the order given"
+        );
+        assert_eq!(row.get::<_, i64>(1), s.decision_pk);
+        assert_eq!(row.get::<_, &str>(2), s.status);
+        assert_eq!(row.get::<_, Option<i32>>(3), s.http_status);
+        assert_eq!(row.get::<_, Option<String>>(4), s.error_message);
+        assert_eq!(row.get::<_, Option<i64>>(5), Some(s.request_payload_id));
+        assert_eq!(row.get::<_, i32>(6), i as i32, "its own response payload");
+        let accepted = i != 1;
+        assert_eq!(
+            row.get::<_, &str>(7),
+            if accepted { "executed" } else { "failed" }
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(8).as_deref(),
+            (!accepted).then_some("insufficient buying power")
+        );
+        assert_eq!(
+            row.get::<_, bool>(9),
+            !accepted,
+            "rejected_at only when rejected"
+        );
+        assert_eq!(row.get::<_, bool>(10), accepted);
+        assert_eq!(row.get::<_, bool>(11), !accepted);
+    }
+    // one attempt per decision: a second outcome for a decision is refused whole (no retry can
+    // be recorded, and its response payload does not stay behind either)
+    let count = "SELECT count(*) FROM api_payloads";
+    let before: i64 = sql.query_one(count, &[]).await.unwrap().get(0);
+    let again = Submission {
+        execution_id: Uuid::now_v7(),
+        outcome: DecisionOutcome::Failed("again".into()),
+        ..submission(0, true)
+    };
+    let refused = record_submissions(&sql, std::slice::from_ref(&again)).await;
+    assert!(refused.is_err(), "a second attempt was stored");
+    let after: i64 = sql.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(after, before);
+    let status: String = sql
+        .query_one(
+            "SELECT status FROM trade_decisions WHERE id = $1",
+            &[&again.decision_pk],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "executed");
+}

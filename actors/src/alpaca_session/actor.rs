@@ -14,7 +14,7 @@ use super::rest::AlpacaRest;
 use super::stream;
 use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder, StrategyEvent};
 use crate::order_router::StrategyHub;
-use crate::store::group::GroupCommit;
+use crate::store::group::{self, BatchCommit, GroupCommit};
 use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER, orders::OrderRow};
 use crate::trade_log_writer::TradeLog;
 
@@ -109,11 +109,15 @@ impl Actor for AlpacaSession {
         _myself: ActorRef<Self::Msg>,
         args: AlpacaSessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (submissions, submissions_task) = GroupCommit::spawn(
+        // a group's submissions go in one multi-row statement
+        let (submissions, submissions_task) = BatchCommit::spawn_batch(
             args.pool.clone(),
             GROUP_COMMIT_MAX,
             GROUP_COMMIT_LINGER,
             "alpaca_submissions",
+            group::batch(|tx, subs: &[store::orders::Submission]| {
+                Box::pin(store::orders::record_submissions(tx, subs))
+            }),
         );
         let (events, events_task) = GroupCommit::spawn(
             args.pool.clone(),

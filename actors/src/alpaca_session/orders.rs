@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::order_router::StrategyHub;
 use crate::store;
-use crate::store::group::{self, GroupCommit};
+use crate::store::group::{BatchCommit, GroupCommit};
 use crate::store::orders::{DecisionOutcome, EventApplied, OrderRow, Submission};
 use crate::trade_log_writer::TradeLog;
 
@@ -46,7 +46,7 @@ pub struct SessionCtx {
     /// execution row of an order it hears about early)
     pub submitted: tokio::sync::Notify,
     /// Submission outcomes, written in group commits
-    pub submissions: GroupCommit<i64>,
+    pub submissions: BatchCommit<Submission, Option<i64>>,
     /// Stream events, written in group commits
     pub events: GroupCommit<Option<EventApplied>>,
 }
@@ -141,15 +141,13 @@ impl SessionCtx {
             .collect()
     }
 
-    /// Stores a submission's outcome in the session's next group commit.
+    /// Stores a submission's outcome in the session's next group commit (one statement for
+    /// the whole group).
     async fn record_submission(&self, submission: Submission) -> Result<i64, String> {
-        let submission = Arc::new(submission);
         self.submissions
-            .write(group::work(move |tx| {
-                let s = Arc::clone(&submission);
-                Box::pin(async move { store::orders::record_submission(tx, &s).await })
-            }))
-            .await
+            .write(submission)
+            .await?
+            .ok_or_else(|| "the execution row was not written".to_string())
     }
 
     /// Stores a response payload (used where no execution row is written with it).

@@ -1,9 +1,11 @@
-//! Group commit for independent writes: callers hand over a unit of work and wait for its
-//! result; one task takes every unit waiting, runs them pipelined in one transaction and commits
-//! once, so a burst of N writes costs one commit instead of N. Each caller still gets its own
-//! result only after the commit. If the shared transaction fails (one unit's statement is
-//! refused, say), the units are run again one transaction each, so one bad write never takes the
-//! others down with it.
+//! Group commit for independent writes: callers hand over a unit of work (or an item of a
+//! batch) and wait for its result; one task takes every unit waiting, runs them in one
+//! transaction and commits once, so a burst of N writes costs one commit instead of N. Units
+//! of work run pipelined, each its own statements ([`GroupCommit`]); items of a
+//! [`BatchCommit`] are written by one call for the whole group (a multi-row statement). Each
+//! caller still gets its own result only after the commit. If the shared transaction fails
+//! (one unit's statement is refused, say), the units are run again one transaction each, so
+//! one bad write never takes the others down with it.
 //!
 //! Written here rather than taken from a crate: no maintained crate offers group commit over
 //! tokio-postgres; the pattern is a channel drain plus a transaction.
@@ -35,17 +37,42 @@ where
     Arc::new(f)
 }
 
-struct Job<T> {
-    work: Work<T>,
+/// A batch writer: every item of a group in one call, on the shared transaction, answering one
+/// result per item in order. It may run twice (a second time item by item when the shared
+/// transaction failed), so it must not consume what it writes.
+pub type Batch<I, T> = Arc<
+    dyn for<'t> Fn(&'t Transaction<'t>, &'t [I]) -> BoxFuture<'t, Result<Vec<T>, StoreError>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps a closure as a batch writer (the annotation makes it generic over the lifetimes).
+pub fn batch<I, T, F>(f: F) -> Batch<I, T>
+where
+    F: for<'t> Fn(&'t Transaction<'t>, &'t [I]) -> BoxFuture<'t, Result<Vec<T>, StoreError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+struct Job<I, T> {
+    item: I,
     reply: oneshot::Sender<Result<T, String>>,
 }
 
-/// The handle callers submit work through; cheap to clone.
-pub struct GroupCommit<T> {
-    jobs: mpsc::UnboundedSender<Job<T>>,
+/// The handle callers submit items through; cheap to clone. Items of one group are written by
+/// one call of the group's [`Batch`] (a multi-row statement costs the database far less per
+/// row than a statement per row).
+pub struct BatchCommit<I, T> {
+    jobs: mpsc::UnboundedSender<Job<I, T>>,
 }
 
-impl<T> Clone for GroupCommit<T> {
+/// Group commit of independent units of work, each its own statements.
+pub type GroupCommit<T> = BatchCommit<Work<T>, T>;
+
+impl<I, T> Clone for BatchCommit<I, T> {
     fn clone(&self) -> Self {
         Self {
             jobs: self.jobs.clone(),
@@ -53,9 +80,9 @@ impl<T> Clone for GroupCommit<T> {
     }
 }
 
-impl<T> std::fmt::Debug for GroupCommit<T> {
+impl<I, T> std::fmt::Debug for BatchCommit<I, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
+        f.debug_struct("BatchCommit").finish_non_exhaustive()
     }
 }
 
@@ -72,16 +99,39 @@ impl<T: Send + 'static> GroupCommit<T> {
         linger: Duration,
         what: &'static str,
     ) -> (Self, JoinHandle<()>) {
+        // the units of a group run pipelined on the shared transaction
+        let units: Batch<Work<T>, T> = batch(|tx, units: &[Work<T>]| {
+            Box::pin(async move {
+                join_all(units.iter().map(|unit| unit(tx)))
+                    .await
+                    .into_iter()
+                    .collect()
+            })
+        });
+        Self::spawn_batch(pool, max_group, linger, what, units)
+    }
+}
+
+impl<I: Send + Sync + 'static, T: Send + 'static> BatchCommit<I, T> {
+    /// Starts the committing task on `pool` writing each group with `write` (at most
+    /// `max_group` items, waiting `linger` for more to join, as [`GroupCommit::spawn`]).
+    pub fn spawn_batch(
+        pool: deadpool_postgres::Pool,
+        max_group: usize,
+        linger: Duration,
+        what: &'static str,
+        write: Batch<I, T>,
+    ) -> (Self, JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, rx, max_group.max(1), linger, what));
+        let task = tokio::spawn(run(pool, rx, max_group.max(1), linger, what, write));
         (Self { jobs }, task)
     }
 
-    /// Runs `work` in the next group commit; its result once committed, or why it was not.
-    pub async fn write(&self, work: Work<T>) -> Result<T, String> {
+    /// Writes `item` in the next group commit; its result once committed, or why it was not.
+    pub async fn write(&self, item: I) -> Result<T, String> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { work, reply })
+            .send(Job { item, reply })
             .map_err(|_| "the database writer has stopped".to_string())?;
         answer
             .await
@@ -89,12 +139,13 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
-async fn run<T: Send + 'static>(
+async fn run<I, T>(
     pool: deadpool_postgres::Pool,
-    mut rx: mpsc::UnboundedReceiver<Job<T>>,
+    mut rx: mpsc::UnboundedReceiver<Job<I, T>>,
     max_group: usize,
     linger: Duration,
     what: &'static str,
+    write: Batch<I, T>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -121,46 +172,53 @@ async fn run<T: Send + 'static>(
                 continue;
             }
         };
-        match together(&mut client, &group).await {
+        let (items, replies): (Vec<I>, Vec<_>) =
+            group.into_iter().map(|job| (job.item, job.reply)).unzip();
+        match together(&mut client, &write, &items).await {
             Ok(results) => {
-                for (job, result) in group.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
                 }
             }
-            Err(e) if group.len() == 1 => {
-                for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
+            Err(e) if items.len() == 1 => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
             Err(e) => {
-                tracing::warn!(writes = what, units = group.len(), error = %e,
+                tracing::warn!(writes = what, units = items.len(), error = %e,
                     "a group commit failed; writing its units one by one");
-                for job in group {
-                    let result = together(&mut client, std::slice::from_ref(&job))
+                for (item, reply) in items.iter().zip(replies) {
+                    let result = together(&mut client, &write, std::slice::from_ref(item))
                         .await
                         .map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
         }
     }
 }
 
-/// Runs `group` pipelined in one transaction and commits; all results, or the first error.
-async fn together<T>(
+/// Writes `items` with `write` in one transaction and commits; one result per item, or the
+/// first error.
+async fn together<I, T>(
     client: &mut deadpool_postgres::Object,
-    group: &[Job<T>],
+    write: &Batch<I, T>,
+    items: &[I],
 ) -> Result<Vec<T>, String> {
     let tx = client
         .transaction()
         .await
         .map_err(|e| super::describe(&e))?;
     // statements prepared on this connection before are taken from its cache
-    let results = join_all(group.iter().map(|job| (job.work)(&tx))).await;
-    let results = results
-        .into_iter()
-        .collect::<Result<Vec<T>, StoreError>>()
-        .map_err(|e| e.to_string())?;
+    let results = write(&tx, items).await.map_err(|e| e.to_string())?;
+    if results.len() != items.len() {
+        return Err(format!(
+            "a batch of {} writes answered {} results",
+            items.len(),
+            results.len()
+        ));
+    }
     tx.commit().await.map_err(|e| super::describe(&e))?;
     Ok(results)
 }

@@ -78,9 +78,13 @@ async fn drive(
             request
                 .headers_mut()
                 .insert("authorization", "Bearer bench-token".parse().unwrap());
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-                .await
-                .unwrap();
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                request,
+                Some(tradegate_actors::ws_client_config()),
+                true,
+            )
+            .await
+            .unwrap();
             let (mut tx, mut rx) = ws.split();
             let reader = tokio::spawn(async move {
                 let mut acks = HashMap::new();

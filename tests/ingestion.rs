@@ -1189,3 +1189,69 @@ async fn submissions_recorded_together_each_keep_their_own_response_and_decision
         .get(0);
     assert_eq!(status, "executed");
 }
+
+/// The lineage the decisions insert writes reads exactly as the same runs serialized in Rust
+/// (chrono's RFC 3339 in UTC with 0, 3 or 6 fraction digits), whoever wrote it.
+#[tokio::test]
+async fn lineage_written_by_the_database_reads_as_the_rust_serialization() {
+    use chrono::{DurationRound, Utc};
+    use tradegate_actors::domain::LineageRun;
+    let db = TestDb::new().await;
+    let sql = db.client().await;
+    let whole = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap()
+        - chrono::Duration::minutes(10);
+    let times = [
+        whole,
+        whole + chrono::Duration::milliseconds(1_123),
+        whole + chrono::Duration::microseconds(2_123_456),
+        whole + chrono::Duration::microseconds(3_000_010),
+    ];
+    let mut expected = Vec::new();
+    for (i, at) in times.iter().enumerate() {
+        let run_id = Uuid::now_v7();
+        let task = format!("job.{i}");
+        sql.execute(
+            "INSERT INTO data_ingestion_runs (run_id, task_name, data_source, started_at) \
+             VALUES ($1, $2, 'src', $3)",
+            &[&run_id, &task, &(*at - chrono::Duration::seconds(1))],
+        )
+        .await
+        .unwrap();
+        sql.execute(
+            "UPDATE data_ingestion_runs SET status = 'completed', completed_at = $2 \
+             WHERE run_id = $1",
+            &[&run_id, at],
+        )
+        .await
+        .unwrap();
+        expected.push(LineageRun {
+            run_id,
+            task,
+            source: "src".into(),
+            completed_at: *at,
+        });
+    }
+    expected.reverse(); // newest first
+    let results = create_decisions(&sql, &[decision(None)], DAY)
+        .await
+        .unwrap();
+    let runs = &results[0].as_ref().unwrap().decision_rationale["data_lineage"]["ingestion_runs"];
+    assert_eq!(*runs, serde_json::to_value(&expected).unwrap());
+    let texts: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["completed_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts[3].ends_with('Z') && !texts[3].contains('.'),
+        "{texts:?}"
+    );
+    assert!(texts[2].ends_with(".123Z"), "{texts:?}");
+    assert!(texts[1].ends_with(".123456Z"), "{texts:?}");
+    assert!(texts[0].ends_with(".000010Z"), "{texts:?}");
+    let read: Vec<LineageRun> = serde_json::from_value(runs.clone()).unwrap();
+    assert_eq!(read, expected);
+}

@@ -57,7 +57,8 @@ pub(crate) async fn upgrade(
             .into_response();
     };
     let hub = state.hub.clone();
-    ws.on_upgrade(move |socket| connection(socket, hub, strategy))
+    ws.read_buffer_size(tradegate_actors::WS_READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| connection(socket, hub, strategy))
 }
 
 async fn connection(

@@ -1022,7 +1022,8 @@ async fn stream(State(sim): State<SimAlpaca>, ws: WebSocketUpgrade) -> Response 
     if sim.faults().stream_down {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    ws.on_upgrade(move |socket| stream_session(sim, socket))
+    ws.read_buffer_size(tradegate_actors::WS_READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| stream_session(sim, socket))
 }
 
 fn binary(value: &Value) -> Message {

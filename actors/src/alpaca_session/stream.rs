@@ -110,7 +110,7 @@ async fn session(
 ) -> Result<(), StreamError> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        tokio_tungstenite::connect_async_with_config(url, Some(crate::ws_client_config()), true),
     )
     .await
     .map_err(|_| err(false, "connect timed out"))?

@@ -1,8 +1,8 @@
 //! The outbox: `trade_decisions` rows, written with their data lineage.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_postgres::types::Type;
@@ -30,8 +30,9 @@ pub const REJECT_DUPLICATE: &str = "duplicate_decision";
 /// with its reject, in the same position, and the others are still written. An `Err` means the
 /// database failed and nothing was written.
 ///
-/// Two round trips: the reads (lineage and primary runs, pipelined), then the insert. Each
-/// statement is prepared once per pooled connection (see `store::db`).
+/// One round trip: the insert reads the lineage at its own clock. Decisions that name a primary
+/// run take a second one before it, to check the runs. Each statement is prepared once per
+/// pooled connection (see `store::db`).
 pub async fn create_decisions(
     db: &impl Db,
     decisions: &[NewDecision],
@@ -58,8 +59,9 @@ pub async fn create_decisions_with_requests(
         .iter()
         .filter_map(|d| d.primary_ingestion_run_id)
         .collect();
-    let ((clock, lineage), primaries) =
-        futures_util::future::try_join(lineage_at(db, policy), primary_runs(db, &named)).await?;
+    // the runs of the lineage are read by the insert itself (one round trip fewer on the way
+    // to the broker); only named primary runs are read first, to check them
+    let primaries = primary_runs(db, &named).await?;
     // the checks first; then every decision that passed in one multi-row statement
     let mut results: Vec<Result<(CreatedDecision, Option<i64>), DecisionReject>> =
         Vec::with_capacity(decisions.len());
@@ -90,9 +92,10 @@ pub async fn create_decisions_with_requests(
         match checked {
             Err(reject) => results.push(Err(reject)),
             Ok(primary) => {
+                // `ingestion_runs` is filled in by the insert, at its own clock
                 let rationale = rationale_with_lineage(
                     decision.rationale.as_ref(),
-                    &lineage,
+                    &[],
                     primary.map(|(run, _)| run),
                     policy,
                 );
@@ -113,7 +116,7 @@ pub async fn create_decisions_with_requests(
         })
         .collect();
     let (mut created, request_ids) =
-        insert_decisions(db, decisions, &rows, &with_requests, clock).await?;
+        insert_decisions(db, decisions, &rows, &with_requests, policy).await?;
     for (i, _, _) in &rows {
         let id = decisions[*i].decision_id;
         results[*i] = match created.remove(&id) {
@@ -167,74 +170,68 @@ async fn primary_runs(
         .collect())
 }
 
-/// The database's clock and the runs completed within `policy.window` before it, newest first.
-pub async fn lineage_at(
-    db: &impl Db,
-    policy: LineagePolicy,
-) -> Result<(DateTime<Utc>, Vec<LineageRun>), StoreError> {
-    let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
-    let rows = db
-        .client()
-        .query(
-            &db.statement(
-                "SELECT c.clock, r.run_id, r.task_name, r.data_source, r.completed_at \
-             FROM (SELECT now() AS clock) c LEFT JOIN LATERAL ( \
-                 SELECT run_id, task_name, data_source, completed_at FROM data_ingestion_runs \
-                 WHERE status = 'completed' \
-                   AND completed_at > c.clock - $1::bigint * interval '1 second' \
-                   AND completed_at <= c.clock \
-                 ORDER BY completed_at DESC LIMIT $2) r ON true \
-             ORDER BY r.completed_at DESC",
-                &[Type::INT8, Type::INT8],
-            )
-            .await
-            .map_err(StoreError::new("preparing the lineage read"))?,
-            &[&window, &i64::from(policy.max_runs)],
-        )
-        .await
-        .map_err(StoreError::new("reading the data lineage"))?;
-    let clock = rows.first().map(|r| r.get(0)).unwrap_or_else(Utc::now);
-    Ok((
-        clock,
-        rows.iter()
-            .filter_map(|row| {
-                Some(LineageRun {
-                    run_id: row.get::<_, Option<Uuid>>(1)?,
-                    task: row.get(2),
-                    source: row.get(3),
-                    completed_at: row.get(4),
-                })
-            })
-            .collect(),
-    ))
-}
+/// A completed run's time as chrono writes a `DateTime<Utc>` in JSON (RFC 3339 in UTC, `Z`,
+/// with 0, 3 or 6 fraction digits as needed), so a lineage written by the database reads the
+/// same as one written in Rust.
+const COMPLETED_AT_JSON: &str = "to_char(r.completed_at AT TIME ZONE 'UTC', \
+        'YYYY-MM-DD\"T\"HH24:MI:SS') \
+    || CASE WHEN date_part('microseconds', r.completed_at)::bigint % 1000000 = 0 THEN '' \
+            WHEN date_part('microseconds', r.completed_at)::bigint % 1000 = 0 \
+                THEN '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'MS') \
+            ELSE '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'US') END || 'Z'";
 
 /// The decisions insert: every row of the arrays is one decision; with them, the request
 /// payloads of the decisions that were written (an id that exists already writes no request).
-const INSERT_DECISIONS: &str = "\
-    WITH d AS ( \
-        INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
-            symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
-            primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
-            decision_rationale, signal_strength, created_at) \
-        SELECT *, $17::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
-            $5::text[], $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
-            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], $16::numeric[]) \
-        ON CONFLICT (decision_id) DO NOTHING \
-        RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
-            created_at), \
-    p AS ( \
-        INSERT INTO api_payloads (type, payload, source, captured_at) \
-        SELECT 'ApiRequest', r.payload, r.source, $17::timestamptz \
-        FROM unnest($18::uuid[], $19::jsonb[], $20::text[]) WITH ORDINALITY \
-            AS r(decision_id, payload, source, n) \
-        WHERE r.decision_id IN (SELECT decision_id FROM d) \
-        ORDER BY r.n \
-        RETURNING id) \
-    SELECT id, decision_id, status, decision_rationale, primary_ingestion_run_id, created_at, \
-        NULL::bigint FROM d \
-    UNION ALL \
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, id FROM p";
+/// The statement's clock is the decisions' `created_at` and the requests' `captured_at`, and
+/// the runs completed within the window ($17 seconds, at most $21, newest first) before it are
+/// each decision's `data_lineage.ingestion_runs`.
+static INSERT_DECISIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH c AS (SELECT now() AS clock), \
+        l AS ( \
+            SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', r.run_id, \
+                       'task', r.task_name, 'source', r.data_source, \
+                       'completed_at', {COMPLETED_AT_JSON}) ORDER BY r.completed_at DESC), \
+                       '[]'::jsonb) AS runs \
+            FROM c, LATERAL ( \
+                SELECT run_id, task_name, data_source, completed_at FROM data_ingestion_runs \
+                WHERE status = 'completed' \
+                  AND completed_at > c.clock - $17::bigint * interval '1 second' \
+                  AND completed_at <= c.clock \
+                ORDER BY completed_at DESC LIMIT $21::bigint) r), \
+        d AS ( \
+            INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
+                symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
+                primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
+                decision_rationale, signal_strength, created_at) \
+            SELECT u.decision_id, u.strategy, u.version, u.account, u.symbol, u.side, \
+                u.quantity, u.order_type, u.limit_price, u.stop_price, u.tif, u.signal_type, \
+                u.signal_id, u.primary_run, \
+                jsonb_set(u.rationale, '{{data_lineage,ingestion_runs}}', l.runs), \
+                u.strength, c.clock \
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
+                $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], \
+                $16::numeric[]) AS u (decision_id, strategy, version, account, symbol, side, \
+                quantity, order_type, limit_price, stop_price, tif, signal_type, signal_id, \
+                primary_run, rationale, strength), c, l \
+            ON CONFLICT (decision_id) DO NOTHING \
+            RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
+                created_at), \
+        p AS ( \
+            INSERT INTO api_payloads (type, payload, source, captured_at) \
+            SELECT 'ApiRequest', r.payload, r.source, c.clock \
+            FROM unnest($18::uuid[], $19::jsonb[], $20::text[]) WITH ORDINALITY \
+                AS r(decision_id, payload, source, n), c \
+            WHERE r.decision_id IN (SELECT decision_id FROM d) \
+            ORDER BY r.n \
+            RETURNING id) \
+        SELECT id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
+            created_at, NULL::bigint FROM d \
+        UNION ALL \
+        SELECT NULL, NULL, NULL, NULL, NULL, NULL, id FROM p"
+    )
+});
 
 /// Inserts the pending decisions `rows` (index into `decisions`, primary run key, rationale) in
 /// one statement, with the request payloads `requests` (decision id, payload; at most one per
@@ -246,7 +243,7 @@ async fn insert_decisions(
     decisions: &[NewDecision],
     rows: &[(usize, Option<i64>, Value)],
     requests: &[(Uuid, &ApiPayload)],
-    created_at: DateTime<Utc>,
+    policy: LineagePolicy,
 ) -> Result<(HashMap<Uuid, CreatedDecision>, HashMap<Uuid, i64>), StoreError> {
     if rows.is_empty() {
         return Ok((HashMap::new(), HashMap::new()));
@@ -297,13 +294,16 @@ async fn insert_decisions(
         T::INT8_ARRAY,
         T::JSONB_ARRAY,
         T::NUMERIC_ARRAY,
-        T::TIMESTAMPTZ,
+        T::INT8,
         T::UUID_ARRAY,
         T::JSONB_ARRAY,
         T::TEXT_ARRAY,
+        T::INT8,
     ];
+    let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
+    let max_runs = i64::from(policy.max_runs);
     let statement = db
-        .statement(INSERT_DECISIONS, &types)
+        .statement(&INSERT_DECISIONS, &types)
         .await
         .map_err(StoreError::new("preparing the decisions insert"))?;
     let written = db
@@ -327,10 +327,11 @@ async fn insert_decisions(
                 &primary,
                 &rationale,
                 &strength,
-                &created_at,
+                &window,
                 &request_of,
                 &request_body,
                 &request_source,
+                &max_runs,
             ],
         )
         .await

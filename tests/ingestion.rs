@@ -724,6 +724,18 @@ fn decision(primary_run: Option<Uuid>) -> NewDecision {
     }
 }
 
+/// The broker request a decision is sent as, as the router stores it with the decision.
+fn order_request(d: &NewDecision) -> Option<ApiPayload> {
+    Some(
+        ApiPayload::request(
+            "alpaca",
+            json!({"endpoint": "/v2/orders", "method": "POST",
+                   "body": {"client_order_id": d.decision_id.to_string()}}),
+        )
+        .unwrap(),
+    )
+}
+
 const DAY: LineagePolicy = LineagePolicy {
     window: Duration::from_secs(86_400),
     max_runs: 50,
@@ -885,17 +897,7 @@ async fn a_decision_lists_the_runs_completed_before_it_and_refuses_unproven_data
     // requests stored with their decisions: one per decision written, none for a duplicate
     let fresh = [decision(None), decision(None)];
     let batch = [fresh[0].clone(), twin.clone(), fresh[1].clone()];
-    let request = |d: &NewDecision| {
-        Some(
-            ApiPayload::request(
-                "alpaca",
-                json!({"endpoint": "/v2/orders", "method": "POST",
-                       "body": {"client_order_id": d.decision_id.to_string()}}),
-            )
-            .unwrap(),
-        )
-    };
-    let requests: Vec<_> = batch.iter().map(request).collect();
+    let requests: Vec<_> = batch.iter().map(order_request).collect();
     let written = create_decisions_with_requests(&sql, &batch, &requests, DAY)
         .await
         .unwrap();
@@ -1062,19 +1064,7 @@ async fn submissions_recorded_together_each_keep_their_own_response_and_decision
     let db = TestDb::new().await;
     let sql = db.client().await;
     let decisions = [decision(None), decision(None), decision(None)];
-    let requests: Vec<_> = decisions
-        .iter()
-        .map(|d| {
-            Some(
-                ApiPayload::request(
-                    "alpaca",
-                    json!({"endpoint": "/v2/orders", "method": "POST",
-                           "body": {"client_order_id": d.decision_id.to_string()}}),
-                )
-                .unwrap(),
-            )
-        })
-        .collect();
+    let requests: Vec<_> = decisions.iter().map(order_request).collect();
     let written = create_decisions_with_requests(&sql, &decisions, &requests, DAY)
         .await
         .unwrap();

@@ -223,12 +223,12 @@ impl NewDecision {
     }
 }
 
-/// The rationale as stored: the strategy's own keys, with `data_lineage.ingestion_runs` (and
-/// `data_lineage.primary_ingestion_run` when one is named) filled in. Keys the strategy put in
-/// `data_lineage` itself are kept.
+/// The rationale as written: the strategy's own keys, with `data_lineage.window_secs` (and
+/// `data_lineage.primary_ingestion_run` when one is named) filled in, and
+/// `data_lineage.ingestion_runs` empty for the decisions insert to fill at its own clock. Keys
+/// the strategy put in `data_lineage` itself are kept.
 pub fn rationale_with_lineage(
     rationale: Option<&Value>,
-    runs: &[LineageRun],
     primary: Option<&LineageRun>,
     policy: LineagePolicy,
 ) -> Value {
@@ -240,10 +240,7 @@ pub fn rationale_with_lineage(
         Some(Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
-    lineage.insert(
-        "ingestion_runs".into(),
-        serde_json::to_value(runs).unwrap_or(Value::Null),
-    );
+    lineage.insert("ingestion_runs".into(), Value::Array(Vec::new()));
     lineage.insert("window_secs".into(), Value::from(policy.window.as_secs()));
     if let Some(primary) = primary {
         lineage.insert(

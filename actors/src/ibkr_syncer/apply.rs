@@ -118,22 +118,25 @@ pub async fn apply_fills(
         demoted + rows.iter().filter(|r| !r.is_canonical).count() as u64;
     touched.extend(rows.iter().map(|r| r.trade_id));
 
-    let moved_into: HashSet<i64> = needs[new.len()..]
+    // the parents changed fills now belong to, in the order of `changed`
+    let changed_parents: Vec<i64> = needs[new.len()..]
         .iter()
         .map(|(_, key, _)| parents[key])
         .collect();
     if !changed.is_empty() {
         let ords: Vec<i32> = changed.iter().map(|((ord, _), _)| *ord).collect();
-        let trade_ids: Vec<i64> = needs[new.len()..]
-            .iter()
-            .map(|(_, key, _)| parents[key])
-            .collect();
-        counts.updated_executions_count =
-            broker_sync::update_changed_fills(tx, &ords, &trade_ids, fetched_at, ingestion_run)
-                .await?;
-        touched.extend(trade_ids);
+        counts.updated_executions_count = broker_sync::update_changed_fills(
+            tx,
+            &ords,
+            &changed_parents,
+            fetched_at,
+            ingestion_run,
+        )
+        .await?;
+        touched.extend(changed_parents.iter().copied());
         touched.extend(changed.iter().map(|(_, s)| s.trade_id));
     }
+    let moved_into: HashSet<i64> = changed_parents.into_iter().collect();
     touched.extend(created_ids.iter().copied());
     touched.sort_unstable();
     touched.dedup();
@@ -159,7 +162,6 @@ pub async fn apply_fills(
         let fills = rows.iter().map(|r| RunRecordRow {
             record_type: "broker_fill",
             record_id: r.id,
-            operation: "created",
             symbol: &r.fill.symbol,
             occurred_at: Some(r.fill.executed_at),
         });
@@ -168,7 +170,6 @@ pub async fn apply_fills(
             Some(RunRecordRow {
                 record_type: "broker_trade",
                 record_id: *id,
-                operation: "created",
                 symbol: &p.first.1.symbol,
                 occurred_at: p.aggregates.as_ref().and_then(|a| a.last_executed_at),
             })

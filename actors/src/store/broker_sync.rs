@@ -160,15 +160,13 @@ pub struct FillRow<'a> {
     pub fill: &'a NewFill,
 }
 
-/// A junction row of an ingestion run, for `COPY`.
+/// A junction row of an ingestion run for a row the sync created, for `COPY`.
 #[derive(Debug)]
 pub struct RunRecordRow<'a> {
     /// `broker_fill` or `broker_trade`
     pub record_type: &'static str,
     /// The record's id
     pub record_id: i64,
-    /// `created` or `updated`
-    pub operation: &'static str,
     /// Its symbol
     pub symbol: &'a str,
     /// When it happened
@@ -720,7 +718,7 @@ pub async fn copy_run_records(
             &run,
             &r.record_type,
             &id,
-            &r.operation,
+            &"created",
             &r.symbol,
             &r.occurred_at,
         ];

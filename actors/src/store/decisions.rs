@@ -1,7 +1,6 @@
 //! The outbox: `trade_decisions` rows, written with their data lineage.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -92,10 +91,8 @@ pub async fn create_decisions_with_requests(
         match checked {
             Err(reject) => results.push(Err(reject)),
             Ok(primary) => {
-                // `ingestion_runs` is filled in by the insert, at its own clock
                 let rationale = rationale_with_lineage(
                     decision.rationale.as_ref(),
-                    &[],
                     primary.map(|(run, _)| run),
                     policy,
                 );
@@ -170,68 +167,63 @@ async fn primary_runs(
         .collect())
 }
 
-/// A completed run's time as chrono writes a `DateTime<Utc>` in JSON (RFC 3339 in UTC, `Z`,
-/// with 0, 3 or 6 fraction digits as needed), so a lineage written by the database reads the
-/// same as one written in Rust.
-const COMPLETED_AT_JSON: &str = "to_char(r.completed_at AT TIME ZONE 'UTC', \
-        'YYYY-MM-DD\"T\"HH24:MI:SS') \
-    || CASE WHEN date_part('microseconds', r.completed_at)::bigint % 1000000 = 0 THEN '' \
-            WHEN date_part('microseconds', r.completed_at)::bigint % 1000 = 0 \
-                THEN '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'MS') \
-            ELSE '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'US') END || 'Z'";
-
 /// The decisions insert: every row of the arrays is one decision; with them, the request
 /// payloads of the decisions that were written (an id that exists already writes no request).
 /// The statement's clock is the decisions' `created_at` and the requests' `captured_at`, and
 /// the runs completed within the window ($17 seconds, at most $21, newest first) before it are
-/// each decision's `data_lineage.ingestion_runs`.
-static INSERT_DECISIONS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH c AS (SELECT now() AS clock), \
-        l AS ( \
-            SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', r.run_id, \
-                       'task', r.task_name, 'source', r.data_source, \
-                       'completed_at', {COMPLETED_AT_JSON}) ORDER BY r.completed_at DESC), \
-                       '[]'::jsonb) AS runs \
-            FROM c, LATERAL ( \
-                SELECT run_id, task_name, data_source, completed_at FROM data_ingestion_runs \
-                WHERE status = 'completed' \
-                  AND completed_at > c.clock - $17::bigint * interval '1 second' \
-                  AND completed_at <= c.clock \
-                ORDER BY completed_at DESC LIMIT $21::bigint) r), \
-        d AS ( \
-            INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
-                symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
-                primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
-                decision_rationale, signal_strength, created_at) \
-            SELECT u.decision_id, u.strategy, u.version, u.account, u.symbol, u.side, \
-                u.quantity, u.order_type, u.limit_price, u.stop_price, u.tif, u.signal_type, \
-                u.signal_id, u.primary_run, \
-                jsonb_set(u.rationale, '{{data_lineage,ingestion_runs}}', l.runs), \
-                u.strength, c.clock \
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
-                $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], \
-                $16::numeric[]) AS u (decision_id, strategy, version, account, symbol, side, \
-                quantity, order_type, limit_price, stop_price, tif, signal_type, signal_id, \
-                primary_run, rationale, strength), c, l \
-            ON CONFLICT (decision_id) DO NOTHING \
-            RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
-                created_at), \
-        p AS ( \
-            INSERT INTO api_payloads (type, payload, source, captured_at) \
-            SELECT 'ApiRequest', r.payload, r.source, c.clock \
-            FROM unnest($18::uuid[], $19::jsonb[], $20::text[]) WITH ORDINALITY \
-                AS r(decision_id, payload, source, n), c \
-            WHERE r.decision_id IN (SELECT decision_id FROM d) \
-            ORDER BY r.n \
-            RETURNING id) \
-        SELECT id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
-            created_at, NULL::bigint FROM d \
-        UNION ALL \
-        SELECT NULL, NULL, NULL, NULL, NULL, NULL, id FROM p"
-    )
-});
+/// each decision's `data_lineage.ingestion_runs`. A run's `completed_at` is written as chrono
+/// writes a `DateTime<Utc>` in JSON (RFC 3339 in UTC, `Z`, with 0, 3 or 6 fraction digits as
+/// needed), so a lineage written here reads the same as one written in Rust.
+const INSERT_DECISIONS: &str = "\
+    WITH c AS (SELECT now() AS clock), \
+    l AS ( \
+        SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', r.run_id, \
+                   'task', r.task_name, 'source', r.data_source, \
+                   'completed_at', \
+                   to_char(r.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') \
+                   || CASE WHEN date_part('microseconds', r.completed_at)::bigint % 1000000 = 0 \
+                               THEN '' \
+                           WHEN date_part('microseconds', r.completed_at)::bigint % 1000 = 0 \
+                               THEN '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'MS') \
+                           ELSE '.' || to_char(r.completed_at AT TIME ZONE 'UTC', 'US') END \
+                   || 'Z') ORDER BY r.completed_at DESC), '[]'::jsonb) AS runs \
+        FROM c, LATERAL ( \
+            SELECT run_id, task_name, data_source, completed_at FROM data_ingestion_runs \
+            WHERE status = 'completed' \
+              AND completed_at > c.clock - $17::bigint * interval '1 second' \
+              AND completed_at <= c.clock \
+            ORDER BY completed_at DESC LIMIT $21::bigint) r), \
+    d AS ( \
+        INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
+            symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
+            primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
+            decision_rationale, signal_strength, created_at) \
+        SELECT u.decision_id, u.strategy, u.version, u.account, u.symbol, u.side, \
+            u.quantity, u.order_type, u.limit_price, u.stop_price, u.tif, u.signal_type, \
+            u.signal_id, u.primary_run, \
+            jsonb_set(u.rationale, '{data_lineage,ingestion_runs}', l.runs), \
+            u.strength, c.clock \
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+            $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
+            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], \
+            $16::numeric[]) AS u (decision_id, strategy, version, account, symbol, side, \
+            quantity, order_type, limit_price, stop_price, tif, signal_type, signal_id, \
+            primary_run, rationale, strength), c, l \
+        ON CONFLICT (decision_id) DO NOTHING \
+        RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
+            created_at), \
+    p AS ( \
+        INSERT INTO api_payloads (type, payload, source, captured_at) \
+        SELECT 'ApiRequest', r.payload, r.source, c.clock \
+        FROM unnest($18::uuid[], $19::jsonb[], $20::text[]) WITH ORDINALITY \
+            AS r(decision_id, payload, source, n), c \
+        WHERE r.decision_id IN (SELECT decision_id FROM d) \
+        ORDER BY r.n \
+        RETURNING id) \
+    SELECT id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
+        created_at, NULL::bigint FROM d \
+    UNION ALL \
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, id FROM p";
 
 /// Inserts the pending decisions `rows` (index into `decisions`, primary run key, rationale) in
 /// one statement, with the request payloads `requests` (decision id, payload; at most one per
@@ -303,7 +295,7 @@ async fn insert_decisions(
     let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
     let max_runs = i64::from(policy.max_runs);
     let statement = db
-        .statement(&INSERT_DECISIONS, &types)
+        .statement(INSERT_DECISIONS, &types)
         .await
         .map_err(StoreError::new("preparing the decisions insert"))?;
     let written = db

@@ -134,6 +134,20 @@ async fn drive(
     (sent, acks)
 }
 
+/// The running totals (sum, count) of the histograms `names`, from the gateway's metrics.
+fn totals(names: &[&str]) -> Vec<(f64, f64)> {
+    let text = tradegate::telemetry::metrics_handle().render();
+    let value = |key: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str())?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    names
+        .iter()
+        .map(|n| (value(format!("{n}_sum ")), value(format!("{n}_count "))))
+        .collect()
+}
+
 /// Waits until the venue has every decision; their receipt times by decision id.
 async fn receipts(
     venue: &SimAlpaca,
@@ -289,7 +303,14 @@ async fn run(orders: usize, connections: usize) {
             .unwrap();
     }
 
-    // latency at 1,000 orders/s for 3 s
+    // latency at 1,000 orders/s for 3 s; the outbox's own histograms, differenced around it,
+    // say how much of it is waiting for the commit before and how much the commit itself
+    let outbox = [
+        "tradegate_outbox_wait_seconds",
+        "tradegate_outbox_commit_seconds",
+        "tradegate_outbox_commit_decisions",
+    ];
+    let before = totals(&outbox);
     let (sent, acks) = drive(addr, connections, 3000 / connections, 1000, "paced").await;
     let seen = receipts(&venue, &acks).await;
     let micros = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_microseconds();
@@ -297,6 +318,11 @@ async fn run(orders: usize, connections: usize) {
         .iter()
         .filter_map(|(rid, (d, _))| Some(micros(*sent.get(rid)?, *seen.get(d)?)? as f64))
         .collect();
+    let after = totals(&outbox);
+    let mean = |i: usize| {
+        let (sum, count) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+        if count > 0.0 { sum / count } else { f64::NAN }
+    };
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let mut acked: Vec<f64> = acks
@@ -308,6 +334,13 @@ async fn run(orders: usize, connections: usize) {
         "at 1000 orders/s, send -> ack (decision committed): p50 {:.0} us, p99 {:.0} us",
         percentile(&acked, 0.5),
         percentile(&acked, 0.99)
+    );
+    println!(
+        "at 1000 orders/s, the outbox (means): waiting for the commit before {:.0} us, the commit \
+         {:.0} us for {:.1} decisions",
+        mean(0) * 1e6,
+        mean(1) * 1e6,
+        mean(2)
     );
     println!(
         "latency at 1000 orders/s, send -> venue receipt: p50 {p50:.0} us, p99 {p99:.0} us ({} orders); \

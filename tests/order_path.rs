@@ -185,6 +185,25 @@ async fn the_order_path_end_to_end() {
     // a filled order leaves the whole chain
     alpha.send(order("f1", "AAPL", "buy", 10)).await;
     let filled = acked(&mut alpha, "f1").await;
+    // the outbox says how long orders waited for a commit and how long commits took
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tradegate_outbox_wait_seconds_count",
+        "tradegate_outbox_commit_seconds_count",
+        "tradegate_outbox_commit_decisions_count",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
     let execution = alpha
         .wait_for(WAIT, |v| {
             v["type"] == "execution" && v["decision_id"] == filled.to_string()

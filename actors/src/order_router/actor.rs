@@ -127,6 +127,8 @@ struct CommitJob {
     orders: Vec<OrderRequest>,
     events: Option<mpsc::UnboundedSender<StrategyEvent>>,
     reply: Option<oneshot::Sender<Vec<OrderOutcome>>>,
+    /// When the checks were done and the job was handed to the outbox writer
+    queued_at: Instant,
 }
 
 impl Actor for OrderRouter {
@@ -222,6 +224,7 @@ impl Actor for OrderRouter {
                     orders,
                     events,
                     reply,
+                    queued_at: Instant::now(),
                 };
                 if let Err(mpsc::error::SendError(job)) = state.commits.send(job) {
                     answer_unavailable(job, "the outbox writer stopped");
@@ -507,6 +510,12 @@ async fn committer(
             continue;
         }
         let started = Instant::now();
+        // how long orders waited for the commit before theirs to finish (the group commit's
+        // price; the commit itself is the histogram below)
+        for job in &group {
+            metrics::histogram!("tradegate_outbox_wait_seconds")
+                .record(started.duration_since(job.queued_at).as_secs_f64());
+        }
         let written = write_decisions(&args, &decisions).await;
         metrics::histogram!("tradegate_outbox_commit_seconds")
             .record(started.elapsed().as_secs_f64());

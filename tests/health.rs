@@ -35,12 +35,7 @@ async fn health_reports_a_lost_database_and_its_return() {
     running.trade_log().log(common::writer::sample_event(2));
     let stats = running.flush_trade_log().await.unwrap();
     assert_eq!(stats.spilled, 1, "{stats:?}");
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&format!("http://{addr}")).await;
     for name in [
         "tradegate_actor_up{actor=\"trade_log_writer\"} 1",
         "tradegate_tradelog_batch_size",

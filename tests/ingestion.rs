@@ -685,15 +685,7 @@ async fn the_zero_records_alert_fires_once_per_run() {
         .await;
     assert_eq!(sqlstate(duplicate), "23505");
     let (_, _) = logger.get("/health").await;
-    let metrics = logger
-        .http
-        .get(format!("{}/metrics", logger.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&logger.base).await;
     assert!(
         metrics.contains("tradegate_alerts_total{kind=\"ingestion.zero_records\"}"),
         "the alert is counted in a metric"

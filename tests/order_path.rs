@@ -186,14 +186,7 @@ async fn the_order_path_end_to_end() {
     alpha.send(order("f1", "AAPL", "buy", 10)).await;
     let filled = acked(&mut alpha, "f1").await;
     // the outbox says how long orders waited for a commit and how long commits took
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&base).await;
     for name in [
         "tradegate_outbox_wait_seconds_count",
         "tradegate_outbox_commit_seconds_count",

@@ -192,3 +192,13 @@ pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
 pub fn pool(conninfo: &str, size: usize) -> deadpool_postgres::Pool {
     tradegate::app::pool(conninfo, size, TIMEOUT).expect("build a pool")
 }
+
+/// The Prometheus text served at `{base}/metrics` (`base` as `http://host:port`).
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the /metrics body")
+}

@@ -52,6 +52,13 @@ async fn with_postgres_down_orders_are_refused_and_nothing_is_sent() {
     .expect("the first order reached the venue");
 
     proxy.set_down(true);
+    // every pooled connection is gone before the order comes (else its statement could still
+    // reach the server just before its connection is cut: an unknown outcome, tested below)
+    let closed = common::wait_until(Duration::from_secs(10), || async {
+        (proxy.open_connections() == 0).then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "the proxy kept connections open");
     alpha.send(order("down")).await;
     let answer = alpha.answer("down").await;
     assert_eq!(answer["type"], "reject", "{answer}");

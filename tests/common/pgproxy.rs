@@ -1,11 +1,13 @@
 //! A PostgreSQL wire-protocol proxy on loopback for fault tests: it forwards TCP connections to a
 //! server's unix socket, and on command refuses connections ("database down") or cuts a
-//! connection right after the server has answered a COMMIT, so the client never learns that
-//! its transaction committed ("unknown commit outcome").
+//! connection right after the server has answered a COMMIT, or an autocommitted prepared
+//! statement, so the client never learns that its transaction committed ("unknown commit
+//! outcome").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -16,8 +18,28 @@ pub struct PgProxy {
     /// Loopback port it listens on
     pub port: u16,
     cut_next_commit: Arc<AtomicBool>,
+    cut_statement: Arc<Mutex<Option<String>>>,
     cuts: Arc<AtomicU32>,
+    open: Arc<AtomicUsize>,
     down: watch::Sender<bool>,
+}
+
+/// What a connection shares with the proxy's switches.
+#[derive(Clone)]
+struct Switches {
+    cut_next_commit: Arc<AtomicBool>,
+    cut_statement: Arc<Mutex<Option<String>>>,
+    cuts: Arc<AtomicU32>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection open while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl PgProxy {
@@ -26,12 +48,15 @@ impl PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let socket = socket_dir.join(".s.PGSQL.5432");
-        let cut_next_commit = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicU32::new(0));
+        let switches = Switches {
+            cut_next_commit: Arc::new(AtomicBool::new(false)),
+            cut_statement: Arc::new(Mutex::new(None)),
+            cuts: Arc::new(AtomicU32::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
+        };
         let (down, down_rx) = watch::channel(false);
         {
-            let cut_next_commit = cut_next_commit.clone();
-            let cuts = cuts.clone();
+            let switches = switches.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -41,11 +66,11 @@ impl PgProxy {
                         drop(client);
                         continue;
                     }
+                    switches.open.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(proxy_connection(
                         client,
                         socket.clone(),
-                        cut_next_commit.clone(),
-                        cuts.clone(),
+                        switches.clone(),
                         down_rx.clone(),
                     ));
                 }
@@ -53,8 +78,10 @@ impl PgProxy {
         }
         Self {
             port,
-            cut_next_commit,
-            cuts,
+            cut_next_commit: switches.cut_next_commit,
+            cut_statement: switches.cut_statement,
+            cuts: switches.cuts,
+            open: switches.open,
             down,
         }
     }
@@ -77,9 +104,22 @@ impl PgProxy {
         self.cut_next_commit.store(true, Ordering::SeqCst);
     }
 
-    /// Forgets a pending [`PgProxy::cut_next_commit`].
+    /// The next execution of a prepared statement whose text contains `text` is run (and,
+    /// outside a transaction, committed) by the server, but its answer never reaches the client.
+    pub fn cut_next_statement(&self, text: &str) {
+        *self.cut_statement.lock().unwrap() = Some(text.to_string());
+    }
+
+    /// Forgets a pending [`PgProxy::cut_next_commit`] or [`PgProxy::cut_next_statement`].
     pub fn disarm(&self) {
         self.cut_next_commit.store(false, Ordering::SeqCst);
+        *self.cut_statement.lock().unwrap() = None;
+    }
+
+    /// Connections open through the proxy now (after [`PgProxy::set_down`], 0 once every
+    /// connection has been closed).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// How many connections were cut after a COMMIT.
@@ -88,13 +128,25 @@ impl PgProxy {
     }
 }
 
+/// The NUL-terminated string at the start of `bytes`, and what follows it.
+fn c_str(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    (&bytes[..end], bytes.get(end + 1..).unwrap_or_default())
+}
+
 async fn proxy_connection(
     client: TcpStream,
     socket: PathBuf,
-    cut_next_commit: Arc<AtomicBool>,
-    cuts: Arc<AtomicU32>,
+    switches: Switches,
     mut down: watch::Receiver<bool>,
 ) {
+    let _open = Open(switches.open.clone());
+    let Switches {
+        cut_next_commit,
+        cut_statement,
+        cuts,
+        ..
+    } = switches;
     let Ok(server) = UnixStream::connect(&socket).await else {
         return;
     };
@@ -112,6 +164,8 @@ async fn proxy_connection(
             client_read.read_exact(&mut startup).await?;
             server_write.write_all(&length).await?;
             server_write.write_all(&startup).await?;
+            // the prepared statements of this connection, by name, with their text
+            let mut prepared: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             loop {
                 let mut header = [0u8; 5];
                 client_read.read_exact(&mut header).await?;
@@ -123,6 +177,26 @@ async fn proxy_connection(
                     && cut_next_commit.swap(false, Ordering::SeqCst)
                 {
                     cutting.store(true, Ordering::SeqCst);
+                }
+                if header[0] == b'P' {
+                    let (name, rest) = c_str(&body);
+                    let (query, _) = c_str(rest);
+                    prepared.push((name.to_vec(), query.to_vec()));
+                }
+                if header[0] == b'B' {
+                    let (_portal, rest) = c_str(&body);
+                    let (statement, _) = c_str(rest);
+                    let mut armed = cut_statement.lock().unwrap();
+                    let matches = armed.as_ref().is_some_and(|text| {
+                        prepared.iter().any(|(name, query)| {
+                            name == statement
+                                && query.windows(text.len()).any(|w| w == text.as_bytes())
+                        })
+                    });
+                    if matches {
+                        *armed = None;
+                        cutting.store(true, Ordering::SeqCst);
+                    }
                 }
                 server_write.write_all(&header).await?;
                 server_write.write_all(&body).await?;

@@ -69,6 +69,11 @@ pub enum AlpacaSessionMessage {
         /// Reply for RPC: cancels sent
         reply: RpcReplyPort<Result<usize, OrderReject>>,
     },
+    /// Run the start-up recovery again: an outbox write whose answer was lost may have
+    /// committed decisions that were never routed, and they must not stay pending until the
+    /// next restart. Each is looked up at the broker and, not found after the grace period,
+    /// failed as `not_received_by_broker`; never sent.
+    Reconcile,
 }
 
 /// What a session starts with.
@@ -140,6 +145,7 @@ impl Actor for AlpacaSession {
             submitted: tokio::sync::Notify::new(),
             submissions,
             events,
+            reconcile: tokio::sync::Notify::new(),
         });
         let mut tasks = vec![submissions_task, events_task];
         if args.config.stream {
@@ -149,7 +155,7 @@ impl Actor for AlpacaSession {
                 Duration::from_secs(args.config.reconnect_max_backoff_secs),
             )));
         }
-        tasks.push(tokio::spawn(recover(
+        tasks.push(tokio::spawn(reconciler(
             Arc::clone(&ctx),
             Duration::from_secs(args.config.recovery_grace_secs),
         )));
@@ -193,6 +199,7 @@ impl Actor for AlpacaSession {
                     let _ = reply.send(ctx.replace(&order, &changes).await);
                 });
             }
+            AlpacaSessionMessage::Reconcile => ctx.reconcile.notify_one(),
             AlpacaSessionMessage::CancelAll { strategy, reply } => {
                 tokio::spawn(async move {
                     let _ = reply.send(ctx.cancel_all(&strategy).await);
@@ -200,6 +207,14 @@ impl Actor for AlpacaSession {
             }
         }
         Ok(())
+    }
+}
+
+/// Recovery at start-up, then once more after each [`AlpacaSessionMessage::Reconcile`].
+async fn reconciler(ctx: Arc<SessionCtx>, grace: Duration) {
+    loop {
+        recover(Arc::clone(&ctx), grace).await;
+        ctx.reconcile.notified().await;
     }
 }
 

@@ -49,6 +49,9 @@ pub struct SessionCtx {
     pub submissions: BatchCommit<Submission, Option<i64>>,
     /// Stream events, written in group commits
     pub events: GroupCommit<Option<EventApplied>>,
+    /// Asks for another recovery pass (a permit is kept when none is waiting, so a request
+    /// during a pass makes exactly one more)
+    pub reconcile: tokio::sync::Notify,
 }
 
 /// Alpaca's order endpoint.

@@ -417,7 +417,11 @@ fn answer_unavailable(job: CommitJob, why: &str) {
             c.and_then(|_| {
                 Err(OrderReject::new(
                     AUDIT_UNAVAILABLE,
-                    format!("the decision could not be recorded ({why}); nothing was sent"),
+                    format!(
+                        "the decision could not be recorded ({why}); nothing was sent (should the \
+                         database have recorded it after all, it is reconciled as failed, \
+                         not_received_by_broker)"
+                    ),
                 ))
             })
         })
@@ -536,6 +540,16 @@ async fn committer(
                         }
                     }
                     answer_unavailable(job, &e);
+                }
+                // the statement may have reached the database before the connection failed,
+                // so some of these decisions may be committed: their sessions reconcile them
+                // (looked up at the broker, failed as not received; never sent)
+                let accounts: std::collections::BTreeSet<&str> =
+                    decisions.iter().map(|d| d.account.as_str()).collect();
+                for account in accounts {
+                    if let Some(session) = alpaca_session::find(account) {
+                        let _ = session.cast(AlpacaSessionMessage::Reconcile);
+                    }
                 }
                 continue;
             }

@@ -1,0 +1,114 @@
+//! Outbox first, when the commit's answer is lost: the server committed the decision but the
+//! gateway could not know. The order is refused (`audit_unavailable`) and never sent; the
+//! decision is reconciled at once, without a restart, as not received by the broker. (Its own
+//! test binary: a gateway registers its actors by name, one gateway per process at a time.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tradegate::app::Running;
+use tradegate::sim::alpaca::SimConfig;
+
+use common::orders::{StrategyWs, gateway_config, start_venue};
+use common::pgproxy::PgProxy;
+use common::scratch_dir;
+use common::writer::OwnCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() {
+    let db = OwnCluster::start("outbox-lost-answer").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let (venue, base_url) = start_venue(SimConfig::default()).await;
+    let config = gateway_config(
+        &proxy.conninfo("tg"),
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &scratch_dir("outbox-lost-answer").join("spill"),
+    );
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    let order = |id: &str| {
+        json!({"type": "submit_order", "request_id": id, "strategy": "alpha", "symbol": "AAPL",
+               "side": "buy", "qty": "1", "order_type": "market", "time_in_force": "day"})
+    };
+    alpha.send(order("first")).await;
+    let first = alpha.answer("first").await;
+    assert_eq!(first["type"], "ack", "{first}");
+    let posts = || {
+        venue
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    let sent = common::wait_until(Duration::from_secs(10), || async {
+        (posts() == 1).then_some(())
+    })
+    .await;
+    assert!(sent.is_some(), "the first order never reached the venue");
+
+    // the server runs (and commits) the next decisions insert; its answer is lost
+    proxy.cut_next_statement("INSERT INTO trade_decisions");
+    alpha.send(order("lost")).await;
+    let lost = alpha.answer("lost").await;
+    assert_eq!(lost["type"], "reject", "{lost}");
+    assert_eq!(lost["code"], "audit_unavailable", "{lost}");
+    assert_eq!(proxy.cuts(), 1, "the answer was not cut");
+
+    let client = tradegate::postgres::connect(&db.conninfo, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let first_id = first["decision_id"].as_str().unwrap().to_string();
+    let other: (String, String) = client
+        .query_one(
+            "SELECT decision_id::text, status FROM trade_decisions WHERE decision_id::text <> $1",
+            &[&first_id],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the lost answer's decision was committed");
+    // reconciled without a restart: looked up at the broker, not found, failed
+    let reconciled = common::wait_until(Duration::from_secs(20), || async {
+        let row = client
+            .query_one(
+                "SELECT status, failure_reason FROM trade_decisions WHERE decision_id::text = $1",
+                &[&other.0],
+            )
+            .await
+            .unwrap();
+        let (status, reason): (String, Option<String>) = (row.get(0), row.get(1));
+        (status == "failed").then_some(reason)
+    })
+    .await;
+    assert_eq!(
+        reconciled,
+        Some(Some("not_received_by_broker".to_string())),
+        "decision {} stayed {}",
+        other.0,
+        other.1
+    );
+    // it was looked up, never sent
+    let requests = venue.requests();
+    assert_eq!(posts(), 1, "the lost answer's order reached the venue");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/v2/orders:by_client_order_id"),
+        "the decision was not looked up at the broker: {:?}",
+        requests
+            .iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+    // orders flow again
+    alpha.send(order("after")).await;
+    assert_eq!(alpha.answer("after").await["type"], "ack");
+    running.stop().await.unwrap();
+}

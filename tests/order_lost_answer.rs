@@ -5,49 +5,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
-use tradegate::app::Running;
-use tradegate::sim::alpaca::SimConfig;
-
-use common::orders::{StrategyWs, gateway_config, start_venue};
-use common::pgproxy::PgProxy;
-use common::scratch_dir;
-use common::writer::OwnCluster;
+use common::orders::{behind_proxy, market_buy, venue_posts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() {
-    let db = OwnCluster::start("outbox-lost-answer").await;
-    let proxy = PgProxy::start(&db.socket_dir()).await;
-    let (venue, base_url) = start_venue(SimConfig::default()).await;
-    let config = gateway_config(
-        &proxy.conninfo("tg"),
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &scratch_dir("outbox-lost-answer").join("spill"),
-    );
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
-    let order = |id: &str| {
-        json!({"type": "submit_order", "request_id": id, "strategy": "alpha", "symbol": "AAPL",
-               "side": "buy", "qty": "1", "order_type": "market", "time_in_force": "day"})
-    };
-    alpha.send(order("first")).await;
+    let gw = behind_proxy("outbox-lost-answer", |_| {}).await;
+    let (proxy, venue, mut alpha) = (&gw.proxy, &gw.venue, gw.alpha);
+    alpha.send(market_buy("first")).await;
     let first = alpha.answer("first").await;
     assert_eq!(first["type"], "ack", "{first}");
-    let posts = || {
-        venue
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count()
-    };
+    let posts = || venue_posts(venue);
     let sent = common::wait_until(Duration::from_secs(10), || async {
         (posts() == 1).then_some(())
     })
@@ -56,13 +25,13 @@ async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() 
 
     // the server runs (and commits) the next decisions insert; its answer is lost
     proxy.cut_next_statement("INSERT INTO trade_decisions");
-    alpha.send(order("lost")).await;
+    alpha.send(market_buy("lost")).await;
     let lost = alpha.answer("lost").await;
     assert_eq!(lost["type"], "reject", "{lost}");
     assert_eq!(lost["code"], "audit_unavailable", "{lost}");
     assert_eq!(proxy.cuts(), 1, "the answer was not cut");
 
-    let client = tradegate::postgres::connect(&db.conninfo, Duration::from_secs(10))
+    let client = tradegate::postgres::connect(&gw.db.conninfo, Duration::from_secs(10))
         .await
         .unwrap();
     let first_id = first["decision_id"].as_str().unwrap().to_string();
@@ -108,7 +77,7 @@ async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() 
             .collect::<Vec<_>>()
     );
     // orders flow again
-    alpha.send(order("after")).await;
+    alpha.send(market_buy("after")).await;
     assert_eq!(alpha.answer("after").await["type"], "ack");
-    running.stop().await.unwrap();
+    gw.running.stop().await.unwrap();
 }

@@ -8,10 +8,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+use tradegate::app::Running;
 use tradegate::config::Config;
 use tradegate::sim::alpaca::{SimAlpaca, SimConfig, spawn};
 use tradegate_actors::alpaca_session::{AlpacaAccountConfig, Credentials};
 use tradegate_actors::order_router::StrategyConfig;
+
+use super::pgproxy::PgProxy;
+use super::writer::OwnCluster;
 
 /// Starts a venue on a free loopback port; its handle and base URL.
 pub async fn start_venue(config: SimConfig) -> (SimAlpaca, String) {
@@ -53,6 +57,64 @@ pub fn gateway_config(
         );
     }
     config
+}
+
+/// A gateway whose database connections go through a fault proxy, its venue, and strategy
+/// `alpha` connected (token `alpha-token`).
+pub struct BehindProxy {
+    /// The cluster (direct connections bypass the proxy)
+    pub db: OwnCluster,
+    /// Between the gateway and the cluster
+    pub proxy: PgProxy,
+    /// The simulated Alpaca venue
+    pub venue: SimAlpaca,
+    /// The gateway
+    pub running: Running,
+    /// Strategy `alpha`
+    pub alpha: StrategyWs,
+}
+
+/// Starts [`BehindProxy`] in its own cluster named `label`; `tune` adjusts the configuration.
+pub async fn behind_proxy(label: &str, tune: impl FnOnce(&mut Config)) -> BehindProxy {
+    let db = OwnCluster::start(label).await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let (venue, base_url) = start_venue(SimConfig::default()).await;
+    let mut config = gateway_config(
+        &proxy.conninfo("tg"),
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &super::scratch_dir(label).join("spill"),
+    );
+    tune(&mut config);
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    BehindProxy {
+        db,
+        proxy,
+        venue,
+        running,
+        alpha,
+    }
+}
+
+/// Strategy `alpha` buying one AAPL at market.
+pub fn market_buy(request_id: &str) -> Value {
+    serde_json::json!({"type": "submit_order", "request_id": request_id, "strategy": "alpha",
+        "symbol": "AAPL", "side": "buy", "qty": "1", "order_type": "market",
+        "time_in_force": "day"})
+}
+
+/// The order submissions (`POST`s) the venue has received.
+pub fn venue_posts(venue: &SimAlpaca) -> usize {
+    venue
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count()
 }
 
 type Ws =

@@ -224,31 +224,21 @@ async fn reconciler(ctx: Arc<SessionCtx>, grace: Duration) {
 /// `not_received_by_broker` once older than the grace period (until then it is looked up
 /// again). Never resent.
 async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
-    let pending = loop {
-        let listed = async {
-            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-            store::orders::unresolved_decisions(&**client, &ctx.account)
-                .await
-                .map_err(|e| e.to_string())
+    let mut round = 0;
+    loop {
+        // read afresh each round: a decision sent or recorded meanwhile (the session's own
+        // submission may have raced a look-up) is no longer unresolved and is left alone
+        let pending = unresolved(&ctx).await;
+        if pending.is_empty() {
+            return;
         }
-        .await;
-        match listed {
-            Ok(p) => break p,
-            Err(e) => {
-                tracing::warn!(account = %ctx.account, error = %e, "recovery cannot read decisions yet");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+        if round == 0 {
+            tracing::warn!(account = %ctx.account, decisions = pending.len(),
+                "reconciling pending decisions with unknown outcome");
         }
-    };
-    if pending.is_empty() {
-        return;
-    }
-    tracing::warn!(account = %ctx.account, decisions = pending.len(),
-        "reconciling pending decisions with unknown outcome");
-    let mut left = pending;
-    while !left.is_empty() {
-        let mut next = Vec::new();
-        for p in left {
+        round += 1;
+        let mut again = false;
+        for p in pending {
             let in_flight = ctx
                 .in_flight
                 .lock()
@@ -269,14 +259,14 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                         }
                         Err(e) => {
                             tracing::error!(account = %ctx.account, error = %e, "recovered order not recorded");
-                            next.push(p);
+                            again = true;
                         }
                     }
                 }
                 Ok(None) => {
                     let age = (Utc::now() - p.created_at).to_std().unwrap_or_default();
                     if age < grace {
-                        next.push(p);
+                        again = true;
                         continue;
                     }
                     let failed = async {
@@ -307,22 +297,40 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                         }
                         Err(e) => {
                             tracing::error!(account = %ctx.account, error = %e, "cannot fail a decision");
-                            next.push(p);
+                            again = true;
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(account = %ctx.account, error = %e, "look-up failed; retrying");
-                    next.push(p);
+                    again = true;
                 }
             }
         }
-        left = next;
-        if !left.is_empty() {
-            tokio::time::sleep(
-                (grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(10)),
-            )
+        if !again {
+            return;
+        }
+        tokio::time::sleep((grace / 4).clamp(Duration::from_millis(200), Duration::from_secs(10)))
             .await;
+    }
+}
+
+/// The account's pending decisions without an execution; waits for the database to answer.
+async fn unresolved(ctx: &SessionCtx) -> Vec<store::orders::PendingDecision> {
+    loop {
+        let listed = async {
+            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+            store::orders::unresolved_decisions(&**client, &ctx.account)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match listed {
+            Ok(p) => return p,
+            Err(e) => {
+                tracing::warn!(account = %ctx.account, error = %e, "recovery cannot read decisions yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
     }
 }

@@ -220,13 +220,15 @@ impl SessionCtx {
     }
 
     /// An order that was not sent, or whose outcome could not be stored: the decision stays
-    /// pending and is reconciled by looking it up at the broker, never resent.
+    /// pending and is reconciled by looking it up at the broker (now, not at the next start),
+    /// never resent.
     fn not_completed(&self, order: &RoutedOrder, error: String) {
         let decision_id = order.decision.decision_id;
         if let Ok(mut f) = self.in_flight.lock() {
             f.remove(&decision_id);
         }
         self.submitted.notify_waiters();
+        self.reconcile.notify_one();
         tracing::error!(account = %self.account, decision = %decision_id, error = %error,
             "order not completed");
         self.hub.push(

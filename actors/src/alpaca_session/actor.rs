@@ -71,8 +71,9 @@ pub enum AlpacaSessionMessage {
     },
     /// Run the start-up recovery again: an outbox write whose answer was lost may have
     /// committed decisions that were never routed, and they must not stay pending until the
-    /// next restart. Each is looked up at the broker and, not found after the grace period,
-    /// failed as `not_received_by_broker`; never sent.
+    /// next restart. Each pending decision without an execution is looked up at the broker:
+    /// found, recorded; not found after the grace period, failed as `not_received_by_broker`.
+    /// Never sent. (The session asks itself the same when an outcome could not be stored.)
     Reconcile,
 }
 
@@ -218,8 +219,9 @@ async fn reconciler(ctx: Arc<SessionCtx>, grace: Duration) {
     }
 }
 
-/// Start-up recovery: every pending decision of the account with no execution (its outcome
-/// is unknown: the gateway may have died before, during or after sending it) is looked up at
+/// A recovery pass (at start-up, and on request): every pending decision of the account with
+/// no execution (its outcome is unknown: the gateway may have died, or lost the database,
+/// before, during or after sending it) is looked up at
 /// the broker by client order id. Found: recorded as its execution. Not found: failed with
 /// `not_received_by_broker` once older than the grace period (until then it is looked up
 /// again). Never resent.

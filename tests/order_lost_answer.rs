@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::orders::{behind_proxy, market_buy, venue_posts};
+use common::orders::{behind_proxy, market_buy, venue_looked_up, venue_posts, wait_for_posts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() {
@@ -16,12 +16,7 @@ async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() 
     alpha.send(market_buy("first")).await;
     let first = alpha.answer("first").await;
     assert_eq!(first["type"], "ack", "{first}");
-    let posts = || venue_posts(venue);
-    let sent = common::wait_until(Duration::from_secs(10), || async {
-        (posts() == 1).then_some(())
-    })
-    .await;
-    assert!(sent.is_some(), "the first order never reached the venue");
+    wait_for_posts(venue, 1).await;
 
     // the server runs (and commits) the next decisions insert; its answer is lost
     proxy.cut_next_statement("INSERT INTO trade_decisions");
@@ -64,17 +59,15 @@ async fn a_decision_whose_commit_answer_was_lost_is_reconciled_and_never_sent() 
         other.1
     );
     // it was looked up, never sent
-    let requests = venue.requests();
-    assert_eq!(posts(), 1, "the lost answer's order reached the venue");
+    assert_eq!(
+        venue_posts(venue),
+        1,
+        "the lost answer's order reached the venue"
+    );
     assert!(
-        requests
-            .iter()
-            .any(|r| r.method == "GET" && r.path == "/v2/orders:by_client_order_id"),
+        venue_looked_up(venue),
         "the decision was not looked up at the broker: {:?}",
-        requests
-            .iter()
-            .map(|r| (&r.method, &r.path))
-            .collect::<Vec<_>>()
+        venue.requests()
     );
     // orders flow again
     alpha.send(market_buy("after")).await;

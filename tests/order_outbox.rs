@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::orders::{behind_proxy, market_buy, venue_posts};
+use common::orders::{behind_proxy, market_buy, venue_posts, wait_for_posts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_postgres_down_orders_are_refused_and_nothing_is_sent() {
@@ -16,22 +16,12 @@ async fn with_postgres_down_orders_are_refused_and_nothing_is_sent() {
     // a first order proves the path works
     gw.alpha.send(market_buy("up")).await;
     assert_eq!(gw.alpha.answer("up").await["type"], "ack");
-    let before = common::wait_until(Duration::from_secs(10), || async {
-        let n = venue_posts(&gw.venue);
-        (n == 1).then_some(n)
-    })
-    .await
-    .expect("the first order reached the venue");
+    wait_for_posts(&gw.venue, 1).await;
 
-    gw.proxy.set_down(true);
     // every pooled connection is gone before the order comes (else its statement could still
     // reach the server just before its connection is cut: an unknown outcome, which
     // tests/order_lost_answer.rs covers)
-    let closed = common::wait_until(Duration::from_secs(10), || async {
-        (gw.proxy.open_connections() == 0).then_some(())
-    })
-    .await;
-    assert!(closed.is_some(), "the proxy kept connections open");
+    gw.proxy.go_down().await;
     gw.alpha.send(market_buy("down")).await;
     let answer = gw.alpha.answer("down").await;
     assert_eq!(answer["type"], "reject", "{answer}");
@@ -39,7 +29,7 @@ async fn with_postgres_down_orders_are_refused_and_nothing_is_sent() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         venue_posts(&gw.venue),
-        before,
+        1,
         "an order reached the venue without its decision"
     );
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tradegate::sim::alpaca::Faults;
 
-use common::orders::{behind_proxy, market_buy, venue_posts};
+use common::orders::{behind_proxy, market_buy, venue_looked_up, venue_posts, wait_for_posts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outcome_that_could_not_be_stored_is_recovered_without_a_restart() {
@@ -26,17 +26,8 @@ async fn an_outcome_that_could_not_be_stored_is_recovered_without_a_restart() {
     let ack = gw.alpha.answer("taken").await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let decision = ack["decision_id"].as_str().unwrap().to_string();
-    let received = common::wait_until(Duration::from_secs(10), || async {
-        (venue_posts(&gw.venue) == 1).then_some(())
-    })
-    .await;
-    assert!(received.is_some(), "the order never reached the venue");
-    gw.proxy.set_down(true);
-    let closed = common::wait_until(Duration::from_secs(10), || async {
-        (gw.proxy.open_connections() == 0).then_some(())
-    })
-    .await;
-    assert!(closed.is_some(), "the proxy kept connections open");
+    wait_for_posts(&gw.venue, 1).await;
+    gw.proxy.go_down().await;
     gw.venue.set_faults(Faults::default());
     // the session cannot store the answer and says so
     let unstored = gw
@@ -72,12 +63,6 @@ async fn an_outcome_that_could_not_be_stored_is_recovered_without_a_restart() {
     );
     // looked up, not sent again
     assert_eq!(venue_posts(&gw.venue), 1, "the order was sent twice");
-    assert!(
-        gw.venue
-            .requests()
-            .iter()
-            .any(|r| r.method == "GET" && r.path == "/v2/orders:by_client_order_id"),
-        "the order was not looked up"
-    );
+    assert!(venue_looked_up(&gw.venue), "the order was not looked up");
     gw.running.stop().await.unwrap();
 }

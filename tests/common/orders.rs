@@ -117,6 +117,23 @@ pub fn venue_posts(venue: &SimAlpaca) -> usize {
         .count()
 }
 
+/// Waits (at most 10 s) until the venue has received `n` order submissions.
+pub async fn wait_for_posts(venue: &SimAlpaca, n: usize) {
+    let reached = super::wait_until(Duration::from_secs(10), || async {
+        (venue_posts(venue) == n).then_some(())
+    })
+    .await;
+    assert!(reached.is_some(), "the venue did not receive {n} orders");
+}
+
+/// Whether an order was looked up at the venue by its client order id.
+pub fn venue_looked_up(venue: &SimAlpaca) -> bool {
+    venue
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path == "/v2/orders:by_client_order_id")
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -17,14 +17,11 @@ use tokio::sync::watch;
 pub struct PgProxy {
     /// Loopback port it listens on
     pub port: u16,
-    cut_next_commit: Arc<AtomicBool>,
-    cut_statement: Arc<Mutex<Option<String>>>,
-    cuts: Arc<AtomicU32>,
-    open: Arc<AtomicUsize>,
+    switches: Switches,
     down: watch::Sender<bool>,
 }
 
-/// What a connection shares with the proxy's switches.
+/// The proxy's switches and counters, shared with every connection.
 #[derive(Clone)]
 struct Switches {
     cut_next_commit: Arc<AtomicBool>,
@@ -78,10 +75,7 @@ impl PgProxy {
         }
         Self {
             port,
-            cut_next_commit: switches.cut_next_commit,
-            cut_statement: switches.cut_statement,
-            cuts: switches.cuts,
-            open: switches.open,
+            switches,
             down,
         }
     }
@@ -101,30 +95,35 @@ impl PgProxy {
 
     /// The next COMMIT is executed by the server, but its answer never reaches the client.
     pub fn cut_next_commit(&self) {
-        self.cut_next_commit.store(true, Ordering::SeqCst);
+        self.switches.cut_next_commit.store(true, Ordering::SeqCst);
     }
 
     /// The next execution of a prepared statement whose text contains `text` is run (and,
     /// outside a transaction, committed) by the server, but its answer never reaches the client.
     pub fn cut_next_statement(&self, text: &str) {
-        *self.cut_statement.lock().unwrap() = Some(text.to_string());
+        *self.switches.cut_statement.lock().unwrap() = Some(text.to_string());
     }
 
     /// Forgets a pending [`PgProxy::cut_next_commit`] or [`PgProxy::cut_next_statement`].
     pub fn disarm(&self) {
-        self.cut_next_commit.store(false, Ordering::SeqCst);
-        *self.cut_statement.lock().unwrap() = None;
+        self.switches.cut_next_commit.store(false, Ordering::SeqCst);
+        *self.switches.cut_statement.lock().unwrap() = None;
     }
 
-    /// Connections open through the proxy now (after [`PgProxy::set_down`], 0 once every
-    /// connection has been closed).
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+    /// Down, and waits (at most 10 s) until every connection through the proxy is closed, so
+    /// no statement sent afterwards can still reach the server.
+    pub async fn go_down(&self) {
+        self.set_down(true);
+        let closed = super::wait_until(std::time::Duration::from_secs(10), || async {
+            (self.switches.open.load(Ordering::SeqCst) == 0).then_some(())
+        })
+        .await;
+        assert!(closed.is_some(), "the proxy kept connections open");
     }
 
     /// How many connections were cut after a COMMIT.
     pub fn cuts(&self) -> u32 {
-        self.cuts.load(Ordering::SeqCst)
+        self.switches.cuts.load(Ordering::SeqCst)
     }
 }
 

@@ -168,6 +168,10 @@ fn children(
         pool: pool.clone(),
         config: config.ingestion.clone(),
     };
+    // one trust store for every outbound connection; a CA file that cannot be used stops
+    // the start, naming it
+    let tls = tradegate_actors::tls::ClientTls::from_env(&config.tls)
+        .context("loading the CA certificates brokers are verified with")?;
     let mut children = vec![
         ChildSpec::new(trade_log_writer::NAME, move || {
             (TradeLogWriter, writer.clone())
@@ -206,6 +210,7 @@ fn children(
             pool: pool.clone(),
             trade_log: Some(trade_log.clone()),
             hub: hub.clone(),
+            tls: tls.clone(),
         };
         children.push(ChildSpec::new(
             alpaca_session::name_for(&account.name),
@@ -230,6 +235,7 @@ fn children(
     let reporter = ReporterArgs {
         pool: pool.clone(),
         config: config.reporter.clone(),
+        tls,
     };
     children.push(ChildSpec::new(reporter::NAME, move || {
         (Reporter, reporter.clone())
@@ -808,7 +814,7 @@ pub async fn export_trade_log(
 
 /// GETs `/health` from the running API.
 pub async fn check_health(addr: SocketAddr) -> Result<Health> {
-    let response = reqwest::Client::new()
+    let response = tradegate_actors::tls::local_http()
         .get(format!("http://{addr}/health"))
         .timeout(Duration::from_secs(10))
         .send()

@@ -37,6 +37,8 @@ pub struct Config {
     pub alpaca: tradegate_actors::alpaca_session::AlpacaConfig,
     /// Alerts and payload retention
     pub reporter: tradegate_actors::reporter::ReporterConfig,
+    /// How brokers and webhooks are verified (TLS)
+    pub tls: tradegate_actors::tls::TlsConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     };
     telemetry::init_logging(&config.log.level);
     tradegate_actors::gateway::install_panic_hook();
+    // one rustls crypto provider for the whole process, before any client is built
+    let _ = tradegate_actors::tls::provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -51,8 +51,11 @@ pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
 
 /// Every migration embedded in this binary, as `V<version>__<name>`.
 pub fn embedded() -> Vec<String> {
-    embedded::migrations::runner()
-        .get_migrations()
+    let runner = embedded::migrations::runner();
+    let mut migrations: Vec<_> = runner.get_migrations().iter().collect();
+    // in version order (V10 after V9), as they are applied, not in file-name order
+    migrations.sort_by_key(|m| m.version());
+    migrations
         .iter()
         .map(|m| format!("V{}__{}", m.version(), m.name()))
         .collect()

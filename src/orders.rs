@@ -20,7 +20,7 @@ pub async fn kill_switch(
 ) -> Result<()> {
     let base = api.unwrap_or_else(|| format!("http://{}", config.api.listen));
     let url = format!("{}/api/v1/kill-switch", base.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = tradegate_actors::tls::local_http()
         .post(&url)
         .timeout(Duration::from_secs(30))
         .json(&json!({"state": state, "reason": reason, "changed_by": "cli"}))

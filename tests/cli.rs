@@ -237,7 +237,7 @@ async fn run_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = tradegate_actors::tls::local_http();
     let health = wait_until(Duration::from_secs(20), || async {
         let response = http
             .get(format!("http://127.0.0.1:{port}/health"))
@@ -306,7 +306,7 @@ async fn ctrl_c_stops_run_and_its_private_cluster() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = tradegate_actors::tls::local_http();
     let up = wait_until(Duration::from_secs(60), || async {
         let response = http
             .get(format!("http://127.0.0.1:{port}/health"))

@@ -116,7 +116,7 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
         .await
         .unwrap();
     let base = format!("http://{}", running.api_addr());
-    let http = reqwest::Client::new();
+    let http = tradegate_actors::tls::local_http();
 
     // on request, one account
     let (status, report) = post(

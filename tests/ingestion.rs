@@ -84,7 +84,7 @@ impl Logger {
             db,
             client,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: tradegate_actors::tls::local_http(),
             gateway: Some(gateway),
             stop_api: Some(stop_api),
         }

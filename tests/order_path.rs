@@ -128,7 +128,7 @@ async fn the_order_path_end_to_end() {
         .unwrap();
     let addr = running.api_addr();
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
+    let http = tradegate_actors::tls::local_http();
     let listening = wait_until(WAIT, || async {
         (venue.stream_listeners() > 0).then_some(())
     })

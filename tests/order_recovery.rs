@@ -8,41 +8,18 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tradegate::sim::alpaca::{Faults, SimConfig};
 use uuid::Uuid;
 
-use common::orders::{StrategyWs, start_venue};
+use common::orders::{StrategyWs, start_gateway_process, start_venue};
 use common::{TestDb, scratch_dir, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Starts `tradegate run` with `config`; the process and its API address.
+/// Starts `tradegate run` with `config` and the simulated venue's keys.
 async fn start_gateway(config: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tradegate"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("SIM_KEY", "SIMKEY")
-        .env("SIM_SECRET", "SIMSECRET")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("tradegate running: api http://") {
-                return rest.split(',').next().unwrap().parse().unwrap();
-            }
-        }
-        panic!("the gateway exited before it ran");
-    })
-    .await
-    .expect("the gateway did not start");
-    // keep draining stdout so the child never blocks on a full pipe
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    start_gateway_process(config, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -861,7 +861,11 @@ async fn reports_over_http() {
             .unwrap();
     let base = format!("http://{}/api/v1/reports", running.api_addr());
     let get = async |path: &str| -> (u16, Value) {
-        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        let response = tradegate_actors::tls::local_http()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     };
@@ -1153,7 +1157,7 @@ async fn the_api_error_alert_fires_above_its_threshold_and_reaches_the_webhook()
         ),
         (json!(2), json!(1))
     );
-    alerts::announce(&reqwest::Client::new(), &config, &raised).await;
+    alerts::announce(&tradegate_actors::tls::local_http(), &config, &raised).await;
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["kind"], "broker.api_errors");
@@ -1184,7 +1188,7 @@ async fn the_api_error_alert_fires_above_its_threshold_and_reaches_the_webhook()
             .is_empty(),
         "forwarded once"
     );
-    alerts::post(&reqwest::Client::new(), &config, &elsewhere).await;
+    alerts::post(&tradegate_actors::tls::local_http(), &config, &elsewhere).await;
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 2);
     assert_eq!(got[1]["kind"], "ingestion.zero_records");

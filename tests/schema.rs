@@ -819,3 +819,155 @@ async fn tradelog_partitions_are_created_ahead_and_rows_land_by_utc_day() {
         NO_PARTITION
     );
 }
+
+#[tokio::test]
+async fn decisions_and_executions_move_only_along_their_state_machines() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    assert_eq!(insert_decision(&client, "pending", "5").await.unwrap(), 1);
+    let decision: i64 = client
+        .query_one("SELECT id FROM trade_decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO trade_executions (trade_decision_id, execution_id, status)
+             VALUES ($1, gen_random_uuid(), 'submitted')",
+            &[&decision],
+        )
+        .await
+        .unwrap();
+    let set_decision = |status: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "UPDATE trade_decisions SET status = $1 WHERE id = $2",
+                    &[&status, &decision],
+                )
+                .await
+        }
+    };
+    let set_execution = |status: &'static str, filled: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "UPDATE trade_executions SET status = $1, filled_quantity = $2::text::numeric
+                     WHERE trade_decision_id = $3",
+                    &[&status, &filled, &decision],
+                )
+                .await
+        }
+    };
+    // legal: pending -> executed; submitted -> accepted -> partial_fill
+    assert_eq!(set_decision("executed").await.unwrap(), 1);
+    assert_eq!(set_execution("accepted", "0").await.unwrap(), 1);
+    assert_eq!(set_execution("partial_fill", "2").await.unwrap(), 1);
+    // illegal: back to pending, a partial fill moving back to submitted or to rejected
+    assert_eq!(sqlstate(set_decision("pending").await), CHECK_VIOLATION);
+    assert_eq!(
+        sqlstate(set_execution("submitted", "2").await),
+        CHECK_VIOLATION
+    );
+    assert_eq!(
+        sqlstate(set_execution("rejected", "0").await),
+        CHECK_VIOLATION
+    );
+    // filled is final
+    assert_eq!(set_execution("filled", "5").await.unwrap(), 1);
+    assert_eq!(
+        sqlstate(set_execution("cancelled", "5").await),
+        CHECK_VIOLATION
+    );
+    assert_eq!(
+        sqlstate(set_execution("partial_fill", "5").await),
+        CHECK_VIOLATION
+    );
+    // a cancelled decision is final
+    assert_eq!(set_decision("cancelled").await.unwrap(), 1);
+    assert_eq!(sqlstate(set_decision("executed").await), CHECK_VIOLATION);
+    assert_eq!(sqlstate(set_decision("failed").await), CHECK_VIOLATION);
+    let corrections: i64 = client
+        .query_one("SELECT count(*) FROM order_state_corrections", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(corrections, 0, "no correction among ordinary transitions");
+
+    // a rejected execution never carries a fill; a fill turns it into a fill, as a correction
+    assert_eq!(insert_decision(&client, "pending", "3").await.unwrap(), 1);
+    let second: i64 = client
+        .query_one("SELECT max(id) FROM trade_decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO trade_executions (trade_decision_id, execution_id, status)
+             VALUES ($1, gen_random_uuid(), 'rejected')",
+            &[&second],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE trade_decisions SET status = 'failed' WHERE id = $1",
+            &[&second],
+        )
+        .await
+        .unwrap();
+    let fill_rejected = client
+        .execute(
+            "UPDATE trade_executions SET filled_quantity = 3 WHERE trade_decision_id = $1",
+            &[&second],
+        )
+        .await;
+    assert_eq!(sqlstate(fill_rejected), CHECK_VIOLATION);
+    client
+        .execute(
+            "UPDATE trade_executions SET status = 'filled', filled_quantity = 3,
+                 status_reason = 'the broker filled it'
+             WHERE trade_decision_id = $1",
+            &[&second],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE trade_decisions SET status = 'executed' WHERE id = $1",
+            &[&second],
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            "SELECT entity, from_status, to_status, reason FROM order_state_corrections
+             WHERE trade_decision_id = $1 ORDER BY id",
+            &[&second],
+        )
+        .await
+        .unwrap();
+    let kept: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (
+                "execution".to_string(),
+                "rejected".to_string(),
+                "filled".to_string(),
+                "the broker filled it".to_string()
+            ),
+            (
+                "decision".to_string(),
+                "failed".to_string(),
+                "executed".to_string(),
+                "the broker contradicted the recorded state".to_string()
+            ),
+        ]
+    );
+}

@@ -45,7 +45,7 @@ async fn the_venue_answers_with_alpacas_shapes() {
         ..SimConfig::default()
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = tradegate_actors::tls::local_http();
     let orders = format!("{base}/v2/orders");
     let no_auth = http.get(&orders).send().await.unwrap();
     assert_eq!(no_auth.status(), 401);

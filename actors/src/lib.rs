@@ -23,6 +23,7 @@ pub mod ingestion_logger;
 pub mod order_router;
 pub mod reporter;
 pub mod store;
+pub mod tls;
 pub mod trade_log_writer;
 
 /// The read buffer of every WebSocket tradegate opens or accepts (the strategy API, the Alpaca

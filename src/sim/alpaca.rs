@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::tls::{HandshakeStats, ServerTls, TlsListener};
+
 /// How the venue starts.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -215,6 +217,7 @@ impl std::fmt::Debug for StreamCmdBox {
 #[derive(Debug, Clone)]
 pub struct SimAlpaca {
     state: Arc<Mutex<VenueState>>,
+    handshakes: Arc<HandshakeStats>,
 }
 
 impl SimAlpaca {
@@ -233,7 +236,13 @@ impl SimAlpaca {
                 window: VecDeque::new(),
                 listeners: Vec::new(),
             })),
+            handshakes: Arc::default(),
         }
+    }
+
+    /// The TLS handshakes of a venue served over TLS.
+    pub fn handshakes(&self) -> &HandshakeStats {
+        &self.handshakes
     }
 
     fn lock(&self) -> MutexGuard<'_, VenueState> {
@@ -1174,6 +1183,31 @@ pub async fn serve(
     axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves `sim` over TLS (`https`, `wss`) on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: TcpListener,
+    sim: SimAlpaca,
+    tls: &ServerTls,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, tls, Arc::clone(&sim.handshakes));
+    axum::serve(listener, router(sim))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts a venue with `config` on `listener` over TLS in the background; its handle.
+pub fn spawn_tls(listener: TcpListener, config: SimConfig, tls: ServerTls) -> SimAlpaca {
+    let sim = SimAlpaca::new(config);
+    let served = sim.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve_tls(listener, served, &tls, std::future::pending()).await {
+            tracing::error!(error = %e, "simulated Alpaca venue stopped");
+        }
+    });
+    sim
 }
 
 /// Starts a venue with `config` on `listener` in the background; its handle.

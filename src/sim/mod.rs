@@ -1,5 +1,6 @@
 //! Simulated venues that speak the real protocols on loopback.
 
 pub mod alpaca;
+pub mod tls;
 pub mod tws;
 pub mod tws_scenario;

@@ -6,6 +6,7 @@
 pub mod orders;
 pub mod pgproxy;
 pub mod python;
+pub mod tls;
 pub mod writer;
 
 use std::future::Future;
@@ -195,7 +196,9 @@ pub fn pool(conninfo: &str, size: usize) -> deadpool_postgres::Pool {
 
 /// The Prometheus text served at `{base}/metrics` (`base` as `http://host:port`).
 pub async fn metrics_text(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
+    tradegate_actors::tls::local_http()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .expect("GET /metrics")
         .text()

@@ -207,3 +207,67 @@ impl StrategyWs {
             .unwrap_or_else(|| panic!("no answer to {request_id}; seen {:?}", self.seen))
     }
 }
+
+/// Starts `tradegate run` with `config`, the simulated venue's keys in `SIM_KEY` and
+/// `SIM_SECRET`, and `envs`; the process and its API address (once it says it runs).
+pub async fn start_gateway_process(
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("SIM_KEY", "SIMKEY")
+        .env("SIM_SECRET", "SIMSECRET")
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("tradegate running: api http://") {
+                return rest.split(',').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("the gateway exited before it ran");
+    })
+    .await
+    .expect("the gateway did not start");
+    // keep draining stdout so the child never blocks on a full pipe
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// The decision's status, its execution's status, filled quantity and average price, and its
+/// failure reason, once the decision has an execution.
+pub async fn decision_outcome(
+    client: &tokio_postgres::Client,
+    decision_id: uuid::Uuid,
+) -> Option<(
+    String,
+    String,
+    rust_decimal::Decimal,
+    Option<rust_decimal::Decimal>,
+    Option<String>,
+)> {
+    let row = client
+        .query_opt(
+            "SELECT d.status, e.status, e.filled_quantity, e.filled_avg_price, d.failure_reason \
+             FROM trade_decisions d JOIN trade_executions e ON e.trade_decision_id = d.id \
+             WHERE d.decision_id = $1",
+            &[&decision_id],
+        )
+        .await
+        .unwrap()?;
+    Some((row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+}
+
+/// Held by a test while its in-process gateway runs: a gateway registers its actors by name,
+/// so one test binary runs one at a time.
+pub async fn one_gateway() -> tokio::sync::MutexGuard<'static, ()> {
+    static GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    GATEWAY.lock().await
+}

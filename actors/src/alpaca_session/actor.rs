@@ -16,6 +16,7 @@ use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder, StrategyEvent};
 use crate::order_router::StrategyHub;
 use crate::store::group::{self, BatchCommit, GroupCommit};
 use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER, orders::OrderRow};
+use crate::tls::ClientTls;
 use crate::trade_log_writer::TradeLog;
 
 /// Most writes (submission outcomes, stream events) one group commit takes.
@@ -92,6 +93,8 @@ pub struct AlpacaSessionArgs {
     pub trade_log: Option<TradeLog>,
     /// The strategies' connections
     pub hub: StrategyHub,
+    /// How brokers are verified
+    pub tls: ClientTls,
 }
 
 /// A session's state.
@@ -137,7 +140,9 @@ impl Actor for AlpacaSession {
                 &args.account.base_url,
                 args.credentials.clone(),
                 args.config.request_timeout(),
-            ),
+                &args.tls,
+            )
+            .map_err(|e| format!("building the REST client of {}: {e}", args.account.name))?,
             credentials: args.credentials.clone(),
             pool: args.pool.clone(),
             trade_log: args.trade_log.clone(),
@@ -153,6 +158,7 @@ impl Actor for AlpacaSession {
             tasks.push(tokio::spawn(stream::run(
                 Arc::clone(&ctx),
                 args.account.stream_url(),
+                args.tls.clone(),
                 Duration::from_secs(args.config.reconnect_max_backoff_secs),
             )));
         }
@@ -252,7 +258,13 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
             match ctx.look_up(&p.decision).await {
                 Ok(Some((found, request_id))) => {
                     match ctx
-                        .record_found(p.decision_pk, &p.decision, request_id, found)
+                        .record_found(
+                            p.decision_pk,
+                            &p.decision,
+                            request_id,
+                            found,
+                            p.unknown_execution.as_ref(),
+                        )
                         .await
                     {
                         Ok(()) => {
@@ -273,13 +285,25 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                     }
                     let failed = async {
                         let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-                        store::orders::fail_pending_decision(
-                            &**client,
-                            p.decision_pk,
-                            NOT_RECEIVED_BY_BROKER,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())
+                        match &p.unknown_execution {
+                            None => store::orders::fail_pending_decision(
+                                &**client,
+                                p.decision_pk,
+                                NOT_RECEIVED_BY_BROKER,
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                            Some((execution_pk, why)) => store::orders::fail_unknown_execution(
+                                &**client,
+                                *execution_pk,
+                                &format!(
+                                    "not found by client order id {}s after {why}",
+                                    grace.as_secs()
+                                ),
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                        }
                     }
                     .await;
                     match failed {

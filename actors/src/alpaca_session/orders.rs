@@ -19,7 +19,9 @@ use crate::domain::{
 use crate::order_router::StrategyHub;
 use crate::store;
 use crate::store::group::{BatchCommit, GroupCommit};
-use crate::store::orders::{DecisionOutcome, EventApplied, OrderRow, Submission};
+use crate::store::orders::{
+    DecisionOutcome, EventApplied, NOT_RECEIVED_BY_BROKER, OrderRow, Submission,
+};
 use crate::trade_log_writer::TradeLog;
 
 /// The broker name stored with executions and payloads.
@@ -209,11 +211,15 @@ impl SessionCtx {
     /// strategy told. No retry, whatever the outcome.
     async fn submit(&self, order: &RoutedOrder, request_payload_id: i64) {
         match self.submit_inner(order, request_payload_id).await {
-            Ok(()) => {
+            Ok(unknown) => {
                 if let Ok(mut f) = self.in_flight.lock() {
                     f.remove(&order.decision.decision_id);
                 }
                 self.submitted.notify_waiters();
+                if unknown {
+                    // the broker may hold the order: look it up now, never resend it
+                    self.reconcile.notify_one();
+                }
             }
             Err(e) => self.not_completed(order, e),
         }
@@ -241,11 +247,12 @@ impl SessionCtx {
         );
     }
 
+    /// Whether the outcome is unknown (the order must be looked up).
     async fn submit_inner(
         &self,
         order: &RoutedOrder,
         request_payload_id: i64,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let d = &order.decision;
         let cl = d.decision_id.to_string();
         let body = mapping::order_body(d);
@@ -270,6 +277,7 @@ impl SessionCtx {
             &answer,
         );
         let (submission_status, broker_order_id, http_status, error) = recorded.summary();
+        let unknown = recorded.sub.outcome == DecisionOutcome::Unknown;
         let events = recorded.log_events(self, &cl, &d.symbol);
         let stored = self.record_submission(recorded.sub).await;
         self.log(events);
@@ -289,7 +297,7 @@ impl SessionCtx {
                 error,
             },
         );
-        Ok(())
+        Ok(unknown)
     }
 
     /// Cancels `order` at the broker (the strategy asked: its cancel ends the decision as
@@ -494,13 +502,16 @@ impl SessionCtx {
         }
     }
 
-    /// Records an order found by a look-up as the decision's execution.
+    /// Records an order found by a look-up as the decision's execution: a new execution when
+    /// none was recorded (the gateway died around the send), or the resolution of the one
+    /// whose answer was lost (`unknown`: its key and why the answer was lost).
     pub async fn record_found(
         &self,
         decision_pk: i64,
         decision: &NewDecision,
         request_payload_id: i64,
         found: Exchange,
+        unknown: Option<&(i64, String)>,
     ) -> Result<(), String> {
         let answer = Ok(found);
         let execution_id = Uuid::now_v7();
@@ -514,7 +525,31 @@ impl SessionCtx {
             &answer,
         );
         let (status, broker_order_id, http_status, error) = recorded.summary();
-        self.record_submission(recorded.sub).await?;
+        let execution_id = match unknown {
+            None => {
+                self.record_submission(recorded.sub).await?;
+                execution_id
+            }
+            Some((execution_pk, why)) => {
+                let reason = format!("looked up by client order id after {why}");
+                let client = self.pool.get().await.map_err(|e| e.to_string())?;
+                let resolved = store::orders::resolve_unknown_execution(
+                    &**client,
+                    *execution_pk,
+                    &recorded.sub,
+                    &reason,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                if !resolved {
+                    // the stream told the outcome first: nothing left to record
+                    return Ok(());
+                }
+                store::orders::execution_id_of(&**client, *execution_pk)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
         self.hub.push(
             &decision.strategy_name,
             StrategyEvent::Execution {
@@ -638,14 +673,25 @@ fn record<'a>(
             let message = message.unwrap_or_else(|| ex.body.to_string());
             r.http_status = Some(i32::from(ex.status));
             r.error_code = code;
-            r.outcome = DecisionOutcome::Failed(format!("{} {message}", ex.status));
+            r.outcome = if ex.status >= 500 {
+                // a 5xx (the broker's or a proxy's) does not say the order was not taken
+                r.status = "submitted";
+                DecisionOutcome::Unknown
+            } else {
+                DecisionOutcome::Failed(format!("{} {message}", ex.status))
+            };
             r.error_message = Some(message);
             r.error_details = Some(ex.body.clone());
         }
         Err(e) => {
             r.error_code = Some(e.code().into());
             r.error_message = Some(e.to_string());
-            r.outcome = DecisionOutcome::Failed(format!("{}: {e}", e.code()));
+            r.outcome = if e.surely_not_sent() {
+                DecisionOutcome::Failed(NOT_RECEIVED_BY_BROKER.into())
+            } else {
+                r.status = "submitted";
+                DecisionOutcome::Unknown
+            };
         }
     }
     Recorded {

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::config::Credentials;
+use crate::tls::ClientTls;
 
 /// One answered call.
 #[derive(Debug, Clone)]
@@ -31,21 +32,41 @@ impl Exchange {
 /// A call that got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// No answer within the timeout (the request may still have reached the broker)
+    /// No answer within the timeout: the request may have reached the broker (outcome unknown)
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// Connecting or sending failed
-    #[error("transport error: {0}")]
-    Transport(String),
+    /// The request surely never reached the broker: the connection was refused, the name did
+    /// not resolve, or the TLS handshake failed (nothing was written)
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The TLS handshake failed: the server's certificate was not accepted (nothing was sent)
+    #[error("TLS handshake with {host} failed, nothing was sent: {reason}")]
+    Tls {
+        /// The server
+        host: String,
+        /// Why its certificate was refused
+        reason: String,
+    },
+    /// The connection failed after the request was written: the outcome is unknown
+    #[error("connection lost after the request was sent: {0}")]
+    Lost(String),
 }
 
 impl CallError {
-    /// `timeout` or `transport`.
+    /// `timeout`, `not_sent`, `tls` or `connection_lost`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
-            Self::Transport(_) => "transport",
+            Self::NotSent(_) => "not_sent",
+            Self::Tls { .. } => "tls",
+            Self::Lost(_) => "connection_lost",
         }
+    }
+
+    /// Whether the request surely never reached the broker (so a decision can fail at once);
+    /// otherwise the broker may hold the order and it must be looked up.
+    pub fn surely_not_sent(&self) -> bool {
+        matches!(self, Self::NotSent(_) | Self::Tls { .. })
     }
 }
 
@@ -59,19 +80,26 @@ pub struct AlpacaRest {
 }
 
 impl AlpacaRest {
-    /// A client of `base_url` with `credentials`; each call gives up after `timeout`.
-    pub fn new(base_url: &str, credentials: Credentials, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client of `base_url` with `credentials`, verifying the server with `tls`; each call
+    /// gives up after `timeout`. Connections are kept alive and reused (one TLS handshake per
+    /// connection, not per call).
+    pub fn new(
+        base_url: &str,
+        credentials: Credentials,
+        timeout: Duration,
+        tls: &ClientTls,
+    ) -> Result<Self, reqwest::Error> {
+        let http = tls
+            .http()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Self {
+            .build()?;
+        Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             credentials,
             timeout,
-        }
+        })
     }
 
     /// Sends one call.
@@ -122,17 +150,29 @@ impl AlpacaRest {
     }
 
     fn error(&self, e: reqwest::Error) -> CallError {
+        if let Some(reason) = crate::tls::tls_failure(&e) {
+            let host = e
+                .url()
+                .and_then(|u| u.host_str())
+                .unwrap_or("the broker")
+                .to_string();
+            return CallError::Tls { host, reason };
+        }
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
         if e.is_timeout() {
+            // a timeout may fire after the request was written: never "not sent"
             CallError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            // refused, unresolvable, or the handshake failed: hyper wrote nothing
+            CallError::NotSent(text)
         } else {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            CallError::Transport(text)
+            CallError::Lost(text)
         }
     }
 }

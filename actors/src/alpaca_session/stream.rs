@@ -17,6 +17,7 @@ use super::mapping::{decimal, decision_of, execution_status, is_known_status};
 use super::orders::{BROKER, SessionCtx};
 use crate::domain::{ExecutionFields, OrderIds, RawJson, Side, StrategyEvent, TradeLogEvent};
 use crate::store::{self, group, orders::OrderEvent, orders::OrderRow};
+use crate::tls::ClientTls;
 
 /// Events are handled by this many workers, each owning the orders that hash to it, so one
 /// order's events stay in order while different orders proceed in parallel.
@@ -25,7 +26,7 @@ const WORKERS: usize = 4;
 const AWAIT_SUBMISSION: Duration = Duration::from_secs(10);
 
 /// Runs the stream for good: connect, listen, handle, reconnect.
-pub async fn run(ctx: Arc<SessionCtx>, url: String, max_backoff: Duration) {
+pub async fn run(ctx: Arc<SessionCtx>, url: String, tls: ClientTls, max_backoff: Duration) {
     let mut workers = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
         let (tx, rx) = mpsc::unbounded_channel::<Value>();
@@ -35,7 +36,7 @@ pub async fn run(ctx: Arc<SessionCtx>, url: String, max_backoff: Duration) {
     let mut failures: u32 = 0;
     let mut connected_once = false;
     loop {
-        match session(&ctx, &url, &workers, connected_once).await {
+        match session(&ctx, &url, &tls, &workers, connected_once).await {
             Ok(()) => {
                 failures = 0;
                 connected_once = true;
@@ -105,16 +106,27 @@ fn frame_json(msg: &Message) -> Option<Result<Value, String>> {
 async fn session(
     ctx: &Arc<SessionCtx>,
     url: &str,
+    tls: &ClientTls,
     workers: &[mpsc::UnboundedSender<Value>],
     reconnect: bool,
 ) -> Result<(), StreamError> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async_with_config(url, Some(crate::ws_client_config()), true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            Some(crate::ws_client_config()),
+            true,
+            Some(tls.ws_connector()),
+        ),
     )
     .await
     .map_err(|_| err(false, "connect timed out"))?
-    .map_err(|e| err(false, e.to_string()))?;
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Tls(t) => {
+            err(false, format!("TLS handshake with {url} failed: {t}"))
+        }
+        e => err(false, e.to_string()),
+    })?;
     let auth = json!({"action": "authenticate", "data": {
         "key_id": ctx.credentials.key_id(),
         "secret_key": ctx.credentials.secret_key(),

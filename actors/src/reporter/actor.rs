@@ -36,6 +36,8 @@ pub struct ReporterArgs {
     pub pool: deadpool_postgres::Pool,
     /// Thresholds, webhook, retention
     pub config: ReporterConfig,
+    /// How an `https` webhook is verified
+    pub tls: crate::tls::ClientTls,
 }
 
 /// The Reporter's state.
@@ -111,7 +113,9 @@ impl Actor for Reporter {
             Ok(client) => alerts::newest_alert_id(&**client).await.ok(),
             Err(_) => None,
         };
-        let http = reqwest::Client::builder()
+        let http = args
+            .tls
+            .http()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("building the webhook client: {e}"))?;

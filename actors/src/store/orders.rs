@@ -77,8 +77,11 @@ pub async fn position(
 pub enum DecisionOutcome {
     /// The broker took the order
     Executed,
-    /// The broker refused it, or the call failed (the reason is kept)
+    /// The broker refused it, or the call surely never reached it (the reason is kept)
     Failed(String),
+    /// The call may have reached the broker (no answer, a lost connection, a 5xx): the
+    /// decision stays pending and the order is looked up by its client order id
+    Unknown,
 }
 
 // "Still pending" is written as "none of the final states" (the same rows, by the CHECK on
@@ -204,6 +207,7 @@ pub async fn record_submissions(
         .map(|s| match &s.outcome {
             DecisionOutcome::Executed => ("executed", None),
             DecisionOutcome::Failed(reason) => ("failed", Some(reason.as_str())),
+            DecisionOutcome::Unknown => ("pending", None),
         })
         .unzip();
     let statement = db
@@ -263,6 +267,108 @@ pub async fn fail_pending_decision(
         .await
         .map_err(StoreError::new("failing a pending decision"))?;
     Ok(n == 1)
+}
+
+/// Resolves an execution whose submission got no answer with the order a look-up found:
+/// its status, broker order id and fills (the response payload stored with it), and the
+/// decision executed (or failed, if the broker rejected it). Only an execution still
+/// unresolved changes (the stream may have told its outcome first); whether it did.
+pub async fn resolve_unknown_execution(
+    client: &impl GenericClient,
+    execution_pk: i64,
+    found: &Submission,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let (decision_status, failure) = match &found.outcome {
+        DecisionOutcome::Executed | DecisionOutcome::Unknown => ("executed", None),
+        DecisionOutcome::Failed(r) => ("failed", Some(r.as_str())),
+    };
+    let row = client
+        .query_one(
+            "WITH p AS ( \
+                 INSERT INTO api_payloads (type, payload, source, captured_at) \
+                 VALUES ('ApiResponse', $1, $2, $3) RETURNING id), \
+             x AS ( \
+                 UPDATE trade_executions SET status = $4, status_reason = $5, \
+                     broker_order_id = $6, http_status_code = $7, \
+                     api_response_payload_id = (SELECT id FROM p), error_code = NULL, \
+                     error_message = NULL, error_details = NULL, \
+                     filled_quantity = GREATEST(filled_quantity, $8), \
+                     filled_avg_price = COALESCE($9, filled_avg_price), \
+                     filled_at = COALESCE(filled_at, $10), \
+                     cancelled_at = CASE WHEN $4 = 'cancelled' THEN now() END, \
+                     rejected_at = CASE WHEN $4 = 'rejected' THEN now() END, updated_at = now() \
+                 WHERE id = $11 AND status = 'submitted' AND broker_order_id IS NULL \
+                 RETURNING trade_decision_id), \
+             d AS ( \
+                 UPDATE trade_decisions t SET status = $12, failure_reason = $13, \
+                     status_reason = $5, \
+                     executed_at = CASE WHEN $12 = 'executed' THEN now() END, \
+                     failed_at = CASE WHEN $12 = 'failed' THEN now() END, updated_at = now() \
+                 FROM x WHERE t.id = x.trade_decision_id AND t.status = 'pending' \
+                 RETURNING t.id) \
+             SELECT count(*) FROM x",
+            &[
+                &found.response.payload,
+                &found.broker,
+                &found.response.captured_at,
+                &found.status,
+                &reason,
+                &found.broker_order_id,
+                &found.http_status,
+                &found.filled_qty,
+                &found.filled_avg_price,
+                &found.filled_at,
+                &execution_pk,
+                &decision_status,
+                &failure,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("resolving an unanswered submission"))?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
+/// The id of execution `execution_pk`.
+pub async fn execution_id_of(
+    client: &impl GenericClient,
+    execution_pk: i64,
+) -> Result<Uuid, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT execution_id FROM trade_executions WHERE id = $1",
+            &[&execution_pk],
+        )
+        .await
+        .map_err(StoreError::new("reading an execution id"))?;
+    Ok(row.get(0))
+}
+
+/// Ends an execution whose submission got no answer, and its decision, as never received by
+/// the broker (a look-up past the grace period did not find it); whether it was unresolved.
+pub async fn fail_unknown_execution(
+    client: &impl GenericClient,
+    execution_pk: i64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "WITH x AS ( \
+                 UPDATE trade_executions SET status = 'rejected', status_reason = $2, \
+                     error_code = $3, rejected_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status = 'submitted' AND broker_order_id IS NULL \
+                 RETURNING trade_decision_id), \
+             d AS ( \
+                 UPDATE trade_decisions t SET status = 'failed', failure_reason = $3, \
+                     status_reason = $2, failed_at = now(), updated_at = now() \
+                 FROM x WHERE t.id = x.trade_decision_id AND t.status = 'pending' \
+                 RETURNING t.id) \
+             SELECT count(*) FROM x",
+            &[&execution_pk, &reason, &NOT_RECEIVED_BY_BROKER],
+        )
+        .await
+        .map_err(StoreError::new("failing an unanswered submission"))?;
+    Ok(row.get::<_, i64>(0) == 1)
 }
 
 /// An order of ours as the stream and cancels need it.
@@ -412,57 +518,86 @@ pub async fn set_broker_order_id(
     Ok(())
 }
 
+// The execution follows the broker: a status never moves back from a final one, except that a
+// fill on an execution recorded as rejected is applied (the broker is the truth) and kept as a
+// correction by the database's state-machine trigger. The decision follows its execution:
+// cancelled when the strategy's own cancel completed, failed when the broker rejected it,
+// executed once the broker shows the order (also out of failed: a correction).
 const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                  INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
                      broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
                  ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
+             cur AS ( \
+                 SELECT x.id, x.status, x.filled_quantity, \
+                        CASE WHEN $13::text IS NULL THEN x.status \
+                             WHEN x.status = 'rejected' AND $13 IN ('partial_fill', 'filled') \
+                               AND COALESCE($14::numeric, 0) > x.filled_quantity THEN $13 \
+                             WHEN x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
+                             WHEN x.status = 'partial_fill' \
+                               AND $13 NOT IN ('filled', 'cancelled') THEN x.status \
+                             ELSE $13 END AS next \
+                 FROM trade_executions x WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev)), \
              ex AS ( \
                  UPDATE trade_executions x SET \
-                     status = CASE WHEN $13::text IS NULL \
-                                     OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
-                                   WHEN x.status = 'partial_fill' \
-                                     AND $13 IN ('submitted', 'accepted') THEN x.status \
-                                   ELSE $13 END, \
-                     filled_quantity = GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)), \
-                     filled_avg_price = CASE WHEN $14::numeric IS NOT NULL AND $14::numeric >= x.filled_quantity \
+                     status = cur.next, \
+                     status_reason = CASE WHEN cur.next IS DISTINCT FROM x.status \
+                                          THEN 'trade_updates ' || $6 || ' (' || $3 || ')' \
+                                          ELSE x.status_reason END, \
+                     broker_order_id = COALESCE(x.broker_order_id, $5), \
+                     filled_quantity = CASE WHEN cur.next = 'rejected' THEN x.filled_quantity \
+                                            ELSE GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)) END, \
+                     filled_avg_price = CASE WHEN cur.next <> 'rejected' AND $14::numeric IS NOT NULL \
+                                              AND $14::numeric >= x.filled_quantity \
                                              THEN COALESCE($15::numeric, x.filled_avg_price) \
                                              ELSE x.filled_avg_price END, \
-                     filled_at = CASE WHEN $13 = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
+                     filled_at = CASE WHEN cur.next = 'filled' THEN COALESCE(x.filled_at, $11, now()) \
                                       ELSE x.filled_at END, \
-                     cancelled_at = CASE WHEN $13 = 'cancelled' \
+                     cancelled_at = CASE WHEN cur.next = 'cancelled' \
                                          THEN COALESCE(x.cancelled_at, $11, now()) \
                                          ELSE x.cancelled_at END, \
-                     rejected_at = CASE WHEN $13 = 'rejected' \
+                     rejected_at = CASE WHEN cur.next = 'rejected' \
                                         THEN COALESCE(x.rejected_at, $11, now()) \
                                         ELSE x.rejected_at END, \
                      updated_at = now() \
-                 WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
-                   AND (CASE WHEN $13::text IS NULL \
-                               OR x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
-                             WHEN x.status = 'partial_fill' \
-                               AND $13 IN ('submitted', 'accepted') THEN x.status \
-                             ELSE $13 END IS DISTINCT FROM x.status \
-                        OR COALESCE($14::numeric, 0) > x.filled_quantity) \
+                 FROM cur WHERE x.id = cur.id \
+                   AND (cur.next IS DISTINCT FROM x.status \
+                        OR (cur.next <> 'rejected' \
+                            AND COALESCE($14::numeric, 0) > x.filled_quantity) \
+                        OR (x.broker_order_id IS NULL AND $5 IS NOT NULL)) \
                  RETURNING x.status, x.cancel_requested_at), \
+             dn AS ( \
+                 SELECT t.id, t.status AS old, t.failure_reason, \
+                        CASE WHEN ex.status = 'cancelled' AND ex.cancel_requested_at IS NOT NULL \
+                               AND t.status IN ('pending', 'executed') THEN 'cancelled' \
+                             WHEN ex.status = 'rejected' \
+                               AND t.status IN ('pending', 'executed') THEN 'failed' \
+                             WHEN ex.status IN ('submitted', 'accepted') \
+                               AND t.status = 'pending' THEN 'executed' \
+                             WHEN ex.status IN ('partial_fill', 'filled') \
+                               AND t.status IN ('pending', 'failed') THEN 'executed' \
+                             ELSE t.status END AS next \
+                 FROM trade_decisions t, ex WHERE t.id = $4), \
              d AS ( \
                  UPDATE trade_decisions t SET \
-                     status = CASE WHEN ex.status = 'cancelled' \
-                                     AND ex.cancel_requested_at IS NOT NULL THEN 'cancelled' \
-                                   WHEN ex.status = 'rejected' THEN 'failed' \
-                                   ELSE t.status END, \
-                     cancelled_at = CASE WHEN ex.status = 'cancelled' \
-                                          AND ex.cancel_requested_at IS NOT NULL THEN now() \
+                     status = dn.next, \
+                     status_reason = CASE WHEN dn.old = 'failed' \
+                                          THEN 'trade_updates ' || $6 || ' (' || $3 || ')' \
+                                               || ' after failed: ' || COALESCE(dn.failure_reason, '') \
+                                          ELSE t.status_reason END, \
+                     executed_at = CASE WHEN dn.next = 'executed' THEN COALESCE(t.executed_at, now()) \
+                                        ELSE t.executed_at END, \
+                     cancelled_at = CASE WHEN dn.next = 'cancelled' THEN now() \
                                          ELSE t.cancelled_at END, \
-                     failed_at = CASE WHEN ex.status = 'rejected' \
-                                      THEN COALESCE(t.failed_at, now()) ELSE t.failed_at END, \
-                     failure_reason = CASE WHEN ex.status = 'rejected' \
+                     failed_at = CASE WHEN dn.next = 'failed' \
+                                      THEN COALESCE(t.failed_at, now()) \
+                                      WHEN dn.next = 'executed' THEN NULL ELSE t.failed_at END, \
+                     failure_reason = CASE WHEN dn.next = 'failed' \
                                            THEN COALESCE(t.failure_reason, 'rejected by broker') \
+                                           WHEN dn.next = 'executed' THEN NULL \
                                            ELSE t.failure_reason END, \
                      updated_at = now() \
-                 FROM ex WHERE t.id = $4 AND t.status IN ('pending', 'executed') \
-                   AND (ex.status = 'rejected' \
-                        OR (ex.status = 'cancelled' AND ex.cancel_requested_at IS NOT NULL)) \
+                 FROM dn WHERE t.id = dn.id AND dn.next <> dn.old \
                  RETURNING t.status) \
              SELECT (SELECT id FROM ev), (SELECT status FROM ex), \
                     COALESCE((SELECT status FROM d), \
@@ -579,18 +714,22 @@ pub async fn last_event_at(
     Ok(row.get(0))
 }
 
-/// A pending decision whose outcome is unknown (no execution recorded), as recovery sees it.
+/// A pending decision whose outcome is unknown, as recovery sees it: no execution recorded
+/// (the gateway may have died around the send), or an execution whose submission got no
+/// answer (`submitted` without a broker order id).
 #[derive(Debug, Clone)]
 pub struct PendingDecision {
     /// Surrogate key
     pub decision_pk: i64,
+    /// The execution of a submission whose answer was lost, and why it was lost
+    pub unknown_execution: Option<(i64, String)>,
     /// The decision
     pub decision: NewDecision,
     /// When it was committed
     pub created_at: DateTime<Utc>,
 }
 
-/// The pending decisions of `account` with no execution, oldest first.
+/// The pending decisions of `account` whose outcome is unknown, oldest first.
 pub async fn unresolved_decisions(
     client: &impl GenericClient,
     account: &str,
@@ -600,10 +739,12 @@ pub async fn unresolved_decisions(
             "SELECT d.id, d.decision_id, d.strategy_name, d.strategy_version, d.account, d.symbol, \
                     d.side, d.quantity, d.order_type, d.limit_price, d.stop_price, \
                     d.time_in_force, d.signal_strength, d.primary_signal_type, \
-                    d.primary_signal_id, d.decision_rationale, d.created_at \
+                    d.primary_signal_id, d.decision_rationale, d.created_at, e.id, \
+                    COALESCE(e.error_code || ': ' || e.error_message, e.error_message, '') \
              FROM trade_decisions d \
+             LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
              WHERE d.account = $1 AND d.status = 'pending' \
-               AND NOT EXISTS (SELECT 1 FROM trade_executions e WHERE e.trade_decision_id = d.id) \
+               AND (e.id IS NULL OR (e.status = 'submitted' AND e.broker_order_id IS NULL)) \
              ORDER BY d.created_at",
             &[&account],
         )
@@ -614,8 +755,10 @@ pub async fn unresolved_decisions(
         .map(|row| {
             let signal_type: Option<String> = row.get(13);
             let signal_id: Option<String> = row.get(14);
+            let execution_pk: Option<i64> = row.get(17);
             PendingDecision {
                 decision_pk: row.get(0),
+                unknown_execution: execution_pk.map(|pk| (pk, row.get(18))),
                 decision: NewDecision {
                     decision_id: row.get(1),
                     strategy_name: row.get(2),

@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn aggregates_round_half_away_from_zero_and_know_partial_fills() {
-        let mut a = fill("a.01", 1, 1, Decimal::new(100_000_000_05, 10), 0);
+        let mut a = fill("a.01", 1, 1, Decimal::new(10_000_000_005, 10), 0);
         a.commission = Some(Decimal::new(35, 2));
         let mut b = fill("b.01", 1, 1, Decimal::ZERO, 3);
         b.cum_quantity = Decimal::from(5);

@@ -8,6 +8,9 @@
 -- trade_executions: submitted | accepted -> each other, partial_fill, filled, rejected, cancelled
 --                   partial_fill -> filled | cancelled
 --                   rejected -> partial_fill | filled   correction: the broker filled it
+--                            -> any                     correction: the gateway had concluded
+--                               the broker never received it (not_received_by_broker), and
+--                               the broker shows the order
 --                   filled, cancelled: final
 -- Anything else is refused. A correction is written to order_state_corrections with the earlier
 -- state, the new one and why (the row's status_reason).
@@ -64,8 +67,10 @@ BEGIN
        OR (OLD.status = 'partial_fill' AND NEW.status IN ('filled', 'cancelled')) THEN
         RETURN NEW;
     END IF;
-    IF OLD.status = 'rejected' AND NEW.status IN ('partial_fill', 'filled')
-       AND NEW.filled_quantity > OLD.filled_quantity THEN
+    IF OLD.status = 'rejected'
+       AND ((NEW.status IN ('partial_fill', 'filled')
+             AND NEW.filled_quantity > OLD.filled_quantity)
+            OR OLD.error_code = 'not_received_by_broker') THEN
         INSERT INTO order_state_corrections (entity, trade_decision_id, execution_id,
                                              from_status, to_status, reason)
         VALUES ('execution', NEW.trade_decision_id, NEW.id, OLD.status, NEW.status,

@@ -354,3 +354,73 @@ async fn a_streamed_fill_for_a_decision_recorded_failed_is_applied_and_the_corre
     assert_eq!(broker_id, Some(order_id.to_string()));
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_response_rows_hold_the_venues_json_as_it_sent_it() {
+    let mut s = setup(
+        "native-bodies",
+        SimConfig {
+            buying_power: Decimal::from(150),
+            ..SimConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    let filled = submit(&mut s.alpha, buy("fits", "1")).await;
+    let refused = submit(&mut s.alpha, buy("too-big", "5")).await;
+    for decision in [filled, refused] {
+        wait_until(WAIT, || async {
+            decision_outcome(&s.client, decision).await
+        })
+        .await
+        .expect("no outcome");
+    }
+    let answers: Vec<_> = s
+        .venue
+        .answers()
+        .into_iter()
+        .filter(|a| a.method == "POST" && a.path == "/v2/orders")
+        .collect();
+    assert_eq!(answers.len(), 2);
+    for (decision, status) in [(filled, 200i16), (refused, 403)] {
+        let row = wait_until(WAIT, || async {
+            s.client
+                .query_opt(
+                    "SELECT body::text, response_meta FROM tradelog \
+                     WHERE event_type = 20 AND cl_ord_id = $1 AND response_status = $2",
+                    &[&decision.to_string(), &status],
+                )
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("the api_response row was not written");
+        let stored: String = row.get(0);
+        let meta: Value = row.get(1);
+        // the venue's bytes, as PostgreSQL stores any JSON: equal byte for byte, no wrapper
+        let sent = answers
+            .iter()
+            .find(|a| a.status == status as u16)
+            .expect("the venue's answer");
+        let canonical: String = s
+            .client
+            .query_one("SELECT $1::text::jsonb::text", &[&sent.body])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, canonical);
+        assert!(
+            sent.body.contains(&decision.to_string()) || status == 403,
+            "the answer belongs to the order: {}",
+            sent.body
+        );
+        assert_eq!(meta["endpoint"], "/v2/orders");
+        assert_eq!(meta["status_code"], status);
+        assert!(meta["duration_ms"].is_u64(), "{meta}");
+        assert!(
+            meta["rate_limit"]["x-ratelimit-limit"].is_string(),
+            "the rate-limit headers are kept beside the body: {meta}"
+        );
+    }
+    s.running.stop().await.unwrap();
+}

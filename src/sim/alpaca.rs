@@ -97,6 +97,22 @@ pub struct SeenRequest {
     pub symbol: Option<String>,
 }
 
+/// How many of its latest answers the venue keeps.
+const KEPT_ANSWERS: usize = 10_000;
+
+/// One HTTP answer the venue sent, its body byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAnswer {
+    /// The request's method
+    pub method: String,
+    /// The request's path
+    pub path: String,
+    /// The status sent
+    pub status: u16,
+    /// The body as sent
+    pub body: String,
+}
+
 #[derive(Debug, Clone)]
 struct Order {
     id: Uuid,
@@ -199,6 +215,7 @@ struct VenueState {
     buying_power: Decimal,
     positions: HashMap<String, Decimal>,
     seen: Vec<SeenRequest>,
+    answers: Vec<SentAnswer>,
     window: VecDeque<Instant>,
     #[allow(clippy::type_complexity)]
     listeners: Vec<mpsc::UnboundedSender<StreamCmdBox>>,
@@ -233,6 +250,7 @@ impl SimAlpaca {
                 buying_power,
                 positions: HashMap::new(),
                 seen: Vec::new(),
+                answers: Vec::new(),
                 window: VecDeque::new(),
                 listeners: Vec::new(),
             })),
@@ -252,6 +270,11 @@ impl SimAlpaca {
     /// Every HTTP request received, in arrival order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.lock().seen.clone()
+    }
+
+    /// Every HTTP answer sent, in the order sent, bodies byte for byte.
+    pub fn answers(&self) -> Vec<SentAnswer> {
+        self.lock().answers.clone()
     }
 
     /// How many order submissions carried `client_order_id`.
@@ -535,14 +558,37 @@ fn gate(
     }
 }
 
-/// The delay fault: the request is processed at once, its answer held back (a slow or lost
-/// response, the case crash recovery must handle).
+/// Every answer is kept as sent (tests compare the trail with it), and the delay fault: the
+/// request is processed at once, its answer held back (a slow or lost response, the case
+/// crash recovery must handle).
 async fn delay_answers(
     State(sim): State<SimAlpaca>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_string(),
+    );
     let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    {
+        let mut state = sim.lock();
+        // the newest answers are kept (a long benchmark must not grow the venue without bound)
+        if state.answers.len() >= KEPT_ANSWERS {
+            state.answers.drain(..KEPT_ANSWERS / 10);
+        }
+        state.answers.push(SentAnswer {
+            method,
+            path,
+            status: parts.status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    let response = Response::from_parts(parts, axum::body::Body::from(bytes));
     let delay = Duration::from_millis(sim.faults().delay_ms);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

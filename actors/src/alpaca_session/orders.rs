@@ -451,8 +451,8 @@ impl SessionCtx {
         let answer = self.rest.call(method, path, &[], body).await;
         let payload = response_payload(path, &answer);
         self.store_response(&payload).await;
-        let raw = RawJson::from_value(&payload.payload);
-        match &answer {
+        let (native, meta) = (native_body(&answer), response_meta(path, &answer));
+        let events = match &answer {
             Ok(ex) => {
                 let (code, message) = error_of(&ex.body);
                 let (code, message) = if ex.ok() {
@@ -460,24 +460,25 @@ impl SessionCtx {
                 } else {
                     (code, message)
                 };
-                self.log(TradeLogEvent::api_response(
+                TradeLogEvent::api_response(
                     ids,
                     i16::try_from(ex.status).ok(),
                     code,
                     message,
                     None,
-                    raw,
-                ));
+                    native,
+                )
             }
-            Err(e) => self.log(TradeLogEvent::api_response(
+            Err(e) => TradeLogEvent::api_response(
                 ids,
                 None,
                 Some(e.code().into()),
                 Some(e.to_string()),
                 None,
-                raw,
-            )),
-        }
+                native,
+            ),
+        };
+        self.log(with_meta(events, meta));
         answer.map_err(|e| OrderReject::new(format!("broker.{}", e.code()), e.to_string()))
     }
 
@@ -491,6 +492,35 @@ impl SessionCtx {
         )];
         let request_id = self.store_request("GET", path, &query, None).await?;
         let answer = self.rest.call(Method::GET, path, &query, None).await;
+        // the look-up's answer is on the trail too: what the broker said it held, and when
+        let ids = self.ids(
+            &decision.decision_id.to_string(),
+            &decision.symbol,
+            answer
+                .as_ref()
+                .ok()
+                .and_then(|ex| ex.body.get("id"))
+                .and_then(Value::as_str),
+        );
+        let status = answer
+            .as_ref()
+            .ok()
+            .and_then(|ex| i16::try_from(ex.status).ok());
+        let error = answer
+            .as_ref()
+            .err()
+            .map(|e| (e.code().to_string(), e.to_string()));
+        self.log(with_meta(
+            TradeLogEvent::api_response(
+                &ids,
+                status,
+                error.as_ref().map(|e| e.0.clone()),
+                error.map(|e| e.1),
+                None,
+                native_body(&answer),
+            ),
+            response_meta(path, &answer),
+        ));
         match answer {
             Ok(ex) if ex.status == 404 => {
                 self.store_response(&response_payload(path, &Ok(ex))).await;
@@ -582,6 +612,36 @@ fn broker_reject(ex: &Exchange) -> OrderReject {
     )
 }
 
+/// The body of an `api_response` trade-log row: the broker's JSON as received, or, when no
+/// answer came, what happened instead.
+fn native_body(answer: &Result<Exchange, CallError>) -> RawJson {
+    match answer {
+        Ok(ex) => ex.native(),
+        Err(e) => RawJson::from_value(&json!({"error": e.code(), "message": e.to_string()})),
+    }
+}
+
+/// What an exchange carried around the body: endpoint, status, duration, rate-limit headers.
+fn response_meta(path: &str, answer: &Result<Exchange, CallError>) -> RawJson {
+    RawJson::from_value(&match answer {
+        Ok(ex) => json!({
+            "endpoint": path,
+            "status_code": ex.status,
+            "duration_ms": u64::try_from(ex.duration.as_millis()).unwrap_or(u64::MAX),
+            "rate_limit": ex.rate_limit,
+        }),
+        Err(e) => json!({"endpoint": path, "status_code": null, "error": e.code()}),
+    })
+}
+
+/// `events` of one response, the response row carrying `meta`.
+fn with_meta(mut events: Vec<TradeLogEvent>, meta: RawJson) -> Vec<TradeLogEvent> {
+    if let Some(first) = events.first_mut() {
+        first.response_meta = Some(meta);
+    }
+    events
+}
+
 /// The response payload of a call: status, body and rate-limit headers, or why there was none.
 fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayload {
     let payload = match answer {
@@ -611,6 +671,8 @@ fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayl
 struct Recorded<'a> {
     sub: Submission,
     decision: &'a NewDecision,
+    native: RawJson,
+    meta: RawJson,
 }
 
 fn record<'a>(
@@ -627,7 +689,7 @@ fn record<'a>(
         execution_id,
         broker: BROKER,
         request_payload_id,
-        response: response_payload("/v2/orders", answer),
+        response: response_payload(ORDERS, answer),
         status: "rejected",
         broker_order_id: None,
         http_status: None,
@@ -655,6 +717,10 @@ fn record<'a>(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             r.filled_qty = decimal(ex.body.get("filled_qty")).unwrap_or(Decimal::ZERO);
+            if r.status == "rejected" && r.filled_qty > Decimal::ZERO {
+                // filled shares are held whatever the order's last status says
+                r.status = "partial_fill";
+            }
             r.filled_avg_price = decimal(ex.body.get("filled_avg_price"));
             r.filled_at = ex
                 .body
@@ -676,20 +742,28 @@ fn record<'a>(
             r.outcome = if ex.status >= 500 {
                 // a 5xx (the broker's or a proxy's) does not say the order was not taken
                 r.status = "submitted";
+                r.error_message = Some(format!(
+                    "outcome unknown, looking the order up by client order id (never resent): \
+                     {} {message}",
+                    ex.status
+                ));
                 DecisionOutcome::Unknown
             } else {
+                r.error_message = Some(message.clone());
                 DecisionOutcome::Failed(format!("{} {message}", ex.status))
             };
-            r.error_message = Some(message);
             r.error_details = Some(ex.body.clone());
         }
         Err(e) => {
             r.error_code = Some(e.code().into());
-            r.error_message = Some(e.to_string());
             r.outcome = if e.surely_not_sent() {
+                r.error_message = Some(e.to_string());
                 DecisionOutcome::Failed(NOT_RECEIVED_BY_BROKER.into())
             } else {
                 r.status = "submitted";
+                r.error_message = Some(format!(
+                    "outcome unknown, looking the order up by client order id (never resent): {e}"
+                ));
                 DecisionOutcome::Unknown
             };
         }
@@ -697,6 +771,8 @@ fn record<'a>(
     Recorded {
         sub: r,
         decision: d,
+        native: native_body(answer),
+        meta: response_meta(ORDERS, answer),
     }
 }
 
@@ -723,13 +799,16 @@ impl Recorded<'_> {
             ord_px: self.decision.limit_price,
             ..ExecutionFields::default()
         });
-        TradeLogEvent::api_response(
-            &ids,
-            s.http_status.and_then(|h| i16::try_from(h).ok()),
-            s.error_code.clone(),
-            s.error_message.clone(),
-            execution.as_ref(),
-            RawJson::from_value(&s.response.payload),
+        with_meta(
+            TradeLogEvent::api_response(
+                &ids,
+                s.http_status.and_then(|h| i16::try_from(h).ok()),
+                s.error_code.clone(),
+                s.error_message.clone(),
+                execution.as_ref(),
+                self.native.clone(),
+            ),
+            self.meta.clone(),
         )
     }
 }

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::config::Credentials;
+use crate::domain::RawJson;
 use crate::tls::ClientTls;
 
 /// One answered call.
@@ -16,6 +17,8 @@ pub struct Exchange {
     pub status: u16,
     /// The body as JSON (`null` when empty; `{"raw": text}` when not JSON)
     pub body: Value,
+    /// The body exactly as received
+    pub raw: String,
     /// The rate-limit headers, when sent
     pub rate_limit: Value,
     /// Round trip
@@ -26,6 +29,16 @@ impl Exchange {
     /// Whether the status is 2xx.
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The body as the trade log keeps it: the broker's JSON byte for byte (`null` when empty,
+    /// a JSON string when it is not JSON).
+    pub fn native(&self) -> RawJson {
+        if self.raw.trim().is_empty() {
+            return RawJson::from_value(&Value::Null);
+        }
+        RawJson::parse(self.raw.clone())
+            .unwrap_or_else(|_| RawJson::from_value(&Value::String(self.raw.clone())))
     }
 }
 
@@ -139,25 +152,18 @@ impl AlpacaRest {
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "raw": text }))
+            serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "raw": &text }))
         };
         Ok(Exchange {
             status,
             body,
+            raw: text,
             rate_limit: Value::Object(rate_limit),
             duration: started.elapsed(),
         })
     }
 
     fn error(&self, e: reqwest::Error) -> CallError {
-        if let Some(reason) = crate::tls::tls_failure(&e) {
-            let host = e
-                .url()
-                .and_then(|u| u.host_str())
-                .unwrap_or("the broker")
-                .to_string();
-            return CallError::Tls { host, reason };
-        }
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -169,9 +175,21 @@ impl AlpacaRest {
             // a timeout may fire after the request was written: never "not sent"
             CallError::Timeout(self.timeout)
         } else if e.is_connect() {
-            // refused, unresolvable, or the handshake failed: hyper wrote nothing
-            CallError::NotSent(text)
+            // refused, unresolvable, or the handshake failed: the connector wrote no request
+            match crate::tls::tls_failure(&e) {
+                Some(reason) => CallError::Tls {
+                    host: e
+                        .url()
+                        .and_then(|u| u.host_str())
+                        .unwrap_or("the broker")
+                        .to_string(),
+                    reason,
+                },
+                None => CallError::NotSent(text),
+            }
         } else {
+            // anything else (a TLS alert on a reused connection included) may have come after
+            // the request was written
             CallError::Lost(text)
         }
     }

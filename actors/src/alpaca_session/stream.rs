@@ -350,19 +350,6 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             Box::pin(async move { store::orders::record_order_event(tx, &e.as_event()).await })
         }))
         .await;
-    match recorded {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            metrics::counter!("tradegate_alpaca_duplicate_events_total").increment(1);
-            tracing::debug!(account = %ctx.account, key, "duplicate trade update ignored");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(account = %ctx.account, key, error = %e,
-                "a trade update could not be recorded; the next reconnect's recovery lists the order again");
-            return;
-        }
-    }
     let mut events = Vec::with_capacity(2);
     if is_fill {
         let exec = ExecutionFields {
@@ -385,9 +372,22 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         event_at.map(us),
         raw,
     ));
-    if let Some(log) = &ctx.trade_log {
-        log.log_all(events.into_iter().map(|e| e.with_source(BROKER)));
+    match recorded {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            metrics::counter!("tradegate_alpaca_duplicate_events_total").increment(1);
+            tracing::debug!(account = %ctx.account, key, "duplicate trade update ignored");
+            return;
+        }
+        Err(e) => {
+            // the trail keeps it even so (the trade log spills when the database is away)
+            log_events(ctx, events);
+            tracing::error!(account = %ctx.account, key, error = %e,
+                "a trade update could not be recorded; the next reconnect's recovery lists the order again");
+            return;
+        }
     }
+    log_events(ctx, events);
     metrics::counter!("tradegate_alpaca_trade_updates_total", "event" => event.to_string())
         .increment(1);
     ctx.hub.push(
@@ -412,6 +412,12 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
                 partial: event == "partial_fill",
             },
         );
+    }
+}
+
+fn log_events(ctx: &SessionCtx, events: Vec<TradeLogEvent>) {
+    if let Some(log) = &ctx.trade_log {
+        log.log_all(events.into_iter().map(|e| e.with_source(BROKER)));
     }
 }
 

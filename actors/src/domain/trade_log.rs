@@ -301,6 +301,10 @@ pub struct TradeLogEvent {
     pub source: Option<String>,
     /// The native JSON exactly as sent or received
     pub body: RawJson,
+    /// Of a response: what the exchange carried around the body (endpoint, duration,
+    /// rate-limit headers), so that `body` stays the broker's own JSON
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_meta: Option<RawJson>,
 }
 
 impl TradeLogEvent {
@@ -332,7 +336,14 @@ impl TradeLogEvent {
             error_message: None,
             source: None,
             body,
+            response_meta: None,
         }
+    }
+
+    /// Sets what an HTTP exchange carried around a response's body.
+    pub fn with_response_meta(mut self, meta: RawJson) -> Self {
+        self.response_meta = Some(meta);
+        self
     }
 
     /// Sets the origin.

@@ -518,26 +518,35 @@ pub async fn set_broker_order_id(
     Ok(())
 }
 
-// The execution follows the broker: a status never moves back from a final one, except that a
-// fill on an execution recorded as rejected is applied (the broker is the truth) and kept as a
-// correction by the database's state-machine trigger. The decision follows its execution:
-// cancelled when the strategy's own cancel completed, failed when the broker rejected it,
-// executed once the broker shows the order (also out of failed: a correction).
+// The execution follows the broker: a status never moves back from a final one, except that an
+// execution recorded as rejected takes a fill (or, if the gateway itself concluded the broker
+// never received it, any state the broker shows): the broker is the truth, and the database's
+// state-machine trigger keeps the correction. A filled quantity never meets `rejected`. The
+// decision follows its execution: cancelled when the strategy's own cancel completed, failed
+// when the broker rejected it, executed once the broker shows the order in any other state
+// (also out of failed: a correction). Both rows are locked and read at their newest version,
+// so a concurrent write is never undone from a stale snapshot.
 const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                  INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
                      broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
                  ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
              cur AS ( \
-                 SELECT x.id, x.status, x.filled_quantity, \
+                 SELECT x.id, \
                         CASE WHEN $13::text IS NULL THEN x.status \
-                             WHEN x.status = 'rejected' AND $13 IN ('partial_fill', 'filled') \
-                               AND COALESCE($14::numeric, 0) > x.filled_quantity THEN $13 \
+                             WHEN x.status = 'rejected' AND $13 <> 'rejected' \
+                               AND (($13 IN ('partial_fill', 'filled') \
+                                     AND COALESCE($14::numeric, 0) > x.filled_quantity) \
+                                    OR x.error_code = 'not_received_by_broker') THEN $13 \
                              WHEN x.status IN ('filled', 'rejected', 'cancelled') THEN x.status \
+                             WHEN $13 = 'rejected' \
+                               AND (x.filled_quantity > 0 OR COALESCE($14::numeric, 0) > 0) \
+                               THEN x.status \
                              WHEN x.status = 'partial_fill' \
                                AND $13 NOT IN ('filled', 'cancelled') THEN x.status \
                              ELSE $13 END AS next \
-                 FROM trade_executions x WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev)), \
+                 FROM trade_executions x WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
+                 FOR UPDATE), \
              ex AS ( \
                  UPDATE trade_executions x SET \
                      status = cur.next, \
@@ -572,12 +581,10 @@ const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                                AND t.status IN ('pending', 'executed') THEN 'cancelled' \
                              WHEN ex.status = 'rejected' \
                                AND t.status IN ('pending', 'executed') THEN 'failed' \
-                             WHEN ex.status IN ('submitted', 'accepted') \
-                               AND t.status = 'pending' THEN 'executed' \
-                             WHEN ex.status IN ('partial_fill', 'filled') \
+                             WHEN ex.status <> 'rejected' \
                                AND t.status IN ('pending', 'failed') THEN 'executed' \
                              ELSE t.status END AS next \
-                 FROM trade_decisions t, ex WHERE t.id = $4), \
+                 FROM trade_decisions t, ex WHERE t.id = $4 FOR UPDATE OF t), \
              d AS ( \
                  UPDATE trade_decisions t SET \
                      status = dn.next, \
@@ -725,7 +732,8 @@ pub struct PendingDecision {
     pub unknown_execution: Option<(i64, String)>,
     /// The decision
     pub decision: NewDecision,
-    /// When it was committed
+    /// Since when its outcome is unknown: its unanswered execution was recorded, or (none
+    /// recorded) the decision was committed; the grace period counts from here
     pub created_at: DateTime<Utc>,
 }
 
@@ -739,7 +747,8 @@ pub async fn unresolved_decisions(
             "SELECT d.id, d.decision_id, d.strategy_name, d.strategy_version, d.account, d.symbol, \
                     d.side, d.quantity, d.order_type, d.limit_price, d.stop_price, \
                     d.time_in_force, d.signal_strength, d.primary_signal_type, \
-                    d.primary_signal_id, d.decision_rationale, d.created_at, e.id, \
+                    d.primary_signal_id, d.decision_rationale, \
+                    COALESCE(e.created_at, d.created_at), e.id, \
                     COALESCE(e.error_code || ': ' || e.error_message, e.error_message, '') \
              FROM trade_decisions d \
              LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \

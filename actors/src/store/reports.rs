@@ -23,7 +23,9 @@ pub const FAILURE_REASON: &str = "CASE \
     WHEN e.http_status_code = 429 THEN 'rate_limited' \
     WHEN e.http_status_code >= 500 THEN 'broker_server_error' \
     WHEN e.error_code = 'timeout' THEN 'api_timeout' \
-    WHEN e.error_code = 'transport' THEN 'api_transport_error' \
+    WHEN e.error_code IN ('transport', 'not_sent', 'connection_lost') THEN 'api_transport_error' \
+    WHEN e.error_code = 'tls' THEN 'tls_verification_failed' \
+    WHEN e.error_code = 'not_received_by_broker' THEN 'not_received_by_broker' \
     WHEN e.http_status_code BETWEEN 400 AND 499 THEN 'broker_refused_' || e.http_status_code \
     WHEN e.status = 'rejected' THEN 'rejected_by_broker' \
     WHEN d.failure_reason = 'not_received_by_broker' THEN 'not_received_by_broker' \
@@ -31,10 +33,11 @@ pub const FAILURE_REASON: &str = "CASE \
 
 /// The normalized reasons that are API errors (the broker's servers, its rate limit, the
 /// network, an order that never reached it) rather than refusals of the order itself.
-pub const API_ERROR_REASONS: [&str; 5] = [
+pub const API_ERROR_REASONS: [&str; 6] = [
     "broker_server_error",
     "api_timeout",
     "api_transport_error",
+    "tls_verification_failed",
     "rate_limited",
     "not_received_by_broker",
 ];

@@ -17,8 +17,8 @@ use crate::domain::{RawJson, TradeLogEvent};
 const COLUMNS: &str = "event_id, local_ts_us, exchange_ts_us, event_type, req_id, cl_ord_id, \
     native_ord_id, market_id, account_id, symbol, exec_type, ord_status, side, is_taker, last_px, \
     last_qty, leaves_qty, ord_px, ord_qty, fee, response_status, error_code, error_message, \
-    source, body";
-const COLUMN_COUNT: usize = 25;
+    source, body, response_meta";
+const COLUMN_COUNT: usize = 26;
 const TYPES: [Type; COLUMN_COUNT] = [
     Type::UUID,
     Type::INT8,
@@ -45,8 +45,9 @@ const TYPES: [Type; COLUMN_COUNT] = [
     Type::TEXT,
     Type::TEXT,
     Type::JSONB,
+    Type::JSONB,
 ];
-/// Rows per multi-row INSERT statement (25 parameters each, well under the 65535 limit).
+/// Rows per multi-row INSERT statement (26 parameters each, well under the 65535 limit).
 const INSERT_CHUNK: usize = 200;
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400_000_000;
@@ -87,7 +88,7 @@ impl Row {
     }
 }
 
-/// The 25 values of one event, in [`COLUMNS`] order.
+/// The 26 values of one event, in [`COLUMNS`] order.
 fn values<'a>(e: &'a TradeLogEvent, row: &'a Row) -> [&'a (dyn ToSql + Sync); COLUMN_COUNT] {
     [
         &e.event_id,
@@ -115,6 +116,7 @@ fn values<'a>(e: &'a TradeLogEvent, row: &'a Row) -> [&'a (dyn ToSql + Sync); CO
         &e.error_message,
         &e.source,
         &e.body,
+        &e.response_meta,
     ]
 }
 
@@ -407,7 +409,7 @@ mod tests {
     fn insert_statements_number_their_parameters() {
         let sql = insert_sql(2, true);
         assert!(sql.contains("($1,$2,"));
-        assert!(sql.contains("$26,$27"));
-        assert!(sql.ends_with("$50) ON CONFLICT (event_id, local_ts_us) DO NOTHING"));
+        assert!(sql.contains("$26),($27,$28"));
+        assert!(sql.ends_with("$52) ON CONFLICT (event_id, local_ts_us) DO NOTHING"));
     }
 }

@@ -633,6 +633,7 @@ async fn demo_strategy(running: &Running, data_run: uuid::Uuid) -> Result<uuid::
         primary_signal: None,
         primary_ingestion_run_id: None,
         rationale: Some(serde_json::json!({"source": "demo"})),
+        reference_price: None,
     };
     let mut strategy = StrategyHandle::connect(running.hub(), "demo");
     // the AAPL order rests on the price the demo's ingestion run brought in

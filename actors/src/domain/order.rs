@@ -74,6 +74,10 @@ pub struct OrderRequest {
     /// Strategy-specific context (a JSON object)
     #[serde(default)]
     pub rationale: Option<Value>,
+    /// The price the strategy saw (a market order's notional and the price collar are
+    /// checked against it; without it, against the last fill price the gateway recorded)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_price: Option<Decimal>,
 }
 
 impl OrderRequest {
@@ -98,9 +102,9 @@ impl OrderRequest {
         }
     }
 
-    /// The price the order is valued at for notional checks: the limit price, else the stop
-    /// price; market orders have none.
-    pub fn reference_price(&self) -> Option<Decimal> {
+    /// The price the order names: the limit price, else the stop price; market orders have
+    /// none.
+    pub fn order_price(&self) -> Option<Decimal> {
         self.limit_price.or(self.stop_price)
     }
 }

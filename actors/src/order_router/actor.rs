@@ -365,7 +365,16 @@ impl OrderRouterState {
             .validate()
             .map_err(|r| (OrderReject::new(r.code, r.message), Some(account.clone())))?;
         let limits = self.args.config.limits_for(strategy);
-        risk::limits(order, &limits).map_err(|r| (r, Some(account.clone())))?;
+        let reference = match order.reference_price {
+            Some(price) => Some(price),
+            None if risk::needs_reference(order, &limits) => {
+                self.last_price(&order.symbol)
+                    .await
+                    .map_err(|r| (r, Some(account.clone())))?
+            }
+            None => None,
+        };
+        risk::limits(order, &limits, reference).map_err(|r| (r, Some(account.clone())))?;
         let position = if self.kill == KillSwitch::ReduceOnly {
             self.position(&account, &order.symbol)
                 .await
@@ -394,6 +403,18 @@ impl OrderRouterState {
             return config.default_account.clone();
         }
         self.args.accounts.first().cloned().unwrap_or_default()
+    }
+
+    async fn last_price(&self, symbol: &str) -> Result<Option<Decimal>, OrderReject> {
+        let client = self
+            .args
+            .pool
+            .get()
+            .await
+            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+        store::orders::last_fill_price(&**client, symbol)
+            .await
+            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
     }
 
     async fn position(&self, account: &str, symbol: &str) -> Result<Decimal, OrderReject> {

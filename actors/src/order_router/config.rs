@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct RiskLimits {
     /// Largest quantity of one order
     pub max_qty: Option<Decimal>,
-    /// Largest notional of one order (quantity x limit price, else stop price; market orders
-    /// carry no price and are checked on quantity only)
+    /// Largest notional of one order: quantity x limit price, else stop price; a market order
+    /// is valued at its reference price (the order's `reference_price`, else the last fill
+    /// price recorded for the symbol) and refused (`risk.no_reference_price`) without one
     pub max_notional: Option<Decimal>,
+    /// Price collar: a limit or stop price farther than this fraction from the reference price
+    /// is refused (`risk.price_collar`), e.g. 0.10 for 10 %; no reference known: not checked
+    pub max_price_deviation: Option<Decimal>,
     /// Only these symbols may be traded (empty: any)
     pub allow_symbols: Option<Vec<String>>,
     /// These symbols may not be traded
@@ -33,6 +37,7 @@ impl RiskLimits {
         RiskLimits {
             max_qty: over.max_qty.or(self.max_qty),
             max_notional: over.max_notional.or(self.max_notional),
+            max_price_deviation: over.max_price_deviation.or(self.max_price_deviation),
             allow_symbols: over
                 .allow_symbols
                 .clone()
@@ -50,6 +55,7 @@ impl RiskLimits {
         for (key, value) in [
             ("max_qty", self.max_qty),
             ("max_notional", self.max_notional),
+            ("max_price_deviation", self.max_price_deviation),
         ] {
             if value.is_some_and(|v| v <= Decimal::ZERO) {
                 return Err((format!("{at}.{key}"), "must be positive".into()));

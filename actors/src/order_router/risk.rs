@@ -17,6 +17,10 @@ pub mod codes {
     pub const MAX_QTY: &str = "risk.max_qty";
     /// Notional above `max_notional`
     pub const MAX_NOTIONAL: &str = "risk.max_notional";
+    /// A market order under `max_notional` with no reference price to value it at
+    pub const NO_REFERENCE_PRICE: &str = "risk.no_reference_price";
+    /// A limit or stop price farther from the reference price than `max_price_deviation`
+    pub const PRICE_COLLAR: &str = "risk.price_collar";
     /// Symbol not on the allow list
     pub const SYMBOL_NOT_ALLOWED: &str = "risk.symbol_not_allowed";
     /// Symbol on the deny list
@@ -50,6 +54,10 @@ pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
         return invalid(format!(
             "symbol `{symbol}` is not valid (1 to 32 of A-Z, 0-9, '.', '/', '-')"
         ));
+    }
+    if order.reference_price.is_some_and(|p| p <= Decimal::ZERO) {
+        // a zero reference would value any market order at nothing
+        return invalid("reference_price must be positive".into());
     }
     let takes_limit = matches!(order.order_type, OrderType::Limit | OrderType::StopLimit);
     if !takes_limit && order.limit_price.is_some() {
@@ -97,8 +105,24 @@ pub fn kill_switch(
     }
 }
 
-/// The static limits: quantity, notional, symbol lists.
-pub fn limits(order: &OrderRequest, limits: &RiskLimits) -> Result<(), OrderReject> {
+/// Whether checking `order` against `limits` needs a reference price it does not carry (a
+/// market order's notional, a priced order's collar): the caller looks the last one up.
+pub fn needs_reference(order: &OrderRequest, limits: &RiskLimits) -> bool {
+    order.reference_price.is_none()
+        && match order.order_price() {
+            None => limits.max_notional.is_some(),
+            Some(_) => limits.max_price_deviation.is_some(),
+        }
+}
+
+/// The static limits: quantity, notional (a market order's at `reference`), the price collar
+/// around `reference`, symbol lists. `reference` is the order's own reference price, else the
+/// last recorded one.
+pub fn limits(
+    order: &OrderRequest,
+    limits: &RiskLimits,
+    reference: Option<Decimal>,
+) -> Result<(), OrderReject> {
     if let Some(max) = limits.max_qty
         && order.qty > max
     {
@@ -107,12 +131,40 @@ pub fn limits(order: &OrderRequest, limits: &RiskLimits) -> Result<(), OrderReje
             format!("qty {} is above the limit of {max}", order.qty),
         ));
     }
-    if let (Some(max), Some(price)) = (limits.max_notional, order.reference_price()) {
+    if let Some(max) = limits.max_notional {
+        let Some(price) = order.order_price().or(reference) else {
+            return Err(OrderReject::new(
+                codes::NO_REFERENCE_PRICE,
+                format!(
+                    "a {} order of {} cannot be valued against max_notional {max}: send a \
+                     reference_price (no fill price is recorded for it yet)",
+                    order.order_type.as_str(),
+                    order.symbol
+                ),
+            ));
+        };
         let notional = order.qty * price;
         if notional > max {
             return Err(OrderReject::new(
                 codes::MAX_NOTIONAL,
                 format!("notional {notional} is above the limit of {max}"),
+            ));
+        }
+    }
+    if let (Some(band), Some(price), Some(reference)) =
+        (limits.max_price_deviation, order.order_price(), reference)
+        && reference > Decimal::ZERO
+    {
+        let deviation = ((price - reference) / reference).abs();
+        if deviation > band {
+            return Err(OrderReject::new(
+                codes::PRICE_COLLAR,
+                format!(
+                    "price {price} is {}% from the reference price {reference}, beyond the \
+                     collar of {}%",
+                    (deviation * Decimal::ONE_HUNDRED).round_dp(2),
+                    (band * Decimal::ONE_HUNDRED).normalize()
+                ),
             ));
         }
     }
@@ -240,5 +292,84 @@ impl RiskState {
         }
         self.last_sweep = Some(now);
         self.recent.retain(|_, t| now.duration_since(*t) < window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(
+        order_type: &str,
+        qty: i64,
+        limit: Option<i64>,
+        reference: Option<i64>,
+    ) -> OrderRequest {
+        serde_json::from_value(serde_json::json!({
+            "strategy": "s", "symbol": "AAPL", "side": "buy", "qty": qty.to_string(),
+            "order_type": order_type, "time_in_force": "day",
+            "limit_price": limit.map(|p| p.to_string()),
+            "reference_price": reference.map(|p| p.to_string()),
+        }))
+        .unwrap()
+    }
+
+    fn code(result: Result<(), OrderReject>) -> String {
+        result.map_or_else(|r| r.code, |()| "ok".into())
+    }
+
+    #[test]
+    fn market_orders_are_valued_at_their_reference_price() {
+        let l = RiskLimits {
+            max_notional: Some(Decimal::from(1000)),
+            ..RiskLimits::default()
+        };
+        let market = order("market", 20, None, None);
+        assert!(needs_reference(&market, &l));
+        assert_eq!(code(limits(&market, &l, None)), codes::NO_REFERENCE_PRICE);
+        assert_eq!(code(limits(&market, &l, Some(Decimal::from(40)))), "ok");
+        assert_eq!(
+            code(limits(&market, &l, Some(Decimal::from(60)))),
+            codes::MAX_NOTIONAL
+        );
+        // the strategy's own reference needs no look-up
+        let referenced = order("market", 20, None, Some(60));
+        assert!(!needs_reference(&referenced, &l));
+        // without a notional limit nothing is needed
+        assert!(!needs_reference(&market, &RiskLimits::default()));
+        assert_eq!(code(limits(&market, &RiskLimits::default(), None)), "ok");
+    }
+
+    #[test]
+    fn the_price_collar_refuses_prices_far_from_the_reference() {
+        let l = RiskLimits {
+            max_price_deviation: Some(Decimal::new(10, 2)),
+            ..RiskLimits::default()
+        };
+        let reference = Some(Decimal::from(100));
+        assert_eq!(
+            code(limits(&order("limit", 1, Some(110), None), &l, reference)),
+            "ok"
+        );
+        assert_eq!(
+            code(limits(&order("limit", 1, Some(90), None), &l, reference)),
+            "ok"
+        );
+        assert_eq!(
+            code(limits(&order("limit", 1, Some(111), None), &l, reference)),
+            codes::PRICE_COLLAR
+        );
+        assert_eq!(
+            code(limits(&order("limit", 1, Some(89), None), &l, reference)),
+            codes::PRICE_COLLAR
+        );
+        // a fat finger: 1000 for a 100 stock
+        let fat = order("limit", 1, Some(1000), None);
+        assert!(needs_reference(&fat, &l));
+        assert_eq!(code(limits(&fat, &l, reference)), codes::PRICE_COLLAR);
+        // no reference known: the collar cannot apply
+        assert_eq!(code(limits(&fat, &l, None)), "ok");
+        // market orders have no price to collar
+        assert!(!needs_reference(&order("market", 1, None, None), &l));
     }
 }

@@ -72,6 +72,25 @@ pub async fn position(
     Ok(row.get(0))
 }
 
+/// The average fill price of the newest decision in `symbol` that has one (the reference
+/// price of market orders' risk checks when the strategy sends none).
+pub async fn last_fill_price(
+    client: &impl GenericClient,
+    symbol: &str,
+) -> Result<Option<Decimal>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT e.filled_avg_price FROM trade_decisions d \
+             JOIN trade_executions e ON e.trade_decision_id = d.id \
+             WHERE d.symbol = $1 AND e.filled_avg_price IS NOT NULL \
+             ORDER BY d.created_at DESC LIMIT 1",
+            &[&symbol],
+        )
+        .await
+        .map_err(StoreError::new("reading the last fill price"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// How a submission leaves its decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionOutcome {

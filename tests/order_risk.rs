@@ -1,0 +1,140 @@
+//! Pre-trade risk for market orders and the price collar, end to end over the strategy API:
+//! a market order is valued at the strategy's reference price, else at the last fill price the
+//! gateway recorded, and refused without either; a limit price far from the reference is
+//! refused as a fat finger. Nothing refused reaches the venue.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tradegate::app::Running;
+use tradegate::sim::alpaca::SimConfig;
+use tradegate_actors::order_router::RiskLimits;
+
+use common::orders::{StrategyWs, gateway_config, one_gateway, start_venue, venue_posts};
+use common::{TestDb, scratch_dir, wait_until};
+
+fn order(
+    id: &str,
+    qty: u32,
+    order_type: &str,
+    limit: Option<&str>,
+    reference: Option<&str>,
+) -> Value {
+    let mut o = json!({"type": "submit_order", "request_id": id, "strategy": "alpha",
+        "symbol": "AAPL", "side": "buy", "qty": qty.to_string(), "order_type": order_type,
+        "time_in_force": "day"});
+    if let Some(p) = limit {
+        o["limit_price"] = json!(p);
+    }
+    if let Some(p) = reference {
+        o["reference_price"] = json!(p);
+    }
+    o
+}
+
+async fn answer(ws: &mut StrategyWs, o: Value) -> Value {
+    let id = o["request_id"].as_str().unwrap().to_string();
+    ws.send(o).await;
+    ws.answer(&id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn market_orders_are_notional_checked_and_limit_prices_collared() {
+    let _one = one_gateway().await;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let (venue, base_url) = start_venue(SimConfig::default()).await;
+    let mut config = gateway_config(
+        &db.conninfo,
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &scratch_dir("order-risk").join("spill"),
+    );
+    config.orders.risk = RiskLimits {
+        max_notional: Some(Decimal::from(1000)),
+        max_price_deviation: Some(Decimal::new(10, 2)),
+        ..RiskLimits::default()
+    };
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+
+    // nothing recorded for AAPL yet and no reference: it cannot be valued
+    let a = answer(&mut alpha, order("m0", 5, "market", None, None)).await;
+    assert_eq!(a["code"], "risk.no_reference_price", "{a}");
+    // the strategy's reference values it: 20 x 100 > 1000
+    let a = answer(&mut alpha, order("m1", 20, "market", None, Some("100"))).await;
+    assert_eq!(a["code"], "risk.max_notional", "{a}");
+    let a = answer(&mut alpha, order("m2", 5, "market", None, Some("100"))).await;
+    assert_eq!(a["type"], "ack", "{a}");
+    let a = answer(&mut alpha, order("m-bad", 5, "market", None, Some("0"))).await;
+    assert_eq!(a["code"], "invalid", "a zero reference is refused: {a}");
+    // the venue fills m2 at 100: from now on that is AAPL's recorded price
+    wait_until(Duration::from_secs(20), || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM trade_executions WHERE filled_avg_price = 100",
+                &[],
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the market order was not filled");
+    let a = answer(&mut alpha, order("m3", 11, "market", None, None)).await;
+    assert_eq!(
+        a["code"], "risk.max_notional",
+        "valued at the last fill: {a}"
+    );
+    let a = answer(&mut alpha, order("m4", 9, "market", None, None)).await;
+    assert_eq!(a["type"], "ack", "{a}");
+
+    // the collar: 10 % around the reference (the last fill, 100)
+    let a = answer(&mut alpha, order("fat", 1, "limit", Some("1000"), None)).await;
+    assert_eq!(a["code"], "risk.price_collar", "{a}");
+    let a = answer(&mut alpha, order("low", 1, "limit", Some("89"), None)).await;
+    assert_eq!(a["code"], "risk.price_collar", "{a}");
+    let a = answer(&mut alpha, order("near", 1, "limit", Some("95"), None)).await;
+    assert_eq!(a["type"], "ack", "{a}");
+    // the strategy's own reference moves the collar
+    let a = answer(
+        &mut alpha,
+        order("moved", 1, "limit", Some("150"), Some("148")),
+    )
+    .await;
+    assert_eq!(a["type"], "ack", "{a}");
+
+    // the refusals are on record with their codes, and none reached the venue
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        venue_posts(&venue),
+        4,
+        "only the four accepted orders were sent"
+    );
+    let codes: Vec<String> = client
+        .query("SELECT reason_code FROM order_rejects ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "risk.no_reference_price",
+            "risk.max_notional",
+            "invalid",
+            "risk.max_notional",
+            "risk.price_collar",
+            "risk.price_collar"
+        ]
+    );
+    running.stop().await.unwrap();
+}

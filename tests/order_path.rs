@@ -24,7 +24,9 @@ fn order(request_id: &str, symbol: &str, side: &str, qty: u32) -> Value {
     json!({
         "type": "submit_order", "request_id": request_id, "strategy": "alpha",
         "strategy_version": "1.0", "symbol": symbol, "side": side, "qty": qty.to_string(),
-        "order_type": "market", "time_in_force": "day"
+        "order_type": "market", "time_in_force": "day",
+        // valued at this under the strategy's max_notional
+        "reference_price": "100"
     })
 }
 

@@ -119,15 +119,24 @@ struct Order {
     client_order_id: String,
     symbol: String,
     side: String,
+    /// shares: as ordered, or (a notional order) what the notional buys at submission
     qty: Decimal,
+    /// a dollar amount ordered instead of a quantity
+    notional: Option<Decimal>,
     filled_qty: Decimal,
     filled_avg_price: Option<Decimal>,
     order_type: String,
     time_in_force: String,
     limit_price: Option<Decimal>,
     stop_price: Option<Decimal>,
+    trail_price: Option<Decimal>,
+    trail_percent: Option<Decimal>,
+    /// a trailing stop's high-water mark
+    hwm: Option<Decimal>,
+    extended_hours: bool,
     status: String,
     created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     filled_at: Option<DateTime<Utc>>,
     canceled_at: Option<DateTime<Utc>>,
@@ -176,8 +185,8 @@ impl Order {
             "asset_id": Uuid::new_v5(&Uuid::NAMESPACE_OID, self.symbol.as_bytes()),
             "symbol": self.symbol,
             "asset_class": "us_equity",
-            "notional": null,
-            "qty": self.qty.normalize().to_string(),
+            "notional": opt_dec(self.notional),
+            "qty": if self.notional.is_some() { Value::Null } else { opt_dec(Some(self.qty)) },
             "filled_qty": self.filled_qty.normalize().to_string(),
             "filled_avg_price": opt_dec(self.filled_avg_price),
             "order_class": "",
@@ -189,14 +198,15 @@ impl Order {
             "limit_price": opt_dec(self.limit_price),
             "stop_price": opt_dec(self.stop_price),
             "status": self.status,
-            "extended_hours": false,
+            "extended_hours": self.extended_hours,
             "legs": null,
-            "trail_percent": null,
-            "trail_price": null,
-            "hwm": null,
+            "trail_percent": opt_dec(self.trail_percent),
+            "trail_price": opt_dec(self.trail_price),
+            "hwm": opt_dec(self.hwm),
+            "ratio_qty": null,
             "subtag": null,
             "source": null,
-            "expires_at": null,
+            "expires_at": ts(self.expires_at),
         })
     }
 }
@@ -614,63 +624,138 @@ fn dec_field(body: &Value, key: &str) -> Result<Option<Decimal>, String> {
     }
 }
 
+/// The order types and times in force Alpaca's definition lists.
+const ORDER_TYPES: [&str; 5] = ["market", "limit", "stop", "stop_limit", "trailing_stop"];
+const TIMES_IN_FORCE: [&str; 6] = ["day", "gtc", "opg", "cls", "ioc", "fok"];
+/// Alpaca's longest client order id.
+const CLIENT_ORDER_ID_MAX: usize = 128;
+
+/// A positive decimal field, or the 422 message.
+fn positive(body: &Value, key: &str) -> Result<Option<Decimal>, String> {
+    match dec_field(body, key)? {
+        Some(v) if v <= Decimal::ZERO => Err(format!("{key} must be > 0")),
+        v => Ok(v),
+    }
+}
+
+/// When an order submitted at `at` with `time_in_force` expires: a day order at the close
+/// (20:00 UTC, 16:00 New York in summer) of its day, others after 90 days (Alpaca's GTC rule).
+fn expiry(at: DateTime<Utc>, time_in_force: &str) -> DateTime<Utc> {
+    let close = at
+        .date_naive()
+        .and_hms_opt(20, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(at);
+    match time_in_force {
+        "day" | "opg" | "cls" | "ioc" | "fok" if close > at => close,
+        "day" | "opg" | "cls" | "ioc" | "fok" => close + chrono::Duration::days(1),
+        _ => at + chrono::Duration::days(90),
+    }
+}
+
 /// The order a submission describes, or the 422 message.
 fn parse_order(body: &Value, price: impl Fn(&str) -> Decimal) -> Result<Order, String> {
-    let text = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+    let text = |k: &str| -> Result<String, String> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("{k} must be a string")),
+        }
     };
-    let symbol = text("symbol");
+    let symbol = text("symbol")?;
     if symbol.is_empty() {
         return Err("symbol is required".into());
     }
-    let side = text("side");
+    let side = text("side")?;
     if side != "buy" && side != "sell" {
         return Err("invalid side".into());
     }
-    let order_type = text("type");
-    if !["market", "limit", "stop", "stop_limit", "trailing_stop"].contains(&order_type.as_str()) {
+    let order_type = text("type")?;
+    if !ORDER_TYPES.contains(&order_type.as_str()) {
         return Err("invalid order type".into());
     }
-    let time_in_force = text("time_in_force");
-    if !["day", "gtc", "opg", "cls", "ioc", "fok"].contains(&time_in_force.as_str()) {
+    let time_in_force = text("time_in_force")?;
+    if !TIMES_IN_FORCE.contains(&time_in_force.as_str()) {
         return Err("invalid time_in_force".into());
     }
-    let qty = dec_field(body, "qty")?.ok_or("qty is required")?;
-    if qty <= Decimal::ZERO {
-        return Err("qty must be > 0".into());
-    }
-    let limit_price = dec_field(body, "limit_price")?;
-    let stop_price = dec_field(body, "stop_price")?;
+    let qty = positive(body, "qty")?;
+    let notional = positive(body, "notional")?;
+    let qty = match (qty, notional) {
+        (Some(_), Some(_)) => return Err("only one of qty or notional may be given".into()),
+        (None, None) => return Err("qty or notional is required".into()),
+        (Some(q), None) => q,
+        (None, Some(n)) => {
+            if order_type != "market" || time_in_force != "day" {
+                return Err("notional orders must be market orders with time_in_force day".into());
+            }
+            (n / price(&symbol)).round_dp_with_strategy(9, rust_decimal::RoundingStrategy::ToZero)
+        }
+    };
+    let limit_price = positive(body, "limit_price")?;
+    let stop_price = positive(body, "stop_price")?;
+    let trail_price = positive(body, "trail_price")?;
+    let trail_percent = positive(body, "trail_percent")?;
     if matches!(order_type.as_str(), "limit" | "stop_limit") && limit_price.is_none() {
         return Err("limit_price is required".into());
     }
     if matches!(order_type.as_str(), "stop" | "stop_limit") && stop_price.is_none() {
         return Err("stop_price is required".into());
     }
-    let client_order_id = match body.get("client_order_id").and_then(Value::as_str) {
-        Some(c) if c.len() > 48 => {
-            return Err("client_order_id must be at most 48 characters".into());
+    if !matches!(order_type.as_str(), "limit" | "stop_limit") && limit_price.is_some() {
+        return Err(format!(
+            "limit_price is not allowed for a {order_type} order"
+        ));
+    }
+    if !matches!(order_type.as_str(), "stop" | "stop_limit") && stop_price.is_some() {
+        return Err(format!(
+            "stop_price is not allowed for a {order_type} order"
+        ));
+    }
+    if order_type == "trailing_stop" {
+        if trail_price.is_some() == trail_percent.is_some() {
+            return Err("exactly one of trail_price or trail_percent is required".into());
         }
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ => Uuid::new_v4().to_string(),
+    } else if trail_price.is_some() || trail_percent.is_some() {
+        return Err("trail_price and trail_percent are only for trailing_stop orders".into());
+    }
+    let extended_hours = match body.get("extended_hours") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("extended_hours must be a boolean".into()),
+    };
+    if extended_hours && (order_type != "limit" || time_in_force != "day") {
+        return Err("extended hours orders must be limit orders with time_in_force day".into());
+    }
+    let client_order_id = match text("client_order_id")?.as_str() {
+        c if c.chars().count() > CLIENT_ORDER_ID_MAX => {
+            return Err(format!(
+                "client_order_id must be at most {CLIENT_ORDER_ID_MAX} characters"
+            ));
+        }
+        "" => Uuid::new_v4().to_string(),
+        c => c.to_string(),
     };
     let now = Utc::now();
-    let reserved_price = limit_price.or(stop_price).unwrap_or_else(|| price(&symbol));
+    let market = price(&symbol);
+    let reserved_price = limit_price.or(stop_price).unwrap_or(market);
     Ok(Order {
         id: Uuid::new_v4(),
         client_order_id,
         symbol,
         side,
         qty,
+        notional,
         filled_qty: Decimal::ZERO,
         filled_avg_price: None,
+        hwm: (order_type == "trailing_stop").then_some(market),
         order_type,
+        expires_at: expiry(now, &time_in_force),
         time_in_force,
         limit_price,
         stop_price,
+        trail_price,
+        trail_percent,
+        extended_hours,
         status: "new".into(),
         created_at: now,
         updated_at: now,
@@ -742,97 +827,153 @@ async fn submit_order(State(sim): State<SimAlpaca>, headers: HeaderMap, body: By
     with_headers((StatusCode::OK, axum::Json(snapshot)).into_response(), rl)
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    limit: Option<usize>,
-    after: Option<String>,
-    until: Option<String>,
-    direction: Option<String>,
-    symbols: Option<String>,
-    #[allow(dead_code)]
-    nested: Option<bool>,
+/// A query string as given (every value checked here, so a bad one gets Alpaca's JSON error
+/// instead of a framework's plain-text 400).
+type RawQuery = Query<HashMap<String, String>>;
+
+/// 422 with Alpaca's validation code.
+fn invalid(message: &str) -> Response {
+    error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, message)
+}
+
+/// The `GET /v2/orders` filters, checked.
+struct ListFilter {
+    status: String,
+    limit: usize,
+    after: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    ascending: bool,
+    symbols: Option<Vec<String>>,
+    side: Option<String>,
+}
+
+impl ListFilter {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
+        const KNOWN: [&str; 11] = [
+            "status",
+            "limit",
+            "after",
+            "until",
+            "direction",
+            "nested",
+            "symbols",
+            "side",
+            "asset_class",
+            "before_order_id",
+            "after_order_id",
+        ];
+        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(format!("unknown parameter {k}"));
+        }
+        let time = |k: &str| -> Result<Option<DateTime<Utc>>, String> {
+            q.get(k)
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|_| format!("invalid {k}: {t}"))
+                })
+                .transpose()
+        };
+        let status = q.get("status").map_or("open", String::as_str).to_string();
+        if !["open", "closed", "all"].contains(&status.as_str()) {
+            return Err(format!("invalid status: {status}"));
+        }
+        let limit = match q.get("limit") {
+            None => 50,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=500).contains(&n) => n,
+                _ => return Err(format!("invalid limit: {l} (1 to 500)")),
+            },
+        };
+        let ascending = match q.get("direction").map(String::as_str) {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(d) => return Err(format!("invalid direction: {d}")),
+        };
+        if let Some(n) = q.get("nested")
+            && n != "true"
+            && n != "false"
+        {
+            return Err(format!("invalid nested: {n}"));
+        }
+        let side = q.get("side").cloned();
+        if let Some(side) = &side
+            && side != "buy"
+            && side != "sell"
+        {
+            return Err(format!("invalid side: {side}"));
+        }
+        Ok(Self {
+            status,
+            limit,
+            after: time("after")?,
+            until: time("until")?,
+            ascending,
+            symbols: q
+                .get("symbols")
+                .map(|s| s.split(',').map(|s| s.trim().to_string()).collect()),
+            side,
+        })
+    }
+
+    fn keeps(&self, o: &Order) -> bool {
+        (match self.status.as_str() {
+            "open" => o.is_open(),
+            "closed" => !o.is_open(),
+            _ => true,
+        }) && self.after.is_none_or(|a| o.created_at > a)
+            && self.until.is_none_or(|u| o.created_at < u)
+            && self
+                .symbols
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|s| s == &o.symbol))
+            && self.side.as_ref().is_none_or(|s| s == &o.side)
+    }
 }
 
 async fn list_orders(
     State(sim): State<SimAlpaca>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Query(q): RawQuery,
 ) -> Response {
     let rl = match gate(&sim, &headers, "GET", "/v2/orders", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
-    let parse_t = |s: &Option<String>| -> Result<Option<DateTime<Utc>>, ()> {
-        match s {
-            None => Ok(None),
-            Some(t) => DateTime::parse_from_rfc3339(t)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| ()),
-        }
+    let filter = match ListFilter::parse(&q) {
+        Ok(f) => f,
+        Err(m) => return with_headers(invalid(&m), rl),
     };
-    let (Ok(after), Ok(until)) = (parse_t(&q.after), parse_t(&q.until)) else {
-        return with_headers(
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                42210000,
-                "invalid timestamp",
-            ),
-            rl,
-        );
-    };
-    let status = q.status.as_deref().unwrap_or("open");
-    if !["open", "closed", "all"].contains(&status) {
-        return with_headers(
-            error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, "invalid status"),
-            rl,
-        );
-    }
-    let symbols: Option<Vec<&str>> = q.symbols.as_deref().map(|s| s.split(',').collect());
     let state = sim.lock();
-    let mut orders: Vec<&Order> = state
-        .orders
-        .values()
-        .filter(|o| match status {
-            "open" => o.is_open(),
-            "closed" => !o.is_open(),
-            _ => true,
-        })
-        .filter(|o| after.is_none_or(|a| o.created_at > a))
-        .filter(|o| until.is_none_or(|u| o.created_at < u))
-        .filter(|o| {
-            symbols
-                .as_ref()
-                .is_none_or(|s| s.contains(&o.symbol.as_str()))
-        })
-        .collect();
-    if q.direction.as_deref() != Some("asc") {
+    let mut orders: Vec<&Order> = state.orders.values().filter(|o| filter.keeps(o)).collect();
+    if !filter.ascending {
         orders.reverse();
     }
-    let limit = q.limit.unwrap_or(50).min(500);
-    let body: Vec<Value> = orders.into_iter().take(limit).map(Order::json).collect();
+    let body: Vec<Value> = orders
+        .into_iter()
+        .take(filter.limit)
+        .map(Order::json)
+        .collect();
     drop(state);
     with_headers(axum::Json(body).into_response(), rl)
-}
-
-#[derive(Debug, Deserialize)]
-struct ByClient {
-    client_order_id: String,
 }
 
 async fn order_by_client(
     State(sim): State<SimAlpaca>,
     headers: HeaderMap,
-    Query(q): Query<ByClient>,
+    Query(q): RawQuery,
 ) -> Response {
     let rl = match gate(&sim, &headers, "GET", "/v2/orders:by_client_order_id", None) {
         Ok(rl) => rl,
         Err(r) => return r,
     };
+    let Some(client_order_id) = q.get("client_order_id").filter(|c| !c.is_empty()) else {
+        return with_headers(invalid("client_order_id is required"), rl);
+    };
     let state = sim.lock();
     let found = state
         .by_client
-        .get(&q.client_order_id)
+        .get(client_order_id)
         .and_then(|id| state.orders.get(id))
         .map(Order::json);
     drop(state);
@@ -974,21 +1115,66 @@ async fn replace_order(
         );
     }
     let mut new = old.clone();
+    // as strict as a submission: known fields only, each of the right kind for the order
     let apply = |new: &mut Order| -> Result<(), String> {
-        if let Some(q) = dec_field(&changes, "qty")? {
-            if q <= Decimal::ZERO {
-                return Err("qty must be > 0".into());
+        let Some(fields) = changes.as_object() else {
+            return Err("the body must be a JSON object".into());
+        };
+        const FIELDS: [&str; 6] = [
+            "qty",
+            "time_in_force",
+            "limit_price",
+            "stop_price",
+            "trail",
+            "client_order_id",
+        ];
+        if let Some(k) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!("{k} cannot be replaced"));
+        }
+        if let Some(q) = positive(&changes, "qty")? {
+            if new.notional.is_some() {
+                return Err("a notional order's qty cannot be replaced".into());
             }
             new.qty = q;
         }
-        if let Some(p) = dec_field(&changes, "limit_price")? {
+        if let Some(p) = positive(&changes, "limit_price")? {
+            if !matches!(new.order_type.as_str(), "limit" | "stop_limit") {
+                return Err(format!("a {} order has no limit_price", new.order_type));
+            }
             new.limit_price = Some(p);
         }
-        if let Some(p) = dec_field(&changes, "stop_price")? {
+        if let Some(p) = positive(&changes, "stop_price")? {
+            if !matches!(new.order_type.as_str(), "stop" | "stop_limit") {
+                return Err(format!("a {} order has no stop_price", new.order_type));
+            }
             new.stop_price = Some(p);
         }
-        if let Some(t) = changes.get("time_in_force").and_then(Value::as_str) {
-            new.time_in_force = t.to_string();
+        if let Some(t) = positive(&changes, "trail")? {
+            if new.order_type != "trailing_stop" {
+                return Err(format!("a {} order has no trail", new.order_type));
+            }
+            if new.trail_percent.is_some() {
+                new.trail_percent = Some(t);
+            } else {
+                new.trail_price = Some(t);
+            }
+        }
+        match changes.get("time_in_force") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) if TIMES_IN_FORCE.contains(&t.as_str()) => {
+                new.time_in_force = t.clone();
+                new.expires_at = expiry(Utc::now(), t);
+            }
+            Some(t) => return Err(format!("invalid time_in_force: {t}")),
+        }
+        match changes.get("client_order_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(c)) if c.chars().count() <= CLIENT_ORDER_ID_MAX => {}
+            Some(_) => {
+                return Err(format!(
+                    "client_order_id must be a string of at most {CLIENT_ORDER_ID_MAX} characters"
+                ));
+            }
         }
         Ok(())
     };
@@ -1040,36 +1226,58 @@ async fn account(State(sim): State<SimAlpaca>, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let bp = sim.buying_power().normalize().to_string();
-    let body = json!({
+    let today = Utc::now().date_naive().to_string();
+    // every field of Alpaca's Account definition, and of its published example
+    let mut body = json!({
         "id": Uuid::new_v5(&Uuid::NAMESPACE_OID, b"tradegate-sim-account"),
         "account_number": "PA0SIMULATED",
         "status": "ACTIVE",
         "crypto_status": "INACTIVE",
+        "crypto_tier": 0,
         "currency": "USD",
         "buying_power": bp,
         "regt_buying_power": bp,
         "daytrading_buying_power": bp,
+        "effective_buying_power": bp,
         "non_marginable_buying_power": bp,
+        "options_buying_power": bp,
+        "bod_dtbp": "0",
         "cash": bp,
+        "accrued_fees": "0",
+        "pending_reg_taf_fees": "0",
+        "pending_transfer_in": "0",
+        "pending_transfer_out": "0",
         "portfolio_value": bp,
+    });
+    let more = json!({
         "equity": bp,
         "last_equity": bp,
         "long_market_value": "0",
         "short_market_value": "0",
+        "position_market_value": "0",
         "initial_margin": "0",
         "maintenance_margin": "0",
         "last_maintenance_margin": "0",
+        "intraday_adjustments": "0",
         "sma": "0",
         "daytrade_count": 0,
+        "balance_asof": today,
         "multiplier": "1",
+        "options_approved_level": 0,
+        "options_trading_level": 0,
         "pattern_day_trader": false,
         "trading_blocked": false,
         "transfers_blocked": false,
         "account_blocked": false,
         "trade_suspended_by_user": false,
         "shorting_enabled": true,
+        "admin_configurations": {},
+        "user_configurations": null,
         "created_at": "2024-01-02T15:04:05.123456Z",
     });
+    if let (Some(body), Value::Object(more)) = (body.as_object_mut(), more) {
+        body.extend(more);
+    }
     with_headers(axum::Json(body).into_response(), rl)
 }
 
@@ -1207,6 +1415,14 @@ pub fn router(sim: SimAlpaca) -> Router {
         .route("/stream", get(stream))
         .route("/sim/control", get(status).post(control))
         .route("/sim/requests", get(requests))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, 40410000, "endpoint not found") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                40510000,
+                "method not allowed",
+            )
+        })
         .route_layer(axum::middleware::from_fn_with_state(
             sim.clone(),
             delay_answers,

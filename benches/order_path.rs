@@ -1,9 +1,12 @@
 //! `cargo bench --bench order_path`: strategies on the WebSocket API submitting limit orders
-//! through the whole order path (checks, outbox commit, AlpacaSession, simulated venue over
-//! HTTP) on a durable private cluster. Measures sustained orders per second (every order acked
-//! and received by the venue) and, paced at 1,000 orders/s, the latency from the strategy's
-//! send to the venue's receipt (and to the ack, once the decision committed); in the same run
-//! the floor: a bare single-row INSERT + COMMIT.
+//! through the whole order path (checks, outbox commit, AlpacaSession, simulated venue) on a
+//! durable private cluster, to two venues in the same run: one over plain HTTP/WS and one over
+//! verified TLS (`https`/`wss`, a CA generated for the run). Measures sustained orders per
+//! second (every order acked and received by the venue) for each, alternating plain and TLS
+//! twice, and the TLS/plain ratio; paced at 1,000 orders/s, the latency from the strategy's
+//! send to the venue's receipt (and to the ack, once the decision committed); the TLS
+//! handshakes the venue completed (connections are kept and reused) and their mean cost; in
+//! the same run the floor: a bare single-row INSERT + COMMIT.
 //! Environment: TRADEGATE_BENCH_ORDERS (default 5000), TRADEGATE_BENCH_CONNECTIONS (4),
 //! TRADEGATE_BENCH_STATEMENTS (print the server's costliest statements of the paced phase; needs
 //! pg_stat_statements preloaded through TRADEGATE_BENCH_PG_SETTINGS, see benches/support).
@@ -11,6 +14,8 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "../tests/common/tls.rs"]
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +33,10 @@ use tradegate::config::Config;
 use tradegate::sim::alpaca::{SimAlpaca, SimConfig};
 use tradegate_actors::alpaca_session::{AlpacaAccountConfig, Credentials};
 use tradegate_actors::order_router::StrategyConfig;
+
+/// The strategy whose orders go to the plain venue, and the one whose go over TLS.
+const PLAIN: &str = "plain";
+const TLS: &str = "tls";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -60,6 +69,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// arrived.
 async fn drive(
     addr: SocketAddr,
+    strategy: &'static str,
     connections: usize,
     per_conn: usize,
     rate: usize,
@@ -75,9 +85,10 @@ async fn drive(
             let mut request = format!("ws://{addr}/v1/strategy")
                 .into_client_request()
                 .unwrap();
-            request
-                .headers_mut()
-                .insert("authorization", "Bearer bench-token".parse().unwrap());
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {strategy}-token").parse().unwrap(),
+            );
             let (ws, _) = tokio_tungstenite::connect_async_with_config(
                 request,
                 Some(tradegate_actors::ws_client_config()),
@@ -114,7 +125,7 @@ async fn drive(
                 }
                 let id = format!("{tag}-{c}-{i}");
                 // distinct prices keep the duplicate-order window out of the way
-                let order = json!({"type": "submit_order", "request_id": id, "strategy": "bench",
+                let order = json!({"type": "submit_order", "request_id": id, "strategy": strategy,
                     "symbol": "AAPL", "side": "buy", "qty": "1", "order_type": "limit",
                     "limit_price": format!("1.{:04}", i % 10_000), "time_in_force": "day"});
                 sent.insert(id, Utc::now());
@@ -226,66 +237,106 @@ async fn run(orders: usize, connections: usize) {
         percentile(&trip, 0.99)
     );
 
+    let venue_config = SimConfig {
+        rate_limit_per_min: 0,
+        buying_power: Decimal::from(1_000_000_000),
+        ..SimConfig::default()
+    };
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let venue_addr = listener.local_addr().unwrap();
-    let venue = tradegate::sim::alpaca::spawn(
-        listener,
-        SimConfig {
-            rate_limit_per_min: 0,
-            buying_power: Decimal::from(1_000_000_000),
-            ..SimConfig::default()
-        },
-    );
+    let venue = tradegate::sim::alpaca::spawn(listener, venue_config.clone());
+    let pki = tls::TestPki::new(&dir.join("pki"), "bench-ca");
+    let (tls_venue, tls_url) = tls::start_tls_venue(venue_config, &pki.server).await;
     let mut config = Config::default();
     config.database.url = conninfo;
     config.database.pool_size = 16;
     config.log.level = "warn".into();
     config.tradelog.spill_dir = dir.join("spill");
-    config.alpaca.accounts = vec![AlpacaAccountConfig {
-        name: "paper".into(),
-        base_url: format!("http://{venue_addr}"),
-        ..AlpacaAccountConfig::default()
-    }];
-    config
-        .alpaca_keys
-        .insert("paper".into(), Credentials::new("SIMKEY", "SIMSECRET"));
-    config.orders.strategies.insert(
-        "bench".into(),
-        StrategyConfig {
-            token: "bench-token".into(),
-            ..StrategyConfig::default()
+    config.tls.extra_ca_file = pki.ca_file.clone();
+    config.alpaca.accounts = vec![
+        AlpacaAccountConfig {
+            name: "paper".into(),
+            base_url: format!("http://{venue_addr}"),
+            ..AlpacaAccountConfig::default()
         },
-    );
+        AlpacaAccountConfig {
+            name: "paper-tls".into(),
+            base_url: tls_url,
+            ..AlpacaAccountConfig::default()
+        },
+    ];
+    for (account, strategy) in [("paper", PLAIN), ("paper-tls", TLS)] {
+        config
+            .alpaca_keys
+            .insert(account.into(), Credentials::new("SIMKEY", "SIMSECRET"));
+        config.orders.strategies.insert(
+            strategy.into(),
+            StrategyConfig {
+                token: format!("{strategy}-token"),
+                account: account.into(),
+                ..StrategyConfig::default()
+            },
+        );
+    }
     let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let addr = running.api_addr();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let legs = [(PLAIN, &venue), (TLS, &tls_venue)];
 
     // warm-up
-    let (_, warm) = drive(addr, connections, 50, 0, "warm").await;
-    receipts(&venue, &warm).await;
+    for (strategy, venue) in legs {
+        let (_, warm) = drive(addr, strategy, connections, 50, 0, "warm").await;
+        receipts(venue, &warm).await;
+    }
 
-    // sustained: as fast as the path allows
+    // sustained: as fast as the path allows, plain and TLS alternating twice
     let per_conn = orders.div_ceil(connections);
-    let started = Instant::now();
-    let (sent, acks) = drive(addr, connections, per_conn, 0, "max").await;
-    let seen = receipts(&venue, &acks).await;
-    let first = sent.values().min().copied().unwrap();
-    let last = acks
-        .values()
-        .filter_map(|(d, _)| seen.get(d))
-        .max()
-        .copied()
-        .unwrap();
-    let span = (last - first).to_std().unwrap_or(started.elapsed());
-    let total = acks.len();
-    let throughput = total as f64 / span.as_secs_f64();
+    let mut rates: HashMap<&str, Vec<f64>> = HashMap::new();
+    for round in 0..2 {
+        for (strategy, venue) in legs {
+            let tag = format!("max{round}");
+            let started = Instant::now();
+            let (sent, acks) = drive(addr, strategy, connections, per_conn, 0, &tag).await;
+            let seen = receipts(venue, &acks).await;
+            let first = sent.values().min().copied().unwrap();
+            let last = acks
+                .values()
+                .filter_map(|(d, _)| seen.get(d))
+                .max()
+                .copied()
+                .unwrap();
+            let span = (last - first).to_std().unwrap_or(started.elapsed());
+            let total = acks.len();
+            let rate = total as f64 / span.as_secs_f64();
+            println!(
+                "sustained ({strategy}, round {}): {total} orders over {connections} connections \
+                 in {:.3} s = {rate:.0} orders/s",
+                round + 1,
+                span.as_secs_f64()
+            );
+            rates.entry(strategy).or_default().push(rate);
+            settle(&client).await;
+        }
+    }
+    let mean_rate = |s: &str| rates[s].iter().sum::<f64>() / rates[s].len() as f64;
+    let (throughput, tls_throughput) = (mean_rate(PLAIN), mean_rate(TLS));
+    let requests = tls_venue.requests().len();
     println!(
-        "sustained: {total} orders over {connections} connections in {:.3} s = {throughput:.0} orders/s",
-        span.as_secs_f64()
+        "sustained: plain {throughput:.0} orders/s, TLS {tls_throughput:.0} orders/s, TLS / plain \
+         = {:.3} ({:+.1} %)",
+        tls_throughput / throughput,
+        (tls_throughput / throughput - 1.0) * 100.0
+    );
+    println!(
+        "TLS handshakes: {} for {requests} requests (connections reused), mean {:.0} us each \
+         (server side), {} refused",
+        tls_venue.handshakes().completed(),
+        tls_venue.handshakes().mean().as_secs_f64() * 1e6,
+        tls_venue.handshakes().failed()
     );
 
     // let the burst's background work (outcomes, stream events, trade log) finish first, so
@@ -310,44 +361,59 @@ async fn run(orders: usize, connections: usize) {
         "tradegate_outbox_commit_seconds",
         "tradegate_outbox_commit_decisions",
     ];
-    let before = totals(&outbox);
-    let (sent, acks) = drive(addr, connections, 3000 / connections, 1000, "paced").await;
-    let seen = receipts(&venue, &acks).await;
-    let micros = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_microseconds();
-    let mut latencies: Vec<f64> = acks
-        .iter()
-        .filter_map(|(rid, (d, _))| Some(micros(*sent.get(rid)?, *seen.get(d)?)? as f64))
-        .collect();
-    let after = totals(&outbox);
-    let mean = |i: usize| {
-        let (sum, count) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
-        if count > 0.0 { sum / count } else { f64::NAN }
-    };
-    latencies.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    let mut acked: Vec<f64> = acks
-        .iter()
-        .filter_map(|(rid, (_, at))| Some(micros(*sent.get(rid)?, *at)? as f64))
-        .collect();
-    acked.sort_by(f64::total_cmp);
-    println!(
-        "at 1000 orders/s, send -> ack (decision committed): p50 {:.0} us, p99 {:.0} us",
-        percentile(&acked, 0.5),
-        percentile(&acked, 0.99)
-    );
-    println!(
-        "at 1000 orders/s, the outbox (means): waiting for the commit before {:.0} us, the commit \
-         {:.0} us for {:.1} decisions",
-        mean(0) * 1e6,
-        mean(1) * 1e6,
-        mean(2)
-    );
-    println!(
-        "latency at 1000 orders/s, send -> venue receipt: p50 {p50:.0} us, p99 {p99:.0} us ({} orders); \
-         insert+commit floor p50 {floor_p50:.0} us; p50 / floor = {:.1}",
-        latencies.len(),
-        p50 / floor_p50
-    );
+    let mut paced = HashMap::new();
+    for (strategy, venue) in legs {
+        let before = totals(&outbox);
+        let (sent, acks) = drive(
+            addr,
+            strategy,
+            connections,
+            3000 / connections,
+            1000,
+            "paced",
+        )
+        .await;
+        let seen = receipts(venue, &acks).await;
+        let micros = |from: DateTime<Utc>, to: DateTime<Utc>| (to - from).num_microseconds();
+        let mut latencies: Vec<f64> = acks
+            .iter()
+            .filter_map(|(rid, (d, _))| Some(micros(*sent.get(rid)?, *seen.get(d)?)? as f64))
+            .collect();
+        let after = totals(&outbox);
+        let mean = |i: usize| {
+            let (sum, count) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+            if count > 0.0 { sum / count } else { f64::NAN }
+        };
+        latencies.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        let mut acked: Vec<f64> = acks
+            .iter()
+            .filter_map(|(rid, (_, at))| Some(micros(*sent.get(rid)?, *at)? as f64))
+            .collect();
+        acked.sort_by(f64::total_cmp);
+        println!(
+            "{strategy} at 1000 orders/s, send -> ack (decision committed): p50 {:.0} us, p99 {:.0} us",
+            percentile(&acked, 0.5),
+            percentile(&acked, 0.99)
+        );
+        println!(
+            "{strategy} at 1000 orders/s, the outbox (means): waiting for the commit before {:.0} \
+             us, the commit {:.0} us for {:.1} decisions",
+            mean(0) * 1e6,
+            mean(1) * 1e6,
+            mean(2)
+        );
+        println!(
+            "{strategy} latency at 1000 orders/s, send -> venue receipt: p50 {p50:.0} us, p99 \
+             {p99:.0} us ({} orders); insert+commit floor p50 {floor_p50:.0} us; p50 / floor = {:.1}",
+            latencies.len(),
+            p50 / floor_p50
+        );
+        paced.insert(strategy, (p50, p99));
+        settle(&client).await;
+    }
+    let (p50, p99) = paced[PLAIN];
+    let (tls_p50, tls_p99) = paced[TLS];
     if statements {
         for line in tradegate::telemetry::metrics_handle().render().lines() {
             if line.contains("outbox") || line.contains("quantile=\"0.99\"") {
@@ -374,5 +440,9 @@ async fn run(orders: usize, connections: usize) {
     running.stop().await.unwrap();
     println!(
         "order_path: {throughput:.0} orders/s, p50 {p50:.0} us, p99 {p99:.0} us, insert+commit floor p50 {floor_p50:.0} us"
+    );
+    println!(
+        "order_path over TLS: {tls_throughput:.0} orders/s ({:.3} of plain), p50 {tls_p50:.0} us, p99 {tls_p99:.0} us",
+        tls_throughput / throughput
     );
 }

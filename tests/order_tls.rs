@@ -257,3 +257,53 @@ fn a_ca_file_that_cannot_be_used_is_a_clear_error() {
         tradegate_actors::tls::ClientTls::with_sources(None, Some(&pki.ca_file)).unwrap();
     assert_eq!(with_extra.root_count(), platform + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_reuses_a_bounded_set_of_tls_connections() {
+    let _one = one_gateway().await;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let dir = scratch_dir("order-tls-burst");
+    let pki = TestPki::new(&dir, "burst-ca");
+    let (venue, base_url) = start_tls_venue(SimConfig::default(), &pki.server).await;
+    let mut config = gateway_config(
+        &db.conninfo,
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &dir.join("spill"),
+    );
+    config.tls.extra_ca_file = pki.ca_file.clone();
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    // every answer is held a while, so the whole burst is in flight at once
+    venue.set_faults(tradegate::sim::alpaca::Faults {
+        delay_ms: 300,
+        ..Default::default()
+    });
+    let n = 3 * tradegate_actors::alpaca_session::rest::MAX_IN_FLIGHT;
+    for i in 0..n {
+        alpha.send(market_buy(&format!("b{i}"))).await;
+    }
+    let executed = wait_until(Duration::from_secs(60), || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM trade_decisions WHERE status = 'executed'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0) == n as i64).then_some(())
+    })
+    .await;
+    assert!(executed.is_some(), "the burst was not executed");
+    let handshakes = venue.handshakes().completed();
+    assert!(
+        handshakes <= tradegate_actors::alpaca_session::rest::MAX_IN_FLIGHT as u64 + 1,
+        "{n} orders opened {handshakes} TLS connections (at most the pool's, plus the stream's)"
+    );
+    running.stop().await.unwrap();
+}

@@ -620,7 +620,8 @@ async fn demo_strategy(running: &Running, data_run: uuid::Uuid) -> Result<uuid::
         account: None,
         symbol: symbol.into(),
         side: Side::Buy,
-        qty: Decimal::from(qty),
+        qty: Some(Decimal::from(qty)),
+        notional: None,
         order_type: if limit.is_some() {
             OrderType::Limit
         } else {

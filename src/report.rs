@@ -278,7 +278,7 @@ fn symbol_text(r: &SymbolActivity) -> String {
                 time(&d.created_at),
                 d.decision_id.to_string(),
                 format!("{} {}", d.strategy, d.strategy_version),
-                format!("{} {}", d.side, d.quantity.normalize()),
+                format!("{} {}", d.side, qty_text(d.quantity)),
                 d.status.clone(),
                 opt(&d.execution_status),
                 d.filled_avg_price
@@ -347,7 +347,7 @@ fn lineage_text(l: &Lineage) -> String {
         d.decision_id,
         time(&d.created_at),
         d.side,
-        d.quantity.normalize(),
+        qty_text(d.quantity),
         d.symbol,
         d.order_type,
         d.strategy,
@@ -579,4 +579,9 @@ pub async fn purge_command(
         }
     }
     Ok(())
+}
+
+/// A decision's quantity, or `notional` for a dollar order (its amount is in the decision).
+fn qty_text(quantity: Option<rust_decimal::Decimal>) -> String {
+    quantity.map_or_else(|| "notional".into(), |q| q.normalize().to_string())
 }

@@ -140,6 +140,7 @@ struct Order {
     updated_at: DateTime<Utc>,
     filled_at: Option<DateTime<Utc>>,
     canceled_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
     replaced_at: Option<DateTime<Utc>>,
     replaced_by: Option<Uuid>,
     replaces: Option<Uuid>,
@@ -176,7 +177,7 @@ impl Order {
             "updated_at": ts(self.updated_at),
             "submitted_at": ts(self.created_at),
             "filled_at": opt_ts(self.filled_at),
-            "expired_at": null,
+            "expired_at": opt_ts(self.expired_at),
             "canceled_at": opt_ts(self.canceled_at),
             "failed_at": null,
             "replaced_at": opt_ts(self.replaced_at),
@@ -325,6 +326,38 @@ impl SimAlpaca {
         for id in ids {
             state.try_fill(id);
         }
+    }
+
+    /// Ends an open order at the venue's own initiative, as the market does: `expired` (its
+    /// time in force ran out) or `canceled` (e.g. by the broker's risk desk); the event goes
+    /// out on the stream. Whether the order was open.
+    pub fn end_order(&self, client_order_id: &str, expired: bool) -> bool {
+        let mut state = self.lock();
+        let Some(id) = state.by_client.get(client_order_id).copied() else {
+            return false;
+        };
+        let Some(order) = state.orders.get_mut(&id).filter(|o| o.is_open()) else {
+            return false;
+        };
+        let now = Utc::now();
+        order.updated_at = now;
+        if expired {
+            order.status = "expired".into();
+            order.expired_at = Some(now);
+        } else {
+            order.status = "canceled".into();
+            order.canceled_at = Some(now);
+        }
+        let snapshot = order.clone();
+        if snapshot.side == "buy" {
+            state.buying_power += (snapshot.qty - snapshot.filled_qty) * snapshot.reserved_price;
+        }
+        state.emit(
+            if expired { "expired" } else { "canceled" },
+            &snapshot,
+            None,
+        );
+        true
     }
 
     /// Cash left for buys.
@@ -761,6 +794,7 @@ fn parse_order(body: &Value, price: impl Fn(&str) -> Decimal) -> Result<Order, S
         updated_at: now,
         filled_at: None,
         canceled_at: None,
+        expired_at: None,
         replaced_at: None,
         replaced_by: None,
         replaces: None,

@@ -40,12 +40,16 @@ pub fn is_known_status(alpaca: &str) -> bool {
 pub fn order_body(d: &NewDecision) -> Value {
     let mut body = json!({
         "symbol": d.symbol,
-        "qty": d.quantity.normalize().to_string(),
         "side": d.side.as_str(),
         "type": d.order_type.as_str(),
         "time_in_force": d.time_in_force.as_str(),
         "client_order_id": d.decision_id.to_string(),
     });
+    match (d.quantity, d.notional) {
+        (_, Some(n)) => body["notional"] = Value::String(n.normalize().to_string()),
+        (Some(q), None) => body["qty"] = Value::String(q.normalize().to_string()),
+        (None, None) => {}
+    }
     if let Some(p) = d.limit_price {
         body["limit_price"] = Value::String(p.normalize().to_string());
     }

@@ -260,7 +260,7 @@ impl SessionCtx {
         self.log([TradeLogEvent::request_order_new(
             &self.ids(&cl, &d.symbol, None),
             Some(d.side),
-            Some(d.quantity),
+            d.quantity,
             d.limit_price.or(d.stop_price),
             encode_http_request("POST", ORDERS, &[], &[], Some(&text)),
         )]);
@@ -794,8 +794,8 @@ impl Recorded<'_> {
             side: Some(self.decision.side),
             last_px: s.filled_avg_price,
             last_qty: Some(s.filled_qty),
-            leaves_qty: Some(self.decision.quantity - s.filled_qty),
-            ord_qty: Some(self.decision.quantity),
+            leaves_qty: self.decision.quantity.map(|q| q - s.filled_qty),
+            ord_qty: self.decision.quantity,
             ord_px: self.decision.limit_price,
             ..ExecutionFields::default()
         });

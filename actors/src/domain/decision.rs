@@ -97,8 +97,11 @@ pub struct NewDecision {
     pub symbol: String,
     /// buy or sell
     pub side: Side,
-    /// How much
-    pub quantity: Decimal,
+    /// How many shares; `None` for a notional order
+    pub quantity: Option<Decimal>,
+    /// How many dollars (a notional order: market, day, fractional shares); `None` for a
+    /// quantity
+    pub notional: Option<Decimal>,
     /// market, limit, ...
     pub order_type: OrderType,
     /// Required by limit and stop-limit orders
@@ -191,8 +194,22 @@ impl NewDecision {
                 return invalid(format!("{what} must not be empty"));
             }
         }
-        if self.quantity <= Decimal::ZERO {
-            return invalid(format!("quantity must be positive, got {}", self.quantity));
+        match (self.quantity, self.notional) {
+            (Some(_), Some(_)) => return invalid("give qty or notional, not both".into()),
+            (None, None) => return invalid("qty or notional is required".into()),
+            (Some(q), None) if q <= Decimal::ZERO => {
+                return invalid(format!("quantity must be positive, got {q}"));
+            }
+            (None, Some(n)) if n <= Decimal::ZERO => {
+                return invalid(format!("notional must be positive, got {n}"));
+            }
+            (None, Some(_))
+                if self.order_type != OrderType::Market
+                    || self.time_in_force != crate::domain::TimeInForce::Day =>
+            {
+                return invalid("a notional order must be a market order for the day".into());
+            }
+            _ => {}
         }
         let needs_limit = matches!(self.order_type, OrderType::Limit | OrderType::StopLimit);
         let needs_stop = matches!(self.order_type, OrderType::Stop | OrderType::StopLimit);

@@ -50,8 +50,12 @@ pub struct OrderRequest {
     /// buy or sell
     #[serde(with = "side_str")]
     pub side: Side,
-    /// How much (a decimal string or number)
-    pub qty: Decimal,
+    /// How many shares (a decimal string or number)
+    #[serde(default)]
+    pub qty: Option<Decimal>,
+    /// How many dollars instead (a market order for the day; Alpaca buys fractional shares)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notional: Option<Decimal>,
     /// market, limit, stop, stop_limit, trailing_stop
     pub order_type: OrderType,
     /// Required by limit and stop-limit orders
@@ -91,6 +95,7 @@ impl OrderRequest {
             symbol: self.symbol.clone(),
             side: self.side,
             quantity: self.qty,
+            notional: self.notional,
             order_type: self.order_type,
             limit_price: self.limit_price,
             stop_price: self.stop_price,
@@ -99,6 +104,15 @@ impl OrderRequest {
             primary_signal: self.primary_signal.clone(),
             primary_ingestion_run_id: self.primary_ingestion_run_id,
             rationale: self.rationale.clone(),
+        }
+    }
+
+    /// How much, for people: the quantity, or the notional as `$<amount>`.
+    pub fn size(&self) -> String {
+        match (self.qty, self.notional) {
+            (_, Some(n)) => format!("${n}"),
+            (Some(q), None) => q.to_string(),
+            (None, None) => "nothing".into(),
         }
     }
 

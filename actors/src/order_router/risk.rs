@@ -83,10 +83,11 @@ pub fn kill_switch(
             "trading is halted (kill switch); nothing is sent",
         )),
         KillSwitch::ReduceOnly => {
-            let reduces = match order.side {
-                Side::Sell => position > Decimal::ZERO && order.qty <= position,
-                Side::Buy => position < Decimal::ZERO && order.qty <= -position,
-            };
+            // a notional order's shares are known only once filled: it cannot be shown to reduce
+            let reduces = order.qty.is_some_and(|qty| match order.side {
+                Side::Sell => position > Decimal::ZERO && qty <= position,
+                Side::Buy => position < Decimal::ZERO && qty <= -position,
+            });
             if reduces {
                 Ok(())
             } else {
@@ -96,7 +97,7 @@ pub fn kill_switch(
                         "the kill switch is reduce-only and a {} of {} {} does not reduce the \
                          position of {position}",
                         order.side.as_str(),
-                        order.qty,
+                        order.size(),
                         order.symbol
                     ),
                 ))
@@ -110,7 +111,8 @@ pub fn kill_switch(
 pub fn needs_reference(order: &OrderRequest, limits: &RiskLimits) -> bool {
     order.reference_price.is_none()
         && match order.order_price() {
-            None => limits.max_notional.is_some(),
+            // a notional order is its own value; a market order for shares needs a price
+            None => limits.max_notional.is_some() && order.notional.is_none(),
             Some(_) => limits.max_price_deviation.is_some(),
         }
 }
@@ -123,15 +125,23 @@ pub fn limits(
     limits: &RiskLimits,
     reference: Option<Decimal>,
 ) -> Result<(), OrderReject> {
-    if let Some(max) = limits.max_qty
-        && order.qty > max
+    if let (Some(max), Some(qty)) = (limits.max_qty, order.qty)
+        && qty > max
     {
         return Err(OrderReject::new(
             codes::MAX_QTY,
-            format!("qty {} is above the limit of {max}", order.qty),
+            format!("qty {qty} is above the limit of {max}"),
         ));
     }
-    if let Some(max) = limits.max_notional {
+    if let (Some(max), Some(notional)) = (limits.max_notional, order.notional)
+        && notional > max
+    {
+        return Err(OrderReject::new(
+            codes::MAX_NOTIONAL,
+            format!("notional {notional} is above the limit of {max}"),
+        ));
+    }
+    if let (Some(max), Some(qty)) = (limits.max_notional, order.qty) {
         let Some(price) = order.order_price().or(reference) else {
             return Err(OrderReject::new(
                 codes::NO_REFERENCE_PRICE,
@@ -143,7 +153,7 @@ pub fn limits(
                 ),
             ));
         };
-        let notional = order.qty * price;
+        let notional = qty * price;
         if notional > max {
             return Err(OrderReject::new(
                 codes::MAX_NOTIONAL,
@@ -195,7 +205,8 @@ struct OrderKey {
     account: String,
     symbol: String,
     side: Side,
-    qty: Decimal,
+    qty: Option<Decimal>,
+    notional: Option<Decimal>,
     order_type: OrderType,
     limit_price: Option<Decimal>,
     stop_price: Option<Decimal>,
@@ -249,6 +260,7 @@ impl RiskState {
             symbol: order.symbol.clone(),
             side: order.side,
             qty: order.qty,
+            notional: order.notional,
             order_type: order.order_type,
             limit_price: order.limit_price,
             stop_price: order.stop_price,
@@ -263,7 +275,7 @@ impl RiskState {
                         "the same order ({} {} {}) was sent {} ms ago, within the duplicate \
                          window of {} ms",
                         order.side.as_str(),
-                        order.qty,
+                        order.size(),
                         order.symbol,
                         now.duration_since(*seen).as_millis(),
                         dup_window.as_millis()

@@ -195,20 +195,21 @@ const INSERT_DECISIONS: &str = "\
             ORDER BY completed_at DESC LIMIT $21::bigint) r), \
     d AS ( \
         INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
-            symbol, side, quantity, order_type, limit_price, stop_price, time_in_force, \
-            primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
+            symbol, side, quantity, notional, order_type, limit_price, stop_price, \
+            time_in_force, primary_signal_type, primary_signal_id, primary_ingestion_run_id, \
             decision_rationale, signal_strength, created_at) \
         SELECT u.decision_id, u.strategy, u.version, u.account, u.symbol, u.side, \
-            u.quantity, u.order_type, u.limit_price, u.stop_price, u.tif, u.signal_type, \
+            u.quantity, u.notional, u.order_type, u.limit_price, u.stop_price, u.tif, \
+            u.signal_type, \
             u.signal_id, u.primary_run, \
             jsonb_set(u.rationale, '{data_lineage,ingestion_runs}', l.runs), \
             u.strength, c.clock \
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
             $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[], \
             $11::text[], $12::text[], $13::text[], $14::bigint[], $15::jsonb[], \
-            $16::numeric[]) AS u (decision_id, strategy, version, account, symbol, side, \
-            quantity, order_type, limit_price, stop_price, tif, signal_type, signal_id, \
-            primary_run, rationale, strength), c, l \
+            $16::numeric[], $22::numeric[]) AS u (decision_id, strategy, version, account, \
+            symbol, side, quantity, order_type, limit_price, stop_price, tif, signal_type, \
+            signal_id, primary_run, rationale, strength, notional), c, l \
         ON CONFLICT (decision_id) DO NOTHING \
         RETURNING id, decision_id, status, decision_rationale, primary_ingestion_run_id, \
             created_at), \
@@ -259,7 +260,8 @@ async fn insert_decisions(
     let dec = |f: &dyn Fn(&NewDecision) -> Option<Decimal>| -> Vec<Option<Decimal>> {
         rows.iter().map(|(i, _, _)| f(&decisions[*i])).collect()
     };
-    let quantity = dec(&|d| Some(d.quantity));
+    let quantity = dec(&|d| d.quantity);
+    let notional = dec(&|d| d.notional);
     let limit = dec(&|d| d.limit_price);
     let stop = dec(&|d| d.stop_price);
     let strength = dec(&|d| d.signal_strength);
@@ -291,6 +293,7 @@ async fn insert_decisions(
         T::JSONB_ARRAY,
         T::TEXT_ARRAY,
         T::INT8,
+        T::NUMERIC_ARRAY,
     ];
     let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
     let max_runs = i64::from(policy.max_runs);
@@ -324,6 +327,7 @@ async fn insert_decisions(
                 &request_body,
                 &request_source,
                 &max_runs,
+                &notional,
             ],
         )
         .await

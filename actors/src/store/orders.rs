@@ -768,7 +768,8 @@ pub async fn unresolved_decisions(
                     d.time_in_force, d.signal_strength, d.primary_signal_type, \
                     d.primary_signal_id, d.decision_rationale, \
                     COALESCE(e.created_at, d.created_at), e.id, \
-                    COALESCE(e.error_code || ': ' || e.error_message, e.error_message, '') \
+                    COALESCE(e.error_code || ': ' || e.error_message, e.error_message, ''), \
+                    d.notional \
              FROM trade_decisions d \
              LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
              WHERE d.account = $1 AND d.status = 'pending' \
@@ -799,6 +800,7 @@ pub async fn unresolved_decisions(
                         Side::Buy
                     },
                     quantity: row.get(7),
+                    notional: row.get(19),
                     order_type: parse_order_type(row.get(8)),
                     limit_price: row.get(9),
                     stop_price: row.get(10),
@@ -836,7 +838,7 @@ pub async fn decision_view(
                  'decision_id', d.decision_id, 'strategy', d.strategy_name, \
                  'strategy_version', d.strategy_version, 'account', d.account, \
                  'symbol', d.symbol, 'side', d.side, 'qty', d.quantity::text, \
-                 'order_type', d.order_type, 'limit_price', d.limit_price::text, \
+                 'notional', d.notional::text, 'order_type', d.order_type, 'limit_price', d.limit_price::text, \
                  'stop_price', d.stop_price::text, 'time_in_force', d.time_in_force, \
                  'signal_strength', d.signal_strength::text, 'status', d.status, \
                  'failure_reason', d.failure_reason, 'rationale', d.decision_rationale, \
@@ -930,8 +932,8 @@ pub async fn insert_rejects(
         .prepare(
             "INSERT INTO order_rejects (strategy_name, strategy_version, account, symbol, side, \
                  quantity, order_type, limit_price, stop_price, signal_strength, reason_code, \
-                 reason_message, request, rejected_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 reason_message, request, rejected_at, notional) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .await
         .map_err(StoreError::new("preparing an order reject"))?;
@@ -955,6 +957,7 @@ pub async fn insert_rejects(
                 &r.reject.message,
                 &request,
                 &r.rejected_at,
+                &o.notional,
             ],
         )
         .await

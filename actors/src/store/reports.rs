@@ -206,7 +206,7 @@ pub struct DecisionLine {
     /// buy or sell
     pub side: String,
     /// Quantity
-    pub quantity: Decimal,
+    pub quantity: Option<Decimal>,
     /// Order type
     pub order_type: String,
     /// Limit price

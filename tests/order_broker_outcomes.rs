@@ -1,0 +1,284 @@
+//! The order path end to end against the outcomes a broker really gives: a notional (dollar)
+//! order with fractional shares, a 429 from the rate limit, partial fills, an order the broker
+//! itself expires or cancels. Each is recorded as it happened and told to the strategy; none
+//! is retried.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tradegate::app::Running;
+use tradegate::config::Config;
+use tradegate::sim::alpaca::{SimAlpaca, SimConfig};
+use tradegate_actors::order_router::RiskLimits;
+use uuid::Uuid;
+
+use common::orders::{StrategyWs, decision_outcome, gateway_config, one_gateway, start_venue};
+use common::{TestDb, scratch_dir, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn gateway(
+    label: &str,
+    venue: SimConfig,
+    tune: impl FnOnce(&mut Config),
+) -> (
+    TestDb,
+    tokio_postgres::Client,
+    SimAlpaca,
+    Running,
+    StrategyWs,
+) {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let (venue, base_url) = start_venue(venue).await;
+    let mut config = gateway_config(
+        &db.conninfo,
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &scratch_dir(label).join("spill"),
+    );
+    tune(&mut config);
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    wait_until(WAIT, || async {
+        (venue.stream_listeners() == 1).then_some(())
+    })
+    .await
+    .expect("the stream did not connect");
+    let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    (db, client, venue, running, alpha)
+}
+
+fn order(id: &str, extra: Value) -> Value {
+    let mut o = json!({"type": "submit_order", "request_id": id, "strategy": "alpha",
+        "symbol": "AAPL", "side": "buy", "qty": "4", "order_type": "market",
+        "time_in_force": "day"});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            o.as_object_mut().unwrap().remove(k);
+        } else {
+            o[k] = v.clone();
+        }
+    }
+    o
+}
+
+async fn answer(ws: &mut StrategyWs, o: Value) -> Value {
+    let id = o["request_id"].as_str().unwrap().to_string();
+    ws.send(o).await;
+    ws.answer(&id).await
+}
+
+fn decision_of(ack: &Value) -> Uuid {
+    assert_eq!(ack["type"], "ack", "{ack}");
+    Uuid::parse_str(ack["decision_id"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notional_order_buys_fractional_shares_and_is_risk_checked_on_its_dollars() {
+    let _one = one_gateway().await;
+    let (_db, client, venue, running, mut alpha) =
+        gateway("outcomes-notional", SimConfig::default(), |c| {
+            c.orders.risk = RiskLimits {
+                max_notional: Some(Decimal::from(1000)),
+                max_qty: Some(Decimal::from(5)),
+                ..RiskLimits::default()
+            };
+        })
+        .await;
+    let a = answer(
+        &mut alpha,
+        order("big", json!({"qty": null, "notional": "1500"})),
+    )
+    .await;
+    assert_eq!(a["code"], "risk.max_notional", "{a}");
+    let a = answer(&mut alpha, order("both", json!({"notional": "10"}))).await;
+    assert_eq!(a["code"], "invalid", "qty and notional: {a}");
+    let a = answer(
+        &mut alpha,
+        order(
+            "limit",
+            json!({"qty": null, "notional": "10", "order_type": "limit", "limit_price": "99"}),
+        ),
+    )
+    .await;
+    assert_eq!(a["code"], "invalid", "a notional limit order: {a}");
+    let a = answer(&mut alpha, order("neither", json!({"qty": null}))).await;
+    assert_eq!(a["code"], "invalid", "{a}");
+    // no reference price is needed: the order is its own value (and max_qty does not apply)
+    let decision = decision_of(
+        &answer(
+            &mut alpha,
+            order("dollars", json!({"qty": null, "notional": "250.50"})),
+        )
+        .await,
+    );
+    let outcome = wait_until(WAIT, || async {
+        decision_outcome(&client, decision)
+            .await
+            .filter(|o| o.1 == "filled")
+    })
+    .await
+    .expect("the notional order was not filled");
+    assert_eq!(outcome.0, "executed");
+    assert_eq!(
+        outcome.2,
+        Decimal::new(2505, 3),
+        "250.50 buys 2.505 shares at 100"
+    );
+    let row = client
+        .query_one(
+            "SELECT quantity, notional FROM trade_decisions WHERE decision_id = $1",
+            &[&decision],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<Decimal>>(0), None);
+    assert_eq!(
+        row.get::<_, Option<Decimal>>(1),
+        Some(Decimal::new(25050, 2))
+    );
+    let sent = venue
+        .order_by_client_id(&decision.to_string())
+        .expect("the venue has it");
+    assert_eq!(sent["notional"], "250.5");
+    assert!(sent["qty"].is_null(), "sent as dollars, not shares: {sent}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_fails_the_decision_with_the_brokers_answer_and_is_not_retried() {
+    let _one = one_gateway().await;
+    let config = SimConfig {
+        rate_limit_per_min: 2,
+        ..SimConfig::default()
+    };
+    let (_db, client, venue, running, mut alpha) = gateway("outcomes-429", config, |_| {}).await;
+    let mut decisions = Vec::new();
+    for i in 0..3 {
+        decisions.push(decision_of(
+            &answer(&mut alpha, order(&format!("r{i}"), json!({"qty": "1"}))).await,
+        ));
+        // one after the other, so which one meets the limit is known
+        wait_until(WAIT, || async {
+            decision_outcome(&client, decisions[i]).await
+        })
+        .await
+        .expect("no outcome");
+    }
+    let limited = decision_outcome(&client, decisions[2]).await.unwrap();
+    assert_eq!(
+        (limited.0.as_str(), limited.1.as_str()),
+        ("failed", "rejected")
+    );
+    assert!(limited.4.unwrap_or_default().starts_with("429"));
+    let row = client
+        .query_one(
+            "SELECT e.http_status_code, e.error_code FROM trade_executions e \
+             JOIN trade_decisions d ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
+            &[&decisions[2]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(429));
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("42910000"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        venue.submissions_of(&decisions[2].to_string()),
+        1,
+        "never retried"
+    );
+    assert!(
+        !venue
+            .requests()
+            .iter()
+            .any(|r| r.path == "/v2/orders:by_client_order_id"),
+        "a 429 is a definite refusal: nothing to look up"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_fills_then_the_brokers_own_expiry_and_cancel_are_recorded() {
+    let _one = one_gateway().await;
+    let config = SimConfig {
+        partial_fills: true,
+        ..SimConfig::default()
+    };
+    let (_db, client, venue, running, mut alpha) =
+        gateway("outcomes-partial", config, |_| {}).await;
+    // a marketable order fills in two parts
+    let filled = decision_of(&answer(&mut alpha, order("two-parts", json!({}))).await);
+    let outcome = wait_until(WAIT, || async {
+        decision_outcome(&client, filled)
+            .await
+            .filter(|o| o.1 == "filled")
+    })
+    .await
+    .expect("not filled");
+    assert_eq!(outcome.2, Decimal::from(4));
+    let events: Vec<String> = client
+        .query(
+            "SELECT v.event FROM broker_order_events v JOIN trade_decisions d \
+             ON d.id = v.trade_decision_id WHERE d.decision_id = $1 ORDER BY v.id",
+            &[&filled],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, ["new", "partial_fill", "fill"]);
+    let partial = alpha
+        .wait_for(WAIT, |v| v["type"] == "fill" && v["partial"] == true)
+        .await
+        .expect("the strategy heard of the partial fill");
+    assert_eq!(partial["qty"], "2");
+
+    // resting orders the broker ends on its own: the execution ends, the decision stays
+    // executed (only the strategy's own cancel cancels a decision)
+    for (id, expired, status) in [("rests-1", true, "expired"), ("rests-2", false, "canceled")] {
+        let decision = decision_of(
+            &answer(
+                &mut alpha,
+                order(id, json!({"order_type": "limit", "limit_price": "50"})),
+            )
+            .await,
+        );
+        wait_until(WAIT, || async {
+            decision_outcome(&client, decision)
+                .await
+                .filter(|o| o.0 == "executed")
+        })
+        .await
+        .expect("the resting order was not accepted");
+        assert!(venue.end_order(&decision.to_string(), expired));
+        let ended = wait_until(WAIT, || async {
+            decision_outcome(&client, decision)
+                .await
+                .filter(|o| o.1 == "cancelled")
+        })
+        .await
+        .unwrap_or_else(|| panic!("the broker's {status} was not recorded"));
+        assert_eq!(ended.0, "executed");
+        let told = alpha
+            .wait_for(WAIT, |v| {
+                v["type"] == "order_update"
+                    && v["decision_id"] == decision.to_string()
+                    && v["event"] == status
+            })
+            .await;
+        assert!(
+            told.is_some(),
+            "the strategy was told the order was {status}"
+        );
+    }
+    running.stop().await.unwrap();
+}

@@ -112,11 +112,14 @@ async fn a_notional_order_buys_fractional_shares_and_is_risk_checked_on_its_doll
     assert_eq!(a["code"], "invalid", "a notional limit order: {a}");
     let a = answer(&mut alpha, order("neither", json!({"qty": null}))).await;
     assert_eq!(a["code"], "invalid", "{a}");
-    // no reference price is needed: the order is its own value (and max_qty does not apply)
+    // the order is its own value; its shares (2.5 at the reference price) are within max_qty
     let decision = decision_of(
         &answer(
             &mut alpha,
-            order("dollars", json!({"qty": null, "notional": "250.50"})),
+            order(
+                "dollars",
+                json!({"qty": null, "notional": "250.50", "reference_price": "100"}),
+            ),
         )
         .await,
     );

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tradegate::app::Running;
 use tradegate::sim::alpaca::SimConfig;
 use tradegate_actors::order_router::RiskLimits;
+use uuid::Uuid;
 
 use common::orders::{StrategyWs, gateway_config, one_gateway, start_venue, venue_posts};
 use common::{TestDb, scratch_dir, wait_until};
@@ -111,12 +112,76 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
     .await;
     assert_eq!(a["type"], "ack", "{a}");
 
+    // a replace is checked as the order it would leave at the broker
+    let near = Uuid::parse_str(
+        answer(&mut alpha, order("rest", 1, "limit", Some("95"), None)).await["decision_id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM trade_executions e JOIN trade_decisions d \
+                 ON d.id = e.trade_decision_id WHERE d.decision_id = $1 \
+                   AND e.broker_order_id IS NOT NULL",
+                &[&near],
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the resting order was not accepted");
+    let replace = |id: &str, change: Value| {
+        let mut r = json!({"type": "replace_order", "request_id": id, "decision_id": near});
+        for (k, v) in change.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    let a = answer(&mut alpha, replace("r-fat", json!({"limit_price": "1000"}))).await;
+    assert_eq!(a["code"], "risk.price_collar", "{a}");
+    let a = answer(&mut alpha, replace("r-big", json!({"qty": "20"}))).await;
+    assert_eq!(a["code"], "risk.max_notional", "20 x 95: {a}");
+    let a = answer(&mut alpha, replace("r-ok", json!({"limit_price": "96"}))).await;
+    assert_eq!(a["type"], "ack", "{a}");
+    let halted = tradegate_actors::tls::local_http()
+        .post(format!("http://{}/api/v1/kill-switch", running.api_addr()))
+        .body(r#"{"state":"halted"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(halted.status(), 200);
+    let mut refused = None;
+    for i in 0..50 {
+        let a = answer(
+            &mut alpha,
+            replace(&format!("r-halted-{i}"), json!({"limit_price": "97"})),
+        )
+        .await;
+        if a["code"] == "risk.halted" {
+            refused = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.is_some(), "a halted gateway amended an order");
+    let patches = venue
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert!(
+        patches >= 1,
+        "the amendment within the limits reached the venue"
+    );
+
     // the refusals are on record with their codes, and none reached the venue
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         venue_posts(&venue),
-        4,
-        "only the four accepted orders were sent"
+        5,
+        "only the five accepted orders were sent"
     );
     let codes: Vec<String> = client
         .query("SELECT reason_code FROM order_rejects ORDER BY id", &[])

@@ -716,12 +716,26 @@ fn parse_order(body: &Value, price: impl Fn(&str) -> Decimal) -> Result<Order, S
     let qty = match (qty, notional) {
         (Some(_), Some(_)) => return Err("only one of qty or notional may be given".into()),
         (None, None) => return Err("qty or notional is required".into()),
-        (Some(q), None) => q,
+        (Some(q), None) => {
+            if !q.fract().is_zero() && (order_type != "market" || time_in_force != "day") {
+                return Err(
+                    "fractional orders must be market orders with time_in_force day".into(),
+                );
+            }
+            q
+        }
         (None, Some(n)) => {
             if order_type != "market" || time_in_force != "day" {
                 return Err("notional orders must be market orders with time_in_force day".into());
             }
-            (n / price(&symbol)).round_dp_with_strategy(9, rust_decimal::RoundingStrategy::ToZero)
+            let shares = n
+                .checked_div(price(&symbol))
+                .map(|q| q.round_dp_with_strategy(9, rust_decimal::RoundingStrategy::ToZero))
+                .unwrap_or_default();
+            if shares <= Decimal::ZERO {
+                return Err("notional is too small to buy any share".into());
+            }
+            shares
         }
     };
     let limit_price = positive(body, "limit_price")?;
@@ -1165,9 +1179,12 @@ async fn replace_order(
         if let Some(k) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(format!("{k} cannot be replaced"));
         }
+        if new.notional.is_some() {
+            return Err("a notional order cannot be replaced".into());
+        }
         if let Some(q) = positive(&changes, "qty")? {
-            if new.notional.is_some() {
-                return Err("a notional order's qty cannot be replaced".into());
+            if !q.fract().is_zero() {
+                return Err("only whole shares can be replaced".into());
             }
             new.qty = q;
         }
@@ -1410,6 +1427,13 @@ async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, &e.to_string()),
     };
+    if let Some((symbol, _)) = control.prices.iter().find(|(_, p)| **p <= Decimal::ZERO) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42210000,
+            &format!("the price of {symbol} must be positive"),
+        );
+    }
     if let Some(faults) = control.faults {
         sim.set_faults(faults);
     }

@@ -257,6 +257,8 @@ impl SessionCtx {
         let cl = d.decision_id.to_string();
         let body = mapping::order_body(d);
         let text = body.to_string();
+        // the request is logged and timed when it really leaves, after its slot
+        let _slot = self.rest.submission_slot().await;
         self.log([TradeLogEvent::request_order_new(
             &self.ids(&cl, &d.symbol, None),
             Some(d.side),

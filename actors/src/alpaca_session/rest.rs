@@ -83,9 +83,10 @@ impl CallError {
     }
 }
 
-/// Requests one account has in flight at most: as many as its pool keeps connections, so
-/// that under a burst every connection is reused instead of a new one (and, over TLS, a new
-/// handshake) opened per request beyond what the pool keeps.
+/// Order submissions one account has in flight at most: as many as its pool keeps
+/// connections, so that under a burst every connection is reused instead of a new one (and,
+/// over TLS, a new handshake) opened per request beyond what the pool keeps. Cancels, replaces
+/// and look-ups never wait behind them.
 pub const MAX_IN_FLIGHT: usize = 64;
 
 /// The REST client of one account.
@@ -130,12 +131,6 @@ impl AlpacaRest {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<Exchange, CallError> {
-        // waiting here sends nothing yet: the timeout starts with the request itself
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| CallError::NotSent("the client is shutting down".into()))?;
         let started = Instant::now();
         let mut request = self
             .http
@@ -174,6 +169,15 @@ impl AlpacaRest {
             rate_limit: Value::Object(rate_limit),
             duration: started.elapsed(),
         })
+    }
+
+    /// A slot for one order submission (see [`MAX_IN_FLIGHT`]); held until its answer.
+    /// Waiting for it sends nothing.
+    pub async fn submission_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        std::sync::Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .ok()
     }
 
     fn error(&self, e: reqwest::Error) -> CallError {

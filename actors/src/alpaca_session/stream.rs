@@ -380,8 +380,19 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             return;
         }
         Err(e) => {
-            // the trail keeps it even so (the trade log spills when the database is away)
-            log_events(ctx, events);
+            // the trail keeps it even so (the trade log spills when the database is away),
+            // marked as not applied to the order's records
+            log_events(
+                ctx,
+                events
+                    .into_iter()
+                    .map(|mut event| {
+                        event.error_code = Some("not_recorded".into());
+                        event.error_message = Some(format!("not applied to the order: {e}"));
+                        event
+                    })
+                    .collect(),
+            );
             tracing::error!(account = %ctx.account, key, error = %e,
                 "a trade update could not be recorded; the next reconnect's recovery lists the order again");
             return;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::config::OrdersConfig;
+use super::config::RiskLimits;
 use super::hub::StrategyHub;
 use super::risk::{self, RiskState, codes};
 use crate::alpaca_session::{self, AlpacaSessionMessage};
@@ -248,8 +249,11 @@ impl Actor for OrderRouter {
                 reply,
             } => {
                 let pool = state.args.pool.clone();
+                // an amendment is checked as a new order would be: the kill switch, the limits
+                let (kill, limits) = (state.kill, state.args.config.limits_for(&strategy));
                 tokio::spawn(async move {
-                    let result = replace(&pool, &strategy, decision_id, changes).await;
+                    let result =
+                        replace(&pool, &strategy, decision_id, changes, kill, &limits).await;
                     let _ = reply.send(result);
                 });
             }
@@ -762,6 +766,69 @@ fn session_of(
     })
 }
 
+/// The order a replace would leave at the broker, checked like a new order: its shape, the
+/// kill switch (halted refuses every amendment; reduce-only one that does not reduce), the
+/// quantity and notional limits and the price collar.
+async fn check_amendment(
+    pool: &deadpool_postgres::Pool,
+    order: &store::orders::OrderRow,
+    changes: &ReplaceRequest,
+    kill: KillSwitch,
+    limits: &RiskLimits,
+) -> Result<(), OrderReject> {
+    let audit = |e: &dyn std::fmt::Display| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string());
+    let client = pool.get().await.map_err(|e| audit(&e))?;
+    let decided = store::orders::decision_terms(&**client, order.decision_id)
+        .await
+        .map_err(|e| audit(&e))?
+        .ok_or_else(|| OrderReject::new("unknown_decision", "the decision is gone"))?;
+    if decided.notional.is_some() {
+        return Err(OrderReject::new(
+            codes::INVALID,
+            "a notional order cannot be replaced (Alpaca modifies none of its fields)",
+        ));
+    }
+    let amended = OrderRequest {
+        strategy: decided.strategy_name.clone(),
+        strategy_version: decided.strategy_version.clone(),
+        account: Some(decided.account.clone()),
+        symbol: decided.symbol.clone(),
+        side: decided.side,
+        qty: changes.qty.or(decided.quantity),
+        notional: None,
+        order_type: decided.order_type,
+        limit_price: changes.limit_price.or(decided.limit_price),
+        stop_price: changes.stop_price.or(decided.stop_price),
+        time_in_force: changes.time_in_force.unwrap_or(decided.time_in_force),
+        signal_strength: None,
+        primary_signal: None,
+        primary_ingestion_run_id: None,
+        rationale: None,
+        reference_price: None,
+    };
+    risk::validate(&amended)?;
+    amended
+        .to_decision(&decided.account)
+        .validate()
+        .map_err(|r| OrderReject::new(r.code, r.message))?;
+    let position = if kill == KillSwitch::ReduceOnly {
+        store::orders::position(&**client, &decided.account, &decided.symbol)
+            .await
+            .map_err(|e| audit(&e))?
+    } else {
+        Decimal::ZERO
+    };
+    risk::kill_switch(kill, &amended, position)?;
+    let reference = if risk::needs_reference(&amended, limits) {
+        store::orders::last_fill_price(&**client, &decided.symbol)
+            .await
+            .map_err(|e| audit(&e))?
+    } else {
+        None
+    };
+    risk::limits(&amended, limits, reference)
+}
+
 async fn cancel(
     pool: &deadpool_postgres::Pool,
     strategy: &str,
@@ -781,8 +848,11 @@ async fn replace(
     strategy: &str,
     decision_id: Uuid,
     changes: ReplaceRequest,
+    kill: KillSwitch,
+    limits: &RiskLimits,
 ) -> Result<String, OrderReject> {
     let order = owned_order(pool, strategy, decision_id).await?;
+    check_amendment(pool, &order, &changes, kill, limits).await?;
     let session = session_of(&order)?;
     ractor::call!(session, |reply| AlpacaSessionMessage::Replace {
         order,

@@ -59,10 +59,22 @@ pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
         // a zero reference would value any market order at nothing
         return invalid("reference_price must be positive".into());
     }
+    if order.order_type == OrderType::TrailingStop {
+        // its trail_price / trail_percent are not part of the order message (yet): it could
+        // only ever be refused by the broker
+        return invalid("trailing_stop orders are not supported: send stop or stop_limit".into());
+    }
     let takes_limit = matches!(order.order_type, OrderType::Limit | OrderType::StopLimit);
     if !takes_limit && order.limit_price.is_some() {
         return invalid(format!(
             "a {} order takes no limit_price",
+            order.order_type.as_str()
+        ));
+    }
+    let takes_stop = matches!(order.order_type, OrderType::Stop | OrderType::StopLimit);
+    if !takes_stop && order.stop_price.is_some() {
+        return invalid(format!(
+            "a {} order takes no stop_price",
             order.order_type.as_str()
         ));
     }
@@ -111,8 +123,10 @@ pub fn kill_switch(
 pub fn needs_reference(order: &OrderRequest, limits: &RiskLimits) -> bool {
     order.reference_price.is_none()
         && match order.order_price() {
-            // a notional order is its own value; a market order for shares needs a price
-            None => limits.max_notional.is_some() && order.notional.is_none(),
+            // a notional order is its own value, but its shares (for max_qty) need a price; a
+            // market order for shares needs one for its value
+            None if order.notional.is_some() => limits.max_qty.is_some(),
+            None => limits.max_notional.is_some(),
             Some(_) => limits.max_price_deviation.is_some(),
         }
 }
@@ -141,6 +155,28 @@ pub fn limits(
             format!("notional {notional} is above the limit of {max}"),
         ));
     }
+    if let (Some(max), Some(notional)) = (limits.max_qty, order.notional) {
+        // the shares a dollar order buys, at the reference price
+        let Some(shares) = reference.and_then(|r| notional.checked_div(r)) else {
+            return Err(OrderReject::new(
+                codes::NO_REFERENCE_PRICE,
+                format!(
+                    "a notional order of {} cannot be held to max_qty {max} without a \
+                     reference_price (no fill price is recorded for it yet)",
+                    order.symbol
+                ),
+            ));
+        };
+        if shares > max {
+            return Err(OrderReject::new(
+                codes::MAX_QTY,
+                format!(
+                    "notional {notional} buys about {} shares, above the limit of {max}",
+                    shares.round_dp(4)
+                ),
+            ));
+        }
+    }
     if let (Some(max), Some(qty)) = (limits.max_notional, order.qty) {
         let Some(price) = order.order_price().or(reference) else {
             return Err(OrderReject::new(
@@ -153,7 +189,8 @@ pub fn limits(
                 ),
             ));
         };
-        let notional = qty * price;
+        // an overflow is a value beyond any limit, refused as such (never a panic)
+        let notional = qty.checked_mul(price).unwrap_or(Decimal::MAX);
         if notional > max {
             return Err(OrderReject::new(
                 codes::MAX_NOTIONAL,
@@ -165,15 +202,24 @@ pub fn limits(
         (limits.max_price_deviation, order.order_price(), reference)
         && reference > Decimal::ZERO
     {
-        let deviation = ((price - reference) / reference).abs();
+        let deviation = price
+            .checked_sub(reference)
+            .and_then(|d| d.checked_div(reference))
+            .map_or(Decimal::MAX, |d| d.abs());
         if deviation > band {
+            let percent = |d: Decimal| {
+                d.checked_mul(Decimal::ONE_HUNDRED).map_or_else(
+                    || "an enormous".to_string(),
+                    |p| p.round_dp(2).normalize().to_string(),
+                )
+            };
             return Err(OrderReject::new(
                 codes::PRICE_COLLAR,
                 format!(
                     "price {price} is {}% from the reference price {reference}, beyond the \
                      collar of {}%",
-                    (deviation * Decimal::ONE_HUNDRED).round_dp(2),
-                    (band * Decimal::ONE_HUNDRED).normalize()
+                    percent(deviation),
+                    percent(band)
                 ),
             ));
         }
@@ -383,5 +429,60 @@ mod tests {
         assert_eq!(code(limits(&fat, &l, None)), "ok");
         // market orders have no price to collar
         assert!(!needs_reference(&order("market", 1, None, None), &l));
+    }
+
+    #[test]
+    fn extreme_values_are_refused_never_a_panic() {
+        let l = RiskLimits {
+            max_notional: Some(Decimal::from(1000)),
+            max_price_deviation: Some(Decimal::new(10, 2)),
+            ..RiskLimits::default()
+        };
+        let mut huge = order("limit", 1, Some(10), None);
+        huge.qty = Some(Decimal::MAX);
+        assert_eq!(code(limits(&huge, &l, None)), codes::MAX_NOTIONAL);
+        let tiny = Some(Decimal::new(1, 28));
+        assert_eq!(
+            code(limits(&order("limit", 1, Some(10), None), &l, tiny)),
+            codes::PRICE_COLLAR
+        );
+        let mut max_price = order("limit", 1, Some(10), None);
+        max_price.limit_price = Some(Decimal::MAX);
+        assert_eq!(
+            code(limits(&max_price, &l, Some(Decimal::from(100)))),
+            codes::MAX_NOTIONAL
+        );
+    }
+
+    #[test]
+    fn prices_only_where_the_order_type_takes_them_and_no_trailing_stops() {
+        let mut market = order("market", 1, None, None);
+        market.stop_price = Some(Decimal::ONE);
+        assert_eq!(code(validate(&market)), codes::INVALID);
+        assert_eq!(
+            code(validate(&order("trailing_stop", 1, None, None))),
+            codes::INVALID
+        );
+        let mut stop = order("stop", 1, None, None);
+        stop.stop_price = Some(Decimal::ONE);
+        assert_eq!(code(validate(&stop)), "ok");
+    }
+
+    #[test]
+    fn a_notional_order_is_held_to_max_qty_at_the_reference_price() {
+        let l = RiskLimits {
+            max_qty: Some(Decimal::from(10)),
+            ..RiskLimits::default()
+        };
+        let mut dollars = order("market", 1, None, None);
+        dollars.qty = None;
+        dollars.notional = Some(Decimal::from(2000));
+        assert!(needs_reference(&dollars, &l));
+        assert_eq!(code(limits(&dollars, &l, None)), codes::NO_REFERENCE_PRICE);
+        assert_eq!(
+            code(limits(&dollars, &l, Some(Decimal::from(100)))),
+            codes::MAX_QTY
+        );
+        assert_eq!(code(limits(&dollars, &l, Some(Decimal::from(250)))), "ok");
     }
 }

@@ -763,10 +763,8 @@ pub async fn unresolved_decisions(
 ) -> Result<Vec<PendingDecision>, StoreError> {
     let rows = client
         .query(
-            "SELECT d.id, d.decision_id, d.strategy_name, d.strategy_version, d.account, d.symbol, \
-                    d.side, d.quantity, d.order_type, d.limit_price, d.stop_price, \
-                    d.time_in_force, d.signal_strength, d.primary_signal_type, \
-                    d.primary_signal_id, d.decision_rationale, \
+            &format!(
+                "SELECT {DECISION_COLUMNS}, \
                     COALESCE(e.created_at, d.created_at), e.id, \
                     COALESCE(e.error_code || ': ' || e.error_message, e.error_message, ''), \
                     d.notional \
@@ -774,7 +772,8 @@ pub async fn unresolved_decisions(
              LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
              WHERE d.account = $1 AND d.status = 'pending' \
                AND (e.id IS NULL OR (e.status = 'submitted' AND e.broker_order_id IS NULL)) \
-             ORDER BY d.created_at",
+             ORDER BY d.created_at"
+            ),
             &[&account],
         )
         .await
@@ -782,40 +781,70 @@ pub async fn unresolved_decisions(
     Ok(rows
         .iter()
         .map(|row| {
-            let signal_type: Option<String> = row.get(13);
-            let signal_id: Option<String> = row.get(14);
             let execution_pk: Option<i64> = row.get(17);
             PendingDecision {
                 decision_pk: row.get(0),
                 unknown_execution: execution_pk.map(|pk| (pk, row.get(18))),
-                decision: NewDecision {
-                    decision_id: row.get(1),
-                    strategy_name: row.get(2),
-                    strategy_version: row.get(3),
-                    account: row.get(4),
-                    symbol: row.get(5),
-                    side: if row.get::<_, &str>(6) == "sell" {
-                        Side::Sell
-                    } else {
-                        Side::Buy
-                    },
-                    quantity: row.get(7),
-                    notional: row.get(19),
-                    order_type: parse_order_type(row.get(8)),
-                    limit_price: row.get(9),
-                    stop_price: row.get(10),
-                    time_in_force: parse_tif(row.get(11)),
-                    signal_strength: row.get(12),
-                    primary_signal: signal_type
-                        .zip(signal_id)
-                        .map(|(signal_type, id)| PrimarySignal { signal_type, id }),
-                    primary_ingestion_run_id: None,
-                    rationale: Some(row.get(15)),
-                },
+                decision: decision_of_row(row, 19),
                 created_at: row.get(16),
             }
         })
         .collect())
+}
+
+/// The decision of a row whose first 16 columns are [`DECISION_COLUMNS`] and whose column
+/// `notional_at` is its notional.
+fn decision_of_row(row: &Row, notional_at: usize) -> NewDecision {
+    let signal_type: Option<String> = row.get(13);
+    let signal_id: Option<String> = row.get(14);
+    NewDecision {
+        decision_id: row.get(1),
+        strategy_name: row.get(2),
+        strategy_version: row.get(3),
+        account: row.get(4),
+        symbol: row.get(5),
+        side: if row.get::<_, &str>(6) == "sell" {
+            Side::Sell
+        } else {
+            Side::Buy
+        },
+        quantity: row.get(7),
+        notional: row.get(notional_at),
+        order_type: parse_order_type(row.get(8)),
+        limit_price: row.get(9),
+        stop_price: row.get(10),
+        time_in_force: parse_tif(row.get(11)),
+        signal_strength: row.get(12),
+        primary_signal: signal_type
+            .zip(signal_id)
+            .map(|(signal_type, id)| PrimarySignal { signal_type, id }),
+        primary_ingestion_run_id: None,
+        rationale: Some(row.get(15)),
+    }
+}
+
+/// The columns [`decision_of_row`] reads, over `trade_decisions d`.
+const DECISION_COLUMNS: &str = "d.id, d.decision_id, d.strategy_name, d.strategy_version, \
+     d.account, d.symbol, d.side, d.quantity, d.order_type, d.limit_price, d.stop_price, \
+     d.time_in_force, d.signal_strength, d.primary_signal_type, d.primary_signal_id, \
+     d.decision_rationale";
+
+/// Decision `decision_id` as it was decided (a replace is checked against its terms).
+pub async fn decision_terms(
+    client: &impl GenericClient,
+    decision_id: Uuid,
+) -> Result<Option<NewDecision>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {DECISION_COLUMNS}, d.notional FROM trade_decisions d \
+                 WHERE d.decision_id = $1"
+            ),
+            &[&decision_id],
+        )
+        .await
+        .map_err(StoreError::new("reading a decision's terms"))?;
+    Ok(row.map(|r| decision_of_row(&r, 16)))
 }
 
 // the CHECK constraints admit only these spellings

@@ -5,18 +5,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tradegate::app::Running;
 use tradegate::sim::alpaca::SimConfig;
 use tradegate_actors::order_router::RiskLimits;
 use uuid::Uuid;
 
-use common::orders::{StrategyWs, gateway_config, one_gateway, start_venue, venue_posts};
-use common::{TestDb, scratch_dir, wait_until};
+use common::orders::{StrategyWs, gateway_at, start_venue, venue_posts};
+use common::wait_until;
 
 fn order(
     id: &str,
@@ -45,37 +43,26 @@ async fn answer(ws: &mut StrategyWs, o: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn market_orders_are_notional_checked_and_limit_prices_collared() {
-    let _one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
-    let (venue, base_url) = start_venue(SimConfig::default()).await;
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &scratch_dir("order-risk").join("spill"),
-    );
-    config.orders.risk = RiskLimits {
-        max_notional: Some(Decimal::from(1000)),
-        max_price_deviation: Some(Decimal::new(10, 2)),
-        ..RiskLimits::default()
-    };
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
+    let mut g = gateway_at("order-risk", start_venue(SimConfig::default()).await, |c| {
+        c.orders.risk = RiskLimits {
+            max_notional: Some(Decimal::from(1000)),
+            max_price_deviation: Some(Decimal::new(10, 2)),
+            ..RiskLimits::default()
+        };
+    })
+    .await;
+    let api = g.running.api_addr();
+    let (client, venue, alpha) = (&g.client, &g.venue, &mut g.alpha);
 
     // nothing recorded for AAPL yet and no reference: it cannot be valued
-    let a = answer(&mut alpha, order("m0", 5, "market", None, None)).await;
+    let a = answer(alpha, order("m0", 5, "market", None, None)).await;
     assert_eq!(a["code"], "risk.no_reference_price", "{a}");
     // the strategy's reference values it: 20 x 100 > 1000
-    let a = answer(&mut alpha, order("m1", 20, "market", None, Some("100"))).await;
+    let a = answer(alpha, order("m1", 20, "market", None, Some("100"))).await;
     assert_eq!(a["code"], "risk.max_notional", "{a}");
-    let a = answer(&mut alpha, order("m2", 5, "market", None, Some("100"))).await;
+    let a = answer(alpha, order("m2", 5, "market", None, Some("100"))).await;
     assert_eq!(a["type"], "ack", "{a}");
-    let a = answer(&mut alpha, order("m-bad", 5, "market", None, Some("0"))).await;
+    let a = answer(alpha, order("m-bad", 5, "market", None, Some("0"))).await;
     assert_eq!(a["code"], "invalid", "a zero reference is refused: {a}");
     // the venue fills m2 at 100: from now on that is AAPL's recorded price
     wait_until(Duration::from_secs(20), || async {
@@ -89,32 +76,28 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
     })
     .await
     .expect("the market order was not filled");
-    let a = answer(&mut alpha, order("m3", 11, "market", None, None)).await;
+    let a = answer(alpha, order("m3", 11, "market", None, None)).await;
     assert_eq!(
         a["code"], "risk.max_notional",
         "valued at the last fill: {a}"
     );
-    let a = answer(&mut alpha, order("m4", 9, "market", None, None)).await;
+    let a = answer(alpha, order("m4", 9, "market", None, None)).await;
     assert_eq!(a["type"], "ack", "{a}");
 
     // the collar: 10 % around the reference (the last fill, 100)
-    let a = answer(&mut alpha, order("fat", 1, "limit", Some("1000"), None)).await;
+    let a = answer(alpha, order("fat", 1, "limit", Some("1000"), None)).await;
     assert_eq!(a["code"], "risk.price_collar", "{a}");
-    let a = answer(&mut alpha, order("low", 1, "limit", Some("89"), None)).await;
+    let a = answer(alpha, order("low", 1, "limit", Some("89"), None)).await;
     assert_eq!(a["code"], "risk.price_collar", "{a}");
-    let a = answer(&mut alpha, order("near", 1, "limit", Some("95"), None)).await;
+    let a = answer(alpha, order("near", 1, "limit", Some("95"), None)).await;
     assert_eq!(a["type"], "ack", "{a}");
     // the strategy's own reference moves the collar
-    let a = answer(
-        &mut alpha,
-        order("moved", 1, "limit", Some("150"), Some("148")),
-    )
-    .await;
+    let a = answer(alpha, order("moved", 1, "limit", Some("150"), Some("148"))).await;
     assert_eq!(a["type"], "ack", "{a}");
 
     // a replace is checked as the order it would leave at the broker
     let near = Uuid::parse_str(
-        answer(&mut alpha, order("rest", 1, "limit", Some("95"), None)).await["decision_id"]
+        answer(alpha, order("rest", 1, "limit", Some("95"), None)).await["decision_id"]
             .as_str()
             .unwrap(),
     )
@@ -139,14 +122,14 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
         }
         r
     };
-    let a = answer(&mut alpha, replace("r-fat", json!({"limit_price": "1000"}))).await;
+    let a = answer(alpha, replace("r-fat", json!({"limit_price": "1000"}))).await;
     assert_eq!(a["code"], "risk.price_collar", "{a}");
-    let a = answer(&mut alpha, replace("r-big", json!({"qty": "20"}))).await;
+    let a = answer(alpha, replace("r-big", json!({"qty": "20"}))).await;
     assert_eq!(a["code"], "risk.max_notional", "20 x 95: {a}");
-    let a = answer(&mut alpha, replace("r-ok", json!({"limit_price": "96"}))).await;
+    let a = answer(alpha, replace("r-ok", json!({"limit_price": "96"}))).await;
     assert_eq!(a["type"], "ack", "{a}");
     let halted = tradegate_actors::tls::local_http()
-        .post(format!("http://{}/api/v1/kill-switch", running.api_addr()))
+        .post(format!("http://{}/api/v1/kill-switch", api))
         .body(r#"{"state":"halted"}"#)
         .send()
         .await
@@ -155,7 +138,7 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
     let mut refused = None;
     for i in 0..50 {
         let a = answer(
-            &mut alpha,
+            alpha,
             replace(&format!("r-halted-{i}"), json!({"limit_price": "97"})),
         )
         .await;
@@ -179,7 +162,7 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
     // the refusals are on record with their codes, and none reached the venue
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        venue_posts(&venue),
+        venue_posts(venue),
         5,
         "only the five accepted orders were sent"
     );
@@ -201,5 +184,5 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
             "risk.price_collar"
         ]
     );
-    running.stop().await.unwrap();
+    g.running.stop().await.unwrap();
 }

@@ -5,18 +5,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::json;
-use tradegate::app::Running;
 use tradegate::sim::alpaca::SimConfig;
 use uuid::Uuid;
 
-use common::orders::{
-    StrategyWs, decision_outcome, gateway_config, market_buy, one_gateway, start_gateway_process,
-};
+use common::orders::{StrategyWs, decision_outcome, gateway_at, market_buy, start_gateway_process};
 use common::tls::{TestPki, start_tls_venue};
 use common::{TestDb, scratch_dir, wait_until};
 
@@ -43,36 +39,25 @@ async fn stream_fills(client: &tokio_postgres::Client, decision: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trades_over_https_and_wss_with_a_ca_from_extra_ca_file() {
-    let _one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
     let dir = scratch_dir("order-tls-extra");
     let pki = TestPki::new(&dir, "extra-ca");
-    let (venue, base_url) = start_tls_venue(SimConfig::default(), &pki.server).await;
-    assert!(base_url.starts_with("https://"));
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &dir.join("spill"),
-    );
-    config.tls.extra_ca_file = pki.ca_file.clone();
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
+    let served = start_tls_venue(SimConfig::default(), &pki.server).await;
+    assert!(served.1.starts_with("https://"));
+    let mut g = gateway_at("order-tls-extra", served, |c| {
+        c.tls.extra_ca_file = pki.ca_file.clone();
+    })
+    .await;
+    let (client, venue, alpha) = (&g.client, &g.venue, &mut g.alpha);
     // the stream (wss) is listening before the order goes
     wait_until(WAIT, || async {
         (venue.stream_listeners() == 1).then_some(())
     })
     .await
     .expect("the trade_updates stream did not connect over wss");
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
     alpha.send(market_buy("tls1")).await;
     let decision = decision_of(&alpha.answer("tls1").await);
     let outcome = wait_until(WAIT, || async {
-        decision_outcome(&client, decision)
+        decision_outcome(client, decision)
             .await
             .filter(|o| o.1 == "filled")
     })
@@ -81,7 +66,7 @@ async fn trades_over_https_and_wss_with_a_ca_from_extra_ca_file() {
     assert_eq!(outcome.0, "executed");
     assert_eq!(outcome.2, Decimal::ONE);
     wait_until(WAIT, || async {
-        (stream_fills(&client, decision).await == 1).then_some(())
+        (stream_fills(client, decision).await == 1).then_some(())
     })
     .await
     .expect("the fill did not arrive on the wss stream");
@@ -93,36 +78,25 @@ async fn trades_over_https_and_wss_with_a_ca_from_extra_ca_file() {
     // connections are kept and reused: a handful of handshakes, not one per call
     assert!(venue.handshakes().completed() >= 2);
     assert_eq!(venue.handshakes().failed(), 0);
-    running.stop().await.unwrap();
+    g.running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_venue_with_an_untrusted_certificate_gets_nothing_and_the_order_fails_as_never_received()
 {
-    let _one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
     let dir = scratch_dir("order-tls-untrusted");
     let trusted = TestPki::new(&dir, "trusted-ca");
     let stranger = TestPki::new(&dir, "stranger-ca");
     // the venue shows a certificate of a CA the gateway does not trust
-    let (venue, base_url) = start_tls_venue(SimConfig::default(), &stranger.server).await;
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &dir.join("spill"),
-    );
-    config.tls.extra_ca_file = trusted.ca_file.clone();
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
+    let served = start_tls_venue(SimConfig::default(), &stranger.server).await;
+    let mut g = gateway_at("order-tls-untrusted", served, |c| {
+        c.tls.extra_ca_file = trusted.ca_file.clone();
+    })
+    .await;
+    let (client, venue, alpha) = (&g.client, &g.venue, &mut g.alpha);
     alpha.send(market_buy("bad-cert")).await;
     let decision = decision_of(&alpha.answer("bad-cert").await);
-    let outcome = wait_until(WAIT, || async { decision_outcome(&client, decision).await })
+    let outcome = wait_until(WAIT, || async { decision_outcome(client, decision).await })
         .await
         .expect("the order got no outcome");
     assert_eq!(outcome.0, "failed");
@@ -166,7 +140,7 @@ async fn a_venue_with_an_untrusted_certificate_gets_nothing_and_the_order_fails_
         0,
         "the stream must not connect either"
     );
-    running.stop().await.unwrap();
+    g.running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,25 +234,14 @@ fn a_ca_file_that_cannot_be_used_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_reuses_a_bounded_set_of_tls_connections() {
-    let _one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
     let dir = scratch_dir("order-tls-burst");
     let pki = TestPki::new(&dir, "burst-ca");
-    let (venue, base_url) = start_tls_venue(SimConfig::default(), &pki.server).await;
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &dir.join("spill"),
-    );
-    config.tls.extra_ca_file = pki.ca_file.clone();
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
+    let served = start_tls_venue(SimConfig::default(), &pki.server).await;
+    let mut g = gateway_at("order-tls-burst", served, |c| {
+        c.tls.extra_ca_file = pki.ca_file.clone();
+    })
+    .await;
+    let (client, venue, alpha) = (&g.client, &g.venue, &mut g.alpha);
     // every answer is held a while, so the whole burst is in flight at once
     venue.set_faults(tradegate::sim::alpaca::Faults {
         delay_ms: 300,
@@ -305,5 +268,5 @@ async fn a_burst_reuses_a_bounded_set_of_tls_connections() {
         handshakes <= tradegate_actors::alpaca_session::rest::MAX_IN_FLIGHT as u64 + 1,
         "{n} orders opened {handshakes} TLS connections (at most the pool's, plus the stream's)"
     );
-    running.stop().await.unwrap();
+    g.running.stop().await.unwrap();
 }

@@ -5,56 +5,21 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tradegate::app::Running;
 use tradegate::config::Config;
 use tradegate::sim::alpaca::{Faults, SimAlpaca, SimConfig};
 use uuid::Uuid;
 
-use common::orders::{StrategyWs, decision_outcome, gateway_config, one_gateway, start_venue};
-use common::{TestDb, scratch_dir, wait_until};
+use common::orders::{Gateway, StrategyWs, decision_outcome, gateway_at, start_venue};
+use common::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Setup {
-    _one: tokio::sync::MutexGuard<'static, ()>,
-    db: TestDb,
-    client: tokio_postgres::Client,
-    venue: SimAlpaca,
-    running: Running,
-    alpha: StrategyWs,
-}
-
-async fn setup(label: &str, venue: SimConfig, tune: impl FnOnce(&mut Config)) -> Setup {
-    let one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
-    let (venue, base_url) = start_venue(venue).await;
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &scratch_dir(label).join("spill"),
-    );
-    tune(&mut config);
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
-    Setup {
-        _one: one,
-        db,
-        client,
-        venue,
-        running,
-        alpha,
-    }
+async fn setup(label: &str, venue: SimConfig, tune: impl FnOnce(&mut Config)) -> Gateway {
+    gateway_at(label, start_venue(venue).await, tune).await
 }
 
 fn buy(request_id: &str, qty: &str) -> Value {
@@ -222,37 +187,27 @@ async fn a_500_for_an_order_the_venue_never_took_fails_as_not_received_after_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_connection_fails_at_once_as_never_received() {
-    let _one = one_gateway().await;
-    let db = TestDb::new().await;
-    let client = db.client().await;
     // a port nothing listens on
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut config = gateway_config(
-        &db.conninfo,
-        &base_url,
-        &[("alpha", "alpha-token")],
-        &scratch_dir("unknown-refused").join("spill"),
-    );
-    config.alpaca.recovery_grace_secs = 3600;
-    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let mut alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
-        .await
-        .unwrap();
-    let decision = submit(&mut alpha, buy("refused", "1")).await;
+    let nobody = SimAlpaca::new(SimConfig::default());
+    let mut g = gateway_at("unknown-refused", (nobody, base_url), |c| {
+        c.alpaca.recovery_grace_secs = 3600;
+    })
+    .await;
+    let decision = submit(&mut g.alpha, buy("refused", "1")).await;
     // at once: well inside the (hour-long) grace a look-up would wait
     let outcome = wait_until(Duration::from_secs(5), || async {
-        decision_outcome(&client, decision).await
+        decision_outcome(&g.client, decision).await
     })
     .await
     .expect("no outcome");
     assert_eq!(outcome.0, "failed");
     assert_eq!(outcome.1, "rejected");
     assert_eq!(outcome.4.as_deref(), Some("not_received_by_broker"));
-    let code: Option<String> = client
+    let code: Option<String> = g
+        .client
         .query_one(
             "SELECT e.error_code FROM trade_executions e JOIN trade_decisions d \
              ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
@@ -262,7 +217,7 @@ async fn a_refused_connection_fails_at_once_as_never_received() {
         .unwrap()
         .get(0);
     assert_eq!(code.as_deref(), Some("not_sent"));
-    running.stop().await.unwrap();
+    g.running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -271,3 +271,53 @@ pub async fn one_gateway() -> tokio::sync::MutexGuard<'static, ()> {
     static GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     GATEWAY.lock().await
 }
+
+/// A gateway running in this process on its own database, with one Alpaca account `paper` at a
+/// venue and strategy `alpha` (token `alpha-token`) connected; it holds [`one_gateway`].
+pub struct Gateway {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    /// Its database
+    pub db: super::TestDb,
+    /// A direct connection to it
+    pub client: tokio_postgres::Client,
+    /// The venue
+    pub venue: SimAlpaca,
+    /// The gateway
+    pub running: Running,
+    /// Strategy `alpha`
+    pub alpha: StrategyWs,
+}
+
+/// Starts a [`Gateway`] named `label` trading at `venue` (its handle and base URL, as
+/// [`start_venue`] gives them); `tune` adjusts the configuration.
+pub async fn gateway_at(
+    label: &str,
+    venue: (SimAlpaca, String),
+    tune: impl FnOnce(&mut Config),
+) -> Gateway {
+    let one = one_gateway().await;
+    let db = super::TestDb::new().await;
+    let client = db.client().await;
+    let (venue, base_url) = venue;
+    let mut config = gateway_config(
+        &db.conninfo,
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &super::scratch_dir(label).join("spill"),
+    );
+    tune(&mut config);
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    Gateway {
+        _one: one,
+        db,
+        client,
+        venue,
+        running,
+        alpha,
+    }
+}

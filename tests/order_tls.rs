@@ -12,7 +12,9 @@ use serde_json::json;
 use tradegate::sim::alpaca::SimConfig;
 use uuid::Uuid;
 
-use common::orders::{StrategyWs, decision_outcome, gateway_at, market_buy, start_gateway_process};
+use common::orders::{
+    StrategyWs, decision_outcome, execution_text, gateway_at, market_buy, start_gateway_process,
+};
 use common::tls::{TestPki, start_tls_venue};
 use common::{TestDb, scratch_dir, wait_until};
 
@@ -102,17 +104,13 @@ async fn a_venue_with_an_untrusted_certificate_gets_nothing_and_the_order_fails_
     assert_eq!(outcome.0, "failed");
     assert_eq!(outcome.1, "rejected");
     assert_eq!(outcome.4.as_deref(), Some("not_received_by_broker"));
-    let row = client
-        .query_one(
-            "SELECT e.error_code, e.error_message FROM trade_executions e \
-             JOIN trade_decisions d ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
-            &[&decision],
-        )
+    let message = execution_text(client, decision, "error_message")
         .await
-        .unwrap();
-    let message: String = row.get(1);
+        .unwrap_or_default();
     assert_eq!(
-        row.get::<_, Option<String>>(0).as_deref(),
+        execution_text(client, decision, "error_code")
+            .await
+            .as_deref(),
         Some("tls"),
         "{message}"
     );

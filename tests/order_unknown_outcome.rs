@@ -13,7 +13,9 @@ use tradegate::config::Config;
 use tradegate::sim::alpaca::{Faults, SimAlpaca, SimConfig};
 use uuid::Uuid;
 
-use common::orders::{Gateway, StrategyWs, decision_outcome, gateway_at, start_venue};
+use common::orders::{
+    Gateway, StrategyWs, decision_outcome, execution_text, gateway_at, start_venue,
+};
 use common::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -156,16 +158,7 @@ async fn a_500_for_an_order_the_venue_never_took_fails_as_not_received_after_the
     .expect("the decision was not failed");
     assert_eq!(outcome.1, "rejected");
     assert_eq!(outcome.4.as_deref(), Some("not_received_by_broker"));
-    let reason: Option<String> = s
-        .client
-        .query_one(
-            "SELECT e.status_reason FROM trade_executions e JOIN trade_decisions d \
-             ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
-            &[&decision],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let reason = execution_text(&s.client, decision, "status_reason").await;
     let reason = reason.unwrap_or_default();
     assert!(reason.contains("not found by client order id"), "{reason}");
     assert!(reason.contains("internal server error"), "{reason}");
@@ -206,16 +199,7 @@ async fn a_refused_connection_fails_at_once_as_never_received() {
     assert_eq!(outcome.0, "failed");
     assert_eq!(outcome.1, "rejected");
     assert_eq!(outcome.4.as_deref(), Some("not_received_by_broker"));
-    let code: Option<String> = g
-        .client
-        .query_one(
-            "SELECT e.error_code FROM trade_executions e JOIN trade_decisions d \
-             ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
-            &[&decision],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let code = execution_text(&g.client, decision, "error_code").await;
     assert_eq!(code.as_deref(), Some("not_sent"));
     g.running.stop().await.unwrap();
 }
@@ -296,16 +280,7 @@ async fn a_streamed_fill_for_a_decision_recorded_failed_is_applied_and_the_corre
         kept[1].3.contains("after failed: 403"),
         "the earlier state's reason is kept: {kept:?}"
     );
-    let broker_id: Option<String> = s
-        .client
-        .query_one(
-            "SELECT e.broker_order_id FROM trade_executions e JOIN trade_decisions d \
-             ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
-            &[&decision],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let broker_id = execution_text(&s.client, decision, "broker_order_id").await;
     assert_eq!(broker_id, Some(order_id.to_string()));
     s.running.stop().await.unwrap();
 }

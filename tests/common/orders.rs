@@ -321,3 +321,23 @@ pub async fn gateway_at(
         alpha,
     }
 }
+
+/// A text column of the execution of `decision` (`error_code`, `status_reason`,
+/// `broker_order_id`, ...).
+pub async fn execution_text(
+    client: &tokio_postgres::Client,
+    decision: uuid::Uuid,
+    column: &str,
+) -> Option<String> {
+    client
+        .query_one(
+            &format!(
+                "SELECT e.{column} FROM trade_executions e JOIN trade_decisions d \
+                 ON d.id = e.trade_decision_id WHERE d.decision_id = $1"
+            ),
+            &[&decision],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -26,6 +26,9 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// low, which keeps the next orders' path to the broker short.
 const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(5);
 
+/// How long a stop waits for the stream's received events to be recorded.
+const STREAM_DRAIN: Duration = Duration::from_secs(10);
+
 /// The registry name of the session of `account`.
 pub fn name_for(account: &str) -> String {
     format!("alpaca_session.{account}")
@@ -102,6 +105,7 @@ pub struct AlpacaSessionArgs {
 pub struct AlpacaSessionState {
     ctx: Arc<SessionCtx>,
     tasks: Vec<JoinHandle<()>>,
+    stream: Option<stream::StreamTasks>,
 }
 
 /// The AlpacaSession actor.
@@ -152,22 +156,24 @@ impl Actor for AlpacaSession {
             submissions,
             events,
             reconcile: tokio::sync::Notify::new(),
+            closing: Default::default(),
+            catch_up_generation: Default::default(),
         });
         let mut tasks = vec![submissions_task, events_task];
-        if args.config.stream {
-            tasks.push(tokio::spawn(stream::run(
+        let stream = args.config.stream.then(|| {
+            stream::start(
                 Arc::clone(&ctx),
                 args.account.stream_url(),
                 args.tls.clone(),
                 Duration::from_secs(args.config.reconnect_max_backoff_secs),
-            )));
-        }
+            )
+        });
         tasks.push(tokio::spawn(reconciler(
             Arc::clone(&ctx),
             Duration::from_secs(args.config.recovery_grace_secs),
         )));
         tracing::info!(account = %ctx.account, base_url = %args.account.base_url, "alpaca session started");
-        Ok(AlpacaSessionState { ctx, tasks })
+        Ok(AlpacaSessionState { ctx, tasks, stream })
     }
 
     async fn post_stop(
@@ -175,6 +181,11 @@ impl Actor for AlpacaSession {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // the stream's events already received are recorded (their group commits still run)
+        // before anything else stops
+        if let Some(stream) = state.stream.take() {
+            stream.drain(&state.ctx, STREAM_DRAIN).await;
+        }
         for task in state.tasks.drain(..) {
             task.abort();
         }

@@ -54,6 +54,11 @@ pub struct SessionCtx {
     /// Asks for another recovery pass (a permit is kept when none is waiting, so a request
     /// during a pass makes exactly one more)
     pub reconcile: tokio::sync::Notify,
+    /// Set when the session stops: stream events still unwritten become dead letters instead
+    /// of waiting for the database
+    pub closing: std::sync::atomic::AtomicBool,
+    /// The stream's connects so far: a catch-up gives way to a newer connect's
+    pub catch_up_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Alpaca's order endpoint.
@@ -547,13 +552,21 @@ impl SessionCtx {
     ) -> Result<(), String> {
         let answer = Ok(found);
         let execution_id = Uuid::now_v7();
+        // the broker's own time of the submission (this gateway may have died around it)
+        let submitted_at = answer
+            .as_ref()
+            .ok()
+            .and_then(|ex| ex.body.get("submitted_at"))
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         let recorded = record(
             self,
             decision,
             decision_pk,
             execution_id,
             request_payload_id,
-            Utc::now(),
+            submitted_at,
             &answer,
         );
         let (status, broker_order_id, http_status, error) = recorded.summary();
@@ -796,7 +809,10 @@ impl Recorded<'_> {
             side: Some(self.decision.side),
             last_px: s.filled_avg_price,
             last_qty: Some(s.filled_qty),
-            leaves_qty: self.decision.quantity.map(|q| q - s.filled_qty),
+            leaves_qty: self
+                .decision
+                .quantity
+                .and_then(|q| q.checked_sub(s.filled_qty)),
             ord_qty: self.decision.quantity,
             ord_px: self.decision.limit_price,
             ..ExecutionFields::default()

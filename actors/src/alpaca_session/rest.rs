@@ -123,6 +123,11 @@ impl AlpacaRest {
         })
     }
 
+    /// How long a call may take before it is given up.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends one call.
     pub async fn call(
         &self,

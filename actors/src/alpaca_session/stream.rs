@@ -1,8 +1,16 @@
-//! The trade_updates stream: authenticate, listen, record each event once (execution id
-//! dedupe), tell the strategy; on disconnect a connectivity event, reconnect with backoff and
-//! jitter, then recover what was missed by listing orders.
+//! The trade_updates stream: authenticate, listen, log each event the moment it is read, record
+//! it once (execution id dedupe, and a fill counted once by its cumulative quantity), tell the
+//! strategy; on disconnect a connectivity event, reconnect with backoff and jitter. After every
+//! connect, the first one included, a catch-up brings every order up to date that may have
+//! changed while no stream was listening.
+//!
+//! Nothing received is dropped: an event is on the trade log before any database work; its
+//! database write is retried while the database is away, and an event the database refuses,
+//! or one still unwritten when the gateway stops, is logged again as a dead letter with the
+//! reason.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::mapping::{decimal, decision_of, execution_status, is_known_status};
@@ -22,17 +31,77 @@ use crate::tls::ClientTls;
 /// Events are handled by this many workers, each owning the orders that hash to it, so one
 /// order's events stay in order while different orders proceed in parallel.
 const WORKERS: usize = 4;
-/// How long an event waits for its order's submission to be recorded.
-const AWAIT_SUBMISSION: Duration = Duration::from_secs(10);
+/// Longest pause between attempts to write an event while the database is away.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Alpaca's largest page of `GET /v2/orders`.
+const PAGE: usize = 500;
+/// How far before the newest recorded event the catch-up lists orders submitted since (clock
+/// differences between the broker and the database).
+const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 
-/// Runs the stream for good: connect, listen, handle, reconnect.
-pub async fn run(ctx: Arc<SessionCtx>, url: String, tls: ClientTls, max_backoff: Duration) {
-    let mut workers = Vec::with_capacity(WORKERS);
-    for _ in 0..WORKERS {
-        let (tx, rx) = mpsc::unbounded_channel::<Value>();
-        tokio::spawn(worker(Arc::clone(&ctx), rx));
-        workers.push(tx);
+/// One stream message as read off the socket: its JSON and when it was read (the trade log's
+/// local timestamp, taken before any database work).
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    value: Value,
+    at: DateTime<Utc>,
+}
+
+/// The stream's tasks: the reader (connect, listen, reconnect) and the workers that record.
+#[derive(Debug)]
+pub struct StreamTasks {
+    reader: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    closing: watch::Sender<bool>,
+}
+
+impl StreamTasks {
+    /// Stops reading, then lets the workers finish every event already received (an event
+    /// whose write fails meanwhile becomes a dead letter, not a retry) for up to `deadline`.
+    pub async fn drain(self, ctx: &SessionCtx, deadline: Duration) {
+        self.reader.abort();
+        let _ = self.reader.await;
+        ctx.closing.store(true, Ordering::SeqCst);
+        let _ = self.closing.send(true);
+        let workers = futures_util::future::join_all(self.workers);
+        if tokio::time::timeout(deadline, workers).await.is_err() {
+            tracing::error!(account = %ctx.account,
+                "the stream's events were not all recorded before the stop deadline; \
+                 they are on the trade log, and the next start's catch-up lists their orders");
+        }
     }
+}
+
+/// Starts the stream for good: connect, listen, handle, reconnect.
+pub fn start(
+    ctx: Arc<SessionCtx>,
+    url: String,
+    tls: ClientTls,
+    max_backoff: Duration,
+) -> StreamTasks {
+    let (closing, closed) = watch::channel(false);
+    let mut workers = Vec::with_capacity(WORKERS);
+    let mut senders = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        let (tx, rx) = mpsc::unbounded_channel::<Received>();
+        workers.push(tokio::spawn(worker(Arc::clone(&ctx), rx, closed.clone())));
+        senders.push(tx);
+    }
+    let reader = tokio::spawn(run(ctx, url, tls, max_backoff, senders));
+    StreamTasks {
+        reader,
+        workers,
+        closing,
+    }
+}
+
+async fn run(
+    ctx: Arc<SessionCtx>,
+    url: String,
+    tls: ClientTls,
+    max_backoff: Duration,
+    workers: Vec<mpsc::UnboundedSender<Received>>,
+) {
     let mut failures: u32 = 0;
     let mut connected_once = false;
     loop {
@@ -107,7 +176,7 @@ async fn session(
     ctx: &Arc<SessionCtx>,
     url: &str,
     tls: &ClientTls,
-    workers: &[mpsc::UnboundedSender<Value>],
+    workers: &[mpsc::UnboundedSender<Received>],
     reconnect: bool,
 ) -> Result<(), StreamError> {
     let (mut ws, _) = tokio::time::timeout(
@@ -156,18 +225,17 @@ async fn session(
         json!({"url": url}),
     );
     tracing::info!(account = %ctx.account, "trade_updates stream listening");
-    if reconnect {
-        // events missed while disconnected: the orders changed since the last one seen
+    // whatever changed while no stream listened (down, or before this start): brought up to
+    // date now that new events are heard again
+    let generation = ctx.catch_up_generation.fetch_add(1, Ordering::SeqCst) + 1;
+    {
         let ctx = Arc::clone(ctx);
         let workers = workers.to_vec();
-        tokio::spawn(async move {
-            if let Err(e) = recover_missed(&ctx, &workers).await {
-                tracing::warn!(account = %ctx.account, error = %e, "recovery after reconnect failed");
-            }
-        });
+        tokio::spawn(async move { catch_up(&ctx, &workers, generation).await });
     }
     while let Some(msg) = ws.next().await {
         let msg = msg.map_err(|e| err(true, e.to_string()))?;
+        let at = Utc::now();
         if let Message::Close(_) = msg {
             return Ok(());
         }
@@ -175,7 +243,14 @@ async fn session(
             continue;
         };
         match parsed {
-            Ok(value) => dispatch(workers, value),
+            Ok(value) if value["stream"] == "trade_updates" => {
+                let received = Received { value, at };
+                log_received(ctx, &received);
+                dispatch(workers, received);
+            }
+            Ok(value) => {
+                tracing::debug!(account = %ctx.account, message = %value, "stream message ignored")
+            }
             Err(e) => {
                 tracing::warn!(account = %ctx.account, error = %e, "unreadable stream frame ignored")
             }
@@ -200,8 +275,8 @@ where
     }
 }
 
-fn dispatch(workers: &[mpsc::UnboundedSender<Value>], value: Value) {
-    let key = value["data"]["order"]["id"]
+fn dispatch(workers: &[mpsc::UnboundedSender<Received>], received: Received) {
+    let key = received.value["data"]["order"]["id"]
         .as_str()
         .unwrap_or("")
         .to_string();
@@ -209,76 +284,155 @@ fn dispatch(workers: &[mpsc::UnboundedSender<Value>], value: Value) {
         .bytes()
         .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
         % workers.len();
-    let _ = workers[shard].send(value);
+    let _ = workers[shard].send(received);
 }
 
-async fn worker(ctx: Arc<SessionCtx>, mut rx: mpsc::UnboundedReceiver<Value>) {
-    while let Some(value) = rx.recv().await {
-        if value["stream"] != "trade_updates" {
-            tracing::debug!(account = %ctx.account, message = %value, "stream message ignored");
-            continue;
+async fn worker(
+    ctx: Arc<SessionCtx>,
+    mut rx: mpsc::UnboundedReceiver<Received>,
+    mut closing: watch::Receiver<bool>,
+) {
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = rx.recv() => received,
+            _ = closing.wait_for(|c| *c) => None,
+        };
+        match received {
+            Some(r) => handle(&ctx, &r).await,
+            None => {
+                // stopping: what was received is recorded (or dead-lettered), nothing waits
+                while let Ok(r) = rx.try_recv() {
+                    handle(&ctx, &r).await;
+                }
+                return;
+            }
         }
-        handle(&ctx, &value).await;
     }
 }
 
-/// Finds the order an event is about; waits a while for a submission still being recorded.
-async fn find_order(ctx: &SessionCtx, order: &Value) -> Option<OrderRow> {
-    let deadline = tokio::time::Instant::now() + AWAIT_SUBMISSION;
+/// The identifiers of the order an event is about, as the trade log keys it.
+fn event_ids(ctx: &SessionCtx, order: &Value) -> OrderIds {
+    OrderIds {
+        cl_ord_id: order["client_order_id"].as_str().map(str::to_string),
+        native_ord_id: order["id"].as_str().map(str::to_string),
+        account_id: Some(ctx.account.clone()),
+        symbol: order["symbol"].as_str().map(str::to_string),
+        ..OrderIds::default()
+    }
+}
+
+fn event_at(data: &Value) -> Option<DateTime<Utc>> {
+    data["timestamp"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The event on the trade log as received (`api_event_order_update`, stamped with its receipt),
+/// whatever becomes of its database write.
+fn log_received(ctx: &SessionCtx, r: &Received) {
+    let data = &r.value["data"];
+    let mut event = TradeLogEvent::api_event_order_update(
+        &event_ids(ctx, &data["order"]),
+        None,
+        event_at(data).map(us),
+        RawJson::from_value(&r.value),
+    )
+    .with_source(BROKER);
+    event.local_ts_us = us(r.at);
+    if let Some(log) = &ctx.trade_log {
+        log.log(event);
+    }
+}
+
+/// An event that will not be recorded in the order's rows: logged again with the reason (the
+/// trade log spills to disk while the database is away, so the record survives), counted and
+/// reported. Its order is brought up to date by the next catch-up.
+fn dead_letter(ctx: &SessionCtx, r: &Received, reason: &str) {
+    let data = &r.value["data"];
+    let mut event = TradeLogEvent::api_event_order_update(
+        &event_ids(ctx, &data["order"]),
+        None,
+        event_at(data).map(us),
+        RawJson::from_value(&r.value),
+    )
+    .with_source(BROKER);
+    event.local_ts_us = us(r.at);
+    event.error_code = Some("dead_letter".into());
+    event.error_message = Some(reason.to_string());
+    if let Some(log) = &ctx.trade_log {
+        log.log(event);
+    }
+    metrics::counter!("tradegate_alpaca_dead_letters_total").increment(1);
+    tracing::error!(account = %ctx.account, reason, event = %data["event"],
+        order = %data["order"]["id"], "a trade update is a dead letter: not applied to its order");
+}
+
+/// Finds the order an event is about. An order still being submitted is waited for as long
+/// as the submission can take (its answer and its record), so the event applies to the
+/// execution the answer records. "Not ours" (`Ok(None)`) is decided only on the database's
+/// answer: while it is away the look-up is retried. `Err` only when the gateway is stopping.
+async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>, String> {
     let decision = order["client_order_id"].as_str().and_then(decision_of);
     let broker_id = order["id"].as_str();
+    if decision.is_none() && broker_id.is_none() {
+        return Ok(None);
+    }
+    // a submission is bounded by the request timeout; its record by the group commit
+    let longest = ctx.rest.timeout() + Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
     loop {
-        if let Some(d) = decision {
-            // our own submission is still on its way: wait for it instead of asking the
-            // database over and over
-            let submitted = ctx.submitted.notified();
-            tokio::pin!(submitted);
-            submitted.as_mut().enable();
-            let in_flight = ctx.in_flight.lock().is_ok_and(|f| f.contains(&d));
-            if in_flight && tokio::time::Instant::now() < deadline {
-                let _ = tokio::time::timeout(Duration::from_millis(100), submitted).await;
-                continue;
-            }
-        }
+        let submitted = ctx.submitted.notified();
+        tokio::pin!(submitted);
+        submitted.as_mut().enable();
+        // read before the look-up: a submission leaves `in_flight` only once its execution is
+        // committed, so a look-up after it had left sees that execution
+        let in_flight =
+            decision.is_some_and(|d| ctx.in_flight.lock().is_ok_and(|f| f.contains(&d)));
         let found = async {
-            let client = ctx.pool.get().await.ok()?;
-            match decision {
-                Some(d) => store::orders::order_by_decision(&*client, d)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => match broker_id {
-                    Some(id) => store::orders::order_by_broker_id(&*client, id)
-                        .await
-                        .ok()
-                        .flatten(),
-                    None => None,
-                },
+            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+            match (decision, broker_id) {
+                (Some(d), _) => store::orders::order_by_decision(&*client, d).await,
+                (None, Some(id)) => store::orders::order_by_broker_id(&*client, id).await,
+                (None, None) => Ok(None),
             }
+            .map_err(|e| e.to_string())
         }
         .await;
         match found {
-            Some(row) if row.execution_pk.is_some() => return Some(row),
-            Some(row) if tokio::time::Instant::now() >= deadline => return Some(row),
-            None if decision.is_none() || tokio::time::Instant::now() >= deadline => return None,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(Some(row)) if row.execution_pk.is_some() => return Ok(Some(row)),
+            Ok(Some(row)) if !in_flight || started.elapsed() >= longest => return Ok(Some(row)),
+            Ok(Some(_)) => {
+                let _ = tokio::time::timeout(Duration::from_millis(100), submitted).await;
+            }
+            Ok(None) => return Ok(None),
+            Err(e) if ctx.closing.load(Ordering::SeqCst) => return Err(e),
+            Err(e) => {
+                tracing::warn!(account = %ctx.account, error = %e,
+                    "the order of a trade update cannot be read yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
         }
     }
 }
 
-/// One trade_updates event: logged, recorded once, pushed to the strategy.
-pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
+/// One trade_updates event (already on the trade log): recorded once, its fill counted once,
+/// pushed to the strategy.
+pub(crate) async fn handle(ctx: &SessionCtx, r: &Received) {
+    let value = &r.value;
     let data = &value["data"];
-    let event = data["event"].as_str().unwrap_or("");
+    let Some(event) = data["event"].as_str().filter(|e| !e.is_empty()) else {
+        dead_letter(ctx, r, "the update names no event (`data.event`)");
+        return;
+    };
     let order = &data["order"];
     let status = order["status"].as_str();
     let broker_id = order["id"].as_str();
     let cl = order["client_order_id"].as_str().unwrap_or("");
-    let symbol = order["symbol"].as_str().unwrap_or("");
-    let event_at = data["timestamp"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
+    let event_at = event_at(data);
     let is_fill = matches!(event, "fill" | "partial_fill");
     let qty = decimal(data.get("qty"));
     let price = decimal(data.get("price"));
@@ -288,29 +442,27 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         Some("buy") => Some(Side::Buy),
         _ => None,
     };
-    let ids = OrderIds {
-        cl_ord_id: Some(cl.to_string()),
-        native_ord_id: broker_id.map(str::to_string),
-        account_id: Some(ctx.account.clone()),
-        symbol: Some(symbol.to_string()),
-        ..OrderIds::default()
-    };
-    let raw = RawJson::from_value(value);
     let known = status.is_none_or(is_known_status);
     if !known {
         tracing::warn!(account = %ctx.account, event, status = status.unwrap_or(""),
             "unknown Alpaca order status: logged, the execution keeps its status");
         metrics::counter!("tradegate_alpaca_unknown_statuses_total").increment(1);
     }
-    let Some(row) = find_order(ctx, order).await else {
-        if let Some(log) = &ctx.trade_log {
-            log.log(
-                TradeLogEvent::api_event_order_update(&ids, None, event_at.map(us), raw)
-                    .with_source(BROKER),
-            );
+    let row = match find_order(ctx, order).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            tracing::info!(account = %ctx.account, event, order = broker_id.unwrap_or(""),
+                "event of an order that is not ours: logged");
+            return;
         }
-        tracing::info!(account = %ctx.account, event, order = broker_id.unwrap_or(""), "event of an order that is not ours: logged");
-        return;
+        Err(e) => {
+            dead_letter(
+                ctx,
+                r,
+                &format!("the gateway stopped before the database answered: {e}"),
+            );
+            return;
+        }
     };
     let key = match data["execution_id"].as_str() {
         Some(id) if !id.is_empty() => id.to_string(),
@@ -343,64 +495,67 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
         event_at,
         body: value.clone(),
     });
-    let recorded = ctx
-        .events
-        .write(group::work(move |tx| {
-            let e = Arc::clone(&owned);
-            Box::pin(async move { store::orders::record_order_event(tx, &e.as_event()).await })
-        }))
-        .await;
-    let mut events = Vec::with_capacity(2);
-    if is_fill {
-        let exec = ExecutionFields {
-            side,
-            last_px: price,
-            last_qty: qty,
-            leaves_qty: decimal(order.get("qty"))
-                .zip(filled_qty)
-                .map(|(q, f)| q - f),
-            ord_qty: decimal(order.get("qty")),
-            ord_px: decimal(order.get("limit_price")),
-            exchange_ts_us: event_at.map(us),
-            ..ExecutionFields::default()
-        };
-        events.push(TradeLogEvent::api_event_execution(&ids, &exec, raw.clone()));
-    }
-    events.push(TradeLogEvent::api_event_order_update(
-        &ids,
-        None,
-        event_at.map(us),
-        raw,
-    ));
-    match recorded {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            metrics::counter!("tradegate_alpaca_duplicate_events_total").increment(1);
-            tracing::debug!(account = %ctx.account, key, "duplicate trade update ignored");
-            return;
+    let work = group::work(move |tx| {
+        let e = Arc::clone(&owned);
+        Box::pin(async move { store::orders::record_order_event(tx, &e.as_event()).await })
+    });
+    let mut pause = Duration::from_millis(100);
+    let applied = loop {
+        match ctx.events.write(Arc::clone(&work)).await {
+            Ok(applied) => break applied,
+            Err(e) if e.refused => {
+                dead_letter(ctx, r, &format!("the database refused it: {e}"));
+                return;
+            }
+            Err(e) if ctx.closing.load(Ordering::SeqCst) => {
+                dead_letter(
+                    ctx,
+                    r,
+                    &format!("the gateway stopped before it could be recorded: {e}"),
+                );
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("tradegate_alpaca_event_write_retries_total").increment(1);
+                tracing::warn!(account = %ctx.account, key, error = %e,
+                    "a trade update could not be recorded yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
         }
-        Err(e) => {
-            // the trail keeps it even so (the trade log spills when the database is away),
-            // marked as not applied to the order's records
-            log_events(
-                ctx,
-                events
-                    .into_iter()
-                    .map(|mut event| {
-                        event.error_code = Some("not_recorded".into());
-                        event.error_message = Some(format!("not applied to the order: {e}"));
-                        event
-                    })
-                    .collect(),
-            );
-            tracing::error!(account = %ctx.account, key, error = %e,
-                "a trade update could not be recorded; the next reconnect's recovery lists the order again");
-            return;
-        }
-    }
-    log_events(ctx, events);
+    };
+    let Some(applied) = applied else {
+        metrics::counter!("tradegate_alpaca_duplicate_events_total").increment(1);
+        tracing::debug!(account = %ctx.account, key, "duplicate trade update ignored");
+        return;
+    };
     metrics::counter!("tradegate_alpaca_trade_updates_total", "event" => event.to_string())
         .increment(1);
+    // the part of the fill not counted before (a fill the catch-up already recorded counts
+    // nothing again), at the price that keeps the order's average right
+    let counted = applied.fill.filter(|(q, _)| *q > Decimal::ZERO);
+    if let Some((last_qty, last_px)) = counted {
+        let ord_qty = decimal(order.get("qty"));
+        let mut exec = TradeLogEvent::api_event_execution(
+            &event_ids(ctx, order),
+            &ExecutionFields {
+                side,
+                last_px,
+                last_qty: Some(last_qty),
+                leaves_qty: ord_qty.zip(filled_qty).and_then(|(q, f)| q.checked_sub(f)),
+                ord_qty,
+                ord_px: decimal(order.get("limit_price")),
+                exchange_ts_us: event_at.map(us),
+                ..ExecutionFields::default()
+            },
+            RawJson::from_value(value),
+        )
+        .with_source(BROKER);
+        exec.local_ts_us = us(r.at);
+        if let Some(log) = &ctx.trade_log {
+            log.log(exec);
+        }
+    }
     ctx.hub.push(
         &row.strategy,
         StrategyEvent::OrderUpdate {
@@ -411,7 +566,9 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
             filled_qty,
         },
     );
-    if is_fill && let (Some(qty), Some(price)) = (qty, price) {
+    if let Some((qty, price)) = counted
+        && let Some(price) = price
+    {
         ctx.hub.push(
             &row.strategy,
             StrategyEvent::Fill {
@@ -426,46 +583,55 @@ pub(crate) async fn handle(ctx: &SessionCtx, value: &Value) {
     }
 }
 
-fn log_events(ctx: &SessionCtx, events: Vec<TradeLogEvent>) {
-    if let Some(log) = &ctx.trade_log {
-        log.log_all(events.into_iter().map(|e| e.with_source(BROKER)));
-    }
-}
-
 fn us(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-/// After a reconnect: lists the orders changed since the last event seen (and every open
-/// one) and turns what the stream missed into events — a fill the stream did not deliver is
-/// recorded once, under the key `recovered:<order id>:<filled qty>`.
-async fn recover_missed(
+/// The catch-up after a connect, retried until it completes or a newer connect starts its own.
+async fn catch_up(
     ctx: &Arc<SessionCtx>,
-    workers: &[mpsc::UnboundedSender<Value>],
-) -> Result<(), String> {
-    let since = {
-        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-        store::orders::last_event_at(&**client, BROKER, &ctx.account)
-            .await
-            .map_err(|e| e.to_string())?
-    };
-    let after = since.unwrap_or_else(Utc::now) - chrono::Duration::minutes(5);
-    let mut orders: Vec<Value> = Vec::new();
-    for query in [
-        vec![
-            ("status".to_string(), "all".to_string()),
-            (
-                "after".to_string(),
-                after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ),
+    workers: &[mpsc::UnboundedSender<Received>],
+    generation: u64,
+) {
+    let mut pause = Duration::from_secs(1);
+    while ctx.catch_up_generation.load(Ordering::SeqCst) == generation {
+        match recover_missed(ctx, workers).await {
+            Ok(recovered) => {
+                tracing::info!(account = %ctx.account, recovered, "orders caught up after connecting");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(account = %ctx.account, error = %e, "catch-up failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Every order of `status` submitted after `after` (all of them when `None`), page by page
+/// (Alpaca answers at most 500 per call; a page is asked for from the last submission time
+/// seen, so orders submitted in the same instant are not skipped, and repeats are dropped).
+async fn list_orders(
+    ctx: &SessionCtx,
+    status: &str,
+    after: Option<DateTime<Utc>>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<Vec<Value>, String> {
+    let mut orders = Vec::new();
+    let mut cursor = after;
+    loop {
+        let mut query = vec![
+            ("status".to_string(), status.to_string()),
             ("direction".to_string(), "asc".to_string()),
-            ("limit".to_string(), "500".to_string()),
-        ],
-        vec![
-            ("status".to_string(), "open".to_string()),
-            ("limit".to_string(), "500".to_string()),
-        ],
-    ] {
+            ("limit".to_string(), PAGE.to_string()),
+        ];
+        if let Some(c) = cursor {
+            query.push((
+                "after".to_string(),
+                c.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            ));
+        }
         let ex = ctx
             .rest
             .call(Method::GET, "/v2/orders", &query, None)
@@ -477,19 +643,86 @@ async fn recover_missed(
                 ex.status, ex.body
             ));
         }
-        if let Some(list) = ex.body.as_array() {
-            orders.extend(list.iter().cloned());
+        let page = ex.body.as_array().cloned().unwrap_or_default();
+        let full = page.len() >= PAGE;
+        let mut last = None;
+        let mut new = 0;
+        for order in page {
+            last = order["submitted_at"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .or(last);
+            if let Some(id) = order["id"].as_str()
+                && seen.insert(id.to_string())
+            {
+                new += 1;
+                orders.push(order);
+            }
+        }
+        // the next page starts just before the last submission time seen (inclusive of
+        // orders in that instant); a page that adds nothing new ends it
+        match last {
+            Some(t) if full && new > 0 => cursor = Some(t - chrono::Duration::nanoseconds(1)),
+            _ => return Ok(orders),
         }
     }
+}
+
+/// Brings every order that may have changed while no stream listened up to date: each order
+/// open at the broker, each submitted since shortly before the newest recorded event (both
+/// listed by submission time, Alpaca's only time filter, and paged until done), and each order
+/// the gateway holds as working that neither list showed (looked up by id: it ended while no
+/// one listened). Each becomes an event handled like a pushed one, by the worker that owns the
+/// order; the fill it carries is counted once, when it is recorded, against what is recorded
+/// by then (`recovered:<order id>:<filled qty>` keys repeat catch-ups). How many were found
+/// changed.
+async fn recover_missed(
+    ctx: &Arc<SessionCtx>,
+    workers: &[mpsc::UnboundedSender<Received>],
+) -> Result<usize, String> {
+    let (since, working) = {
+        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
+        let since = store::orders::last_event_at(&**client, BROKER, &ctx.account)
+            .await
+            .map_err(|e| e.to_string())?;
+        let working = store::orders::working_orders(&**client, &ctx.account)
+            .await
+            .map_err(|e| e.to_string())?;
+        (since, working)
+    };
     let mut seen = std::collections::HashSet::new();
+    let mut orders = list_orders(ctx, "open", None, &mut seen).await?;
+    if let Some(since) = since {
+        orders.extend(list_orders(ctx, "all", Some(since - CATCH_UP_MARGIN), &mut seen).await?);
+    }
+    for row in &working {
+        let Some(id) = row.broker_order_id.as_deref() else {
+            continue;
+        };
+        if seen.contains(id) {
+            continue;
+        }
+        let path = format!("/v2/orders/{id}");
+        let ex = ctx
+            .rest
+            .call(Method::GET, &path, &[], None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !ex.ok() {
+            return Err(format!(
+                "looking up order {id} answered {}: {}",
+                ex.status, ex.body
+            ));
+        }
+        seen.insert(id.to_string());
+        orders.push(ex.body);
+    }
     let mut recovered = 0;
     for order in orders {
         let Some(id) = order["id"].as_str().map(str::to_string) else {
             continue;
         };
-        if !seen.insert(id.clone()) {
-            continue;
-        }
         let Some(decision) = order["client_order_id"].as_str().and_then(decision_of) else {
             continue;
         };
@@ -501,55 +734,46 @@ async fn recover_missed(
         };
         let Some(row) = row else { continue };
         let filled = decimal(order.get("filled_qty")).unwrap_or(Decimal::ZERO);
-        let status = order["status"].as_str().unwrap_or("");
-        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        if filled > row.filled_qty {
-            let event = if status == "filled" {
-                "fill"
-            } else {
-                "partial_fill"
-            };
-            dispatch(
-                workers,
-                json!({
-                    "stream": "trade_updates",
-                    "recovered": true,
-                    "data": {
-                        "event": event,
-                        "execution_id": format!("recovered:{id}:{}", filled.normalize()),
-                        "order": order,
-                        "qty": (filled - row.filled_qty).normalize().to_string(),
-                        "price": order["filled_avg_price"],
-                        "timestamp": order["filled_at"].as_str().unwrap_or(&now),
-                    }
-                }),
-            );
-            recovered += 1;
-        } else if matches!(status, "canceled" | "expired" | "rejected")
+        let status = order["status"].as_str().unwrap_or("").to_string();
+        let now = Utc::now();
+        let stamp = |field: &str| {
+            order[field].as_str().map_or_else(
+                || now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                str::to_string,
+            )
+        };
+        // only a hint: the worker counts the fill against what is recorded when it writes
+        let data = if filled > row.filled_qty {
+            json!({
+                "event": if status == "filled" { "fill" } else { "partial_fill" },
+                "execution_id": format!("recovered:{id}:{}", filled.normalize()),
+                "timestamp": stamp("updated_at"),
+                "order": order,
+            })
+        } else if matches!(status.as_str(), "canceled" | "expired" | "rejected")
             && row
                 .execution_status
                 .as_deref()
-                .and_then(|s| (s != "cancelled" && s != "rejected").then_some(()))
-                .is_some()
+                .is_some_and(|s| s != "cancelled" && s != "rejected")
         {
-            dispatch(
-                workers,
-                json!({
-                    "stream": "trade_updates",
-                    "recovered": true,
-                    "data": {
-                        "event": status,
-                        "execution_id": format!("recovered:{id}:{status}"),
-                        "order": order,
-                        "timestamp": order["updated_at"].as_str().unwrap_or(&now),
-                    }
-                }),
-            );
-            recovered += 1;
-        }
+            json!({
+                "event": status,
+                "execution_id": format!("recovered:{id}:{status}"),
+                "timestamp": stamp("updated_at"),
+                "order": order,
+            })
+        } else {
+            continue;
+        };
+        let received = Received {
+            value: json!({"stream": "trade_updates", "recovered": true, "data": data}),
+            at: now,
+        };
+        log_received(ctx, &received);
+        dispatch(workers, received);
+        recovered += 1;
     }
-    tracing::info!(account = %ctx.account, recovered, "orders reconciled after reconnect");
-    Ok(())
+    Ok(recovered)
 }
 
 /// An event as the group commit holds it until it is written.

@@ -59,7 +59,34 @@ where
 
 struct Job<I, T> {
     item: I,
-    reply: oneshot::Sender<Result<T, String>>,
+    reply: oneshot::Sender<Result<T, CommitError>>,
+}
+
+/// Why a write of a group commit did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommitError {
+    /// What happened
+    pub message: String,
+    /// The server refused this write for what it carries (see
+    /// [`is_refusal`](super::is_refusal)): writing it again would be refused again. Otherwise
+    /// the database or the connection failed and the write may succeed later.
+    pub refused: bool,
+}
+
+impl CommitError {
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            refused: false,
+        }
+    }
+}
+
+impl From<CommitError> for String {
+    fn from(e: CommitError) -> Self {
+        e.message
+    }
 }
 
 /// The handle callers submit items through; cheap to clone. Items of one group are written by
@@ -128,14 +155,14 @@ impl<I: Send + Sync + 'static, T: Send + 'static> BatchCommit<I, T> {
     }
 
     /// Writes `item` in the next group commit; its result once committed, or why it was not.
-    pub async fn write(&self, item: I) -> Result<T, String> {
+    pub async fn write(&self, item: I) -> Result<T, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { item, reply })
-            .map_err(|_| "the database writer has stopped".to_string())?;
+            .map_err(|_| CommitError::failed("the database writer has stopped"))?;
         answer
             .await
-            .map_err(|_| "the database writer has stopped".to_string())?
+            .map_err(|_| CommitError::failed("the database writer has stopped"))?
     }
 }
 
@@ -165,7 +192,7 @@ async fn run<I, T>(
         let mut client = match pool.get().await {
             Ok(c) => c,
             Err(e) => {
-                let e = format!("no database connection: {e}");
+                let e = CommitError::failed(format!("no database connection: {e}"));
                 for job in group {
                     let _ = job.reply.send(Err(e.clone()));
                 }
@@ -205,20 +232,25 @@ async fn together<I, T>(
     client: &mut deadpool_postgres::Object,
     write: &Batch<I, T>,
     items: &[I],
-) -> Result<Vec<T>, String> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| super::describe(&e))?;
+) -> Result<Vec<T>, CommitError> {
+    let failed = |e: tokio_postgres::Error| CommitError {
+        message: super::describe(&e),
+        refused: super::is_refusal(&e),
+    };
+    let tx = client.transaction().await.map_err(failed)?;
     // statements prepared on this connection before are taken from its cache
-    let results = write(&tx, items).await.map_err(|e| e.to_string())?;
+    let results = write(&tx, items).await.map_err(|e| CommitError {
+        message: e.to_string(),
+        refused: e.is_refusal(),
+    })?;
     if results.len() != items.len() {
-        return Err(format!(
+        return Err(CommitError::failed(format!(
             "a batch of {} writes answered {} results",
             items.len(),
             results.len()
-        ));
+        )));
     }
-    tx.commit().await.map_err(|e| super::describe(&e))?;
+    // a deferred constraint refuses at the commit
+    tx.commit().await.map_err(failed)?;
     Ok(results)
 }

@@ -49,7 +49,23 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether the server refused a statement for what it carried (a data exception, an integrity
+/// violation, a value too large to index), as opposed to a connection or server failure: the
+/// same write would be refused again, so it is not retried, and in a group only the writes that
+/// carry such values are refused.
+pub fn is_refusal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23") || code == "42804" || code == "54000"
+    })
+}
+
 impl StoreError {
+    /// Whether the statement was refused for its values (see [`is_refusal`]).
+    pub fn is_refusal(&self) -> bool {
+        is_refusal(&self.source)
+    }
+
     pub(crate) fn new(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |source| Self { context, source }
     }

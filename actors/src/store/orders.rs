@@ -504,6 +504,29 @@ pub async fn open_orders(
     Ok(rows.iter().map(order_row).collect())
 }
 
+/// Every order of `account` that is working at the broker as far as the gateway knows
+/// (submitted, accepted or partly filled, with a broker order id): what a catch-up looks up.
+pub async fn working_orders(
+    client: &impl GenericClient,
+    account: &str,
+) -> Result<Vec<OrderRow>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
+                 JOIN trade_executions e ON e.trade_decision_id = d.id \
+                 WHERE d.account = $1 \
+                   AND e.status IN ('submitted', 'accepted', 'partial_fill') \
+                   AND e.broker_order_id IS NOT NULL \
+                 ORDER BY d.id"
+            ),
+            &[&account],
+        )
+        .await
+        .map_err(StoreError::new("reading working orders"))?;
+    Ok(rows.iter().map(order_row).collect())
+}
+
 /// Notes that the strategy asked to cancel the order, so its cancel ends the decision as
 /// cancelled.
 pub async fn mark_cancel_requested(
@@ -544,14 +567,13 @@ pub async fn set_broker_order_id(
 // decision follows its execution: cancelled when the strategy's own cancel completed, failed
 // when the broker rejected it, executed once the broker shows the order in any other state
 // (also out of failed: a correction). Both rows are locked and read at their newest version,
-// so a concurrent write is never undone from a stale snapshot.
-const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
-                 INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
-                     broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9::numeric, $10::numeric, $11::timestamptz, $12) \
-                 ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id), \
-             cur AS ( \
-                 SELECT x.id, \
+// so a concurrent write is never undone from a stale snapshot. A fill counts only what it adds
+// to the execution's cumulative quantity (an event carries the order's `filled_qty`): a live
+// fill the catch-up already recorded, or a repeat under another key, stores its event with a
+// quantity of zero; a catch-up's fill counts what the stream missed, priced so that the
+// cumulative average is right: (avg * filled - previous avg * previous filled) / added.
+const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
+                 SELECT x.id, x.filled_quantity AS prev, x.filled_avg_price AS prev_avg, \
                         CASE WHEN $13::text IS NULL THEN x.status \
                              WHEN x.status = 'rejected' AND $13 <> 'rejected' \
                                AND (($13 IN ('partial_fill', 'filled') \
@@ -564,8 +586,31 @@ const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                              WHEN x.status = 'partial_fill' \
                                AND $13 NOT IN ('filled', 'cancelled') THEN x.status \
                              ELSE $13 END AS next \
-                 FROM trade_executions x WHERE x.id = $16::bigint AND EXISTS (SELECT 1 FROM ev) \
+                 FROM trade_executions x WHERE x.id = $16::bigint \
                  FOR UPDATE), \
+             fq AS ( \
+                 SELECT CASE WHEN $6 NOT IN ('fill', 'partial_fill') THEN NULL \
+                             WHEN $14::numeric IS NULL OR c.prev IS NULL THEN $8::numeric \
+                             ELSE GREATEST($14::numeric - c.prev, 0) END AS qty, \
+                        c.prev, c.prev_avg \
+                 FROM (SELECT 1) one LEFT JOIN cur c ON true), \
+             f AS ( \
+                 SELECT fq.qty, \
+                        CASE WHEN fq.qty IS NULL OR fq.qty = 0 THEN NULL \
+                             WHEN fq.qty = $8::numeric AND $9::numeric IS NOT NULL THEN $9::numeric \
+                             WHEN $15::numeric IS NULL THEN $9::numeric \
+                             WHEN fq.prev IS NULL OR fq.prev = 0 THEN $15::numeric \
+                             WHEN ($15::numeric * $14::numeric - COALESCE(fq.prev_avg, 0) * fq.prev) >= 0 \
+                               THEN round(($15::numeric * $14::numeric \
+                                           - COALESCE(fq.prev_avg, 0) * fq.prev) / fq.qty, 8) \
+                        END AS price \
+                 FROM fq), \
+             ev AS ( \
+                 INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
+                     broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, f.qty, f.price, $10::numeric, $11::timestamptz, $12 \
+                 FROM f \
+                 ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id, qty, price), \
              ex AS ( \
                  UPDATE trade_executions x SET \
                      status = cur.next, \
@@ -588,7 +633,7 @@ const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                                         THEN COALESCE(x.rejected_at, $11, now()) \
                                         ELSE x.rejected_at END, \
                      updated_at = now() \
-                 FROM cur WHERE x.id = cur.id \
+                 FROM cur WHERE x.id = cur.id AND EXISTS (SELECT 1 FROM ev) \
                    AND (cur.next IS DISTINCT FROM x.status \
                         OR (cur.next <> 'rejected' \
                             AND COALESCE($14::numeric, 0) > x.filled_quantity) \
@@ -627,7 +672,8 @@ const RECORD_ORDER_EVENT: &str = "WITH ev AS ( \
                  RETURNING t.status) \
              SELECT (SELECT id FROM ev), (SELECT status FROM ex), \
                     COALESCE((SELECT status FROM d), \
-                             (SELECT status FROM trade_decisions WHERE id = $4))";
+                             (SELECT status FROM trade_decisions WHERE id = $4)), \
+                    (SELECT qty FROM ev), (SELECT price FROM ev)";
 
 /// One event a broker pushed (or recovery reconstructed) for one of our orders. The event is
 /// always stored (once); the execution and the decision are updated only when the event changes
@@ -673,6 +719,10 @@ pub struct EventApplied {
     pub decision_status: String,
     /// The execution's status afterwards
     pub execution_status: Option<String>,
+    /// A fill event's quantity not counted before, and its price: the event's own, or the
+    /// one that makes the order's average right when part of the fill was counted already (a
+    /// quantity of zero: all of it was)
+    pub fill: Option<(Decimal, Option<Decimal>)>,
 }
 
 /// Records `e` once: a second event with the same key changes nothing and returns `None`.
@@ -717,9 +767,11 @@ pub async fn record_order_event(
     if inserted.is_none() {
         return Ok(None);
     }
+    let fill_qty: Option<Decimal> = row.get(3);
     Ok(Some(EventApplied {
         execution_status: row.get(1),
         decision_status: row.get::<_, Option<String>>(2).unwrap_or_default(),
+        fill: fill_qty.map(|q| (q, row.get(4))),
     }))
 }
 

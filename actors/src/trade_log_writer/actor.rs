@@ -1,4 +1,4 @@
-//! The TradeLogWriter actor: owns the writer loop (a task draining the queue), its spill
+//! The TradeLogWriter actor: owns the writer loop (a thread draining the queue), its spill
 //! directory, and the maintenance schedule. A restart recovers from disk: leftover spill files
 //! are replayed before new events are written.
 
@@ -61,12 +61,32 @@ impl Actor for TradeLogWriter {
             args.conninfo.clone(),
             spill,
         );
-        let task = tokio::spawn(worker.run(receiver));
+        // The writer loop runs on a thread and runtime of its own: with `overflow = "block"`
+        // producers on the gateway's runtime wait for room in the queue, and if the loop that
+        // makes the room were a task among them, enough waiting producers would starve it.
+        // Its database connections are opened (and driven) on that runtime too.
+        let (exited, exit) = oneshot::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("tradelog-writer".into())
+            .spawn(move || {
+                let ended = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        runtime.block_on(worker.run(receiver));
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("the writer's runtime could not start: {e}")),
+                };
+                let _ = exited.send(ended);
+            })?;
         let monitor = myself.clone();
         tokio::spawn(async move {
-            let reason = match task.await {
-                Ok(()) => "the writer loop ended".to_string(),
-                Err(e) => format!("the writer loop failed: {e}"),
+            let reason = match exit.await {
+                Ok(Ok(())) => "the writer loop ended".to_string(),
+                Ok(Err(e)) => e,
+                Err(_) => "the writer loop failed (its thread panicked)".to_string(),
             };
             // fails harmlessly when the actor is already stopping
             let _ = monitor.send_message(TradeLogWriterMessage::WorkerExited { reason });

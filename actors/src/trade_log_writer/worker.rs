@@ -124,7 +124,7 @@ fn classify(e: &WriteError) -> Failure {
     if code == "0A000" {
         return Failure::CopyUnsupported;
     }
-    if code.starts_with("22") || code.starts_with("23") || code == "42804" || code == "54000" {
+    if store::is_refusal(e) {
         return Failure::Poison;
     }
     Failure::Transient

@@ -125,6 +125,26 @@ token = "alpha-token"
     .expect("the sent decision was not reconciled");
     assert_eq!(reconciled.0, "executed");
     assert!(reconciled.2.is_some(), "the broker order id was recorded");
+    // the submission's time is the broker's, not the time of the look-up after the restart
+    let submitted_at: chrono::DateTime<chrono::Utc> = client
+        .query_one(
+            "SELECT e.submitted_at FROM trade_executions e JOIN trade_decisions d \
+             ON d.id = e.trade_decision_id WHERE d.decision_id = $1",
+            &[&sent],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let at_venue = venue.order_by_client_id(&sent.to_string()).unwrap()["submitted_at"]
+        .as_str()
+        .unwrap()
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+    assert_eq!(
+        submitted_at.timestamp_micros(),
+        at_venue.timestamp_micros(),
+        "submitted_at is not the broker's"
+    );
     let failed = wait_until(WAIT, || async {
         let row = client
             .query_one(

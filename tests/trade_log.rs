@@ -279,6 +279,55 @@ async fn block_mode_loses_nothing() {
     writer.stop().await;
 }
 
+// Producers that block in ordinary async tasks, on a runtime of two workers, more of them than
+// workers: the writer makes room from its own thread, so nothing freezes. (A plain test that
+// watches the runtime from outside: a frozen runtime could not time itself out.)
+#[test]
+fn block_mode_cannot_freeze_the_runtime_its_producers_run_on() {
+    let (done, finished) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let db = TestDb::new().await;
+            let spill = scratch_dir("block-async-spill");
+            let config = TradeLogConfig {
+                queue_capacity: 16,
+                batch_size: 8,
+                max_batch_size: 16,
+                overflow: Overflow::Block,
+                ..test_config(&spill)
+            };
+            let writer = WriterUnderTest::start(&db.conninfo, config).await;
+            let producers: Vec<_> = (0..8u64)
+                .map(|p| {
+                    let log = writer.log.clone();
+                    tokio::spawn(async move {
+                        for i in 0..500 {
+                            log.log(sample_event(p * 1_000 + i));
+                        }
+                    })
+                })
+                .collect();
+            for producer in producers {
+                producer.await.unwrap();
+            }
+            writer.flush().await;
+            let client = db.client().await;
+            let rows = row_count(&client, "SELECT count(*) FROM tradelog").await;
+            writer.stop().await;
+            let _ = done.send((rows, ()));
+        });
+    });
+    let (rows, ()) = finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("blocked producers froze the runtime");
+    assert_eq!(rows, 4_000);
+}
+
 #[tokio::test]
 async fn requests_are_stored_without_keys_secrets_or_signatures() {
     let db = TestDb::new().await;

@@ -78,6 +78,9 @@ pub struct Faults {
     /// Stream clients are cut off and new ones refused while set (events in between are lost,
     /// as on the real stream)
     pub stream_down: bool,
+    /// The next this-many order submissions (`POST /v2/orders`) are processed and answered
+    /// with their status and headers, but the connection breaks in the middle of the body
+    pub cut_next_submissions: u32,
 }
 
 /// One HTTP request the venue received.
@@ -360,6 +363,40 @@ impl SimAlpaca {
         true
     }
 
+    /// Fills `qty` of an open order at `price` whatever the market, as a counterparty
+    /// crossing it would (tests use it for fills in parts at different prices); the event goes
+    /// out on the stream. Whether the order was open with that much left.
+    pub fn fill_part(&self, client_order_id: &str, qty: Decimal, price: Decimal) -> bool {
+        let mut state = self.lock();
+        let Some(id) = state.by_client.get(client_order_id).copied() else {
+            return false;
+        };
+        let open = state
+            .orders
+            .get(&id)
+            .is_some_and(|o| o.is_open() && qty > Decimal::ZERO && o.filled_qty + qty <= o.qty);
+        if open {
+            state.fill(id, qty, price);
+        }
+        open
+    }
+
+    /// Moves an order's submission back in time by `by` (tests use it for an order submitted
+    /// long ago, e.g. a GTC order resting since the morning). Whether the order exists.
+    pub fn backdate(&self, client_order_id: &str, by: chrono::Duration) -> bool {
+        let mut state = self.lock();
+        let Some(id) = state.by_client.get(client_order_id).copied() else {
+            return false;
+        };
+        match state.orders.get_mut(&id) {
+            Some(o) => {
+                o.created_at -= by;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Cash left for buys.
     pub fn buying_power(&self) -> Decimal {
         self.lock().buying_power
@@ -461,6 +498,14 @@ impl VenueState {
                 vec![left]
             };
         for part in parts {
+            self.fill(id, part, price);
+        }
+    }
+
+    /// Fills `part` of open order `id` at `price`: its cumulative quantity and average, the
+    /// position, buying power, and the event on the stream.
+    fn fill(&mut self, id: Uuid, part: Decimal, price: Decimal) {
+        {
             let Some(o) = self.orders.get_mut(&id) else {
                 return;
             };
@@ -613,6 +658,7 @@ async fn delay_answers(
         request.method().to_string(),
         request.uri().path().to_string(),
     );
+    let method_path = (method.clone(), path.clone());
     let response = next.run(request).await;
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -631,12 +677,38 @@ async fn delay_answers(
             body: String::from_utf8_lossy(&bytes).into_owned(),
         });
     }
-    let response = Response::from_parts(parts, axum::body::Body::from(bytes));
+    let cut = {
+        let mut state = sim.lock();
+        let cut = state.faults.cut_next_submissions > 0
+            && method_path.0 == "POST"
+            && method_path.1 == "/v2/orders";
+        if cut {
+            state.faults.cut_next_submissions -= 1;
+        }
+        cut
+    };
     let delay = Duration::from_millis(sim.faults().delay_ms);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    response
+    if cut {
+        // half the body, then the connection fails: the client has the status, not the answer
+        let half = bytes.slice(..bytes.len() / 2);
+        let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+            Ok(half),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the venue's connection broke mid-answer",
+            )),
+        ];
+        let mut parts = parts;
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        return Response::from_parts(
+            parts,
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+        );
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn with_headers(mut response: Response, headers: HeaderMap) -> Response {

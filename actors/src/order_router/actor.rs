@@ -653,18 +653,80 @@ async fn committer(
     }
 }
 
-/// Writes `decisions` in one commit; per decision its surrogate key or its reject.
+/// Per decision its surrogate key and request payload id, or its reject.
+type Written = Vec<Result<(i64, Option<i64>), OrderReject>>;
+
+/// Writes `decisions` in one commit; per decision its surrogate key or its reject. `Err` only
+/// when the database or the connection failed (then none of them may be taken as written). A
+/// group the database refused for what one of its decisions carries is written again one
+/// decision at a time: only the guilty ones are refused (`invalid`), the others are written.
 async fn write_decisions(
     args: &OrderRouterArgs,
     decisions: &[NewDecision],
-) -> Result<Vec<Result<(i64, Option<i64>), OrderReject>>, String> {
+) -> Result<Written, String> {
+    match write_group(args, decisions).await {
+        Ok(written) => Ok(written),
+        Err(e) if !e.refused => Err(e.message),
+        Err(e) => {
+            if decisions.len() > 1 {
+                tracing::warn!(decisions = decisions.len(), error = %e.message,
+                    "the database refused a group of decisions; writing them one by one");
+            }
+            let mut written = Vec::with_capacity(decisions.len());
+            for decision in decisions {
+                let alone = if decisions.len() == 1 {
+                    Err(e.clone())
+                } else {
+                    write_group(args, std::slice::from_ref(decision)).await
+                };
+                written.push(match alone {
+                    Ok(mut one) => one.remove(0),
+                    Err(e) if e.refused => Err(OrderReject::new(
+                        risk::codes::INVALID,
+                        format!(
+                            "the audit database refused this decision ({}); nothing was sent",
+                            e.message
+                        ),
+                    )),
+                    Err(e) => {
+                        // it may have been committed after all: its session reconciles it
+                        if let Some(session) = alpaca_session::find(&decision.account) {
+                            let _ = session.cast(AlpacaSessionMessage::Reconcile);
+                        }
+                        Err(OrderReject::new(
+                            AUDIT_UNAVAILABLE,
+                            format!(
+                                "the decision could not be recorded ({}); nothing was sent",
+                                e.message
+                            ),
+                        ))
+                    }
+                });
+            }
+            Ok(written)
+        }
+    }
+}
+
+/// One statement for `decisions`.
+async fn write_group(
+    args: &OrderRouterArgs,
+    decisions: &[NewDecision],
+) -> Result<Written, store::group::CommitError> {
     // each order's broker request goes into the decisions' own statement: on record before
     // the call, without a commit of its own on the way to the broker
     let requests: Vec<Option<ApiPayload>> = decisions
         .iter()
         .map(alpaca_session::submission_request)
         .collect();
-    let client = args.pool.get().await.map_err(|e| e.to_string())?;
+    let client = args
+        .pool
+        .get()
+        .await
+        .map_err(|e| store::group::CommitError {
+            message: e.to_string(),
+            refused: false,
+        })?;
     let results = store::decisions::create_decisions_with_requests(
         &*client,
         decisions,
@@ -672,7 +734,10 @@ async fn write_decisions(
         args.lineage,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| store::group::CommitError {
+        message: e.to_string(),
+        refused: e.is_refusal(),
+    })?;
     Ok(results
         .into_iter()
         .map(|r| {
@@ -719,19 +784,37 @@ async fn reject_writer(
             tracing::info!(strategy = %r.order.strategy, symbol = %r.order.symbol,
                 code = %r.reject.code, message = %r.reject.message, "order rejected");
         }
-        let result = match pool.get().await {
-            Ok(mut client) => store::orders::insert_rejects(&mut client, &batch)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let mut client = match pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                unrecorded(batch.len(), &e.to_string());
+                continue;
+            }
         };
-        if let Err(e) = result {
-            metrics::counter!("tradegate_order_rejects_unrecorded_total")
-                .increment(batch.len() as u64);
-            tracing::warn!(error = %e, rejects = batch.len(),
-                "order rejects could not be stored (they were answered and logged)");
+        match store::orders::insert_rejects(&mut client, &batch).await {
+            Ok(()) => {}
+            // one record the database refuses does not cost the others theirs
+            Err(e) if e.is_refusal() && batch.len() > 1 => {
+                for r in &batch {
+                    if let Err(e) =
+                        store::orders::insert_rejects(&mut client, std::slice::from_ref(r)).await
+                    {
+                        unrecorded(1, &e.to_string());
+                    }
+                }
+            }
+            Err(e) => unrecorded(batch.len(), &e.to_string()),
         }
     }
+}
+
+fn unrecorded(n: usize, error: &str) {
+    metrics::counter!("tradegate_order_rejects_unrecorded_total").increment(n as u64);
+    tracing::warn!(
+        error,
+        rejects = n,
+        "order rejects could not be stored (they were answered and logged)"
+    );
 }
 
 async fn owned_order(

@@ -13,6 +13,9 @@ use crate::domain::{KillSwitch, OrderReject, OrderRequest, OrderType, Side};
 pub mod codes {
     /// The order is not well formed (quantity, prices, symbol, ...)
     pub const INVALID: &str = "invalid";
+    /// A value so large (or a price so small) that valuing the order overflows exact
+    /// arithmetic: no limit could be checked against it
+    pub const OUT_OF_RANGE: &str = "invalid.out_of_range";
     /// Quantity above `max_qty`
     pub const MAX_QTY: &str = "risk.max_qty";
     /// Notional above `max_notional`
@@ -55,6 +58,7 @@ pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
             "symbol `{symbol}` is not valid (1 to 32 of A-Z, 0-9, '.', '/', '-')"
         ));
     }
+    text_fits(order)?;
     if order.reference_price.is_some_and(|p| p <= Decimal::ZERO) {
         // a zero reference would value any market order at nothing
         return invalid("reference_price must be positive".into());
@@ -79,6 +83,60 @@ pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
         ));
     }
     Ok(())
+}
+
+/// Longest strategy name, version, account and signal fields, in characters.
+const TEXT_MAX: usize = 128;
+/// Largest rationale, as JSON text.
+const RATIONALE_MAX_BYTES: usize = 64 * 1024;
+
+/// Refuses text the audit database would refuse (PostgreSQL stores no NUL character, in text
+/// or in JSON) or that is too long to be a name, so that one order never fails the commit it
+/// shares with other strategies' orders.
+fn text_fits(order: &OrderRequest) -> Result<(), OrderReject> {
+    let invalid = |m: String| Err(OrderReject::new(codes::INVALID, m));
+    let signal = order.primary_signal.as_ref();
+    for (what, value) in [
+        ("strategy", Some(order.strategy.as_str())),
+        ("strategy_version", Some(order.strategy_version.as_str())),
+        ("account", order.account.as_deref()),
+        (
+            "primary_signal.signal_type",
+            signal.map(|s| s.signal_type.as_str()),
+        ),
+        ("primary_signal.id", signal.map(|s| s.id.as_str())),
+    ] {
+        let Some(value) = value else { continue };
+        if value.contains('\0') {
+            return invalid(format!("{what} contains a NUL character"));
+        }
+        if value.chars().count() > TEXT_MAX {
+            return invalid(format!("{what} is longer than {TEXT_MAX} characters"));
+        }
+    }
+    if let Some(rationale) = &order.rationale {
+        if json_has_nul(rationale) {
+            return invalid("rationale contains a NUL character".into());
+        }
+        let size = serde_json::to_vec(rationale).map_or(usize::MAX, |b| b.len());
+        if size > RATIONALE_MAX_BYTES {
+            return invalid(format!(
+                "rationale is {size} bytes of JSON, above the limit of {RATIONALE_MAX_BYTES}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+        }
+        _ => false,
+    }
 }
 
 /// The kill switch's verdict: halted refuses everything; reduce-only accepts an order only when
@@ -157,6 +215,13 @@ pub fn limits(
     }
     if let (Some(max), Some(notional)) = (limits.max_qty, order.notional) {
         // the shares a dollar order buys, at the reference price
+        if let Some(r) = reference
+            && notional.checked_div(r).is_none()
+        {
+            return Err(out_of_range(format!(
+                "notional {notional} at the reference price {r}"
+            )));
+        }
         let Some(shares) = reference.and_then(|r| notional.checked_div(r)) else {
             return Err(OrderReject::new(
                 codes::NO_REFERENCE_PRICE,
@@ -189,8 +254,10 @@ pub fn limits(
                 ),
             ));
         };
-        // an overflow is a value beyond any limit, refused as such (never a panic)
-        let notional = qty.checked_mul(price).unwrap_or(Decimal::MAX);
+        // an overflow is refused with its own code (never a panic)
+        let Some(notional) = qty.checked_mul(price) else {
+            return Err(out_of_range(format!("qty {qty} at {price}")));
+        };
         if notional > max {
             return Err(OrderReject::new(
                 codes::MAX_NOTIONAL,
@@ -202,10 +269,15 @@ pub fn limits(
         (limits.max_price_deviation, order.order_price(), reference)
         && reference > Decimal::ZERO
     {
-        let deviation = price
+        let Some(deviation) = price
             .checked_sub(reference)
             .and_then(|d| d.checked_div(reference))
-            .map_or(Decimal::MAX, |d| d.abs());
+            .map(|d| d.abs())
+        else {
+            return Err(out_of_range(format!(
+                "price {price} against the reference price {reference}"
+            )));
+        };
         if deviation > band {
             let percent = |d: Decimal| {
                 d.checked_mul(Decimal::ONE_HUNDRED).map_or_else(
@@ -242,6 +314,13 @@ pub fn limits(
         ));
     }
     Ok(())
+}
+
+fn out_of_range(what: String) -> OrderReject {
+    OrderReject::new(
+        codes::OUT_OF_RANGE,
+        format!("{what} cannot be valued: the arithmetic overflows; nothing is sent"),
+    )
 }
 
 /// What identifies "the same order" for the duplicate window.
@@ -440,18 +519,154 @@ mod tests {
         };
         let mut huge = order("limit", 1, Some(10), None);
         huge.qty = Some(Decimal::MAX);
-        assert_eq!(code(limits(&huge, &l, None)), codes::MAX_NOTIONAL);
+        assert_eq!(code(limits(&huge, &l, None)), codes::OUT_OF_RANGE);
         let tiny = Some(Decimal::new(1, 28));
         assert_eq!(
             code(limits(&order("limit", 1, Some(10), None), &l, tiny)),
-            codes::PRICE_COLLAR
+            codes::OUT_OF_RANGE
         );
+        // one share at the largest price is valued exactly (and far above the limit)
         let mut max_price = order("limit", 1, Some(10), None);
         max_price.limit_price = Some(Decimal::MAX);
         assert_eq!(
-            code(limits(&max_price, &l, Some(Decimal::from(100)))),
+            code(limits(
+                &max_price,
+                &RiskLimits {
+                    max_price_deviation: None,
+                    ..l.clone()
+                },
+                None
+            )),
             codes::MAX_NOTIONAL
         );
+        // the order: 1000 at the largest price
+        let mut fat = order("limit", 1000, Some(1), None);
+        fat.limit_price = Some(Decimal::MAX);
+        assert_eq!(
+            code(limits(
+                &fat,
+                &RiskLimits {
+                    max_notional: Some(Decimal::from(1000)),
+                    ..RiskLimits::default()
+                },
+                None
+            )),
+            codes::OUT_OF_RANGE
+        );
+    }
+
+    use proptest::prelude::*;
+
+    /// Any decimal, the extremes and the tiniest often.
+    fn any_decimal() -> impl Strategy<Value = Decimal> {
+        prop_oneof![
+            Just(Decimal::MAX),
+            Just(Decimal::MIN),
+            Just(Decimal::new(1, 28)),
+            Just(Decimal::ZERO),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<bool>(),
+                0u32..=28
+            )
+                .prop_map(|(lo, mid, hi, neg, scale)| Decimal::from_parts(lo, mid, hi, neg, scale)),
+        ]
+    }
+
+    fn any_type() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("market"),
+            Just("limit"),
+            Just("stop"),
+            Just("stop_limit")
+        ]
+    }
+
+    proptest! {
+        // every check the router runs on an order, and the broker body built from it, with
+        // extreme decimals anywhere: a verdict (accepted or a coded refusal), never a panic
+        #[test]
+        fn extreme_decimals_get_a_verdict_never_a_panic(
+            qty in any_decimal(),
+            notional in proptest::option::of(any_decimal()),
+            limit in any_decimal(),
+            stop in any_decimal(),
+            reference in proptest::option::of(any_decimal()),
+            position in any_decimal(),
+            max in any_decimal(),
+            band in any_decimal(),
+            order_type in any_type(),
+        ) {
+            let mut o = order(order_type, 1, None, None);
+            if notional.is_some() {
+                o.qty = None;
+                o.notional = notional;
+            } else {
+                o.qty = Some(qty);
+            }
+            if matches!(order_type, "limit" | "stop_limit") {
+                o.limit_price = Some(limit);
+            }
+            if matches!(order_type, "stop" | "stop_limit") {
+                o.stop_price = Some(stop);
+            }
+            o.reference_price = reference;
+            let l = RiskLimits {
+                max_qty: Some(max),
+                max_notional: Some(max),
+                max_price_deviation: Some(band),
+                max_orders_per_sec: Some(10),
+                duplicate_window_ms: Some(1000),
+                ..RiskLimits::default()
+            };
+            let verdicts = [
+                validate(&o),
+                kill_switch(KillSwitch::Active, &o, position),
+                kill_switch(KillSwitch::ReduceOnly, &o, position),
+                kill_switch(KillSwitch::Halted, &o, position),
+                limits(&o, &l, reference),
+                limits(&o, &l, None),
+                RiskState::default().admit(&o, "acct", &l, Instant::now()),
+            ];
+            for verdict in verdicts {
+                if let Err(r) = verdict {
+                    prop_assert!(!r.code.is_empty() && !r.message.is_empty());
+                }
+            }
+            let _ = needs_reference(&o, &l);
+            let body = crate::alpaca_session::mapping::order_body(&o.to_decision("acct"));
+            for key in ["qty", "notional", "limit_price", "stop_price"] {
+                if let Some(v) = body.get(key) {
+                    // the body's numbers read back exactly
+                    prop_assert!(crate::alpaca_session::mapping::decimal(Some(v)).is_some());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_the_database_would_refuse_is_invalid() {
+        let mut o = order("market", 1, None, None);
+        o.strategy_version = "v1\0".into();
+        assert_eq!(code(validate(&o)), codes::INVALID);
+        let mut o = order("market", 1, None, None);
+        o.rationale = Some(serde_json::json!({"why": ["ok", {"deep": "a\u{0}b"}]}));
+        let refused = validate(&o).unwrap_err();
+        assert!(refused.message.contains("NUL"), "{refused:?}");
+        let mut o = order("market", 1, None, None);
+        o.primary_signal = Some(crate::domain::PrimarySignal {
+            signal_type: "x".repeat(TEXT_MAX + 1),
+            id: "1".into(),
+        });
+        assert_eq!(code(validate(&o)), codes::INVALID);
+        let mut o = order("market", 1, None, None);
+        o.rationale = Some(serde_json::json!({"blob": "x".repeat(RATIONALE_MAX_BYTES)}));
+        assert_eq!(code(validate(&o)), codes::INVALID);
+        let mut o = order("market", 1, None, None);
+        o.rationale = Some(serde_json::json!({"why": "fine", "n": 1.5}));
+        assert_eq!(code(validate(&o)), "ok");
     }
 
     #[test]

@@ -1000,6 +1000,37 @@ impl RejectRecord {
     }
 }
 
+/// Longest name a refusal record keeps, in characters.
+const STORED_NAME_MAX: usize = 256;
+
+/// `text` without NUL characters (PostgreSQL stores none) and at most [`STORED_NAME_MAX`]
+/// characters long.
+fn storable_name(text: &str) -> String {
+    let mut clean: String = text
+        .chars()
+        .take(STORED_NAME_MAX)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
+    if text.chars().count() > STORED_NAME_MAX {
+        clean.push('…');
+    }
+    clean
+}
+
+/// `value` with every NUL character in its strings and keys replaced.
+fn storable_json(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), storable_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Stores refused orders, in one transaction.
 pub async fn insert_rejects(
     client: &mut tokio_postgres::Client,
@@ -1020,14 +1051,17 @@ pub async fn insert_rejects(
         .map_err(StoreError::new("preparing an order reject"))?;
     for r in rejects {
         let o = &r.order;
-        let request = serde_json::to_value(o).unwrap_or(Value::Null);
+        // an order is refused, among other things, for text the database cannot store: its
+        // record keeps it storable (NUL characters replaced, names cut to a length that fits)
+        let request = storable_json(serde_json::to_value(o).unwrap_or(Value::Null));
+        let account = r.account.as_deref().map(storable_name);
         tx.execute(
             &statement,
             &[
-                &o.strategy,
-                &o.strategy_version,
-                &r.account,
-                &o.symbol,
+                &storable_name(&o.strategy),
+                &storable_name(&o.strategy_version),
+                &account,
+                &storable_name(&o.symbol),
                 &o.side.as_str(),
                 &o.qty,
                 &o.order_type.as_str(),
@@ -1035,7 +1069,7 @@ pub async fn insert_rejects(
                 &o.stop_price,
                 &o.signal_strength,
                 &r.reject.code,
-                &r.reject.message,
+                &r.reject.message.replace('\0', "\u{FFFD}"),
                 &request,
                 &r.rejected_at,
                 &o.notional,

@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tradegate::app::Running;
 use tradegate::sim::alpaca::{Faults, SimConfig};
+use tradegate_actors::store::{self, orders::OrderRow};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -206,8 +207,9 @@ async fn a_fill_made_while_the_gateway_was_stopped_is_recorded_at_its_next_start
     running.stop().await.unwrap();
 }
 
-// Finding 1: the catch-up's listing is paged: the oldest of 501 open orders, submitted before
-// the last event's window, is found in the listing itself (no look-up by id needed).
+// Finding 1: the catch-up's listing is paged: the oldest of 501 open orders (submitted before
+// the last event's window, so only the open listing shows it) and the newest (on its second
+// page) are both found in the listing itself, no look-up by id needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_catch_up_pages_past_five_hundred_open_orders() {
     let mut gw = gateway_at(
@@ -233,8 +235,9 @@ async fn the_catch_up_pages_past_five_hundred_open_orders() {
             .send(limit_gtc(&format!("o{i}"), "1", &format!("40.{i:03}")))
             .await;
     }
+    let mut newest = first;
     for i in 0..500 {
-        acked(&mut gw.alpha, &format!("o{i}")).await;
+        newest = acked(&mut gw.alpha, &format!("o{i}")).await;
     }
     let working = common::wait_until(Duration::from_secs(60), || async {
         let n: i64 = gw
@@ -255,12 +258,22 @@ async fn the_catch_up_pages_past_five_hundred_open_orders() {
     stream_down(&gw.venue, true);
     let before = gw.venue.requests().len();
     assert!(gw.venue.fill_part(&first.to_string(), dec("2"), dec("50")));
+    assert!(
+        gw.venue
+            .fill_part(&newest.to_string(), dec("1"), dec("40.499"))
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream_down(&gw.venue, false);
 
     let (status, filled, _) =
         wait_execution(&gw.client, first, WAIT, |_, f, _| f > Decimal::ZERO).await;
     assert_eq!((status.as_str(), filled), ("partial_fill", dec("2")));
+    let (status, filled, avg) =
+        wait_execution(&gw.client, newest, WAIT, |s, _, _| s == "filled").await;
+    assert_eq!(
+        (status.as_str(), filled, avg),
+        ("filled", dec("1"), Some(dec("40.499")))
+    );
     let after: Vec<_> = gw.venue.requests().into_iter().skip(before).collect();
     let lists = after
         .iter()
@@ -743,4 +756,160 @@ async fn an_answer_cut_after_its_status_is_looked_up_not_failed() {
     let (decision_status, ..) = decision_outcome(&gw.client, cut).await.unwrap();
     assert_eq!(decision_status, "executed");
     gw.running.stop().await.unwrap();
+}
+
+/// A decision with a working execution, written directly; its order row.
+async fn working_order(client: &tokio_postgres::Client, qty: &str) -> OrderRow {
+    let decision = Uuid::now_v7();
+    client
+        .execute(
+            "WITH d AS (INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, \
+                 account, symbol, side, quantity, order_type, limit_price, time_in_force, status) \
+                 VALUES ($1, 'alpha', '1', 'paper', 'AAPL', 'buy', $2::numeric, 'limit', 110, 'gtc', \
+                 'executed') RETURNING id) \
+             INSERT INTO trade_executions (trade_decision_id, execution_id, broker, status, \
+                 broker_order_id, filled_quantity, submitted_at) \
+             SELECT id, $3, 'alpaca', 'accepted', $4, 0, now() FROM d",
+            &[&decision, &dec(qty), &Uuid::now_v7(), &decision.to_string()],
+        )
+        .await
+        .unwrap();
+    store::orders::order_by_decision(client, decision)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Records a fill event of `row`: its key, the event's own qty and price (a live one) or none
+/// (a recovered one), and the order's cumulative filled quantity and average price.
+async fn record_fill(
+    client: &tokio_postgres::Client,
+    row: &OrderRow,
+    key: &str,
+    own: Option<(&str, &str)>,
+    cumulative: (&str, &str),
+) -> Option<(Decimal, Option<Decimal>)> {
+    // keys are the broker's per account; the order's id keeps this test's apart
+    let key = format!("{}:{key}", row.decision_id);
+    let key = key.as_str();
+    let body = json!({"key": key});
+    let filled = dec(cumulative.0);
+    let event = store::orders::OrderEvent {
+        broker: "alpaca",
+        account: "paper",
+        event_key: key,
+        order: row,
+        broker_order_id: row.broker_order_id.as_deref(),
+        event: if filled == dec("10") {
+            "fill"
+        } else {
+            "partial_fill"
+        },
+        order_status: None,
+        execution_status: Some(if filled == dec("10") {
+            "filled"
+        } else {
+            "partial_fill"
+        }),
+        qty: own.map(|o| dec(o.0)),
+        price: own.map(|o| dec(o.1)),
+        position_qty: None,
+        filled_qty: Some(filled),
+        filled_avg_price: Some(dec(cumulative.1)),
+        event_at: None,
+        body: &body,
+    };
+    store::orders::record_order_event(client, &event)
+        .await
+        .unwrap()
+        .map(|applied| applied.fill.unwrap())
+}
+
+// Finding 3, in the statement itself: whichever order the live fills and the catch-up's
+// reconstruction of them arrive in, each share counts once, at the price that keeps the
+// average right; numbers no Decimal holds are bounded, never an error that stops the writes.
+#[tokio::test]
+async fn fills_count_once_whatever_order_they_arrive_in() {
+    let db = common::TestDb::new().await;
+    let client = db.client().await;
+    // live first: 4 @ 100, the catch-up's view of 10 @ 100.6, then the live 6 @ 101
+    let live_first = working_order(&client, "10").await;
+    let r = &live_first;
+    assert_eq!(
+        record_fill(&client, r, "a1", Some(("4", "100")), ("4", "100")).await,
+        Some((dec("4"), Some(dec("100"))))
+    );
+    assert_eq!(
+        record_fill(&client, r, "rec:10", None, ("10", "100.6")).await,
+        Some((dec("6"), Some(dec("101"))))
+    );
+    assert_eq!(
+        record_fill(&client, r, "a2", Some(("6", "101")), ("10", "100.6")).await,
+        Some((Decimal::ZERO, None))
+    );
+    assert_eq!(
+        record_fill(&client, r, "rec:10", None, ("10", "100.6")).await,
+        None
+    );
+    // the catch-up first: all 10 at the average, then both live fills count nothing
+    let recovered_first = working_order(&client, "10").await;
+    let r = &recovered_first;
+    assert_eq!(
+        record_fill(&client, r, "rec:10", None, ("10", "100.6")).await,
+        Some((dec("10"), Some(dec("100.6"))))
+    );
+    assert_eq!(
+        record_fill(&client, r, "b1", Some(("4", "100")), ("4", "100")).await,
+        Some((Decimal::ZERO, None))
+    );
+    assert_eq!(
+        record_fill(&client, r, "b2", Some(("6", "101")), ("10", "100.6")).await,
+        Some((Decimal::ZERO, None))
+    );
+    // half live, then a live fill whose first part the catch-up already counted: the rest
+    // at the price that keeps the average
+    let split = working_order(&client, "10").await;
+    let r = &split;
+    record_fill(&client, r, "c1", Some(("2", "100")), ("2", "100")).await;
+    assert_eq!(
+        record_fill(&client, r, "rec:6", None, ("6", "102")).await,
+        Some((dec("4"), Some(dec("103"))))
+    );
+    assert_eq!(
+        record_fill(&client, r, "c2", Some(("8", "103")), ("10", "102.4")).await,
+        Some((dec("4"), Some(dec("103"))))
+    );
+    for (row, avg) in [
+        (&live_first, "100.6"),
+        (&recovered_first, "100.6"),
+        (&split, "102.4"),
+    ] {
+        let (_, status, filled, price, _) =
+            decision_outcome(&client, row.decision_id).await.unwrap();
+        assert_eq!(
+            (status.as_str(), filled, price),
+            ("filled", dec("10"), Some(dec(avg)))
+        );
+        let counted: Decimal = client
+            .query_one(
+                "SELECT sum(qty) FROM broker_order_events WHERE trade_decision_id = $1",
+                &[&row.decision_pk],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(counted, dec("10"), "shares counted for {}", row.decision_id);
+    }
+    // absurd broker numbers: stored bounded, never a failed write
+    let absurd = working_order(&client, "10").await;
+    record_fill(&client, &absurd, "d1", Some(("1", "1")), ("1", "1")).await;
+    let applied = record_fill(
+        &client,
+        &absurd,
+        "d2",
+        None,
+        ("2", "70000000000000000000000000000"),
+    )
+    .await;
+    assert_eq!(applied, Some((dec("1"), None)));
 }

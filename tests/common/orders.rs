@@ -92,6 +92,7 @@ pub async fn behind_proxy(label: &str, tune: impl FnOnce(&mut Config)) -> Behind
     let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
         .await
         .unwrap();
+    caught_up(&venue).await;
     BehindProxy {
         db,
         proxy,
@@ -312,6 +313,7 @@ pub async fn gateway_at(
     let alpha = StrategyWs::connect(running.api_addr(), "alpha-token")
         .await
         .unwrap();
+    caught_up(&venue).await;
     Gateway {
         _one: one,
         db,
@@ -319,6 +321,23 @@ pub async fn gateway_at(
         venue,
         running,
         alpha,
+    }
+}
+
+/// Waits (at most 5 s: a venue that is not served never answers) until the gateway's first
+/// catch-up has listed the venue's orders, and a moment more for it to finish, so a test's own
+/// faults and counts start after it.
+pub async fn caught_up(venue: &SimAlpaca) {
+    let listed = super::wait_until(Duration::from_secs(5), || async {
+        venue
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/v2/orders")
+            .then_some(())
+    })
+    .await;
+    if listed.is_some() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

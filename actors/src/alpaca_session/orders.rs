@@ -399,11 +399,22 @@ impl SessionCtx {
         if !ex.ok() {
             return Err(broker_reject(&ex));
         }
-        let new_id = ex
+        let Some(new_id) = ex
             .body
             .get("id")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .filter(|id| !id.is_empty())
+        else {
+            // the order was replaced, but by which order is not known: the execution keeps the
+            // old id (its events still find it by client order id)
+            return Err(OrderReject::new(
+                "broker.no_order_id",
+                format!(
+                    "the broker accepted the replace without an order id: {}",
+                    ex.body
+                ),
+            ));
+        };
         let client = self.pool.get().await.map_err(audit)?;
         store::orders::set_broker_order_id(&**client, execution_pk, new_id)
             .await

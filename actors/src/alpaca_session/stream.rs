@@ -45,6 +45,8 @@ const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 pub(crate) struct Received {
     value: Value,
     at: DateTime<Utc>,
+    /// Reconstructed from the broker's record (a catch-up or a look-up), not pushed by it
+    recovered: bool,
 }
 
 /// The stream's tasks: the reader (connect, listen, reconnect) and the workers that record.
@@ -62,6 +64,7 @@ impl StreamTasks {
         self.reader.abort();
         let _ = self.reader.await;
         ctx.closing.store(true, Ordering::SeqCst);
+        ctx.catch_up_generation.fetch_add(1, Ordering::SeqCst);
         let _ = self.closing.send(true);
         let workers = futures_util::future::join_all(self.workers);
         if tokio::time::timeout(deadline, workers).await.is_err() {
@@ -82,10 +85,19 @@ pub fn start(
     let (closing, closed) = watch::channel(false);
     let mut workers = Vec::with_capacity(WORKERS);
     let mut senders = Vec::with_capacity(WORKERS);
+    let mut receivers = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
         let (tx, rx) = mpsc::unbounded_channel::<Received>();
-        workers.push(tokio::spawn(worker(Arc::clone(&ctx), rx, closed.clone())));
         senders.push(tx);
+        receivers.push(rx);
+    }
+    for rx in receivers {
+        workers.push(tokio::spawn(worker(
+            Arc::clone(&ctx),
+            rx,
+            closed.clone(),
+            senders.clone(),
+        )));
     }
     let reader = tokio::spawn(run(ctx, url, tls, max_backoff, senders));
     StreamTasks {
@@ -244,15 +256,33 @@ async fn session(
         };
         match parsed {
             Ok(value) if value["stream"] == "trade_updates" => {
-                let received = Received { value, at };
+                let received = Received {
+                    value,
+                    at,
+                    recovered: false,
+                };
                 log_received(ctx, &received);
-                dispatch(workers, received);
+                if !dispatch(workers, received.clone()) {
+                    dead_letter(
+                        ctx,
+                        &received,
+                        "the session stopped before it could be recorded",
+                    );
+                }
             }
+            // anything else the broker pushes is on the trail too, as a connectivity event
             Ok(value) => {
-                tracing::debug!(account = %ctx.account, message = %value, "stream message ignored")
+                tracing::debug!(account = %ctx.account, message = %value, "stream message kept");
+                connectivity(ctx, "message", value);
             }
             Err(e) => {
-                tracing::warn!(account = %ctx.account, error = %e, "unreadable stream frame ignored")
+                tracing::warn!(account = %ctx.account, error = %e, "unreadable stream frame kept");
+                let text = match &msg {
+                    Message::Text(t) => t.as_str().to_string(),
+                    Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                connectivity(ctx, "unreadable_frame", json!({"error": e, "frame": text}));
             }
         }
     }
@@ -275,7 +305,8 @@ where
     }
 }
 
-fn dispatch(workers: &[mpsc::UnboundedSender<Received>], received: Received) {
+/// Hands an event to the worker that owns its order; false if the workers have stopped.
+fn dispatch(workers: &[mpsc::UnboundedSender<Received>], received: Received) -> bool {
     let key = received.value["data"]["order"]["id"]
         .as_str()
         .unwrap_or("")
@@ -284,30 +315,76 @@ fn dispatch(workers: &[mpsc::UnboundedSender<Received>], received: Received) {
         .bytes()
         .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
         % workers.len();
-    let _ = workers[shard].send(received);
+    workers[shard].send(received).is_ok()
 }
 
+/// The decision an event is about, when it is one of ours by its client order id.
+fn decision_of_event(r: &Received) -> Option<uuid::Uuid> {
+    r.value["data"]["order"]["client_order_id"]
+        .as_str()
+        .and_then(decision_of)
+}
+
+fn in_flight(ctx: &SessionCtx, decision: uuid::Uuid) -> bool {
+    ctx.in_flight.lock().is_ok_and(|f| f.contains(&decision))
+}
+
+/// Handles the events of the orders that hash to it, each order's in order. An event of an
+/// order whose submission is still in flight is parked (with every later event of that order)
+/// until the submission is recorded, so it applies to the execution the answer records; the
+/// worker meanwhile goes on with other orders. A submission leaves `in_flight` only once its
+/// outcome is committed (or could not be, and is being reconciled), so it is waited for as long
+/// as it takes, never a fixed time.
 async fn worker(
     ctx: Arc<SessionCtx>,
     mut rx: mpsc::UnboundedReceiver<Received>,
     mut closing: watch::Receiver<bool>,
+    workers: Vec<mpsc::UnboundedSender<Received>>,
 ) {
+    let mut parked: Vec<(uuid::Uuid, std::collections::VecDeque<Received>)> = Vec::new();
     loop {
+        let submitted = ctx.submitted.notified();
+        tokio::pin!(submitted);
+        submitted.as_mut().enable();
+        // released first: a submission may have been recorded since the last look
+        let mut i = 0;
+        while i < parked.len() {
+            if in_flight(&ctx, parked[i].0) {
+                i += 1;
+                continue;
+            }
+            let (_, queue) = parked.remove(i);
+            for r in queue {
+                handle(&ctx, &r, &workers).await;
+            }
+        }
+        let waiting = !parked.is_empty();
         let received = tokio::select! {
             biased;
             received = rx.recv() => received,
             _ = closing.wait_for(|c| *c) => None,
+            () = &mut submitted, if waiting => continue,
+            () = tokio::time::sleep(Duration::from_millis(100)), if waiting => continue,
         };
-        match received {
-            Some(r) => handle(&ctx, &r).await,
-            None => {
-                // stopping: what was received is recorded (or dead-lettered), nothing waits
-                while let Ok(r) = rx.try_recv() {
-                    handle(&ctx, &r).await;
+        let Some(r) = received else { break };
+        match decision_of_event(&r) {
+            Some(d) if parked.iter().any(|(p, _)| *p == d) => {
+                if let Some((_, queue)) = parked.iter_mut().find(|(p, _)| *p == d) {
+                    queue.push_back(r);
                 }
-                return;
             }
+            Some(d) if in_flight(&ctx, d) => parked.push((d, [r].into())),
+            _ => handle(&ctx, &r, &workers).await,
         }
+    }
+    // stopping: every event received is recorded now, or dead-lettered; nothing waits
+    for (_, queue) in parked {
+        for r in queue {
+            handle(&ctx, &r, &workers).await;
+        }
+    }
+    while let Ok(r) = rx.try_recv() {
+        handle(&ctx, &r, &workers).await;
     }
 }
 
@@ -369,9 +446,8 @@ fn dead_letter(ctx: &SessionCtx, r: &Received, reason: &str) {
         order = %data["order"]["id"], "a trade update is a dead letter: not applied to its order");
 }
 
-/// Finds the order an event is about. An order still being submitted is waited for as long
-/// as the submission can take (its answer and its record), so the event applies to the
-/// execution the answer records. "Not ours" (`Ok(None)`) is decided only on the database's
+/// Finds the order an event is about (were its submission in flight, the worker parked the
+/// event until it was recorded). "Not ours" (`Ok(None)`) is decided only on the database's
 /// answer: while it is away the look-up is retried. `Err` only when the gateway is stopping.
 async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>, String> {
     let decision = order["client_order_id"].as_str().and_then(decision_of);
@@ -379,18 +455,8 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>,
     if decision.is_none() && broker_id.is_none() {
         return Ok(None);
     }
-    // a submission is bounded by the request timeout; its record by the group commit
-    let longest = ctx.rest.timeout() + Duration::from_secs(60);
-    let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
-        let submitted = ctx.submitted.notified();
-        tokio::pin!(submitted);
-        submitted.as_mut().enable();
-        // read before the look-up: a submission leaves `in_flight` only once its execution is
-        // committed, so a look-up after it had left sees that execution
-        let in_flight =
-            decision.is_some_and(|d| ctx.in_flight.lock().is_ok_and(|f| f.contains(&d)));
         let found = async {
             let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
             match (decision, broker_id) {
@@ -402,12 +468,7 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>,
         }
         .await;
         match found {
-            Ok(Some(row)) if row.execution_pk.is_some() => return Ok(Some(row)),
-            Ok(Some(row)) if !in_flight || started.elapsed() >= longest => return Ok(Some(row)),
-            Ok(Some(_)) => {
-                let _ = tokio::time::timeout(Duration::from_millis(100), submitted).await;
-            }
-            Ok(None) => return Ok(None),
+            Ok(found) => return Ok(found),
             Err(e) if ctx.closing.load(Ordering::SeqCst) => return Err(e),
             Err(e) => {
                 tracing::warn!(account = %ctx.account, error = %e,
@@ -421,7 +482,11 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>,
 
 /// One trade_updates event (already on the trade log): recorded once, its fill counted once,
 /// pushed to the strategy.
-pub(crate) async fn handle(ctx: &SessionCtx, r: &Received) {
+pub(crate) async fn handle(
+    ctx: &SessionCtx,
+    r: &Received,
+    workers: &[mpsc::UnboundedSender<Received>],
+) {
     let value = &r.value;
     let data = &value["data"];
     let Some(event) = data["event"].as_str().filter(|e| !e.is_empty()) else {
@@ -449,6 +514,18 @@ pub(crate) async fn handle(ctx: &SessionCtx, r: &Received) {
         metrics::counter!("tradegate_alpaca_unknown_statuses_total").increment(1);
     }
     let row = match find_order(ctx, order).await {
+        Ok(Some(row)) if row.execution_pk.is_none() => {
+            // the decision's outcome is being reconciled (its answer could not be stored, or
+            // this gateway restarted around the send): the look-up records the order as the
+            // broker holds it, this event included
+            dead_letter(
+                ctx,
+                r,
+                "the order has no execution recorded yet; it is looked up by its client order id",
+            );
+            ctx.reconcile.notify_one();
+            return;
+        }
         Ok(Some(row)) => row,
         Ok(None) => {
             tracing::info!(account = %ctx.account, event, order = broker_id.unwrap_or(""),
@@ -505,9 +582,16 @@ pub(crate) async fn handle(ctx: &SessionCtx, r: &Received) {
             Ok(applied) => break applied,
             Err(e) if e.refused => {
                 dead_letter(ctx, r, &format!("the database refused it: {e}"));
+                if !r.recovered
+                    && let Some(id) = broker_id
+                {
+                    // the order's state as the broker holds it, recorded instead (once: a
+                    // recovered event the database refuses is not looked up again)
+                    look_up_later(ctx, id, workers);
+                }
                 return;
             }
-            Err(e) if ctx.closing.load(Ordering::SeqCst) => {
+            Err(e) if e.stopped || ctx.closing.load(Ordering::SeqCst) => {
                 dead_letter(
                     ctx,
                     r,
@@ -587,6 +671,65 @@ fn us(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
+/// Looks order `id` up at the broker now and hands what it shows to the worker that owns the
+/// order, as a recovered event (after a pushed event of it could not be recorded).
+fn look_up_later(ctx: &SessionCtx, id: &str, workers: &[mpsc::UnboundedSender<Received>]) {
+    let (rest, id, workers) = (ctx.rest.clone(), id.to_string(), workers.to_vec());
+    let (account, trade_log) = (ctx.account.clone(), ctx.trade_log.clone());
+    tokio::spawn(async move {
+        let path = format!("/v2/orders/{id}");
+        let ex = match rest.call(Method::GET, &path, &[], None).await {
+            Ok(ex) if ex.ok() => ex,
+            Ok(ex) => {
+                tracing::warn!(%account, order = %id, status = ex.status,
+                    "looking up an order whose update was refused failed; the next catch-up lists it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%account, order = %id, error = %e,
+                    "looking up an order whose update was refused failed; the next catch-up lists it");
+                return;
+            }
+        };
+        let status = ex.body["status"].as_str().unwrap_or("").to_string();
+        let filled = decimal(ex.body.get("filled_qty")).unwrap_or(Decimal::ZERO);
+        let event = match status.as_str() {
+            "filled" => "fill".to_string(),
+            _ if filled > Decimal::ZERO => "partial_fill".to_string(),
+            other => other.to_string(),
+        };
+        let received = Received {
+            value: json!({"stream": "trade_updates", "recovered": true, "data": {
+                "event": event,
+                "execution_id": format!("recovered:{id}:{}:{status}", filled.normalize()),
+                "timestamp": ex.body["updated_at"],
+                "order": ex.body,
+            }}),
+            at: Utc::now(),
+            recovered: true,
+        };
+        if let Some(log) = &trade_log {
+            let order = &received.value["data"]["order"];
+            let mut logged = TradeLogEvent::api_event_order_update(
+                &OrderIds {
+                    cl_ord_id: order["client_order_id"].as_str().map(str::to_string),
+                    native_ord_id: Some(id.clone()),
+                    account_id: Some(account.clone()),
+                    symbol: order["symbol"].as_str().map(str::to_string),
+                    ..OrderIds::default()
+                },
+                None,
+                None,
+                RawJson::from_value(&received.value),
+            )
+            .with_source(BROKER);
+            logged.local_ts_us = us(received.at);
+            log.log(logged);
+        }
+        let _ = dispatch(&workers, received);
+    });
+}
+
 /// The catch-up after a connect, retried until it completes or a newer connect starts its own.
 async fn catch_up(
     ctx: &Arc<SessionCtx>,
@@ -594,7 +737,9 @@ async fn catch_up(
     generation: u64,
 ) {
     let mut pause = Duration::from_secs(1);
-    while ctx.catch_up_generation.load(Ordering::SeqCst) == generation {
+    while ctx.catch_up_generation.load(Ordering::SeqCst) == generation
+        && !ctx.closing.load(Ordering::SeqCst)
+    {
         match recover_missed(ctx, workers).await {
             Ok(recovered) => {
                 tracing::info!(account = %ctx.account, recovered, "orders caught up after connecting");
@@ -646,7 +791,6 @@ async fn list_orders(
         let page = ex.body.as_array().cloned().unwrap_or_default();
         let full = page.len() >= PAGE;
         let mut last = None;
-        let mut new = 0;
         for order in page {
             last = order["submitted_at"]
                 .as_str()
@@ -656,14 +800,20 @@ async fn list_orders(
             if let Some(id) = order["id"].as_str()
                 && seen.insert(id.to_string())
             {
-                new += 1;
                 orders.push(order);
             }
         }
-        // the next page starts just before the last submission time seen (inclusive of
-        // orders in that instant); a page that adds nothing new ends it
-        match last {
-            Some(t) if full && new > 0 => cursor = Some(t - chrono::Duration::nanoseconds(1)),
+        // the next page starts just before the last submission time seen (so orders of that
+        // instant are not skipped; the repeats are dropped above); it ends at a page that is
+        // not full, or one whose last submission time does not move the cursor on
+        let next = last.map(|t| t - chrono::Duration::nanoseconds(1));
+        match next {
+            Some(n) if full && cursor.is_none_or(|c| n > c) => cursor = Some(n),
+            Some(_) if full => {
+                tracing::warn!(account = %ctx.account, status,
+                    "more than a page of orders submitted in one instant; the rest are looked up by id");
+                return Ok(orders);
+            }
             _ => return Ok(orders),
         }
     }
@@ -696,28 +846,42 @@ async fn recover_missed(
     if let Some(since) = since {
         orders.extend(list_orders(ctx, "all", Some(since - CATCH_UP_MARGIN), &mut seen).await?);
     }
+    let mut failed = None;
     for row in &working {
-        let Some(id) = row.broker_order_id.as_deref() else {
+        let Some(id) = row.broker_order_id.as_deref().filter(|id| !id.is_empty()) else {
             continue;
         };
         if seen.contains(id) {
             continue;
         }
         let path = format!("/v2/orders/{id}");
-        let ex = ctx
-            .rest
-            .call(Method::GET, &path, &[], None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !ex.ok() {
-            return Err(format!(
-                "looking up order {id} answered {}: {}",
-                ex.status, ex.body
-            ));
+        match ctx.rest.call(Method::GET, &path, &[], None).await {
+            Ok(ex) if ex.ok() => {
+                seen.insert(id.to_string());
+                orders.push(ex.body);
+            }
+            Ok(ex) if ex.status == 404 => {
+                // nothing to catch up from; the order stays as recorded (and is reported)
+                metrics::counter!("tradegate_alpaca_unknown_working_orders_total").increment(1);
+                tracing::error!(account = %ctx.account, order = id, decision = %row.decision_id,
+                    "a working order is unknown to the broker");
+            }
+            // a 429, a 5xx, no answer: the pass is retried; what was found so far is handled
+            // first (the keys make a second pass change nothing)
+            Ok(ex) => {
+                failed = Some(format!(
+                    "looking up order {id} answered {}: {}",
+                    ex.status, ex.body
+                ));
+                break;
+            }
+            Err(e) => {
+                failed = Some(format!("looking up order {id}: {e}"));
+                break;
+            }
         }
-        seen.insert(id.to_string());
-        orders.push(ex.body);
     }
+
     let mut recovered = 0;
     for order in orders {
         let Some(id) = order["id"].as_str().map(str::to_string) else {
@@ -765,15 +929,28 @@ async fn recover_missed(
         } else {
             continue;
         };
+        if ctx.closing.load(Ordering::SeqCst) {
+            return Err("the session is stopping".into());
+        }
         let received = Received {
             value: json!({"stream": "trade_updates", "recovered": true, "data": data}),
             at: now,
+            recovered: true,
         };
         log_received(ctx, &received);
-        dispatch(workers, received);
+        if !dispatch(workers, received.clone()) {
+            dead_letter(
+                ctx,
+                &received,
+                "the session stopped before it could be recorded",
+            );
+        }
         recovered += 1;
     }
-    Ok(recovered)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(recovered),
+    }
 }
 
 /// An event as the group commit holds it until it is written.

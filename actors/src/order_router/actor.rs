@@ -726,6 +726,7 @@ async fn write_group(
         .map_err(|e| store::group::CommitError {
             message: e.to_string(),
             refused: false,
+            stopped: false,
         })?;
     let results = store::decisions::create_decisions_with_requests(
         &*client,
@@ -737,6 +738,7 @@ async fn write_group(
     .map_err(|e| store::group::CommitError {
         message: e.to_string(),
         refused: e.is_refusal(),
+        stopped: false,
     })?;
     Ok(results
         .into_iter()

@@ -72,6 +72,8 @@ pub struct CommitError {
     /// [`is_refusal`](super::is_refusal)): writing it again would be refused again. Otherwise
     /// the database or the connection failed and the write may succeed later.
     pub refused: bool,
+    /// The committing task has stopped: no write through this handle will ever succeed
+    pub stopped: bool,
 }
 
 impl CommitError {
@@ -79,6 +81,15 @@ impl CommitError {
         Self {
             message: message.into(),
             refused: false,
+            stopped: false,
+        }
+    }
+
+    fn stopped() -> Self {
+        Self {
+            message: "the database writer has stopped".into(),
+            refused: false,
+            stopped: true,
         }
     }
 }
@@ -159,10 +170,8 @@ impl<I: Send + Sync + 'static, T: Send + 'static> BatchCommit<I, T> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { item, reply })
-            .map_err(|_| CommitError::failed("the database writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| CommitError::failed("the database writer has stopped"))?
+            .map_err(|_| CommitError::stopped())?;
+        answer.await.map_err(|_| CommitError::stopped())?
     }
 }
 
@@ -236,12 +245,14 @@ async fn together<I, T>(
     let failed = |e: tokio_postgres::Error| CommitError {
         message: super::describe(&e),
         refused: super::is_refusal(&e),
+        stopped: false,
     };
     let tx = client.transaction().await.map_err(failed)?;
     // statements prepared on this connection before are taken from its cache
     let results = write(&tx, items).await.map_err(|e| CommitError {
         message: e.to_string(),
         refused: e.is_refusal(),
+        stopped: false,
     })?;
     if results.len() != items.len() {
         return Err(CommitError::failed(format!(

@@ -69,7 +69,9 @@ pub async fn position(
         )
         .await
         .map_err(StoreError::new("reading a position"))?;
-    Ok(row.get(0))
+    // a sum beyond what a Decimal holds is an error, not a panic of the router
+    row.try_get(0)
+        .map_err(StoreError::new("reading a position"))
 }
 
 /// The average fill price of the newest decision in `symbol` that has one (the reference
@@ -595,7 +597,7 @@ const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
                         c.prev, c.prev_avg \
                  FROM (SELECT 1) one LEFT JOIN cur c ON true), \
              f AS ( \
-                 SELECT fq.qty, \
+                 SELECT CASE WHEN abs(fq.qty) < 1e27 THEN fq.qty END AS qty, \
                         CASE WHEN fq.qty IS NULL OR fq.qty = 0 THEN NULL \
                              WHEN fq.qty = $8::numeric AND $9::numeric IS NOT NULL THEN $9::numeric \
                              WHEN $15::numeric IS NULL THEN $9::numeric \
@@ -605,11 +607,13 @@ const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
                                            - COALESCE(fq.prev_avg, 0) * fq.prev) / fq.qty, 8) \
                         END AS price \
                  FROM fq), \
+             fb AS ( \
+                 SELECT f.qty, CASE WHEN f.price < 1e20 THEN f.price END AS price FROM f), \
              ev AS ( \
                  INSERT INTO broker_order_events (broker, account, event_key, trade_decision_id, \
                      broker_order_id, event, order_status, qty, price, position_qty, event_at, body) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, f.qty, f.price, $10::numeric, $11::timestamptz, $12 \
-                 FROM f \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, fb.qty, fb.price, $10::numeric, $11::timestamptz, $12 \
+                 FROM fb \
                  ON CONFLICT (broker, account, event_key) DO NOTHING RETURNING id, qty, price), \
              ex AS ( \
                  UPDATE trade_executions x SET \
@@ -767,11 +771,18 @@ pub async fn record_order_event(
     if inserted.is_none() {
         return Ok(None);
     }
-    let fill_qty: Option<Decimal> = row.get(3);
+    // the quantity and price are bounded by the statement, so they always fit a Decimal; an
+    // error is still an error, never a panic of the committing task
+    let fill_qty: Option<Decimal> = row
+        .try_get(3)
+        .map_err(StoreError::new("reading a broker order event"))?;
+    let fill_price: Option<Decimal> = row
+        .try_get(4)
+        .map_err(StoreError::new("reading a broker order event"))?;
     Ok(Some(EventApplied {
         execution_status: row.get(1),
         decision_status: row.get::<_, Option<String>>(2).unwrap_or_default(),
-        fill: fill_qty.map(|q| (q, row.get(4))),
+        fill: fill_qty.map(|q| (q, fill_price)),
     }))
 }
 

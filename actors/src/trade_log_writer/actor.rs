@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::config::TradeLogConfig;
@@ -38,6 +38,8 @@ pub struct TradeLogWriterArgs {
 #[derive(Debug)]
 pub struct TradeLogWriterState {
     commands: mpsc::Sender<Command>,
+    /// Some once the writer's thread has ended
+    thread_done: watch::Receiver<Option<String>>,
     args: TradeLogWriterArgs,
     maintenance: Option<JoinHandle<()>>,
     schedule: Option<JoinHandle<()>>,
@@ -65,34 +67,48 @@ impl Actor for TradeLogWriter {
         // producers on the gateway's runtime wait for room in the queue, and if the loop that
         // makes the room were a task among them, enough waiting producers would starve it.
         // Its database connections are opened (and driven) on that runtime too.
-        let (exited, exit) = oneshot::channel::<Result<(), String>>();
+        let (exited, mut exit) = watch::channel::<Option<String>>(None);
+        let thread_done = exit.clone();
         std::thread::Builder::new()
             .name("tradelog-writer".into())
             .spawn(move || {
+                // sent when the thread ends, normally or by a panic: the worker (and the spill
+                // directory's lock) is gone by then
+                struct Exit(watch::Sender<Option<String>>, Option<String>);
+                impl Drop for Exit {
+                    fn drop(&mut self) {
+                        let reason = self.1.take().unwrap_or_else(|| {
+                            "the writer loop failed (its thread panicked)".to_string()
+                        });
+                        let _ = self.0.send(Some(reason));
+                    }
+                }
+                let mut exit = Exit(exited, None);
                 let ended = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
                     Ok(runtime) => {
                         runtime.block_on(worker.run(receiver));
-                        Ok(())
+                        drop(runtime);
+                        "the writer loop ended".to_string()
                     }
-                    Err(e) => Err(format!("the writer's runtime could not start: {e}")),
+                    Err(e) => format!("the writer's runtime could not start: {e}"),
                 };
-                let _ = exited.send(ended);
+                exit.1 = Some(ended);
             })?;
         let monitor = myself.clone();
         tokio::spawn(async move {
-            let reason = match exit.await {
-                Ok(Ok(())) => "the writer loop ended".to_string(),
-                Ok(Err(e)) => e,
-                Err(_) => "the writer loop failed (its thread panicked)".to_string(),
+            let reason = match exit.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone().unwrap_or_default(),
+                Err(_) => "the writer loop failed".to_string(),
             };
             // fails harmlessly when the actor is already stopping
             let _ = monitor.send_message(TradeLogWriterMessage::WorkerExited { reason });
         });
         Ok(TradeLogWriterState {
             commands,
+            thread_done,
             args,
             maintenance: None,
             schedule: None,
@@ -178,6 +194,12 @@ impl Actor for TradeLogWriter {
                     tracing::error!("trade-log writer did not drain within {DRAIN_TIMEOUT:?}")
                 }
             }
+            // its thread has let go of the spill directory before the next writer takes it
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                state.thread_done.wait_for(Option::is_some),
+            )
+            .await;
         }
         Ok(())
     }

@@ -530,26 +530,28 @@ async fn at_venue(venue: &tradegate::sim::alpaca::SimAlpaca, decision: Uuid) {
     assert!(there.is_some(), "the venue never received {decision}");
 }
 
-// Finding 4: the order fills more than ten seconds before its (slow) answer arrives; the fill
-// once found no execution after ten seconds and was lost to it, the answer then writing
-// `accepted`, nothing filled.
+// Finding 4: the order fills long before its (slow) answer arrives; the fill once found no
+// execution after a fixed wait and was lost to it, the answer then writing `accepted`,
+// nothing filled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fill_long_before_a_slow_answer_reaches_the_execution() {
     let mut gw = gateway_at(
         "lost-slow-answer",
         start_venue(SimConfig::default()).await,
-        |c| c.alpaca.request_timeout_ms = 30_000,
+        |c| c.alpaca.request_timeout_ms = 40_000,
     )
     .await;
+    // past two ten-second waits: the order's `new` event and its fill once waited ten seconds
+    // each, one after the other, for the execution
     gw.venue.set_faults(Faults {
-        delay_ms: 12_000,
+        delay_ms: 21_000,
         ..Faults::default()
     });
     gw.alpha.send(limit_gtc("slow", "2", "95")).await;
     let slow = acked(&mut gw.alpha, "slow").await;
     at_venue(&gw.venue, slow).await;
     gw.venue.set_price("AAPL", dec("90"));
-    let (_, filled, avg) = wait_execution(&gw.client, slow, Duration::from_secs(40), |s, _, _| {
+    let (_, filled, avg) = wait_execution(&gw.client, slow, Duration::from_secs(50), |s, _, _| {
         s == "filled"
     })
     .await;
@@ -818,6 +820,7 @@ async fn record_fill(
         filled_avg_price: Some(dec(cumulative.1)),
         event_at: None,
         body: &body,
+        replaces: None,
     };
     store::orders::record_order_event(client, &event)
         .await

@@ -78,6 +78,9 @@ pub struct Faults {
     /// Stream clients are cut off and new ones refused while set (events in between are lost,
     /// as on the real stream)
     pub stream_down: bool,
+    /// The next this-many HTTP requests are refused with 429 (rate limit), as when another
+    /// client of the same account used the budget up
+    pub throttle_next: u32,
     /// The next this-many order submissions (`POST /v2/orders`) are processed and answered
     /// with their status and headers, but the connection breaks in the middle of the body
     pub cut_next_submissions: u32,
@@ -233,6 +236,23 @@ struct VenueState {
     window: VecDeque<Instant>,
     #[allow(clippy::type_complexity)]
     listeners: Vec<mpsc::UnboundedSender<StreamCmdBox>>,
+    emitted: Vec<EmittedEvent>,
+}
+
+/// One `trade_updates` event the venue emitted (kept for oracles: the newest 10,000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmittedEvent {
+    /// Its `execution_id`
+    pub execution_id: String,
+    /// The order's client order id
+    pub client_order_id: String,
+    /// The event (`new`, `fill`, ...)
+    pub event: String,
+    /// When it was emitted
+    pub at: DateTime<Utc>,
+    /// How many stream connections it was handed to (0: nobody listened, it is lost as on the
+    /// real stream)
+    pub listeners: usize,
 }
 
 // the command type is private; a box keeps VenueState's Debug derive simple
@@ -267,6 +287,7 @@ impl SimAlpaca {
                 answers: Vec::new(),
                 window: VecDeque::new(),
                 listeners: Vec::new(),
+                emitted: Vec::new(),
             })),
             handshakes: Arc::default(),
         }
@@ -402,6 +423,26 @@ impl SimAlpaca {
         self.lock().buying_power
     }
 
+    /// Every `trade_updates` event emitted, oldest first (the newest 10,000).
+    pub fn emitted(&self) -> Vec<EmittedEvent> {
+        self.lock().emitted.clone()
+    }
+
+    /// Every order the venue holds, as Alpaca shows them, in submission order.
+    pub fn orders(&self) -> Vec<Value> {
+        self.lock().orders.values().map(Order::json).collect()
+    }
+
+    /// The client order ids of the orders open now.
+    pub fn open_client_ids(&self) -> Vec<String> {
+        self.lock()
+            .orders
+            .values()
+            .filter(|o| o.is_open())
+            .map(|o| o.client_order_id.clone())
+            .collect()
+    }
+
     /// An order as Alpaca shows it, by client order id.
     pub fn order_by_client_id(&self, client_order_id: &str) -> Option<Value> {
         let state = self.lock();
@@ -456,6 +497,10 @@ impl VenueState {
                     .to_string(),
             );
         }
+        let execution_id = data["execution_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let message = json!({"stream": "trade_updates", "data": data});
         let copies = if self.faults.duplicate_events { 2 } else { 1 };
         self.listeners.retain(|l| {
@@ -463,6 +508,16 @@ impl VenueState {
                 l.send(StreamCmdBox(StreamCmd::Event(message.clone())))
                     .is_ok()
             })
+        });
+        if self.emitted.len() >= KEPT_ANSWERS {
+            self.emitted.drain(..KEPT_ANSWERS / 10);
+        }
+        self.emitted.push(EmittedEvent {
+            execution_id,
+            client_order_id: order.client_order_id.clone(),
+            event: event.to_string(),
+            at: now,
+            listeners: self.listeners.len(),
         });
     }
 
@@ -624,7 +679,11 @@ fn gate(
             ))
         } else {
             let (limited, rl) = state.rate_limited(Instant::now());
-            if limited {
+            let throttled = state.faults.throttle_next > 0;
+            if throttled {
+                state.faults.throttle_next -= 1;
+            }
+            if limited || throttled {
                 let mut r = error(
                     StatusCode::TOO_MANY_REQUESTS,
                     42910000,

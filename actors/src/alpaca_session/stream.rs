@@ -549,13 +549,18 @@ pub(crate) async fn handle(
             data["timestamp"].as_str().unwrap_or("")
         ),
     };
-    let execution_status = status.and_then(execution_status).or(match event {
-        "fill" => Some("filled"),
-        "partial_fill" => Some("partial_fill"),
-        "canceled" | "expired" => Some("cancelled"),
-        "rejected" => Some("rejected"),
-        _ => None,
-    });
+    // the order an execution follows after a replace is the replacement: the replaced one's
+    // last word (`replaced`) changes nothing
+    let execution_status = status
+        .filter(|s| *s != "replaced")
+        .and_then(execution_status)
+        .or(match event {
+            "fill" => Some("filled"),
+            "partial_fill" => Some("partial_fill"),
+            "canceled" | "expired" => Some("cancelled"),
+            "rejected" => Some("rejected"),
+            _ => None,
+        });
     let owned = Arc::new(EventRecord {
         account: ctx.account.clone(),
         key: key.clone(),
@@ -571,6 +576,7 @@ pub(crate) async fn handle(
         filled_avg_price: decimal(order.get("filled_avg_price")),
         event_at,
         body: value.clone(),
+        replaces: order["replaces"].as_str().map(str::to_string),
     });
     let work = group::work(move |tx| {
         let e = Arc::clone(&owned);
@@ -847,23 +853,43 @@ async fn recover_missed(
         orders.extend(list_orders(ctx, "all", Some(since - CATCH_UP_MARGIN), &mut seen).await?);
     }
     let mut failed = None;
-    for row in &working {
-        let Some(id) = row.broker_order_id.as_deref().filter(|id| !id.is_empty()) else {
-            continue;
-        };
-        if seen.contains(id) {
+    // each working order, and the orders that replaced it (a replace whose answer was lost)
+    let mut chains: Vec<(String, &OrderRow)> = working
+        .iter()
+        .filter_map(|row| {
+            let id = row.broker_order_id.as_deref().filter(|id| !id.is_empty())?;
+            Some((id.to_string(), row))
+        })
+        .collect();
+    while let Some((id, row)) = chains.pop() {
+        if seen.contains(&id) {
+            // listed already; its replacement, if any, is listed or looked up below
+            if let Some(next) = orders
+                .iter()
+                .find(|o| o["id"] == id.as_str())
+                .and_then(|o| o["replaced_by"].as_str())
+                .filter(|next| !seen.contains(*next))
+            {
+                chains.push((next.to_string(), row));
+            }
             continue;
         }
         let path = format!("/v2/orders/{id}");
         match ctx.rest.call(Method::GET, &path, &[], None).await {
             Ok(ex) if ex.ok() => {
-                seen.insert(id.to_string());
+                seen.insert(id.clone());
+                if let Some(next) = ex.body["replaced_by"]
+                    .as_str()
+                    .filter(|n| !seen.contains(*n))
+                {
+                    chains.push((next.to_string(), row));
+                }
                 orders.push(ex.body);
             }
             Ok(ex) if ex.status == 404 => {
                 // nothing to catch up from; the order stays as recorded (and is reported)
                 metrics::counter!("tradegate_alpaca_unknown_working_orders_total").increment(1);
-                tracing::error!(account = %ctx.account, order = id, decision = %row.decision_id,
+                tracing::error!(account = %ctx.account, order = %id, decision = %row.decision_id,
                     "a working order is unknown to the broker");
             }
             // a 429, a 5xx, no answer: the pass is retried; what was found so far is handled
@@ -926,6 +952,17 @@ async fn recover_missed(
                 "timestamp": stamp("updated_at"),
                 "order": order,
             })
+        } else if order["replaces"].as_str().is_some()
+            && order["replaces"].as_str() == row.broker_order_id.as_deref()
+        {
+            // it replaced the order recorded (the replace's answer was lost): the execution
+            // follows it
+            json!({
+                "event": "replaced",
+                "execution_id": format!("recovered:{id}:replaces"),
+                "timestamp": stamp("updated_at"),
+                "order": order,
+            })
         } else {
             continue;
         };
@@ -969,6 +1006,7 @@ struct EventRecord {
     filled_avg_price: Option<Decimal>,
     event_at: Option<DateTime<Utc>>,
     body: Value,
+    replaces: Option<String>,
 }
 
 impl EventRecord {
@@ -989,6 +1027,7 @@ impl EventRecord {
             filled_avg_price: self.filled_avg_price,
             event_at: self.event_at,
             body: &self.body,
+            replaces: self.replaces.as_deref(),
         }
     }
 }

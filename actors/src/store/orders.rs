@@ -621,7 +621,9 @@ const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
                      status_reason = CASE WHEN cur.next IS DISTINCT FROM x.status \
                                           THEN 'trade_updates ' || $6 || ' (' || $3 || ')' \
                                           ELSE x.status_reason END, \
-                     broker_order_id = COALESCE(x.broker_order_id, $5), \
+                     broker_order_id = CASE WHEN $17::text IS NOT NULL \
+                                              AND $17 = x.broker_order_id THEN $5 \
+                                            ELSE COALESCE(x.broker_order_id, $5) END, \
                      filled_quantity = CASE WHEN cur.next = 'rejected' THEN x.filled_quantity \
                                             ELSE GREATEST(x.filled_quantity, COALESCE($14::numeric, 0)) END, \
                      filled_avg_price = CASE WHEN cur.next <> 'rejected' AND $14::numeric IS NOT NULL \
@@ -641,7 +643,8 @@ const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
                    AND (cur.next IS DISTINCT FROM x.status \
                         OR (cur.next <> 'rejected' \
                             AND COALESCE($14::numeric, 0) > x.filled_quantity) \
-                        OR (x.broker_order_id IS NULL AND $5 IS NOT NULL)) \
+                        OR (x.broker_order_id IS NULL AND $5 IS NOT NULL) \
+                        OR ($17::text IS NOT NULL AND $17 = x.broker_order_id)) \
                  RETURNING x.status, x.cancel_requested_at), \
              dn AS ( \
                  SELECT t.id, t.status AS old, t.failure_reason, \
@@ -714,6 +717,9 @@ pub struct OrderEvent<'a> {
     pub event_at: Option<DateTime<Utc>>,
     /// The native event
     pub body: &'a Value,
+    /// The order the event's order replaced (Alpaca's `replaces`): when it is the one
+    /// recorded, the execution follows the replacement (a replace whose answer was lost)
+    pub replaces: Option<&'a str>,
 }
 
 /// What recording an event changed.
@@ -762,6 +768,7 @@ pub async fn record_order_event(
                 &e.filled_qty,
                 &e.filled_avg_price,
                 &e.order.execution_pk,
+                &e.replaces,
             ],
         )
         .await

@@ -41,10 +41,12 @@ use common::orders::{start_gateway_process, start_venue};
 use common::pgproxy::PgProxy;
 use common::writer::OwnCluster;
 
-/// Seeds that once found a bug: they always run.
-const REGRESSION_SEEDS: &[u64] = &[];
+/// Seeds that once found a bug, with the seconds they ran: they always run.
+/// - 1 (15 s): a replace whose answer was lost left the execution on the replaced order, and
+///   the replaced order's last event moved the execution's status.
+const REGRESSION_SEEDS: &[(u64, u64)] = &[(1, 15)];
 /// The fixed seeds CI runs.
-const CI_SEEDS: &[u64] = &[1, 2, 3];
+const CI_SEEDS: &[u64] = &[2, 3, 4];
 /// Seconds of faults per CI seed.
 const CI_SECONDS: u64 = 20;
 const SYMBOLS: [&str; 2] = ["AAPL", "MSFT"];
@@ -88,6 +90,8 @@ impl World {
         let proxy = PgProxy::start(&db.socket_dir()).await;
         let (venue, base_url) = start_venue(SimConfig {
             rate_limit_per_min: 0,
+            // buying power never runs out, however long the run
+            buying_power: Decimal::from(1_000_000_000_000u64),
             ..SimConfig::default()
         })
         .await;
@@ -713,7 +717,8 @@ async fn oracle(world: &World, client: &tokio_postgres::Client, told: &[Told]) -
     violations
 }
 
-fn seeds() -> (Vec<u64>, u64) {
+/// The runs to make: `(seed, seconds)`.
+fn runs() -> Vec<(u64, u64)> {
     let seconds = std::env::var("TRADEGATE_CHAOS_SECONDS")
         .ok()
         .and_then(|s| u64::from_str(&s).ok());
@@ -721,19 +726,23 @@ fn seeds() -> (Vec<u64>, u64) {
         .ok()
         .and_then(|s| u64::from_str(&s).ok())
     {
-        Some(seed) => (vec![seed], seconds.unwrap_or(CI_SECONDS)),
-        None => (
-            REGRESSION_SEEDS.iter().chain(CI_SEEDS).copied().collect(),
-            seconds.unwrap_or(CI_SECONDS),
-        ),
+        Some(seed) => vec![(seed, seconds.unwrap_or(CI_SECONDS))],
+        None => REGRESSION_SEEDS
+            .iter()
+            .copied()
+            .chain(
+                CI_SEEDS
+                    .iter()
+                    .map(|seed| (*seed, seconds.unwrap_or(CI_SECONDS))),
+            )
+            .collect(),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seeded_faults_end_with_every_broker_order_on_record_exactly_once() {
-    let (seeds, seconds) = seeds();
     let mut violations = Vec::new();
-    for seed in seeds {
+    for (seed, seconds) in runs() {
         violations.extend(run(seed, seconds).await);
     }
     assert!(

@@ -180,10 +180,11 @@ async fn a_500_for_an_order_the_venue_never_took_fails_as_not_received_after_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_connection_fails_at_once_as_never_received() {
-    // a port nothing listens on
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // a port bound but never listened on: it refuses connections, and it stays ours for the
+    // whole test (a port merely freed could be handed to another test's server meanwhile)
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let base_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let nobody = SimAlpaca::new(SimConfig::default());
     let mut g = gateway_at("unknown-refused", (nobody, base_url), |c| {
         c.alpaca.recovery_grace_secs = 3600;
@@ -202,6 +203,7 @@ async fn a_refused_connection_fails_at_once_as_never_received() {
     let code = execution_text(&g.client, decision, "error_code").await;
     assert_eq!(code.as_deref(), Some("not_sent"));
     g.running.stop().await.unwrap();
+    drop(closed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

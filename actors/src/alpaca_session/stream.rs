@@ -389,11 +389,11 @@ async fn worker(
 }
 
 /// The identifiers of the order an event is about, as the trade log keys it.
-fn event_ids(ctx: &SessionCtx, order: &Value) -> OrderIds {
+fn event_ids(account: &str, order: &Value) -> OrderIds {
     OrderIds {
         cl_ord_id: order["client_order_id"].as_str().map(str::to_string),
         native_ord_id: order["id"].as_str().map(str::to_string),
-        account_id: Some(ctx.account.clone()),
+        account_id: Some(account.to_string()),
         symbol: order["symbol"].as_str().map(str::to_string),
         ..OrderIds::default()
     }
@@ -406,20 +406,25 @@ fn event_at(data: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The event on the trade log as received (`api_event_order_update`, stamped with its receipt),
-/// whatever becomes of its database write.
-fn log_received(ctx: &SessionCtx, r: &Received) {
+/// The trade-log row of an event as received (`api_event_order_update`, stamped with its
+/// receipt and the broker's time).
+fn received_row(account: &str, r: &Received) -> TradeLogEvent {
     let data = &r.value["data"];
     let mut event = TradeLogEvent::api_event_order_update(
-        &event_ids(ctx, &data["order"]),
+        &event_ids(account, &data["order"]),
         None,
         event_at(data).map(us),
         RawJson::from_value(&r.value),
     )
     .with_source(BROKER);
     event.local_ts_us = us(r.at);
+    event
+}
+
+/// The event on the trade log as received, whatever becomes of its database write.
+fn log_received(ctx: &SessionCtx, r: &Received) {
     if let Some(log) = &ctx.trade_log {
-        log.log(event);
+        log.log(received_row(&ctx.account, r));
     }
 }
 
@@ -428,14 +433,7 @@ fn log_received(ctx: &SessionCtx, r: &Received) {
 /// reported. Its order is brought up to date by the next catch-up.
 fn dead_letter(ctx: &SessionCtx, r: &Received, reason: &str) {
     let data = &r.value["data"];
-    let mut event = TradeLogEvent::api_event_order_update(
-        &event_ids(ctx, &data["order"]),
-        None,
-        event_at(data).map(us),
-        RawJson::from_value(&r.value),
-    )
-    .with_source(BROKER);
-    event.local_ts_us = us(r.at);
+    let mut event = received_row(&ctx.account, r);
     event.error_code = Some("dead_letter".into());
     event.error_message = Some(reason.to_string());
     if let Some(log) = &ctx.trade_log {
@@ -627,7 +625,7 @@ pub(crate) async fn handle(
     if let Some((last_qty, last_px)) = counted {
         let ord_qty = decimal(order.get("qty"));
         let mut exec = TradeLogEvent::api_event_execution(
-            &event_ids(ctx, order),
+            &event_ids(&ctx.account, order),
             &ExecutionFields {
                 side,
                 last_px,
@@ -715,22 +713,7 @@ fn look_up_later(ctx: &SessionCtx, id: &str, workers: &[mpsc::UnboundedSender<Re
             recovered: true,
         };
         if let Some(log) = &trade_log {
-            let order = &received.value["data"]["order"];
-            let mut logged = TradeLogEvent::api_event_order_update(
-                &OrderIds {
-                    cl_ord_id: order["client_order_id"].as_str().map(str::to_string),
-                    native_ord_id: Some(id.clone()),
-                    account_id: Some(account.clone()),
-                    symbol: order["symbol"].as_str().map(str::to_string),
-                    ..OrderIds::default()
-                },
-                None,
-                None,
-                RawJson::from_value(&received.value),
-            )
-            .with_source(BROKER);
-            logged.local_ts_us = us(received.at);
-            log.log(logged);
+            log.log(received_row(&account, &received));
         }
         let _ = dispatch(&workers, received);
     });

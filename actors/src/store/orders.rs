@@ -489,21 +489,11 @@ pub async fn open_orders(
     account: &str,
     strategy: &str,
 ) -> Result<Vec<OrderRow>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
-                 JOIN trade_executions e ON e.trade_decision_id = d.id \
-                 WHERE d.account = $1 AND d.strategy_name = $2 \
-                   AND e.status IN ('submitted', 'accepted', 'partial_fill') \
-                   AND e.broker_order_id IS NOT NULL \
-                 ORDER BY d.id"
-            ),
-            &[&account, &strategy],
-        )
-        .await
-        .map_err(StoreError::new("reading open orders"))?;
-    Ok(rows.iter().map(order_row).collect())
+    Ok(working_orders(client, account)
+        .await?
+        .into_iter()
+        .filter(|o| o.strategy == strategy)
+        .collect())
 }
 
 /// Every order of `account` that is working at the broker as far as the gateway knows

@@ -26,6 +26,10 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// low, which keeps the next orders' path to the broker short.
 const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(5);
 
+/// A decision without an execution younger than this is taken to be on its way to the broker
+/// (routed, not yet sent), not of unknown outcome.
+const ON_ITS_WAY: Duration = Duration::from_secs(2);
+
 /// How long a stop waits for the stream's received events to be recorded.
 const STREAM_DRAIN: Duration = Duration::from_secs(10);
 
@@ -264,6 +268,13 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                 .map(|f| f.contains(&p.decision.decision_id))
                 .unwrap_or(false);
             if in_flight {
+                continue;
+            }
+            // committed a moment ago and not yet handed to this session: on its way to the
+            // broker, not unknown (looked at again in the next round)
+            let age = (Utc::now() - p.created_at).to_std().unwrap_or_default();
+            if p.unknown_execution.is_none() && age < ON_ITS_WAY {
+                again = true;
                 continue;
             }
             match ctx.look_up(&p.decision).await {

@@ -906,6 +906,12 @@ async fn recover_missed(
                 .map_err(|e| e.to_string())?
         };
         let Some(row) = row else { continue };
+        if row.execution_pk.is_none() {
+            // its outcome is being reconciled: the look-up by client order id records the
+            // order as listed here, fills included
+            ctx.reconcile.notify_one();
+            continue;
+        }
         let filled = decimal(order.get("filled_qty")).unwrap_or(Decimal::ZERO);
         let status = order["status"].as_str().unwrap_or("").to_string();
         let now = Utc::now();

@@ -108,10 +108,26 @@ impl Database {
         Ok(postgres::connect(&self.conninfo, self.connect_timeout).await?)
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. A connection lost on the way (the database restarting, a
+    /// network cut) is tried again on a new connection, a few times over some seconds: each
+    /// migration commits with its record, so a second run applies only what the first did not.
+    /// A migration the database refuses fails at once.
     pub async fn migrate(&self) -> Result<MigrationReport> {
-        let mut client = self.connect().await?;
-        Ok(migrate::run(&mut client).await?)
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            let mut client = self.connect().await?;
+            match migrate::run(&mut client).await {
+                Ok(report) => return Ok(report),
+                Err(e) if client.is_closed() && attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt,
+                        "the connection was lost while migrating; trying again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A connection pool of `size` connections.

@@ -44,6 +44,10 @@ use common::writer::OwnCluster;
 /// Seeds that once found a bug, with the seconds they ran: they always run.
 /// - 1 (15 s): a replace whose answer was lost left the execution on the replaced order, and
 ///   the replaced order's last event moved the execution's status.
+///
+/// Seed 7 of an hour-long run found, after 742 s, a gateway restarted while a COMMIT's answer
+/// was lost exit at its migration check instead of starting; too long a run for CI, it is
+/// kept as its own test (`a_connection_lost_while_migrating_at_start_is_tried_again`).
 const REGRESSION_SEEDS: &[(u64, u64)] = &[(1, 15)];
 /// The fixed seeds CI runs.
 const CI_SEEDS: &[u64] = &[2, 3, 4];

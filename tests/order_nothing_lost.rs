@@ -916,3 +916,25 @@ async fn fills_count_once_whatever_order_they_arrive_in() {
     .await;
     assert_eq!(applied, Some((dec("1"), None)));
 }
+
+// Found by the chaos harness: a gateway restarted while the database connection broke (here the
+// answer to the first COMMIT of its migration check is lost) exited instead of starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_lost_while_migrating_at_start_is_tried_again() {
+    let _one = one_gateway().await;
+    let db = common::writer::OwnCluster::start("lost-migrate").await;
+    let proxy = common::pgproxy::PgProxy::start(&db.socket_dir()).await;
+    let (_venue, base_url) = start_venue(SimConfig::default()).await;
+    let config = gateway_config(
+        &proxy.conninfo("tg"),
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &common::scratch_dir("lost-migrate").join("spill"),
+    );
+    proxy.cut_next_commit();
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("the gateway did not start after a lost connection");
+    assert_eq!(proxy.cuts(), 1, "no connection was cut while migrating");
+    running.stop().await.unwrap();
+}

@@ -628,14 +628,19 @@ async fn oracle(world: &World, client: &tokio_postgres::Client, told: &[Told]) -
         violations.push(format!("{cl} was sent {n} times\n{}", history(cl)));
     }
     // every event is the venue's, and every event delivered while the gateway ran is on record
+    let emitted = world.venue.emitted();
+    // the venue keeps its newest events only: keys older than the oldest kept are not judged
+    let oldest = emitted.first().map(|e| e.at);
     let keys: HashSet<String> = client
-        .query("SELECT event_key FROM broker_order_events", &[])
+        .query(
+            "SELECT event_key FROM broker_order_events WHERE event_at >= $1",
+            &[&oldest.unwrap_or_else(Utc::now)],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let emitted = world.venue.emitted();
     let emitted_ids: HashSet<&str> = emitted.iter().map(|e| e.execution_id.as_str()).collect();
     for key in keys.iter().filter(|k| !k.starts_with("recovered:")) {
         if !emitted_ids.contains(key.as_str()) {

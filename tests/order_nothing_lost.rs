@@ -917,6 +917,79 @@ async fn fills_count_once_whatever_order_they_arrive_in() {
     assert_eq!(applied, Some((dec("1"), None)));
 }
 
+/// Records a status event of `row` without a fill: the broker's event word, the execution
+/// status it maps to and the order's cumulative filled quantity; the execution's status
+/// afterwards (`None`: the event was a repeat).
+async fn record_status(
+    client: &tokio_postgres::Client,
+    row: &OrderRow,
+    key: &str,
+    (event, execution_status): (&str, &str),
+    filled: &str,
+) -> Option<String> {
+    let key = format!("{}:{key}", row.decision_id);
+    let body = json!({"key": key});
+    let event = store::orders::OrderEvent {
+        broker: "alpaca",
+        account: "paper",
+        event_key: &key,
+        order: row,
+        broker_order_id: row.broker_order_id.as_deref(),
+        event,
+        order_status: Some(event),
+        execution_status: Some(execution_status),
+        qty: None,
+        price: None,
+        position_qty: None,
+        filled_qty: Some(dec(filled)),
+        filled_avg_price: (filled != "0").then(|| dec("100")),
+        event_at: None,
+        body: &body,
+        replaces: None,
+    };
+    let recorded = store::orders::record_order_event(client, &event)
+        .await
+        .unwrap()
+        .is_some();
+    let (_, status, _, _, _) = decision_outcome(client, row.decision_id).await.unwrap();
+    recorded.then_some(status)
+}
+
+// Found by the chaos harness (a 35-minute run, 4 times): the replacement of a partly filled order
+// is announced `new` with the shares it carries over, and the execution was set back to
+// `submitted` with shares filled. An order still working with shares filled is partly filled,
+// whatever word the broker uses; with none filled the broker's word stands.
+#[tokio::test]
+async fn a_working_order_with_shares_filled_is_partly_filled_whatever_the_broker_calls_it() {
+    let db = common::TestDb::new().await;
+    let client = db.client().await;
+    let carried = working_order(&client, "10").await;
+    let r = &carried;
+    assert_eq!(
+        record_status(&client, r, "new", ("new", "submitted"), "3").await,
+        Some("partial_fill".into())
+    );
+    assert_eq!(
+        record_status(&client, r, "pending", ("pending_replace", "accepted"), "3").await,
+        Some("partial_fill".into())
+    );
+    let (_, status, filled, price, _) = decision_outcome(&client, r.decision_id).await.unwrap();
+    assert_eq!(
+        (status.as_str(), filled, price),
+        ("partial_fill", dec("3"), Some(dec("100")))
+    );
+    // nothing filled: the broker's word is kept
+    let fresh = working_order(&client, "10").await;
+    assert_eq!(
+        record_status(&client, &fresh, "new", ("new", "submitted"), "0").await,
+        Some("submitted".into())
+    );
+    // and a partly filled order still fills and cancels as before
+    record_fill(&client, r, "all", None, ("10", "100")).await;
+    let (_, status, filled, _, _) = decision_outcome(&client, r.decision_id).await.unwrap();
+    assert_eq!((status.as_str(), filled), ("filled", dec("10")));
+}
+
 // Found by the chaos harness: a gateway restarted while the database connection broke (here the
 // answer to the first COMMIT of its migration check is lost) exited instead of starting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

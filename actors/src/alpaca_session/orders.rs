@@ -743,8 +743,12 @@ fn record<'a>(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             r.filled_qty = decimal(ex.body.get("filled_qty")).unwrap_or(Decimal::ZERO);
-            if r.status == "rejected" && r.filled_qty > Decimal::ZERO {
-                // filled shares are held whatever the order's last status says
+            if matches!(r.status, "rejected" | "submitted" | "accepted")
+                && r.filled_qty > Decimal::ZERO
+            {
+                // filled shares are held whatever the order's last status says, and an order
+                // still working with some of it filled is partly filled (a replacement of a
+                // partly filled order is answered `new` with the fills it carries over)
                 r.status = "partial_fill";
             }
             r.filled_avg_price = decimal(ex.body.get("filled_avg_price"));

@@ -565,6 +565,11 @@ pub async fn set_broker_order_id(
 // quantity of zero; a catch-up's fill counts what the stream missed, priced so that the
 // cumulative average is right: (avg * filled - previous avg * previous filled) / added.
 const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
+                 SELECT c.id, c.prev, c.prev_avg, \
+                        CASE WHEN c.next_status IN ('submitted', 'accepted') \
+                               AND GREATEST(c.prev, COALESCE($14::numeric, 0)) > 0 \
+                             THEN 'partial_fill' ELSE c.next_status END AS next \
+                 FROM ( \
                  SELECT x.id, x.filled_quantity AS prev, x.filled_avg_price AS prev_avg, \
                         CASE WHEN $13::text IS NULL THEN x.status \
                              WHEN x.status = 'rejected' AND $13 <> 'rejected' \
@@ -577,9 +582,9 @@ const RECORD_ORDER_EVENT: &str = "WITH cur AS ( \
                                THEN x.status \
                              WHEN x.status = 'partial_fill' \
                                AND $13 NOT IN ('filled', 'cancelled') THEN x.status \
-                             ELSE $13 END AS next \
+                             ELSE $13 END AS next_status \
                  FROM trade_executions x WHERE x.id = $16::bigint \
-                 FOR UPDATE), \
+                 FOR UPDATE) c), \
              fq AS ( \
                  SELECT CASE WHEN $6 NOT IN ('fill', 'partial_fill') THEN NULL \
                              WHEN $14::numeric IS NULL OR c.prev IS NULL THEN $8::numeric \

@@ -12,13 +12,14 @@ import time
 import urllib.request
 
 RUN_URL = os.environ["TRADEGATE_INGESTION_URL"]  # .../api/v1/ingestion/runs/<run id>
+TOKEN = os.environ["TRADEGATE_TOKEN"]  # writes to this run only
 
 
 def post(path, body):
     request = urllib.request.Request(
         RUN_URL + path,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=60) as response:

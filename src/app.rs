@@ -282,6 +282,7 @@ impl Running {
     /// Opens the database, migrates, starts the supervision tree and the HTTP listener on
     /// `listen` (port 0 picks a free port).
     pub async fn start(config: &Config, listen: SocketAddr) -> Result<Self> {
+        let auth = api_auth(config, listen)?;
         let database = Database::open(&config.database).await?;
         let migrations = database.migrate().await?;
         {
@@ -319,6 +320,7 @@ impl Running {
             orders: config.orders.clone(),
             hub: hub.clone(),
             router: OrderRouterClient,
+            auth: std::sync::Arc::new(auth),
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;
@@ -472,6 +474,35 @@ pub async fn migrate_command(config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The API's tokens: `[[api.tokens]]`, and the local operator token file when none of them is
+/// an operator. A listener beyond loopback needs configured operator and auditor tokens.
+fn api_auth(config: &Config, listen: SocketAddr) -> Result<api::auth::Auth> {
+    use crate::config::Role;
+    if !listen.ip().is_loopback() && !api::auth::configured_for_network(&config.api) {
+        anyhow::bail!(
+            "refusing to serve the API on {listen}, beyond this machine, without tokens: \
+             configure [[api.tokens]] with an operator and an auditor token (README, \"Security\"), \
+             or listen on 127.0.0.1"
+        );
+    }
+    let configured_operator = config
+        .api
+        .tokens
+        .iter()
+        .any(|t| t.roles.contains(&Role::Operator));
+    let local = if configured_operator {
+        None
+    } else {
+        let token = api::auth::local_operator_token(&config.api.token_file)?;
+        tracing::info!(
+            file = %config.api.token_file.display(),
+            "no operator token configured: the local operator token is in this file (mode 0600)"
+        );
+        Some(token)
+    };
+    api::auth::Auth::from_config(&config.api, local.as_deref())
 }
 
 /// `tradegate demo`: everything embedded, end to end, then a clean stop.

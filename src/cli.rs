@@ -107,18 +107,16 @@ pub enum Command {
         /// Why (kept with the state)
         #[arg(long)]
         reason: Option<String>,
-        /// The gateway's API (default: http://<api.listen>)
-        #[arg(long)]
-        api: Option<String>,
+        #[command(flatten)]
+        gateway: tradegate::orders::GatewayCall,
     },
     /// Resume trading (kill switch active again).
     Resume {
         /// Why (kept with the state)
         #[arg(long)]
         reason: Option<String>,
-        /// The gateway's API (default: http://<api.listen>)
-        #[arg(long)]
-        api: Option<String>,
+        #[command(flatten)]
+        gateway: tradegate::orders::GatewayCall,
     },
     /// The unified trade log.
     Tradelog {
@@ -249,6 +247,19 @@ pub enum ReportCommand {
         /// The day, YYYY-MM-DD (default: today, UTC)
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::ibkr::Format,
+    },
+    /// What operators changed (kill switch, sync triggers, jobs, purges): who (the token's
+    /// name), when, from where, the value before and after, and the reason; newest first.
+    Actions {
+        /// The range
+        #[command(flatten)]
+        days: DaysArgs,
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::ibkr::Format,

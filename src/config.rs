@@ -102,13 +102,135 @@ impl DatabaseConfig {
 pub struct ApiConfig {
     /// Address of the HTTP listener (`/health`, `/metrics`, the read API).
     pub listen: SocketAddr,
+    /// Whether `/metrics` is served without a token (for scrapers); `false`: an auditor or
+    /// operator token is needed.
+    pub public_metrics: bool,
+    /// Where `tradegate run` keeps the local operator token when no `[[api.tokens]]` entry has
+    /// the operator role (created mode 0600, reused), relative to the working folder; the CLI
+    /// commands that call the gateway read it from there.
+    pub token_file: PathBuf,
+    /// The API's tokens, each with a name (what its actions are recorded under) and roles.
+    pub tokens: Vec<ApiTokenConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_metrics: true,
+            token_file: PathBuf::from(".tradegate/operator.token"),
+            tokens: Vec::new(),
         }
+    }
+}
+
+/// What a token of the HTTP API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The kill switch, sync triggers, jobs and other changes
+    Operator,
+    /// Every read: decisions, executions, trades, reports, ingestion runs, operator actions
+    Auditor,
+    /// The ingestion write endpoints (data jobs)
+    Ingest,
+}
+
+impl Role {
+    /// The name used in `config.toml` and in error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+            Self::Ingest => "ingest",
+        }
+    }
+}
+
+/// One `[[api.tokens]]` entry: the token itself comes from `token_env` (preferred), or is
+/// given by its SHA-256 (`token_sha256`, hex), or in the clear (`token`, warned about).
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// The name its actions are recorded under (1 to 64 characters, unique)
+    pub name: String,
+    /// The environment variable holding the token
+    pub token_env: String,
+    /// The token's SHA-256 as 64 hex digits
+    pub token_sha256: String,
+    /// The token in the clear (prefer `token_env`: this file is not a secret store)
+    pub token: String,
+    /// `operator`, `auditor`, `ingest` (one or more)
+    pub roles: Vec<Role>,
+}
+
+impl fmt::Debug for ApiTokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiTokenConfig")
+            .field("name", &self.name)
+            .field("token_env", &self.token_env)
+            .field("token_sha256", &self.token_sha256)
+            .field("token", &if self.token.is_empty() { "" } else { "***" })
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl ApiConfig {
+    /// Checks values that parse but cannot work: `Err((key, message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = format!("api.tokens[{i}]");
+            if t.name.is_empty() || t.name.chars().count() > 64 || t.name.contains(char::is_control)
+            {
+                return Err((
+                    format!("{at}.name"),
+                    "must be 1 to 64 printable characters".into(),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err((
+                    format!("{at}.name"),
+                    format!("{:?} names two tokens", t.name),
+                ));
+            }
+            let given = [&t.token_env, &t.token_sha256, &t.token]
+                .iter()
+                .filter(|v| !v.is_empty())
+                .count();
+            if given != 1 {
+                return Err((
+                    format!("{at}.token_env"),
+                    "set exactly one of token_env, token_sha256 and token".into(),
+                ));
+            }
+            if !t.token_sha256.is_empty()
+                && (t.token_sha256.len() != 64
+                    || !t.token_sha256.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err((
+                    format!("{at}.token_sha256"),
+                    "must be a SHA-256 as 64 hex digits".into(),
+                ));
+            }
+            if !t.token.is_empty() && t.token.len() < 16 {
+                return Err((
+                    format!("{at}.token"),
+                    "must be at least 16 characters".into(),
+                ));
+            }
+            if t.roles.is_empty() {
+                return Err((
+                    format!("{at}.roles"),
+                    "name at least one of operator, auditor, ingest".into(),
+                ));
+            }
+        }
+        if self.token_file.as_os_str().is_empty() {
+            return Err(("api.token_file".into(), "must be set".into()));
+        }
+        Ok(())
     }
 }
 
@@ -407,6 +529,9 @@ impl Config {
             origin: origin.to_string(),
             message,
         };
+        if let Err((key, message)) = self.api.validate() {
+            return Err(invalid_owned(key, message));
+        }
         if let Err((key, message)) = self.orders.validate() {
             return Err(invalid_owned(key, message));
         }

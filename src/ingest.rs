@@ -1,7 +1,9 @@
 //! `tradegate ingest --task NAME --source SRC -- CMD ARGS...`: runs an external data job as one
 //! logged ingestion run. The run is started before the job; the job gets its id
-//! (`TRADEGATE_INGESTION_RUN_ID`) and the address of an ingestion API on loopback
-//! (`TRADEGATE_API_URL`, `TRADEGATE_INGESTION_URL`) to post API calls and records to; its last
+//! (`TRADEGATE_INGESTION_RUN_ID`), the address of an ingestion API on loopback
+//! (`TRADEGATE_API_URL`, `TRADEGATE_INGESTION_URL`) to post API calls and records to, and a
+//! token for it (`TRADEGATE_TOKEN`, as `Authorization: Bearer`) that writes only to its own
+//! run; its last
 //! stdout line must be a JSON summary (`{"fetched":..,"created":..,"updated":..,"skipped":..}`).
 //! Exit 0 with a summary completes the run; anything else — a non-zero exit, a signal, no or a
 //! bad summary, the timeout, Ctrl-C — fails it with the reason and the tail of stderr.
@@ -93,6 +95,10 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
             .context("cannot open the ingestion API on 127.0.0.1")?;
         let api_addr = listener.local_addr()?;
         let client = IngestionClient::new(ingestion_logger::NAME);
+        let (run, signals) = begin(&client, &args).await?;
+        let run_id = run.run_id;
+        // the job's token opens only its own run's write endpoints
+        let job_token = api::auth::new_token();
         let state = ApiState {
             pool,
             gateway: gateway.actor().clone(),
@@ -105,12 +111,19 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
             orders: Default::default(),
             hub: Default::default(),
             router: Default::default(),
+            auth: std::sync::Arc::new(api::auth::Auth::for_run(run_id, &job_token)),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = stopped.await;
         }));
-        let outcome = supervise(&client, &config.ingestion, &args, api_addr).await;
+        let job = Job {
+            run,
+            signals,
+            api_addr,
+            token: job_token,
+        };
+        let outcome = supervise(&client, &config.ingestion, &args, job).await;
         let _ = stop_api.send(());
         let _ = api_task.await;
         let tree = gateway.shutdown().await;
@@ -125,14 +138,22 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
     Ok(outcome)
 }
 
-/// Starts the run, runs the job, finishes the run.
-async fn supervise(
-    client: &IngestionClient,
-    config: &IngestionConfig,
-    args: &IngestArgs,
+/// Ctrl-C and SIGTERM, listened for from before the run exists.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// A started run and what its job is given.
+struct Job {
+    run: IngestionRun,
+    signals: Signals,
     api_addr: SocketAddr,
-) -> Result<IngestOutcome> {
-    let started = Instant::now();
+    token: String,
+}
+
+/// Starts the run, with the interrupt signals listened for first.
+async fn begin(client: &IngestionClient, args: &IngestArgs) -> Result<(IngestionRun, Signals)> {
     let new_run = NewRun {
         task: args.task.clone(),
         source: args.source.clone(),
@@ -144,9 +165,35 @@ async fn supervise(
     };
     // listen for Ctrl-C and SIGTERM before the run exists, so an interrupt from then on fails
     // the run instead of killing this process with the run left running
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let run = client.start_run(new_run).await?;
+    Ok((
+        run,
+        Signals {
+            interrupt,
+            terminate,
+        },
+    ))
+}
+
+/// Runs the job of a started run, and finishes the run.
+async fn supervise(
+    client: &IngestionClient,
+    config: &IngestionConfig,
+    args: &IngestArgs,
+    job: Job,
+) -> Result<IngestOutcome> {
+    let started = Instant::now();
+    let Job {
+        run,
+        signals: Signals {
+            mut interrupt,
+            mut terminate,
+        },
+        api_addr,
+        token,
+    } = job;
     let run_id = run.run_id;
     eprintln!(
         "ingest: run {run_id} of {} ({}) started",
@@ -160,6 +207,7 @@ async fn supervise(
         .args(&args.command[1..])
         .env("TRADEGATE_INGESTION_RUN_ID", run_id.to_string())
         .env("TRADEGATE_API_URL", format!("http://{api_addr}"))
+        .env("TRADEGATE_TOKEN", &token)
         .env(
             "TRADEGATE_INGESTION_URL",
             format!("http://{api_addr}/api/v1/ingestion/runs/{run_id}"),

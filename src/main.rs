@@ -98,6 +98,17 @@ fn main() -> ExitCode {
                         ReportRequest::Failures(day_range(days.from, days.to)?),
                         format,
                     ),
+                    cli::ReportCommand::Actions {
+                        days,
+                        limit,
+                        format,
+                    } => (
+                        ReportRequest::Actions {
+                            range: day_range(days.from, days.to)?,
+                            limit,
+                        },
+                        format,
+                    ),
                     cli::ReportCommand::Daily { date, format } => (
                         ReportRequest::Daily(
                             date.unwrap_or_else(|| chrono::Utc::now().date_naive()),
@@ -163,13 +174,13 @@ fn main() -> ExitCode {
             cli::Command::Halt {
                 reduce_only,
                 reason,
-                api,
+                gateway,
             } => {
                 let state = if reduce_only { "reduce_only" } else { "halted" };
-                tradegate::orders::kill_switch(&config, api, state, reason).await
+                tradegate::orders::kill_switch(&config, &gateway, state, reason).await
             }
-            cli::Command::Resume { reason, api } => {
-                tradegate::orders::kill_switch(&config, api, "active", reason).await
+            cli::Command::Resume { reason, gateway } => {
+                tradegate::orders::kill_switch(&config, &gateway, "active", reason).await
             }
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,

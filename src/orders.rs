@@ -11,19 +11,55 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::sim::alpaca::{self, SimAlpaca, SimConfig};
 
-/// `tradegate halt` / `tradegate resume`: sets the kill switch of the running gateway.
+/// How a command reaches the running gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayCall {
+    /// The gateway's API (default: http://<api.listen>)
+    #[arg(long)]
+    pub api: Option<String>,
+    /// An operator token (default: the local token file, [api] token_file)
+    #[arg(long, env = "TRADEGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The token a command sends to the running gateway: `--token` / `TRADEGATE_TOKEN`, else the
+/// local operator token file that `tradegate run` keeps.
+pub fn operator_token(config: &Config, given: Option<&str>) -> Result<String> {
+    if let Some(token) = given.filter(|t| !t.is_empty()) {
+        return Ok(token.to_string());
+    }
+    let path = &config.api.token_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => bail!("the token file {} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no operator token: give --token or TRADEGATE_TOKEN, or run this where `tradegate \
+             run` keeps its token file ({} not found)",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read the token file {}", path.display())),
+    }
+}
+
+/// `tradegate halt` / `tradegate resume`: sets the kill switch of the running gateway; the
+/// change is recorded under the token's name.
 pub async fn kill_switch(
     config: &Config,
-    api: Option<String>,
+    gateway: &GatewayCall,
     state: &str,
     reason: Option<String>,
 ) -> Result<()> {
-    let base = api.unwrap_or_else(|| format!("http://{}", config.api.listen));
+    let token = operator_token(config, gateway.token.as_deref())?;
+    let base = gateway
+        .api
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.api.listen));
     let url = format!("{}/api/v1/kill-switch", base.trim_end_matches('/'));
     let response = tradegate_actors::tls::local_http()
         .post(&url)
+        .bearer_auth(&token)
         .timeout(Duration::from_secs(30))
-        .json(&json!({"state": state, "reason": reason, "changed_by": "cli"}))
+        .json(&json!({"state": state, "reason": reason}))
         .send()
         .await
         .with_context(|| format!("cannot reach the gateway at {url} (is `tradegate run` up?)"))?;
@@ -35,7 +71,11 @@ pub async fn kill_switch(
             body["message"].as_str().unwrap_or("no message")
         );
     }
-    println!("kill switch: {}", body["state"].as_str().unwrap_or(state));
+    println!(
+        "kill switch: {} (recorded under {})",
+        body["state"].as_str().unwrap_or(state),
+        body["changed_by"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

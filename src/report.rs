@@ -1,4 +1,5 @@
-//! The audit reports for people: `tradegate report symbol|decision|order|strategy|failures|daily`
+//! The audit reports for people: `tradegate report
+//! symbol|decision|order|strategy|failures|daily|actions`
 //! as readable tables or JSON, and the same reports for the HTTP API. The queries are in
 //! `tradegate_actors::store::reports`.
 
@@ -6,6 +7,7 @@ use anyhow::Result;
 use chrono::{Duration, NaiveDate, Utc};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
+use tradegate_actors::domain::OperatorAction;
 use tradegate_actors::store::StoreError;
 use tradegate_actors::store::reports::{
     self, Count, DailySummary, FailureAnalysis, Lineage, OrderFailure, Outcomes, Range,
@@ -44,6 +46,13 @@ pub enum ReportRequest {
     Failures(Range),
     /// One day's summary
     Daily(NaiveDate),
+    /// What operators changed over a range, newest first
+    Actions {
+        /// The range
+        range: Range,
+        /// At most this many
+        limit: i64,
+    },
 }
 
 /// A produced report.
@@ -61,6 +70,8 @@ pub enum Report {
     Failures(FailureAnalysis),
     /// `report daily`
     Daily(DailySummary),
+    /// `report actions`, newest first
+    Actions(Vec<OperatorAction>),
 }
 
 /// Why a report could not be produced.
@@ -126,6 +137,18 @@ pub async fn produce(
             Report::Failures(reports::failure_analysis(client, *range).await?)
         }
         ReportRequest::Daily(day) => Report::Daily(reports::daily_summary(client, *day).await?),
+        ReportRequest::Actions { range, limit } => Report::Actions(
+            tradegate_actors::store::operator_actions::list(
+                client,
+                &tradegate_actors::store::operator_actions::ActionFilter {
+                    since: Some(range.from),
+                    until: Some(range.to),
+                    limit: (*limit).clamp(1, 10_000),
+                    ..Default::default()
+                },
+            )
+            .await?,
+        ),
     })
 }
 
@@ -139,6 +162,7 @@ impl Report {
             Self::Strategy(r) => serde_json::to_value(r),
             Self::Failures(r) => serde_json::to_value(r),
             Self::Daily(r) => serde_json::to_value(r),
+            Self::Actions(r) => serde_json::to_value(r),
         };
         value.unwrap_or(Value::Null)
     }
@@ -152,6 +176,8 @@ impl Report {
             Self::Strategy(r) => strategy_text(r),
             Self::Failures(r) => failures_text(r),
             Self::Daily(r) => daily_text(r),
+            Self::Actions(r) if r.is_empty() => "no operator actions\n".into(),
+            Self::Actions(r) => actions_text(r),
         }
     }
 }
@@ -524,7 +550,37 @@ fn daily_text(d: &DailySummary) -> String {
         "completed runs with no records: {}\n",
         d.zero_record_runs
     ));
+    out.push_str(&format!("operator actions: {}\n", d.operator_actions.len()));
+    if !d.operator_actions.is_empty() {
+        out.push_str(&actions_text(&d.operator_actions));
+    }
     out
+}
+
+/// Operator actions as a table.
+fn actions_text(actions: &[OperatorAction]) -> String {
+    let json = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            vec![
+                a.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                a.actor.clone(),
+                a.peer.clone().unwrap_or_default(),
+                a.action.clone(),
+                a.target.clone().unwrap_or_default(),
+                json(&a.previous),
+                json(&a.new),
+                a.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "at (UTC)", "who", "from", "action", "target", "before", "after", "reason",
+        ],
+        &rows,
+    )
 }
 
 /// `tradegate purge`: the payload purge, then the trade log's partition retention.
@@ -538,6 +594,22 @@ pub async fn purge_command(
     let before = Utc::now() - Duration::days(i64::from(days));
     let (deleted, maintenance) = with_database(config, async |database| {
         let client = database.connect().await?;
+        // on record before anything is deleted: a purge that cannot be recorded does not run
+        tradegate_actors::store::operator_actions::record(
+            &client,
+            &tradegate_actors::domain::NewOperatorAction {
+                by: &tradegate_actors::domain::Operator::local_command("purge"),
+                action: "payloads.purge",
+                target: Some("api_payloads"),
+                previous: None,
+                new: Some(serde_json::json!({
+                    "payloads_before": before,
+                    "tradelog_hot_days": config.tradelog.hot_days,
+                })),
+                reason: None,
+            },
+        )
+        .await?;
         let deleted = tradegate_actors::store::retention::purge_payloads(
             &client,
             before,

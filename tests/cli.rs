@@ -336,3 +336,116 @@ async fn ctrl_c_stops_run_and_its_private_cluster() {
     assert!(!pid_file.exists(), "the private cluster was left running");
     std::fs::remove_dir_all(&workdir).unwrap();
 }
+
+#[tokio::test]
+async fn halt_and_resume_work_on_a_fresh_run_with_no_token_configured() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new().await;
+    let workdir = scratch_dir("run-token-file");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+            .arg("run")
+            .current_dir(&workdir)
+            .env_remove("TRADEGATE_CONFIG")
+            .env_remove("TRADEGATE_TOKEN")
+            .env("DATABASE_URL", &db.conninfo)
+            .env("TRADEGATE_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let http = tradegate_actors::tls::local_http();
+    let healthy = async || {
+        wait_until(Duration::from_secs(30), || async {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await
+        .expect("tradegate run never became healthy")
+    };
+    let mut child = start();
+    healthy().await;
+    let token_file = workdir.join(".tradegate/operator.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the token file is private");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    // without the token nothing changes
+    let refused = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/kill-switch"))
+        .json(&serde_json::json!({"state": "halted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let cli = |args: &[&str]| {
+        tradegate()
+            .current_dir(&workdir)
+            .env_remove("TRADEGATE_TOKEN")
+            .env("TRADEGATE_API__LISTEN", format!("127.0.0.1:{port}"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let halted = cli(&["halt", "--reason", "lunch"]);
+    let (out, err) = text(&halted);
+    assert!(halted.status.success(), "{out}{err}");
+    assert!(
+        out.contains("halted") && out.contains("local-operator"),
+        "{out}"
+    );
+    let state: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/kill-switch"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["state"], "halted", "{state}");
+    // a wrong token given explicitly is refused, with the gateway's reason
+    let wrong = cli(&["resume", "--token", "not-the-operator-token"]);
+    let (_, err) = text(&wrong);
+    assert!(!wrong.status.success());
+    assert!(err.contains("401") && err.contains("not known"), "{err}");
+    assert!(
+        !err.contains("not-the-operator-token"),
+        "the token is not echoed: {err}"
+    );
+    // the next run keeps the same token
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    let mut child = start();
+    healthy().await;
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    let resumed = cli(&["resume"]);
+    let (out, err) = text(&resumed);
+    assert!(resumed.status.success(), "{out}{err}");
+    assert!(out.contains("active"), "{out}");
+    // both changes are on record under the local operator
+    let client = db.client().await;
+    let actors: Vec<String> = client
+        .query(
+            "SELECT actor FROM operator_actions WHERE action = 'kill_switch.set' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actors, ["local-operator", "local-operator"]);
+    child.kill().await.unwrap();
+}

@@ -112,11 +112,12 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
     config.ibkr.sync_interval_secs = 0;
     config.ibkr.job_poll_secs = 1;
     config.ibkr.reconnect_max_backoff_secs = 2;
+    common::api::secure(&mut config);
     let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let base = format!("http://{}", running.api_addr());
-    let http = tradegate_actors::tls::local_http();
+    let http = common::api::client(common::api::ALL);
 
     // on request, one account
     let (status, report) = post(

@@ -273,7 +273,8 @@ async fn a_job_that_finishes_its_own_run_keeps_that_outcome() {
 import json, os, urllib.request
 req = urllib.request.Request(os.environ["TRADEGATE_INGESTION_URL"] + "/fail",
     data=json.dumps({"error": "source schema changed"}).encode(), method="POST",
-    headers={"Content-Type": "application/json"})
+    headers={"Content-Type": "application/json",
+             "Authorization": "Bearer " + os.environ["TRADEGATE_TOKEN"]})
 urllib.request.urlopen(req, timeout=30).read()
 print(json.dumps({"fetched": 1, "created": 1, "updated": 0, "skipped": 0}))
 "#;
@@ -337,5 +338,89 @@ async fn ctrl_c_stops_the_job_and_fails_its_run() {
         run.error.as_deref().unwrap().starts_with("interrupted"),
         "{:?}",
         run.error
+    );
+}
+
+// The job's token writes to its own run and nowhere else: not to another running run, not a new
+// run, and it reads nothing; without it nothing is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_token_writes_only_to_its_own_run() {
+    let ingest = Ingest::new().await;
+    let other = uuid::Uuid::now_v7();
+    ingest
+        .db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO data_ingestion_runs (run_id, task_name, data_source, status, started_at) \
+             VALUES ($1, 'someone-else', 'src', 'running', now())",
+            &[&other],
+        )
+        .await
+        .unwrap();
+    let script = r#"
+import json, os, sys, urllib.request, urllib.error
+base, own = os.environ["TRADEGATE_API_URL"], os.environ["TRADEGATE_INGESTION_URL"]
+other, token = sys.argv[1], os.environ["TRADEGATE_TOKEN"]
+def call(method, url, body=None, auth=True):
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Bearer " + token
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return [r.status, json.load(r).get("code")]
+    except urllib.error.HTTPError as e:
+        return [e.code, json.load(e).get("code")]
+rec = {"records": [{"record_type": "T", "record_id": "1", "operation": "created"}]}
+print(json.dumps({
+    "own": call("POST", own + "/records", rec),
+    "other": call("POST", base + "/api/v1/ingestion/runs/" + other + "/records", rec),
+    "other_fail": call("POST", base + "/api/v1/ingestion/runs/" + other + "/fail", {"error": "x"}),
+    "new_run": call("POST", base + "/api/v1/ingestion/runs", {"task": "x", "source": "y"}),
+    "read": call("GET", own),
+    "no_token": call("POST", own + "/records", rec, auth=False),
+}), file=sys.stderr)
+print(json.dumps({"fetched": 1, "created": 1, "updated": 0, "skipped": 0}))
+"#;
+    let output = ingest
+        .run(
+            "scoped",
+            &[],
+            &["python3", "-c", script, &other.to_string()],
+        )
+        .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result line in {err}"));
+    let got: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(got["own"], serde_json::json!([200, null]), "{got}");
+    for write in ["other", "other_fail", "new_run"] {
+        assert_eq!(
+            got[write],
+            serde_json::json!([403, "auth.other_run"]),
+            "{write}: {got}"
+        );
+    }
+    assert_eq!(
+        got["read"],
+        serde_json::json!([403, "auth.forbidden"]),
+        "{got}"
+    );
+    assert_eq!(
+        got["no_token"],
+        serde_json::json!([401, "auth.missing_token"]),
+        "{got}"
+    );
+    let run = ingest.stored("scoped").await;
+    assert_eq!((run.status.as_str(), run.records), ("completed", 1));
+    let untouched = ingest.stored("someone-else").await;
+    assert_eq!(
+        (untouched.status.as_str(), untouched.records),
+        ("running", 0)
     );
 }

@@ -75,6 +75,16 @@ impl Logger {
             orders: Default::default(),
             hub: Default::default(),
             router: Default::default(),
+            auth: std::sync::Arc::new(
+                tradegate::api::auth::Auth::from_config(
+                    &tradegate::config::ApiConfig {
+                        tokens: common::api::tokens(),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .unwrap(),
+            ),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async {
@@ -84,7 +94,7 @@ impl Logger {
             db,
             client,
             base: format!("http://{addr}"),
-            http: tradegate_actors::tls::local_http(),
+            http: common::api::client(common::api::ALL),
             gateway: Some(gateway),
             stop_api: Some(stop_api),
         }

@@ -130,7 +130,7 @@ async fn the_order_path_end_to_end() {
         .unwrap();
     let addr = running.api_addr();
     let base = format!("http://{addr}");
-    let http = tradegate_actors::tls::local_http();
+    let http = common::api::client(common::api::ALL);
     let listening = wait_until(WAIT, || async {
         (venue.stream_listeners() > 0).then_some(())
     })
@@ -418,6 +418,7 @@ async fn the_order_path_end_to_end() {
     let tradegate = env!("CARGO_BIN_EXE_tradegate");
     let out = std::process::Command::new(tradegate)
         .args(["halt", "--reason", "test", "--api", &base])
+        .args(["--token", common::api::OPERATOR])
         .output()
         .unwrap();
     assert!(
@@ -467,6 +468,7 @@ async fn the_order_path_end_to_end() {
     assert_eq!(bad.status(), 422);
     let out = std::process::Command::new(tradegate)
         .args(["resume", "--api", &base])
+        .env("TRADEGATE_TOKEN", common::api::OPERATOR)
         .output()
         .unwrap();
     assert!(

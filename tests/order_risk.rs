@@ -128,7 +128,7 @@ async fn market_orders_are_notional_checked_and_limit_prices_collared() {
     assert_eq!(a["code"], "risk.max_notional", "20 x 95: {a}");
     let a = answer(alpha, replace("r-ok", json!({"limit_price": "96"}))).await;
     assert_eq!(a["type"], "ack", "{a}");
-    let halted = tradegate_actors::tls::local_http()
+    let halted = common::api::client(common::api::OPERATOR)
         .post(format!("http://{}/api/v1/kill-switch", api))
         .body(r#"{"state":"halted"}"#)
         .send()

@@ -855,13 +855,14 @@ async fn reports_over_http() {
     let mut config = tradegate::config::Config::default();
     config.database.url = db.conninfo.clone();
     config.tradelog.spill_dir = common::scratch_dir("reports-http").join("spill");
+    common::api::secure(&mut config);
     let running =
         tradegate::app::Running::start(&config, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
     let base = format!("http://{}/api/v1/reports", running.api_addr());
     let get = async |path: &str| -> (u16, Value) {
-        let response = tradegate_actors::tls::local_http()
+        let response = common::api::client(common::api::AUDITOR)
             .get(format!("{base}{path}"))
             .send()
             .await

@@ -17,7 +17,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +26,7 @@ use tradegate_actors::ingestion_logger::{IngestionError, RunFilter};
 use uuid::Uuid;
 
 use super::ApiState;
+use super::error::{Answer, ApiError, json_answer, parse_body};
 
 /// Largest request body the ingestion endpoints accept (a 100,000-record batch fits).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -46,38 +46,6 @@ pub fn routes() -> Router<ApiState> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// An error answer: `{"code","message"}` with its status.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({"code": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
-}
-
 impl From<IngestionError> for ApiError {
     fn from(e: IngestionError) -> Self {
         let status = match e {
@@ -94,22 +62,6 @@ impl From<IngestionError> for ApiError {
     }
 }
 
-pub(crate) type Answer = Result<Response, ApiError>;
-
-pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::invalid(format!("request body: {e}"))
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("request body: {e}"),
-            )
-        }
-    })
-}
-
 /// Parses `T` from a JSON value; `what` names it in the error.
 fn from_value<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
@@ -123,10 +75,6 @@ fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
             format!("run id {text:?} is not a UUID: {e}"),
         )
     })
-}
-
-pub(crate) fn json_answer<T: serde::Serialize>(status: StatusCode, value: T) -> Answer {
-    Ok((status, axum::Json(value)).into_response())
 }
 
 async fn start_run(State(state): State<ApiState>, body: Bytes) -> Answer {

@@ -1,6 +1,8 @@
 //! The HTTP listener: `/health`, `/metrics`, the ingestion endpoints for data jobs (and, as they
 //! are built, the read API and the strategy WebSocket).
 
+pub mod auth;
+pub mod error;
 pub mod ingestion;
 pub mod orders;
 pub mod reports;
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub hub: tradegate_actors::order_router::StrategyHub,
     /// The OrderRouter (kill switch)
     pub router: tradegate_actors::order_router::OrderRouterClient,
+    /// The tokens the API accepts
+    pub auth: std::sync::Arc<auth::Auth>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -56,8 +60,9 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The routes.
+/// The routes, each behind the access check of [`auth::ROUTES`].
 pub fn router(state: ApiState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -65,7 +70,26 @@ pub fn router(state: ApiState) -> Router {
         .merge(trades::routes())
         .merge(reports::routes())
         .merge(orders::routes())
+        .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
         .with_state(state)
+}
+
+/// Keeps an operator's change in `operator_actions` before it is made: a change that cannot be
+/// put on record is refused (503 `audit_unavailable`).
+pub(crate) async fn record_action(
+    state: &ApiState,
+    action: &tradegate_actors::domain::NewOperatorAction<'_>,
+) -> Result<i64, error::ApiError> {
+    let unavailable =
+        |e: String| error::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e);
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    tradegate_actors::store::operator_actions::record(&**client, action)
+        .await
+        .map_err(|e| unavailable(e.to_string()))
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -80,7 +104,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::ApiState;
-use super::ingestion::ApiError;
+use super::error::ApiError;
 use crate::report::{ReportError, ReportRequest, day_range, produce, symbol};
 
 /// The routes.

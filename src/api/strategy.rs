@@ -15,7 +15,7 @@ use tradegate_actors::order_router::OrderRouterClient;
 use uuid::Uuid;
 
 use super::ApiState;
-use super::ingestion::ApiError;
+use super::error::ApiError;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenQuery {

@@ -10,17 +10,18 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tradegate_actors::domain::{SyncReport, TradeFilter};
+use tradegate_actors::domain::{NewOperatorAction, SyncReport, TradeFilter};
 use tradegate_actors::ibkr_syncer::{SyncError, job_lookback};
 use tradegate_actors::store::{broker_sync, jobs};
 
-use super::ApiState;
-use super::ingestion::{Answer, ApiError, json_answer, parse_body};
+use super::auth::Caller;
+use super::error::{Answer, ApiError, json_answer, parse_body};
+use super::{ApiState, record_action};
 
 /// The routes.
 pub fn routes() -> Router<ApiState> {
@@ -152,7 +153,11 @@ fn known_account(state: &ApiState, account: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn sync_now(State(state): State<ApiState>, body: Bytes) -> Answer {
+async fn sync_now(
+    State(state): State<ApiState>,
+    Extension(Caller(by)): Extension<Caller>,
+    body: Bytes,
+) -> Answer {
     let body: SyncBody = if body.is_empty() {
         SyncBody {
             account_id: None,
@@ -164,13 +169,26 @@ async fn sync_now(State(state): State<ApiState>, body: Bytes) -> Answer {
     check_lookback(body.lookback_days)?;
     if let Some(account) = &body.account_id {
         known_account(&state, account)?;
-        let report = state.ibkr.sync(account, body.lookback_days).await?;
-        return json_answer(StatusCode::OK, report);
-    }
-    if state.ibkr_accounts.is_empty() {
+    } else if state.ibkr_accounts.is_empty() {
         return Err(ApiError::invalid(
             "no IBKR accounts are configured ([ibkr] accounts)",
         ));
+    }
+    record_action(
+        &state,
+        &NewOperatorAction {
+            by: &by,
+            action: "trades.sync",
+            target: Some(body.account_id.as_deref().unwrap_or("all")),
+            previous: None,
+            new: Some(json!({"lookback_days": body.lookback_days})),
+            reason: None,
+        },
+    )
+    .await?;
+    if let Some(account) = &body.account_id {
+        let report = state.ibkr.sync(account, body.lookback_days).await?;
+        return json_answer(StatusCode::OK, report);
     }
     let mut outcomes = Vec::new();
     let mut failed = false;
@@ -208,7 +226,11 @@ struct EnqueueBody {
     lookback_days: Option<u32>,
 }
 
-async fn enqueue(State(state): State<ApiState>, body: Bytes) -> Answer {
+async fn enqueue(
+    State(state): State<ApiState>,
+    Extension(Caller(by)): Extension<Caller>,
+    body: Bytes,
+) -> Answer {
     let body: EnqueueBody = parse_body(&body)?;
     known_account(&state, &body.account_id)?;
     let payload = match body.lookback_days {
@@ -220,6 +242,19 @@ async fn enqueue(State(state): State<ApiState>, body: Bytes) -> Answer {
     let enqueued = jobs::enqueue(&**client, jobs::TRADES_SYNC, &body.account_id, &payload)
         .await
         .map_err(unavailable)?;
+    // recorded once the job exists, so the record names it (a repeat returns the pending one)
+    record_action(
+        &state,
+        &NewOperatorAction {
+            by: &by,
+            action: "job.enqueue",
+            target: Some(&body.account_id),
+            previous: None,
+            new: Some(json!({"type": jobs::TRADES_SYNC, "job": &enqueued, "payload": payload})),
+            reason: None,
+        },
+    )
+    .await?;
     let status = if enqueued.created {
         StatusCode::ACCEPTED
     } else {

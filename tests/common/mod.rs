@@ -3,6 +3,7 @@
 //! under `target/tmp/test-pg` and leaves running for the next test binary (`.ci/run` stops it).
 #![allow(dead_code)]
 
+pub mod api;
 pub mod orders;
 pub mod pgproxy;
 pub mod python;

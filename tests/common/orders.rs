@@ -37,6 +37,7 @@ pub fn gateway_config(
     let mut config = Config::default();
     config.database.url = conninfo.to_string();
     config.tradelog.spill_dir = spill.to_path_buf();
+    super::api::secure(&mut config);
     config.alpaca.accounts = vec![AlpacaAccountConfig {
         name: "paper".into(),
         base_url: base_url.to_string(),

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod decision;
 pub mod ingestion;
+pub mod operator;
 pub mod order;
 pub mod trade_log;
 
@@ -17,6 +18,7 @@ pub use ingestion::{
     ApiCall, ApiCallIds, ApiPayload, ApiPayloadKind, IngestionRun, NewRun, RecordOperation,
     RecordsOutcome, RunCounts, RunRecord, RunStatus,
 };
+pub use operator::{NewOperatorAction, Operator, OperatorAction};
 pub use order::{
     AUDIT_UNAVAILABLE, KillSwitch, OrderOutcome, OrderReject, OrderRequest, ReplaceRequest,
     RoutedOrder, StrategyEvent,

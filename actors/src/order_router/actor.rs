@@ -77,8 +77,8 @@ pub enum OrderRouterMessage {
         state: KillSwitch,
         /// Why
         reason: Option<String>,
-        /// Who (cli, http, ...)
-        changed_by: String,
+        /// Who: the credential that asked
+        by: crate::domain::Operator,
         /// Reply for RPC
         reply: RpcReplyPort<Result<(), OrderReject>>,
     },
@@ -289,18 +289,15 @@ impl Actor for OrderRouter {
             OrderRouterMessage::SetKillSwitch {
                 state: kill,
                 reason,
-                changed_by,
+                by,
                 reply,
             } => {
                 let result = match state.args.pool.get().await {
-                    Ok(client) => store::orders::set_kill_switch(
-                        &**client,
-                        kill,
-                        reason.as_deref(),
-                        &changed_by,
-                    )
-                    .await
-                    .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                    Ok(client) => {
+                        store::orders::set_kill_switch(&**client, kill, reason.as_deref(), &by)
+                            .await
+                            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
+                    }
                     Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
                 };
                 if result.is_ok() {
@@ -308,7 +305,8 @@ impl Actor for OrderRouter {
                         from = state.kill.as_str(),
                         to = kill.as_str(),
                         reason = reason.as_deref().unwrap_or(""),
-                        by = %changed_by,
+                        by = %by.name,
+                        peer = by.peer.as_deref().unwrap_or(""),
                         "kill switch changed"
                     );
                     state.kill = kill;

@@ -133,12 +133,12 @@ impl OrderRouterClient {
         .map_err(unavailable)?
     }
 
-    /// Switches the kill switch.
+    /// Switches the kill switch, on record under `by`.
     pub async fn set_kill_switch(
         &self,
         state: KillSwitch,
         reason: Option<String>,
-        changed_by: &str,
+        by: &crate::domain::Operator,
     ) -> Result<(), OrderReject> {
         let router = Self::router()?;
         ractor::call_t!(
@@ -146,7 +146,7 @@ impl OrderRouterClient {
             |reply| OrderRouterMessage::SetKillSwitch {
                 state,
                 reason,
-                changed_by: changed_by.to_string(),
+                by: by.clone(),
                 reply
             },
             CALL_TIMEOUT.as_millis() as u64

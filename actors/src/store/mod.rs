@@ -7,6 +7,7 @@ pub mod decisions;
 pub mod group;
 pub mod ingestion;
 pub mod jobs;
+pub mod operator_actions;
 pub mod orders;
 pub mod reports;
 pub mod retention;

@@ -34,18 +34,25 @@ pub async fn kill_switch(
     ))
 }
 
-/// Sets the kill switch.
+/// Sets the kill switch and, in the same statement, keeps the change in `operator_actions`
+/// under `by` (the state before and after, and the reason).
 pub async fn set_kill_switch(
     client: &impl GenericClient,
     state: KillSwitch,
     reason: Option<&str>,
-    changed_by: &str,
+    by: &crate::domain::Operator,
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "UPDATE kill_switch SET state = $1, reason = $2, changed_by = $3, changed_at = now() \
-             WHERE id",
-            &[&state.as_str(), &reason, &changed_by],
+            "WITH before AS (SELECT state, reason FROM kill_switch WHERE id), \
+                  changed AS (UPDATE kill_switch SET state = $1, reason = $2, changed_by = $3, \
+                                  changed_at = now() WHERE id RETURNING state) \
+             INSERT INTO operator_actions (actor, peer, action, target, previous, new, reason) \
+             SELECT $3, $4, 'kill_switch.set', 'kill_switch', \
+                    jsonb_build_object('state', before.state, 'reason', before.reason), \
+                    jsonb_build_object('state', changed.state), $2 \
+             FROM before, changed",
+            &[&state.as_str(), &reason, &by.name, &by.peer],
         )
         .await
         .map_err(StoreError::new("setting the kill switch"))?;

@@ -1049,6 +1049,9 @@ pub struct DailySummary {
     pub ingestion_runs: Vec<Count>,
     /// Completed runs that fetched nothing
     pub zero_record_runs: i64,
+    /// What operators changed that day (kill switch, syncs, jobs, purges), oldest first, at
+    /// most 1,000
+    pub operator_actions: Vec<crate::domain::OperatorAction>,
 }
 
 /// The summary of `day` (UTC).
@@ -1101,6 +1104,17 @@ pub async fn daily_summary(
         .await
         .map_err(StoreError::new("counting a day's empty runs"))?
         .get(0);
+    let mut operator_actions = super::operator_actions::list(
+        client,
+        &super::operator_actions::ActionFilter {
+            since: Some(range.from),
+            until: Some(range.to),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    operator_actions.reverse();
     Ok(DailySummary {
         day,
         decisions: Outcomes::from_row(&decisions, 0),
@@ -1109,6 +1123,7 @@ pub async fn daily_summary(
         rejects,
         ingestion_runs: counts(&runs),
         zero_record_runs: zero,
+        operator_actions,
     })
 }
 

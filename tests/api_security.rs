@@ -1,0 +1,628 @@
+//! Every door locked: each route of the HTTP API against no token, an unknown token, each role
+//! and the right one; the route table read from the route definitions themselves; operator
+//! actions on record under the token's name; the listener refused beyond loopback without
+//! tokens.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tradegate::api::auth::{Access, ROUTES};
+use tradegate::app::Running;
+use tradegate::config::{Config, Role};
+use tradegate::sim::tws::{Scenario, spawn};
+use uuid::Uuid;
+
+use common::api::{ALL, AUDITOR, INGEST, OPERATOR};
+use common::{TestDb, scratch_dir};
+
+/// Every `.route("path", method(..).method(..))` in `src/api`: (method, path).
+fn defined_routes() -> BTreeSet<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(".route(") {
+            rest = &rest[at + ".route(".len()..];
+            // the call's arguments: up to the parenthesis that closes `.route(`
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .expect("a closed .route( call");
+            let call = &rest[..end];
+            let route = call
+                .split('"')
+                .nth(1)
+                .unwrap_or_else(|| panic!("a .route( without a literal path in {path:?}"));
+            let handlers = &call[call.find(',').expect("a method router")..];
+            let mut methods = 0;
+            for (word, method) in [
+                ("get(", "GET"),
+                ("post(", "POST"),
+                ("put(", "PUT"),
+                ("patch(", "PATCH"),
+                ("delete(", "DELETE"),
+            ] {
+                let mut h = handlers;
+                while let Some(i) = h.find(word) {
+                    let before = h[..i].chars().last();
+                    if before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
+                        found.insert((method.to_string(), route.to_string()));
+                        methods += 1;
+                    }
+                    h = &h[i + word.len()..];
+                }
+            }
+            assert!(methods > 0, "no method found for {route} in {path:?}");
+        }
+    }
+    found
+}
+
+#[test]
+fn every_defined_route_has_a_role_assignment_and_every_assignment_is_a_route() {
+    let defined = defined_routes();
+    assert!(defined.len() >= 20, "found only {defined:?}");
+    let table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    let unassigned: Vec<_> = defined.difference(&table).collect();
+    assert!(
+        unassigned.is_empty(),
+        "routes without a role assignment in tradegate::api::auth::ROUTES: {unassigned:?}"
+    );
+    let stale: Vec<_> = table.difference(&defined).collect();
+    assert!(
+        stale.is_empty(),
+        "ROUTES entries that are no route: {stale:?}"
+    );
+    assert_eq!(table.len(), ROUTES.len(), "a route is listed twice");
+}
+
+/// A gateway with the test tokens, a simulated TWS for account GA1, and a decision on record.
+struct Secured {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    _db: TestDb,
+    running: Running,
+    base: String,
+    decision: Uuid,
+    sql: tokio_postgres::Client,
+    conninfo: String,
+}
+
+async fn secured(tune: impl FnOnce(&mut Config)) -> Secured {
+    let one = common::orders::one_gateway().await;
+    let db = TestDb::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tws_addr = listener.local_addr().unwrap();
+    let _tws = spawn(
+        listener,
+        Scenario {
+            accounts: vec!["GA1".into()],
+            ..Scenario::default()
+        },
+    );
+    let mut config = Config::default();
+    config.database.url = db.conninfo.clone();
+    config.tradelog.spill_dir = scratch_dir("api-security").join("spill");
+    config.ibkr.accounts = vec!["GA1".into()];
+    config.ibkr.host = tws_addr.ip().to_string();
+    config.ibkr.port = tws_addr.port();
+    config.ibkr.sync_interval_secs = 0;
+    config.orders.strategies.insert(
+        "alpha".into(),
+        tradegate_actors::order_router::StrategyConfig {
+            token: "alpha-strategy-token".into(),
+            ..Default::default()
+        },
+    );
+    common::api::secure(&mut config);
+    tune(&mut config);
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let sql = db.client().await;
+    let decision = Uuid::now_v7();
+    sql.execute(
+        "INSERT INTO trade_decisions (decision_id, strategy_name, strategy_version, account, \
+             symbol, side, quantity, order_type, time_in_force, status, failure_reason, \
+             failed_at) \
+         VALUES ($1, 'alpha', '1', 'paper', 'AAPL', 'buy', 1, 'market', 'day', 'failed', \
+             'rejected by broker', now())",
+        &[&decision],
+    )
+    .await
+    .unwrap();
+    Secured {
+        _one: one,
+        base: format!("http://{}", running.api_addr()),
+        conninfo: db.conninfo.clone(),
+        _db: db,
+        running,
+        decision,
+        sql,
+    }
+}
+
+impl Secured {
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let http = match token {
+            Some(t) => common::api::client(t),
+            None => tradegate_actors::tls::local_http(),
+        };
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => http.get(url),
+            "POST" => http.post(url),
+            other => panic!("no test request for {other}"),
+        };
+        let request = match body {
+            Some(b) => request.json(b),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A new ingestion run, started with the ingest token.
+    async fn new_run(&self) -> String {
+        let (status, run) = self
+            .call(
+                Some(INGEST),
+                "POST",
+                "/api/v1/ingestion/runs",
+                Some(&json!({"task": "t", "source": "s"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{run}");
+        run["run_id"].as_str().unwrap().to_string()
+    }
+
+    /// A request to `route` that its handler answers with success, and that status.
+    async fn example(&self, method: &str, route: &str) -> (String, Option<Value>, u16) {
+        let d = self.decision;
+        let run = || async { self.new_run().await };
+        match (method, route) {
+            ("GET", "/health") => (route.into(), None, 200),
+            ("GET", "/metrics") => (route.into(), None, 200),
+            ("GET", "/api/v1/kill-switch") => (route.into(), None, 200),
+            ("POST", "/api/v1/kill-switch") => (
+                route.into(),
+                Some(json!({"state": "active", "reason": "test"})),
+                200,
+            ),
+            ("GET", "/api/v1/operator-actions") => (route.into(), None, 200),
+            ("GET", "/api/v1/decisions") => (route.into(), None, 200),
+            ("GET", "/api/v1/decisions/{id}") => (format!("/api/v1/decisions/{d}"), None, 200),
+            ("POST", "/api/v1/ingestion/runs") => {
+                (route.into(), Some(json!({"task": "t", "source": "s"})), 201)
+            }
+            ("GET", "/api/v1/ingestion/runs") => (route.into(), None, 200),
+            ("GET", "/api/v1/ingestion/runs/{run_id}") => {
+                (format!("/api/v1/ingestion/runs/{}", run().await), None, 200)
+            }
+            ("POST", "/api/v1/ingestion/runs/{run_id}/api-calls") => (
+                format!("/api/v1/ingestion/runs/{}/api-calls", run().await),
+                Some(json!({"endpoint": "/x", "status_code": 200})),
+                201,
+            ),
+            ("POST", "/api/v1/ingestion/runs/{run_id}/records") => (
+                format!("/api/v1/ingestion/runs/{}/records", run().await),
+                Some(json!({"records": [
+                    {"record_type": "T", "record_id": "1", "operation": "created"}
+                ]})),
+                200,
+            ),
+            ("POST", "/api/v1/ingestion/runs/{run_id}/complete") => (
+                format!("/api/v1/ingestion/runs/{}/complete", run().await),
+                None,
+                200,
+            ),
+            ("POST", "/api/v1/ingestion/runs/{run_id}/fail") => (
+                format!("/api/v1/ingestion/runs/{}/fail", run().await),
+                Some(json!({"error": "test"})),
+                200,
+            ),
+            ("GET", "/api/v1/trades") => (route.into(), None, 200),
+            ("POST", "/api/v1/trades/sync") => {
+                (route.into(), Some(json!({"account_id": "GA1"})), 200)
+            }
+            // no trade is on record: the handler's own 404 shows the request reached it
+            ("GET", "/api/v1/trades/{id}") => ("/api/v1/trades/1".into(), None, 404),
+            ("GET", "/api/v1/trades/{id}/executions") => {
+                ("/api/v1/trades/1/executions".into(), None, 404)
+            }
+            ("POST", "/api/v1/jobs/trades.sync") => {
+                (route.into(), Some(json!({"account_id": "GA1"})), 202)
+            }
+            ("GET", "/api/v1/reports/symbol/{symbol}") => {
+                ("/api/v1/reports/symbol/AAPL".into(), None, 200)
+            }
+            ("GET", "/api/v1/reports/decision/{id}") => {
+                (format!("/api/v1/reports/decision/{d}"), None, 200)
+            }
+            ("GET", "/api/v1/reports/order/{id}") => {
+                (format!("/api/v1/reports/order/{d}"), None, 200)
+            }
+            ("GET", "/api/v1/reports/strategy") => (route.into(), None, 200),
+            ("GET", "/api/v1/reports/failures") => (route.into(), None, 200),
+            ("GET", "/api/v1/reports/daily") => (route.into(), None, 200),
+            _ => panic!(
+                "no example request for {method} {route}: add one here, with what its role \
+                 gets back"
+            ),
+        }
+    }
+}
+
+/// A path for `route` that needs no record to exist (the access check answers first).
+fn any_path(route: &str) -> String {
+    route
+        .replace("{run_id}", &Uuid::now_v7().to_string())
+        .replace("{id}", &Uuid::now_v7().to_string())
+        .replace("{symbol}", "AAPL")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_refuses_no_token_unknown_tokens_and_wrong_roles_and_serves_the_right_one() {
+    let g = secured(|_| {}).await;
+    let singles = [
+        (Role::Operator, OPERATOR),
+        (Role::Auditor, AUDITOR),
+        (Role::Ingest, INGEST),
+    ];
+    let mut checked = 0;
+    for r in ROUTES {
+        let roles = match r.access {
+            Access::Roles(roles) => roles,
+            Access::Open | Access::Metrics => {
+                let (path, body, want) = g.example(r.method, r.path).await;
+                let (status, _) = g.call(None, r.method, &path, body.as_ref()).await;
+                assert_eq!(status, want, "{} {} without a token", r.method, r.path);
+                continue;
+            }
+            Access::Strategy => continue,
+        };
+        let path = any_path(r.path);
+        let body = Some(json!({}));
+        let (status, e) = g.call(None, r.method, &path, body.as_ref()).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (401, Some("auth.missing_token")),
+            "{} {} without a token: {e}",
+            r.method,
+            r.path
+        );
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        let (status, e) = g
+            .call(
+                Some("not-a-token-of-this-gateway"),
+                r.method,
+                &path,
+                body.as_ref(),
+            )
+            .await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (401, Some("auth.unknown_token")),
+            "{} {} with an unknown token: {e}",
+            r.method,
+            r.path
+        );
+        // a strategy's token opens nothing here
+        let (status, e) = g
+            .call(Some("alpha-strategy-token"), r.method, &path, body.as_ref())
+            .await;
+        assert_eq!(
+            status, 401,
+            "{} {} with a strategy token: {e}",
+            r.method, r.path
+        );
+        for (role, token) in singles {
+            if roles.contains(&role) {
+                continue;
+            }
+            let (status, e) = g.call(Some(token), r.method, &path, body.as_ref()).await;
+            assert_eq!(
+                (status, e["code"].as_str()),
+                (403, Some("auth.forbidden")),
+                "{} {} as {role:?}: {e}",
+                r.method,
+                r.path
+            );
+        }
+        for (role, token) in singles.iter().filter(|(role, _)| roles.contains(role)) {
+            let (path, body, want) = g.example(r.method, r.path).await;
+            let (status, answer) = g.call(Some(token), r.method, &path, body.as_ref()).await;
+            assert_eq!(
+                status, want,
+                "{} {path} as {role:?} is served: {answer}",
+                r.method
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} routes checked");
+    // the strategy WebSocket takes only strategy tokens
+    let addr = g.running.api_addr();
+    for token in [ALL, OPERATOR, AUDITOR, INGEST] {
+        match common::orders::StrategyWs::connect(addr, token).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 401, "an API token at /v1/strategy")
+            }
+            Err(e) => panic!("an API token at /v1/strategy: {e}"),
+            Ok(_) => panic!("an API token opened /v1/strategy"),
+        }
+    }
+    assert!(
+        common::orders::StrategyWs::connect(addr, "alpha-strategy-token")
+            .await
+            .is_ok()
+    );
+    // every refusal counted by reason, and no token in the log of it
+    let metrics = common::metrics_text(&g.base).await;
+    for reason in ["missing_token", "unknown_token", "forbidden"] {
+        assert!(
+            metrics.contains(&format!(
+                "tradegate_api_auth_failures_total{{reason=\"{reason}\""
+            )),
+            "{reason} not counted"
+        );
+    }
+    assert!(!metrics.contains("not-a-token-of-this-gateway"));
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_metrics_need_an_auditor_or_operator_token() {
+    let g = secured(|c| c.api.public_metrics = false).await;
+    let (status, e) = g.call(None, "GET", "/metrics", None).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (401, Some("auth.missing_token"))
+    );
+    let (status, e) = g.call(Some(INGEST), "GET", "/metrics", None).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("auth.forbidden")));
+    for token in [AUDITOR, OPERATOR] {
+        let (status, body) = g.call(Some(token), "GET", "/metrics", None).await;
+        assert_eq!(status, 200);
+        assert!(body.as_str().unwrap().contains("tradegate_build_info"));
+    }
+    let (status, _) = g.call(None, "GET", "/health", None).await;
+    assert_eq!(status, 200, "/health stays open");
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kill_switch_keeps_its_history_under_the_tokens_name_whatever_the_body_says() {
+    let g = secured(|_| {}).await;
+    let (status, answer) = g
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/api/v1/kill-switch",
+            Some(&json!({"state": "halted", "reason": "venue outage", "changed_by": "mallory"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["changed_by"], "ops",
+        "the token's name, not the body's"
+    );
+    let (status, _) = g
+        .call(
+            Some(ALL),
+            "POST",
+            "/api/v1/kill-switch",
+            Some(&json!({"state": "active", "reason": "venue back"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // a reason too long is refused, and nothing is recorded
+    let (status, e) = g
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/api/v1/kill-switch",
+            Some(&json!({"state": "halted", "reason": "x".repeat(1025)})),
+        )
+        .await;
+    assert_eq!((status, e["code"].as_str()), (422, Some("invalid")), "{e}");
+    let (status, actions) = g
+        .call(
+            Some(AUDITOR),
+            "GET",
+            "/api/v1/operator-actions?action=kill_switch.set",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{actions}");
+    let actions = actions.as_array().unwrap();
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    // newest first: the resume by `all`, then the halt by `ops`
+    assert_eq!(actions[0]["actor"], "all");
+    assert_eq!(actions[0]["previous"]["state"], "halted");
+    assert_eq!(actions[0]["new"]["state"], "active");
+    assert_eq!(actions[0]["reason"], "venue back");
+    assert_eq!(actions[1]["actor"], "ops");
+    assert_eq!(actions[1]["previous"]["state"], "active");
+    assert_eq!(actions[1]["new"]["state"], "halted");
+    assert_eq!(actions[1]["reason"], "venue outage");
+    assert!(
+        actions[1]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| a.to_string().contains("mallory")));
+    // the history is append-only
+    let refused = g
+        .sql
+        .execute("UPDATE operator_actions SET actor = 'someone else'", &[])
+        .await;
+    assert_eq!(common::sqlstate(refused), "23514");
+    let refused = g.sql.execute("DELETE FROM operator_actions", &[]).await;
+    assert_eq!(common::sqlstate(refused), "23514");
+    // sync triggers and jobs are on record too, and the day's summary lists them all
+    let (status, _) = g
+        .call(
+            Some(OPERATOR),
+            "POST",
+            "/api/v1/jobs/trades.sync",
+            Some(&json!({"account_id": "GA1"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let today = chrono::Utc::now().date_naive();
+    let (status, daily) = g
+        .call(
+            Some(AUDITOR),
+            "GET",
+            &format!("/api/v1/reports/daily?date={today}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{daily}");
+    let kinds: Vec<&str> = daily["operator_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["kill_switch.set", "kill_switch.set", "job.enqueue"],
+        "{daily}"
+    );
+    // a purge from the CLI is on record under the OS user, and `report actions` lists it all
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+            .current_dir(scratch_dir("actions-cli"))
+            .env_remove("TRADEGATE_CONFIG")
+            .env("DATABASE_URL", &g.conninfo)
+            .env("RUST_LOG", "warn")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["purge", "--format", "json"]);
+    let listed: Value =
+        serde_json::from_str(&cli(&["report", "actions", "--format", "json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed[0]["action"], "payloads.purge");
+    assert!(
+        listed[0]["actor"].as_str().unwrap().starts_with("cli:"),
+        "{listed:?}"
+    );
+    let table = cli(&["report", "actions"]);
+    assert!(
+        table.contains("venue outage") && table.contains("ops"),
+        "{table}"
+    );
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_listener_beyond_loopback_without_tokens_is_refused_at_start() {
+    let db = TestDb::new().await;
+    let mut config = Config::default();
+    config.database.url = db.conninfo.clone();
+    config.api.token_file = scratch_dir("beyond-loopback").join("operator.token");
+    let Err(refused) = Running::start(&config, SocketAddr::from(([0, 0, 0, 0], 0))).await else {
+        panic!("an API on every interface without tokens must not start");
+    };
+    let message = format!("{refused:#}");
+    assert!(message.contains("[[api.tokens]]"), "{message}");
+    assert!(
+        message.contains("operator") && message.contains("auditor"),
+        "{message}"
+    );
+    // an operator token alone is not enough either
+    config.api.tokens = common::api::tokens()
+        .into_iter()
+        .filter(|t| t.roles == [Role::Operator])
+        .collect();
+    assert!(
+        Running::start(&config, SocketAddr::from(([0, 0, 0, 0], 0)))
+            .await
+            .is_err()
+    );
+    assert!(
+        !config.api.token_file.exists(),
+        "nothing was made for a refused start"
+    );
+}
+
+#[tokio::test]
+async fn the_local_operator_token_file_is_private_and_reused() {
+    let dir = scratch_dir("token-file");
+    let path = dir.join("nested/operator.token");
+    let first = tradegate::api::auth::local_operator_token(&path).unwrap();
+    assert!(first.len() >= 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        tradegate::api::auth::local_operator_token(&path).unwrap(),
+        first
+    );
+    // a file others could read is made private again
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        tradegate::api::auth::local_operator_token(&path).unwrap(),
+        first
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // several processes starting at once agree on one token
+    let racing = dir.join("racing.token");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let p = racing.clone();
+            std::thread::spawn(move || tradegate::api::auth::local_operator_token(&p).unwrap())
+        })
+        .collect();
+    let tokens: BTreeSet<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    // a file without a token is an error, not a silent new token
+    let empty = dir.join("empty.token");
+    std::fs::write(&empty, "").unwrap();
+    let e = tradegate::api::auth::local_operator_token(&empty).unwrap_err();
+    assert!(e.to_string().contains("holds no token"), "{e}");
+}

@@ -321,6 +321,7 @@ impl Running {
             hub: hub.clone(),
             router: OrderRouterClient,
             auth: std::sync::Arc::new(auth),
+            limits: api::Limits::of(&config.api),
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;

@@ -111,6 +111,15 @@ pub struct ApiConfig {
     pub token_file: PathBuf,
     /// The API's tokens, each with a name (what its actions are recorded under) and roles.
     pub tokens: Vec<ApiTokenConfig>,
+    /// Largest request body, in bytes (the ingestion `records` and `api-calls` endpoints take
+    /// up to 64 MiB, for 100,000-record batches).
+    pub max_body_bytes: usize,
+    /// Largest strategy WebSocket message (and frame), in bytes.
+    pub max_ws_message_bytes: usize,
+    /// Open `/v1/strategy` connections one strategy may hold.
+    pub max_connections_per_strategy: usize,
+    /// Requests one API token may make per second (a rolling one-second window).
+    pub max_requests_per_sec: u32,
 }
 
 impl Default for ApiConfig {
@@ -120,6 +129,10 @@ impl Default for ApiConfig {
             public_metrics: true,
             token_file: PathBuf::from(".tradegate/operator.token"),
             tokens: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_connections_per_strategy: 8,
+            max_requests_per_sec: 1000,
         }
     }
 }
@@ -230,6 +243,25 @@ impl ApiConfig {
         if self.token_file.as_os_str().is_empty() {
             return Err(("api.token_file".into(), "must be set".into()));
         }
+        let at_least = |key: &str, value: usize, min: usize| {
+            if value < min {
+                Err((format!("api.{key}"), format!("must be at least {min}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_body_bytes", self.max_body_bytes, 1024)?;
+        at_least("max_ws_message_bytes", self.max_ws_message_bytes, 1024)?;
+        at_least(
+            "max_connections_per_strategy",
+            self.max_connections_per_strategy,
+            1,
+        )?;
+        at_least(
+            "max_requests_per_sec",
+            self.max_requests_per_sec as usize,
+            1,
+        )?;
         Ok(())
     }
 }

@@ -626,3 +626,197 @@ async fn the_local_operator_token_file_is_private_and_reused() {
     let e = tradegate::api::auth::local_operator_token(&empty).unwrap_err();
     assert!(e.to_string().contains("holds no token"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_bodies_deep_json_and_the_routers_own_refusals_get_coded_errors() {
+    let g = secured(|_| {}).await;
+    // past [api] max_body_bytes (1 MiB): refused before the handler, with a code
+    let big = json!({"state": "halted", "reason": "x".repeat(2 * 1024 * 1024)});
+    let (status, e) = g
+        .call(Some(OPERATOR), "POST", "/api/v1/kill-switch", Some(&big))
+        .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (413, Some("too_large")),
+        "{e}"
+    );
+    // the ingestion batch endpoints take 100,000-record batches
+    let run = g.new_run().await;
+    let records: Vec<Value> = (0..30_000)
+        .map(|i| json!({"record_type": "QuiverTrade", "record_id": format!("r-{i}"), "operation": "created"}))
+        .collect();
+    let batch = json!({ "records": records });
+    assert!(batch.to_string().len() > 2 * 1024 * 1024);
+    let (status, answer) = g
+        .call(
+            Some(INGEST),
+            "POST",
+            &format!("/api/v1/ingestion/runs/{run}/records"),
+            Some(&batch),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["inserted"].as_i64()),
+        (200, Some(30_000)),
+        "{answer}"
+    );
+    // nesting past 64 levels: refused unparsed, nothing changed
+    let deep = format!(
+        "{{\"state\":\"halted\",\"reason\":{}\"x\"{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let response = common::api::client(OPERATOR)
+        .post(format!("{}/api/v1/kill-switch", g.base))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let e: Value = response.json().await.unwrap();
+    assert_eq!(e["code"], "too_deep", "{e}");
+    let (_, state) = g
+        .call(Some(AUDITOR), "GET", "/api/v1/kill-switch", None)
+        .await;
+    assert_eq!(state["state"], "active", "nothing was changed");
+    // the router's own refusals are coded too
+    let (status, e) = g.call(Some(AUDITOR), "GET", "/api/v1/nowhere", None).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    let (status, e) = g
+        .call(Some(AUDITOR), "GET", "/api/v1/decisions?bogus=1", None)
+        .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("malformed")),
+        "{e}"
+    );
+    let response = common::api::client(OPERATOR)
+        .delete(format!("{}/api/v1/kill-switch", g.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let e: Value = response.json().await.unwrap();
+    assert_eq!(e["code"], "method_not_allowed", "{e}");
+    let metrics = common::metrics_text(&g.base).await;
+    for reason in ["body_too_large", "too_deep"] {
+        assert!(
+            metrics.contains(&format!(
+                "tradegate_api_refused_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted"
+        );
+    }
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_past_its_request_rate_is_refused_and_others_are_not() {
+    let g = secured(|c| c.api.max_requests_per_sec = 5).await;
+    let http = common::api::client(AUDITOR);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..20 {
+        let response = http
+            .get(format!("{}/api/v1/kill-switch", g.base))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            retry_after = response.headers().get("retry-after").cloned();
+            let e: Value = response.json().await.unwrap();
+            assert_eq!(e["code"], "rate_limited", "{e}");
+        }
+    }
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        refused >= 10 && statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(retry_after.unwrap(), "1");
+    // another token has its own allowance
+    let (status, _) = g
+        .call(Some(OPERATOR), "GET", "/api/v1/kill-switch", None)
+        .await;
+    assert_eq!(status, 200);
+    // and the next second the first one may call again
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _) = g
+        .call(Some(AUDITOR), "GET", "/api/v1/kill-switch", None)
+        .await;
+    assert_eq!(status, 200);
+    let metrics = common::metrics_text(&g.base).await;
+    assert!(metrics.contains("tradegate_api_refused_total{reason=\"rate_limited\"}"));
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strategy_connections_and_messages_are_bounded_and_a_bad_message_keeps_the_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let g = secured(|c| {
+        c.api.max_connections_per_strategy = 2;
+        c.api.max_ws_message_bytes = 64 * 1024;
+    })
+    .await;
+    let addr = g.running.api_addr();
+    let token = "alpha-strategy-token";
+    let mut first = common::orders::StrategyWs::connect(addr, token)
+        .await
+        .unwrap();
+    let second = common::orders::StrategyWs::connect(addr, token)
+        .await
+        .unwrap();
+    match common::orders::StrategyWs::connect(addr, token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        Err(e) => panic!("a third connection: {e}"),
+        Ok(_) => panic!("a third connection of one strategy was accepted"),
+    }
+    // a place freed is a place again
+    drop(second);
+    let third = common::wait_until(std::time::Duration::from_secs(5), || async {
+        common::orders::StrategyWs::connect(addr, token).await.ok()
+    })
+    .await;
+    assert!(third.is_some(), "a closed connection's place was not freed");
+    // nesting too deep: an error, and the connection still answers
+    first
+        .send_text(&format!("{}{}", "[".repeat(200), "]".repeat(200)))
+        .await;
+    let error = |v: &Value| v["type"] == "error";
+    let wait = std::time::Duration::from_secs(10);
+    let e = first.wait_for(wait, error).await.expect("an error event");
+    assert_eq!(e["code"], "too_deep", "{e}");
+    first.send(json!({"type": "submit_order"})).await;
+    let e = first.wait_for(wait, error).await.expect("an error event");
+    assert_eq!(e["code"], "invalid", "still usable: {e}");
+    // a message past max_ws_message_bytes closes the connection with 1009
+    let mut ws = first.into_inner();
+    ws.send(Message::text("x".repeat(100 * 1024)))
+        .await
+        .unwrap();
+    let mut closed_with = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Close(frame) = msg {
+            closed_with = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(closed_with, Some(1009));
+    let metrics = common::metrics_text(&g.base).await;
+    for reason in ["too_many_connections", "ws_message_too_large", "too_deep"] {
+        assert!(
+            metrics.contains(&format!(
+                "tradegate_api_refused_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted"
+        );
+    }
+    g.running.stop().await.unwrap();
+}

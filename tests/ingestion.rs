@@ -79,12 +79,14 @@ impl Logger {
                 tradegate::api::auth::Auth::from_config(
                     &tradegate::config::ApiConfig {
                         tokens: common::api::tokens(),
+                        max_requests_per_sec: 1_000_000,
                         ..Default::default()
                     },
                     None,
                 )
                 .unwrap(),
             ),
+            limits: Default::default(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async {

@@ -120,11 +120,15 @@ struct Credential {
     run: Option<Uuid>,
 }
 
-/// The tokens the API accepts.
-#[derive(Clone, Default)]
+/// The tokens the API accepts, and how often each may call.
+#[derive(Default)]
 pub struct Auth {
     credentials: Vec<Credential>,
     public_metrics: bool,
+    /// Requests per token per second (0: unlimited)
+    max_requests_per_sec: u32,
+    /// Each token's current one-second window: its start and the requests in it
+    windows: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -214,7 +218,29 @@ impl Auth {
         Ok(Self {
             credentials,
             public_metrics: api.public_metrics,
+            max_requests_per_sec: api.max_requests_per_sec,
+            windows: Default::default(),
         })
+    }
+
+    /// Whether `name` may make one more request now; counts it when it may.
+    fn admit(&self, name: &str) -> bool {
+        if self.max_requests_per_sec == 0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let Ok(mut windows) = self.windows.lock() else {
+            return true;
+        };
+        let window = windows.entry(name.to_string()).or_insert((now, 0));
+        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        if window.1 >= self.max_requests_per_sec {
+            return false;
+        }
+        window.1 += 1;
+        true
     }
 
     /// Only `token`, which may write to `run` and nothing else (`tradegate ingest`'s job).
@@ -227,6 +253,8 @@ impl Auth {
                 run: Some(run),
             }],
             public_metrics: false,
+            max_requests_per_sec: ApiConfig::default().max_requests_per_sec,
+            windows: Default::default(),
         }
     }
 
@@ -285,6 +313,10 @@ fn refusal(reason: &'static str) -> (StatusCode, &'static str) {
             StatusCode::FORBIDDEN,
             "this route has no role assignment: it is closed to everyone",
         ),
+        "rate_limited" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests with this token ([api] max_requests_per_sec)",
+        ),
         _ => (StatusCode::FORBIDDEN, "the token lacks the role this needs"),
     }
 }
@@ -297,12 +329,16 @@ fn refuse(
     name: Option<&str>,
     need: Option<&[Role]>,
 ) -> Response {
-    metrics::counter!(
-        "tradegate_api_auth_failures_total",
-        "reason" => reason,
-        "route" => route.to_string()
-    )
-    .increment(1);
+    if reason == "rate_limited" {
+        metrics::counter!("tradegate_api_refused_total", "reason" => reason).increment(1);
+    } else {
+        metrics::counter!(
+            "tradegate_api_auth_failures_total",
+            "reason" => reason,
+            "route" => route.to_string()
+        )
+        .increment(1);
+    }
     tracing::warn!(
         reason,
         %method,
@@ -328,6 +364,7 @@ fn refuse(
         "unknown_token" => "auth.unknown_token",
         "other_run" => "auth.other_run",
         "no_role" => "auth.no_role",
+        "rate_limited" => "rate_limited",
         _ => "auth.forbidden",
     };
     let mut response = ApiError::new(status, code, message).into_response();
@@ -335,6 +372,11 @@ fn refuse(
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
@@ -365,6 +407,10 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
         }
         Some(Access::Metrics) => &[Role::Auditor, Role::Operator][..],
         Some(Access::Roles(roles)) => roles,
+        // the path is a route, but not with this method: the router answers 405
+        None if ROUTES.iter().any(|r| r.path == path) => {
+            return next.run(Request::from_parts(parts, body)).await;
+        }
         None => {
             tracing::error!(%method, route = %path, "a route without a role assignment was called");
             return refuse("no_role", &method, &path, peer, None, None);
@@ -403,6 +449,16 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
                 None,
             );
         }
+    }
+    if !auth.admit(&credential.name) {
+        return refuse(
+            "rate_limited",
+            &method,
+            &path,
+            peer,
+            Some(&credential.name),
+            None,
+        );
     }
     let caller = Caller(Operator {
         name: credential.name.clone(),

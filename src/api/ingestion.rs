@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::error::{Answer, ApiError, json_answer, parse_body};
 
-/// Largest request body the ingestion endpoints accept (a 100,000-record batch fits).
+/// Largest request body the ingestion batch endpoints accept (a 100,000-record batch fits).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Runs listed when no limit is given, and the most that can be asked for.
 const DEFAULT_LIST_LIMIT: u32 = 100;
@@ -39,11 +39,17 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/ingestion/runs", post(start_run).get(list_runs))
         .route("/api/v1/ingestion/runs/{run_id}", get(get_run))
-        .route("/api/v1/ingestion/runs/{run_id}/api-calls", post(api_calls))
-        .route("/api/v1/ingestion/runs/{run_id}/records", post(records))
+        // only the batch endpoints take bodies past [api] max_body_bytes
+        .route(
+            "/api/v1/ingestion/runs/{run_id}/api-calls",
+            post(api_calls).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+        .route(
+            "/api/v1/ingestion/runs/{run_id}/records",
+            post(records).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
         .route("/api/v1/ingestion/runs/{run_id}/complete", post(complete))
         .route("/api/v1/ingestion/runs/{run_id}/fail", post(fail))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 impl From<IngestionError> for ApiError {

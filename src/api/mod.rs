@@ -52,6 +52,36 @@ pub struct ApiState {
     pub router: tradegate_actors::order_router::OrderRouterClient,
     /// The tokens the API accepts
     pub auth: std::sync::Arc<auth::Auth>,
+    /// What any client may send
+    pub limits: Limits,
+}
+
+/// Limits on what any client can send (`[api]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body (the ingestion batch endpoints take more)
+    pub max_body_bytes: usize,
+    /// Largest strategy WebSocket message and frame
+    pub max_ws_message_bytes: usize,
+    /// Open `/v1/strategy` connections per strategy
+    pub max_connections_per_strategy: usize,
+}
+
+impl Limits {
+    /// The limits of `[api]`.
+    pub fn of(api: &crate::config::ApiConfig) -> Self {
+        Self {
+            max_body_bytes: api.max_body_bytes,
+            max_ws_message_bytes: api.max_ws_message_bytes,
+            max_connections_per_strategy: api.max_connections_per_strategy,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::of(&crate::config::ApiConfig::default())
+    }
 }
 
 impl std::fmt::Debug for ApiState {
@@ -70,7 +100,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(trades::routes())
         .merge(reports::routes())
         .merge(orders::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.max_body_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
+        .layer(axum::middleware::map_response(error::coded_rejections))
         .with_state(state)
 }
 

@@ -56,24 +56,63 @@ pub(crate) async fn upgrade(
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
             .into_response();
     };
-    let hub = state.hub.clone();
+    // the connection's place is taken at the handshake, so concurrent handshakes cannot
+    // exceed the limit; a failed upgrade drops it again
+    let max = state.limits.max_connections_per_strategy;
+    let Some(subscription) = state.hub.try_subscribe(&strategy, max) else {
+        metrics::counter!("tradegate_api_refused_total", "reason" => "too_many_connections")
+            .increment(1);
+        tracing::warn!(%strategy, max, "strategy connection refused: too many connections");
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!(
+                "strategy {strategy} holds {max} connections already \
+                 ([api] max_connections_per_strategy)"
+            ),
+        )
+        .into_response();
+    };
+    let max_message = state.limits.max_ws_message_bytes;
     ws.read_buffer_size(tradegate_actors::WS_READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(socket, hub, strategy))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| connection(socket, subscription, strategy, max_message))
 }
 
 async fn connection(
     mut socket: WebSocket,
-    hub: tradegate_actors::order_router::StrategyHub,
+    mut subscription: tradegate_actors::order_router::Subscription,
     strategy: String,
+    max_message: usize,
 ) {
-    let mut subscription = hub.subscribe(&strategy);
     let sender = subscription.sender();
     metrics::gauge!("tradegate_strategy_connections").increment(1.0);
     tracing::info!(%strategy, "strategy connected");
     loop {
         tokio::select! {
             incoming = socket.recv() => {
-                let Some(Ok(msg)) = incoming else { break };
+                let msg = match incoming {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) if is_too_long(&e) => {
+                        // the frame was refused unread: say why in the close, then hang up
+                        metrics::counter!(
+                            "tradegate_api_refused_total",
+                            "reason" => "ws_message_too_large"
+                        )
+                        .increment(1);
+                        tracing::warn!(%strategy, max_message, "strategy message too large: closed");
+                        let _ = socket
+                            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                                code: 1009,
+                                reason: format!("message_too_large: at most {max_message} bytes")
+                                    .into(),
+                            })))
+                            .await;
+                        break;
+                    }
+                    _ => break,
+                };
                 let bytes = match &msg {
                     Message::Text(t) => t.as_bytes().to_vec(),
                     Message::Binary(b) => b.to_vec(),
@@ -93,6 +132,12 @@ async fn connection(
     }
     metrics::gauge!("tradegate_strategy_connections").decrement(1.0);
     tracing::info!(%strategy, "strategy disconnected");
+}
+
+/// Whether a read failed because a message or frame was over the size limit.
+fn is_too_long(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
 }
 
 fn error(request_id: Option<String>, code: &str, message: impl Into<String>) -> StrategyEvent {
@@ -116,6 +161,18 @@ fn order_of(strategy: &str, mut fields: Map<String, Value>) -> Result<OrderReque
 
 /// Handles one frame; answers go into the connection's own queue, in order with pushes.
 fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEvent>) {
+    if super::error::nested_deeper_than(bytes, super::error::MAX_JSON_DEPTH) {
+        metrics::counter!("tradegate_api_refused_total", "reason" => "too_deep").increment(1);
+        let _ = out.send(error(
+            None,
+            "too_deep",
+            format!(
+                "JSON nested deeper than {} levels",
+                super::error::MAX_JSON_DEPTH
+            ),
+        ));
+        return;
+    }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {

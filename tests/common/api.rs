@@ -27,9 +27,10 @@ pub fn tokens() -> Vec<ApiTokenConfig> {
     ]
 }
 
-/// `config` with the test tokens.
+/// `config` with the test tokens, and no request rate limit a test could meet by chance.
 pub fn secure(config: &mut Config) {
     config.api.tokens = tokens();
+    config.api.max_requests_per_sec = 1_000_000;
 }
 
 /// A client that sends `token` as its bearer token with every request.

@@ -136,7 +136,8 @@ pub fn venue_looked_up(venue: &SimAlpaca) -> bool {
         .any(|r| r.method == "GET" && r.path == "/v2/orders:by_client_order_id")
 }
 
-type Ws =
+/// The WebSocket of a strategy connection.
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A strategy's WebSocket connection.
@@ -164,6 +165,11 @@ impl StrategyWs {
             ws,
             seen: Vec::new(),
         })
+    }
+
+    /// The WebSocket itself, for frames this type does not send.
+    pub fn into_inner(self) -> Ws {
+        self.ws
     }
 
     /// Sends a text frame.

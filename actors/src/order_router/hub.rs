@@ -77,6 +77,27 @@ impl StrategyHub {
         }
     }
 
+    /// A subscription for one more connection of `strategy`, unless it holds `max` already.
+    pub fn try_subscribe(&self, strategy: &str, max: usize) -> Option<Subscription> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut subs = self.subscribers.lock().ok()?;
+            let list = subs.entry(strategy.to_string()).or_default();
+            if list.len() >= max {
+                return None;
+            }
+            list.push((id, sender.clone()));
+        }
+        Some(Subscription {
+            hub: self.clone(),
+            strategy: strategy.to_string(),
+            id,
+            sender,
+            events,
+        })
+    }
+
     /// Pushes `event` to every connection of `strategy` (none connected: it is dropped here;
     /// everything pushed is also in the audit trail).
     pub fn push(&self, strategy: &str, event: StrategyEvent) {

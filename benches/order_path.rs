@@ -15,6 +15,7 @@
 #[path = "support/mod.rs"]
 mod support;
 #[path = "../tests/common/tls.rs"]
+#[allow(dead_code)] // the test PKI's files are for tests that configure a listener
 mod tls;
 
 use std::collections::HashMap;

@@ -283,6 +283,17 @@ impl Running {
     /// `listen` (port 0 picks a free port).
     pub async fn start(config: &Config, listen: SocketAddr) -> Result<Self> {
         let auth = api_auth(config, listen)?;
+        let tls = if config.api.tls_cert_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(
+                api::tls::ServerTls::from_files(
+                    &config.api.tls_cert_file,
+                    &config.api.tls_key_file,
+                )
+                .context("the API listener's certificate ([api] tls_cert_file, tls_key_file)")?,
+            )
+        };
         let database = Database::open(&config.database).await?;
         let migrations = database.migrate().await?;
         {
@@ -322,6 +333,7 @@ impl Running {
             router: OrderRouterClient,
             auth: std::sync::Arc::new(auth),
             limits: api::Limits::of(&config.api),
+            tls,
         };
         let api_task = tokio::spawn(api::serve(listener, state, async {
             let _ = shutdown_rx.await;

@@ -120,6 +120,17 @@ pub struct ApiConfig {
     pub max_connections_per_strategy: usize,
     /// Requests one API token may make per second (a rolling one-second window).
     pub max_requests_per_sec: u32,
+    /// Seconds a client has to send a request's headers; an idle connection is closed after
+    /// as long.
+    pub header_timeout_secs: u64,
+    /// Seconds a strategy connection may send nothing (not even a pong to the gateway's pings)
+    /// before it is closed.
+    pub ws_idle_timeout_secs: u64,
+    /// PEM certificate chain of the listener: with `tls_key_file`, the API is served over TLS
+    /// only (`https://`, `wss://`). Empty: plain TCP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -133,6 +144,10 @@ impl Default for ApiConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_connections_per_strategy: 8,
             max_requests_per_sec: 1000,
+            header_timeout_secs: 10,
+            ws_idle_timeout_secs: 90,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }

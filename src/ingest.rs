@@ -113,6 +113,7 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
             router: Default::default(),
             auth: std::sync::Arc::new(api::auth::Auth::for_run(run_id, &job_token)),
             limits: api::Limits::of(&config.api),
+            tls: None,
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api_task = tokio::spawn(api::serve(listener, state, async {

@@ -50,12 +50,23 @@ pub async fn kill_switch(
     reason: Option<String>,
 ) -> Result<()> {
     let token = operator_token(config, gateway.token.as_deref())?;
-    let base = gateway
-        .api
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.api.listen));
+    let tls = !config.api.tls_cert_file.as_os_str().is_empty();
+    let base = gateway.api.clone().unwrap_or_else(|| {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", config.api.listen)
+    });
     let url = format!("{}/api/v1/kill-switch", base.trim_end_matches('/'));
-    let response = tradegate_actors::tls::local_http()
+    // an https gateway is verified like a broker: the platform's roots, SSL_CERT_FILE and
+    // [tls] extra_ca_file
+    let http = if url.starts_with("https://") {
+        tradegate_actors::tls::ClientTls::from_env(&config.tls)?
+            .http()
+            .build()
+            .context("building the HTTPS client")?
+    } else {
+        tradegate_actors::tls::local_http()
+    };
+    let response = http
         .post(&url)
         .bearer_auth(&token)
         .timeout(Duration::from_secs(30))

@@ -820,3 +820,204 @@ async fn strategy_connections_and_messages_are_bounded_and_a_bad_message_keeps_t
     }
     g.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_the_api_serves_https_and_wss_to_clients_that_trust_its_ca_and_nothing_else() {
+    let dir = scratch_dir("api-tls");
+    let pki = common::tls::TestPki::new(&dir, "api-test-ca");
+    let (cert, key) = (pki.cert_file.clone(), pki.key_file.clone());
+    let g = secured(|c| {
+        c.api.tls_cert_file = cert;
+        c.api.tls_key_file = key;
+    })
+    .await;
+    let addr = g.running.api_addr();
+    let trusting =
+        tradegate_actors::tls::ClientTls::with_sources(None, Some(&pki.ca_file)).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {AUDITOR}").parse().unwrap(),
+    );
+    let https = trusting.http().default_headers(headers).build().unwrap();
+    let state: Value = https
+        .get(format!(
+            "https://127.0.0.1:{}/api/v1/kill-switch",
+            addr.port()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["state"], "active", "{state}");
+    // a client that does not trust the CA is refused at the handshake
+    let untrusting = tradegate_actors::tls::local_http()
+        .get(format!("https://127.0.0.1:{}/health", addr.port()))
+        .send()
+        .await;
+    assert!(
+        untrusting.is_err(),
+        "an unverified TLS connection succeeded"
+    );
+    // and nothing is served in the clear
+    let clear = tradegate_actors::tls::local_http()
+        .get(format!("http://{addr}/health"))
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await;
+    assert!(
+        clear.is_err(),
+        "plain HTTP was answered: {:?}",
+        clear.map(|r| r.status())
+    );
+    // strategies connect with wss://
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("wss://127.0.0.1:{}/v1/strategy", addr.port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        "Bearer alpha-strategy-token".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        false,
+        Some(trusting.ws_connector()),
+    )
+    .await
+    .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"submit_order"}"#,
+    ))
+    .await
+    .unwrap();
+    let answer = loop {
+        match ws.next().await.unwrap().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => break t.to_string(),
+            _ => continue,
+        }
+    };
+    assert!(answer.contains("\"invalid\""), "{answer}");
+    // the CLI reaches it over https, trusting the CA named by [tls] extra_ca_file
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+        .current_dir(&dir)
+        .env_remove("TRADEGATE_CONFIG")
+        .env("TRADEGATE_TLS__EXTRA_CA_FILE", &pki.ca_file)
+        .env("RUST_LOG", "warn")
+        .args([
+            "halt",
+            "--api",
+            &format!("https://127.0.0.1:{}", addr.port()),
+        ])
+        .args(["--token", OPERATOR])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    g.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_sends_nothing_or_goes_quiet_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = secured(|c| {
+        c.api.header_timeout_secs = 1;
+        c.api.ws_idle_timeout_secs = 3;
+    })
+    .await;
+    let addr = g.running.api_addr();
+    let closed_within = async |mut tcp: tokio::net::TcpStream, secs: u64| -> bool {
+        let mut buf = vec![0u8; 4096];
+        tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    // connected, never a byte
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(silent, 5).await,
+        "a silent connection was kept"
+    );
+    // half a request, then nothing
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    trickle
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(trickle, 5).await,
+        "a half-sent request kept its connection"
+    );
+    // one request answered, then idle on keep-alive
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_within(idle, 5).await,
+        "an idle keep-alive connection was kept"
+    );
+    // a strategy that answers no ping is closed (1001); one that does stays
+    let quiet = common::orders::StrategyWs::connect(addr, "alpha-strategy-token")
+        .await
+        .unwrap();
+    let mut alive = common::orders::StrategyWs::connect(addr, "alpha-strategy-token")
+        .await
+        .unwrap();
+    // reading answers the pings
+    let _ = alive
+        .wait_for(std::time::Duration::from_secs(5), |_| false)
+        .await;
+    alive.send(json!({"type": "submit_order"})).await;
+    let e = alive
+        .wait_for(std::time::Duration::from_secs(5), |v| v["type"] == "error")
+        .await
+        .expect("the connection that answered pings is open");
+    assert_eq!(e["code"], "invalid");
+    use futures_util::StreamExt;
+    // the gateway closed it as idle (its close frame may be lost to the reset that the
+    // client's late pongs to a closed socket cause, so the count is what is asserted)
+    let metrics = common::wait_until(std::time::Duration::from_secs(10), || async {
+        let text = common::metrics_text(&g.base).await;
+        text.contains("tradegate_api_refused_total{reason=\"ws_idle\"}")
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        metrics.is_some(),
+        "the silent strategy was not closed as idle"
+    );
+    let mut ws = quiet.into_inner();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    return frame.map(|f| u16::from(f.code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the idle connection is closed");
+    assert!(matches!(ended, None | Some(1001)), "{ended:?}");
+    g.running.stop().await.unwrap();
+}

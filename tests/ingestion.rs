@@ -87,6 +87,7 @@ impl Logger {
                 .unwrap(),
             ),
             limits: Default::default(),
+            tls: None,
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async {

@@ -6,7 +6,9 @@ pub mod error;
 pub mod ingestion;
 pub mod orders;
 pub mod reports;
+mod serve;
 mod strategy;
+pub mod tls;
 pub mod trades;
 
 use std::future::Future;
@@ -17,7 +19,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use serde::Serialize;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub auth: std::sync::Arc<auth::Auth>,
     /// What any client may send
     pub limits: Limits,
+    /// The listener's certificate, when it serves TLS (`[api] tls_cert_file`)
+    pub tls: Option<tls::ServerTls>,
 }
 
 /// Limits on what any client can send (`[api]`).
@@ -65,6 +68,11 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Open `/v1/strategy` connections per strategy
     pub max_connections_per_strategy: usize,
+    /// How long a client has to send a request's headers (also how long an idle connection
+    /// stays open)
+    pub header_timeout: std::time::Duration,
+    /// A strategy connection that sends nothing (not even a pong) this long is closed
+    pub ws_idle_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -74,6 +82,8 @@ impl Limits {
             max_body_bytes: api.max_body_bytes,
             max_ws_message_bytes: api.max_ws_message_bytes,
             max_connections_per_strategy: api.max_connections_per_strategy,
+            header_timeout: std::time::Duration::from_secs(api.header_timeout_secs),
+            ws_idle_timeout: std::time::Duration::from_secs(api.ws_idle_timeout_secs),
         }
     }
 }
@@ -126,22 +136,16 @@ pub(crate) async fn record_action(
         .map_err(|e| unavailable(e.to_string()))
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes: over TLS when `state.tls` is set,
+/// each connection with the header read timeout of `state.limits`.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // order messages are small and latency-bound: no Nagle delay on answers or pushes
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tls = state.tls.clone();
+    let header_timeout = state.limits.header_timeout;
+    serve::serve(listener, router(state), tls, header_timeout, shutdown).await
 }
 
 /// The body of `/health`.

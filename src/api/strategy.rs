@@ -73,25 +73,50 @@ pub(crate) async fn upgrade(
         )
         .into_response();
     };
-    let max_message = state.limits.max_ws_message_bytes;
+    let limits = state.limits;
+    let max_message = limits.max_ws_message_bytes;
     ws.read_buffer_size(tradegate_actors::WS_READ_BUFFER_BYTES)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| connection(socket, subscription, strategy, max_message))
+        .on_upgrade(move |socket| connection(socket, subscription, strategy, limits))
 }
 
 async fn connection(
     mut socket: WebSocket,
     mut subscription: tradegate_actors::order_router::Subscription,
     strategy: String,
-    max_message: usize,
+    limits: super::Limits,
 ) {
+    let max_message = limits.max_ws_message_bytes;
     let sender = subscription.sender();
     metrics::gauge!("tradegate_strategy_connections").increment(1.0);
     tracing::info!(%strategy, "strategy connected");
+    // a ping every third of the idle limit; anything received (a pong too) shows the client
+    // is there, and nothing for the whole limit closes the connection
+    let mut pings = tokio::time::interval(limits.ws_idle_timeout / 3);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = pings.tick() => {
+                if heard.elapsed() >= limits.ws_idle_timeout {
+                    metrics::counter!("tradegate_api_refused_total", "reason" => "ws_idle")
+                        .increment(1);
+                    tracing::warn!(%strategy, "strategy connection silent too long: closed");
+                    close(
+                        &mut socket,
+                        1001,
+                        "idle: no frame, not even a pong, within the idle timeout".into(),
+                    )
+                    .await;
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
             incoming = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 let msg = match incoming {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) if is_too_long(&e) => {
@@ -102,13 +127,12 @@ async fn connection(
                         )
                         .increment(1);
                         tracing::warn!(%strategy, max_message, "strategy message too large: closed");
-                        let _ = socket
-                            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                                code: 1009,
-                                reason: format!("message_too_large: at most {max_message} bytes")
-                                    .into(),
-                            })))
-                            .await;
+                        close(
+                            &mut socket,
+                            1009,
+                            format!("message_too_large: at most {max_message} bytes"),
+                        )
+                        .await;
                         break;
                     }
                     _ => break,
@@ -132,6 +156,26 @@ async fn connection(
     }
     metrics::gauge!("tradegate_strategy_connections").decrement(1.0);
     tracing::info!(%strategy, "strategy disconnected");
+}
+
+/// Closes with `code` and `reason` and waits (briefly) for the client's close in return, so
+/// the close frame is not lost to a reset of a socket dropped too early.
+async fn close(socket: &mut WebSocket, code: u16, reason: String) {
+    let frame = axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether a read failed because a message or frame was over the size limit.

@@ -7,60 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// A venue's server certificate and key, in PEM.
-#[derive(Clone)]
-pub struct ServerTls {
-    config: Arc<ServerConfig>,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServerTls(***)")
-    }
-}
-
-/// A certificate or key that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("the venue's TLS {what}: {message}")]
-pub struct ServerTlsError {
-    what: &'static str,
-    message: String,
-}
-
-impl ServerTls {
-    /// From a PEM certificate chain (leaf first) and its PEM private key.
-    pub fn from_pem(cert_chain: &str, key: &str) -> Result<Self, ServerTlsError> {
-        let fail = |what| {
-            move |e: rustls::pki_types::pem::Error| ServerTlsError {
-                what,
-                message: e.to_string(),
-            }
-        };
-        let chain = CertificateDer::pem_slice_iter(cert_chain.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(fail("certificate"))?;
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(fail("key"))?;
-        let mut config = ServerConfig::builder_with_provider(tradegate_actors::tls::provider())
-            .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-            .map_err(|e| ServerTlsError {
-                what: "certificate",
-                message: e.to_string(),
-            })?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self {
-            config: Arc::new(config),
-        })
-    }
-}
+pub use crate::api::tls::{ServerTls, ServerTlsError};
 
 /// Handshakes a TLS listener completed, and the time they took.
 #[derive(Debug, Default)]
@@ -101,7 +52,7 @@ impl TlsListener {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+        let acceptor = tls.acceptor();
         let (tx, established) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {

@@ -16,6 +16,10 @@ pub struct TestPki {
     pub ca_file: PathBuf,
     /// The server's certificate and key
     pub server: ServerTls,
+    /// The server's certificate chain and key as PEM files, for a configuration to name
+    pub cert_file: PathBuf,
+    /// See `cert_file`
+    pub key_file: PathBuf,
 }
 
 impl TestPki {
@@ -38,7 +42,16 @@ impl TestPki {
         let ca_file = dir.join(format!("{name}.pem"));
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
         let server = ServerTls::from_pem(&leaf_cert.pem(), &leaf_key.serialize_pem()).unwrap();
-        Self { ca_file, server }
+        let cert_file = dir.join(format!("{name}-server.pem"));
+        let key_file = dir.join(format!("{name}-server.key"));
+        std::fs::write(&cert_file, leaf_cert.pem()).unwrap();
+        std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+        Self {
+            ca_file,
+            server,
+            cert_file,
+            key_file,
+        }
     }
 }
 

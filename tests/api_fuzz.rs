@@ -245,7 +245,7 @@ fn hostile_strategy_frames_get_an_error_each_and_the_connection_stays_usable() {
         let ws = common::orders::StrategyWs::connect(running.api_addr(), "alpha-strategy-token")
             .await
             .unwrap();
-        (db, running, std::cell::RefCell::new(ws))
+        (db, running, tokio::sync::Mutex::new(ws))
     });
     let sql = runtime.block_on(db.client());
     let template = json!({
@@ -260,7 +260,7 @@ fn hostile_strategy_frames_get_an_error_each_and_the_connection_stays_usable() {
     let acked = std::cell::Cell::new(0usize);
     proptest!(config, |(frame in hostile(template.clone()))| {
         let answer = runtime.block_on(async {
-            let mut ws = ws.borrow_mut();
+            let mut ws = ws.lock().await;
             ws.send_text(&String::from_utf8_lossy(&frame)).await;
             ws.wait_for(Duration::from_secs(10), |v| {
                 matches!(v["type"].as_str(), Some("error" | "reject" | "ack"))
@@ -286,7 +286,7 @@ fn hostile_strategy_frames_get_an_error_each_and_the_connection_stays_usable() {
             .await
             .unwrap()
             .get(0);
-        let mut ws = ws.borrow_mut();
+        let mut ws = ws.lock().await;
         ws.send(json!({"type": "cancel_order", "request_id": "last"}))
             .await;
         let last = ws.answer("last").await;

@@ -26,7 +26,8 @@ CREATE TRIGGER operator_actions_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_change();
 
 -- The kill switch's changes so far survive as its first history row.
+-- Their names were whatever the caller sent then, so they are marked as such.
 INSERT INTO operator_actions (at, actor, action, target, new, reason)
-SELECT changed_at, changed_by, 'kill_switch.set', 'kill_switch',
-       jsonb_build_object('state', state), reason
+SELECT changed_at, 'legacy:' || COALESCE(NULLIF(left(changed_by, 240), ''), 'unknown'),
+       'kill_switch.set', 'kill_switch', jsonb_build_object('state', state), left(reason, 4096)
 FROM kill_switch WHERE changed_by IS NOT NULL;

@@ -500,6 +500,13 @@ fn api_auth(config: &Config, listen: SocketAddr) -> Result<api::auth::Auth> {
              or listen on 127.0.0.1"
         );
     }
+    if !listen.ip().is_loopback() && config.api.tls_cert_file.as_os_str().is_empty() {
+        tracing::warn!(
+            %listen,
+            "the API listens beyond this machine without TLS: tokens cross the network in the \
+             clear (set [api] tls_cert_file and tls_key_file, or terminate TLS in front)"
+        );
+    }
     let configured_operator = config
         .api
         .tokens

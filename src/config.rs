@@ -118,8 +118,10 @@ pub struct ApiConfig {
     pub max_ws_message_bytes: usize,
     /// Open `/v1/strategy` connections one strategy may hold.
     pub max_connections_per_strategy: usize,
-    /// Requests one API token may make per second (a rolling one-second window).
+    /// Requests one API token may make per second (a one-second window).
     pub max_requests_per_sec: u32,
+    /// Open connections the listener holds at most; more wait to be accepted.
+    pub max_connections: usize,
     /// Seconds a client has to send a request's headers; an idle connection is closed after
     /// as long.
     pub header_timeout_secs: u64,
@@ -144,6 +146,7 @@ impl Default for ApiConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_connections_per_strategy: 8,
             max_requests_per_sec: 1000,
+            max_connections: 1024,
             header_timeout_secs: 10,
             ws_idle_timeout_secs: 90,
             tls_cert_file: PathBuf::new(),
@@ -217,6 +220,17 @@ impl ApiConfig {
                     "must be 1 to 64 printable characters".into(),
                 ));
             }
+            if t.name == "local-operator"
+                || t.name.starts_with("cli:")
+                || t.name.starts_with("ingest-run:")
+            {
+                return Err((
+                    format!("{at}.name"),
+                    "local-operator, cli:... and ingest-run:... are reserved for the gateway's \
+                     own credentials"
+                        .into(),
+                ));
+            }
             if !names.insert(t.name.as_str()) {
                 return Err((
                     format!("{at}.name"),
@@ -277,6 +291,16 @@ impl ApiConfig {
             self.max_requests_per_sec as usize,
             1,
         )?;
+        at_least("max_connections", self.max_connections, 16)?;
+        let secs = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        at_least("header_timeout_secs", secs(self.header_timeout_secs), 1)?;
+        at_least("ws_idle_timeout_secs", secs(self.ws_idle_timeout_secs), 3)?;
+        if self.tls_cert_file.as_os_str().is_empty() != self.tls_key_file.as_os_str().is_empty() {
+            return Err((
+                "api.tls_key_file".into(),
+                "set both tls_cert_file and tls_key_file, or neither".into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -124,6 +124,7 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
             signals,
             api_addr,
             token: job_token,
+            hidden: secret_vars(config),
         };
         let outcome = supervise(&client, &config.ingestion, &args, job).await;
         let _ = stop_api.send(());
@@ -140,6 +141,31 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
     Ok(outcome)
 }
 
+/// The variables holding the gateway's secrets, which a job does not inherit: configuration
+/// overrides (`TRADEGATE_*`, which can carry the database URL) and every variable the
+/// configuration names for a token or a broker key. The job still runs as the same user:
+/// this bounds what it is given, not what it could read for itself.
+fn secret_vars(config: &Config) -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with(crate::config::ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.extend(config.api.tokens.iter().map(|t| t.token_env.clone()));
+    vars.extend(
+        config
+            .orders
+            .strategies
+            .values()
+            .map(|s| s.token_env.clone()),
+    );
+    for account in &config.alpaca.accounts {
+        vars.push(account.key_id_env.clone());
+        vars.push(account.secret_key_env.clone());
+    }
+    vars.retain(|v| !v.is_empty());
+    vars
+}
+
 /// Ctrl-C and SIGTERM, listened for from before the run exists.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
@@ -152,6 +178,8 @@ struct Job {
     signals: Signals,
     api_addr: SocketAddr,
     token: String,
+    /// Environment variables the job does not inherit (the gateway's secrets)
+    hidden: Vec<String>,
 }
 
 /// Starts the run, with the interrupt signals listened for first.
@@ -195,6 +223,7 @@ async fn supervise(
         },
         api_addr,
         token,
+        hidden,
     } = job;
     let run_id = run.run_id;
     eprintln!(
@@ -205,8 +234,16 @@ async fn supervise(
         .timeout
         .unwrap_or(Duration::from_secs(config.job_timeout_secs));
     let mut command = Command::new(&args.command[0]);
+    for var in &hidden {
+        command.env_remove(var);
+    }
     command
         .args(&args.command[1..])
+        // the gateway's own secrets are not the job's: its database, broker keys, tokens
+        .env_remove("DATABASE_URL")
+        .env_remove("APCA_API_KEY_ID")
+        .env_remove("APCA_API_SECRET_KEY")
+        .env_remove("TRADEGATE_CONFIG")
         .env("TRADEGATE_INGESTION_RUN_ID", run_id.to_string())
         .env("TRADEGATE_API_URL", format!("http://{api_addr}"))
         .env("TRADEGATE_TOKEN", &token)

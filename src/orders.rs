@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::sim::alpaca::{self, SimAlpaca, SimConfig};
 
 /// How a command reaches the running gateway.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct GatewayCall {
     /// The gateway's API (default: http://<api.listen>)
     #[arg(long)]
@@ -20,6 +20,15 @@ pub struct GatewayCall {
     /// An operator token (default: the local token file, [api] token_file)
     #[arg(long, env = "TRADEGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for GatewayCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayCall")
+            .field("api", &self.api)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// The token a command sends to the running gateway: `--token` / `TRADEGATE_TOKEN`, else the

@@ -21,14 +21,42 @@ use common::{TestDb, scratch_dir};
 
 /// Every `.route("path", method(..).method(..))` in `src/api`: (method, path).
 fn defined_routes() -> BTreeSet<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut files = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api")];
     let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
+        // routes the table could not see: services, fallbacks, nests, any-method handlers
+        for unseen in [
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            ".fallback(",
+            ".fallback_service(",
+            "on(MethodFilter",
+        ] {
+            assert!(
+                !text.contains(unseen),
+                "{path:?} uses {unseen}: the route table cannot check what it serves"
+            );
+        }
+        // axum's any(handler), not Iterator::any
+        let any_handler = text.match_indices("any(").any(|(i, _)| {
+            text[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c != '.' && !c.is_alphanumeric() && c != '_')
+        });
+        assert!(
+            !any_handler,
+            "{path:?} routes any method: the table needs each method"
+        );
         let mut rest = text.as_str();
         while let Some(at) = rest.find(".route(") {
             rest = &rest[at + ".route(".len()..];

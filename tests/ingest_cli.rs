@@ -381,6 +381,7 @@ print(json.dumps({
     "new_run": call("POST", base + "/api/v1/ingestion/runs", {"task": "x", "source": "y"}),
     "read": call("GET", own),
     "no_token": call("POST", own + "/records", rec, auth=False),
+    "db_url_inherited": "DATABASE_URL" in os.environ,
 }), file=sys.stderr)
 print(json.dumps({"fetched": 1, "created": 1, "updated": 0, "skipped": 0}))
 "#;
@@ -415,6 +416,10 @@ print(json.dumps({"fetched": 1, "created": 1, "updated": 0, "skipped": 0}))
         got["no_token"],
         serde_json::json!([401, "auth.missing_token"]),
         "{got}"
+    );
+    assert_eq!(
+        got["db_url_inherited"], false,
+        "the gateway's database URL reached the job"
     );
     let run = ingest.stored("scoped").await;
     assert_eq!((run.status.as_str(), run.records), ("completed", 1));

@@ -181,7 +181,12 @@ impl Auth {
         for (i, t) in api.tokens.iter().enumerate() {
             let digest = if !t.token_env.is_empty() {
                 match std::env::var(&t.token_env) {
-                    Ok(token) if !token.is_empty() => digest(&token),
+                    Ok(token) if token.len() >= 16 => digest(&token),
+                    Ok(_) => bail!(
+                        "api.tokens[{i}] ({}): the token in {} is shorter than 16 characters",
+                        t.name,
+                        t.token_env
+                    ),
                     _ => bail!(
                         "api.tokens[{i}] ({}): the environment variable {} holding its token is \
                          not set",
@@ -390,8 +395,9 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
     else {
-        // no route matched: the router's own 404 (or 405), which reveals nothing
-        return next.run(Request::from_parts(parts, body)).await;
+        // no route matched: answered here, so that nothing unmatched (a fallback, a nested
+        // service) is ever served without the check
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
     };
     let peer = parts
         .extensions
@@ -407,9 +413,26 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
         }
         Some(Access::Metrics) => &[Role::Auditor, Role::Operator][..],
         Some(Access::Roles(roles)) => roles,
-        // the path is a route, but not with this method: the router answers 405
+        // the path is a route, but not with this method: answered here, never passed on
         None if ROUTES.iter().any(|r| r.path == path) => {
-            return next.run(Request::from_parts(parts, body)).await;
+            let allow: Vec<&str> = ROUTES
+                .iter()
+                .filter(|r| r.path == path)
+                .map(|r| r.method)
+                .collect();
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{method} is not served here (allowed: {})",
+                    allow.join(", ")
+                ),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+            return response;
         }
         None => {
             tracing::error!(%method, route = %path, "a route without a role assignment was called");
@@ -450,7 +473,9 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
             );
         }
     }
-    if !auth.admit(&credential.name) {
+    // an emergency halt is never refused for the token's other traffic
+    let kill_switch = method == Method::POST && path == "/api/v1/kill-switch";
+    if !kill_switch && !auth.admit(&credential.name) {
         return refuse(
             "rate_limited",
             &method,
@@ -473,8 +498,20 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
 /// starting at once agree on one token: the file appears whole or not at all (written aside,
 /// then linked into place, which fails if another got there first).
 pub fn local_operator_token(path: &Path) -> Result<String> {
+    local_operator_token_tries(path, 3)
+}
+
+fn local_operator_token_tries(path: &Path, tries: u32) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        bail!(
+            "the token file {} is not a regular file (a symlink or a directory): remove it",
+            path.display()
+        );
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let token = text.trim().to_string();
@@ -512,8 +549,8 @@ pub fn local_operator_token(path: &Path) -> Result<String> {
             let _ = std::fs::remove_file(&aside);
             match written {
                 Ok(()) => Ok(token),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    local_operator_token(path)
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries > 1 => {
+                    local_operator_token_tries(path, tries - 1)
                 }
                 Err(e) => Err(e)
                     .with_context(|| format!("cannot create the token file {}", path.display())),

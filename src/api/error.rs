@@ -83,11 +83,45 @@ pub(crate) fn too_deep() -> ApiError {
     )
 }
 
+/// `bytes` with every `\u0000` escape inside a JSON string turned into `\ufffd`: PostgreSQL
+/// holds no NUL in `text` or `jsonb`, and one NUL in a vendor's response must not cost the
+/// record of the whole call (the same replacement the trail makes elsewhere). An escaped
+/// backslash followed by `u0000` is text, and stays.
+pub fn without_nul_escapes(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const NUL: &[u8] = b"\\u0000";
+    if !bytes.windows(NUL.len()).any(|w| w == NUL) {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut i) = (false, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string && b == b'\\' {
+            if bytes[i..].starts_with(NUL) {
+                out.extend_from_slice(b"\\ufffd");
+                i += NUL.len();
+            } else {
+                // an escape of two characters (\\, \", \n, or the start of \uXXXX)
+                out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+                i += 2;
+            }
+            continue;
+        }
+        if b == b'"' {
+            in_string = !in_string;
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if nested_deeper_than(body, MAX_JSON_DEPTH) {
         return Err(too_deep());
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let body = without_nul_escapes(body);
+    serde_json::from_slice(&body).map_err(|e| {
         if e.is_data() {
             ApiError::invalid(format!("request body: {e}"))
         } else {
@@ -149,6 +183,19 @@ pub(crate) async fn coded_rejections(response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_escapes_become_replacement_characters_and_escaped_backslashes_stay() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&without_nul_escapes(br#"{"a":"x\u0000y","\u0000":1}"#))
+                .unwrap();
+        assert_eq!(v["a"], "x\u{fffd}y");
+        assert_eq!(v["\u{fffd}"], 1);
+        let text = br#"{"a":"\\u0000"}"#;
+        assert_eq!(&*without_nul_escapes(text), &text[..]);
+        let v: serde_json::Value = serde_json::from_slice(&without_nul_escapes(text)).unwrap();
+        assert_eq!(v["a"], "\\u0000");
+    }
 
     #[test]
     fn nesting_is_measured_outside_strings_only() {

@@ -73,6 +73,8 @@ pub struct Limits {
     pub header_timeout: std::time::Duration,
     /// A strategy connection that sends nothing (not even a pong) this long is closed
     pub ws_idle_timeout: std::time::Duration,
+    /// Open connections at most
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -84,6 +86,7 @@ impl Limits {
             max_connections_per_strategy: api.max_connections_per_strategy,
             header_timeout: std::time::Duration::from_secs(api.header_timeout_secs),
             ws_idle_timeout: std::time::Duration::from_secs(api.ws_idle_timeout_secs),
+            max_connections: api.max_connections,
         }
     }
 }
@@ -143,9 +146,8 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let tls = state.tls.clone();
-    let header_timeout = state.limits.header_timeout;
-    serve::serve(listener, router(state), tls, header_timeout, shutdown).await
+    let (tls, limits) = (state.tls.clone(), state.limits);
+    serve::serve(listener, router(state), tls, limits, shutdown).await
 }
 
 /// The body of `/health`.

@@ -31,14 +31,24 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<ServerTls>,
-    header_timeout: Duration,
+    limits: super::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let header_timeout = limits.header_timeout;
     let acceptor = tls.map(|t| t.acceptor());
     let (closing, close) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // at most this many connections at once: past it, new ones wait in the kernel's backlog
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = std::sync::Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -56,7 +66,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let (app, acceptor, close) = (app.clone(), acceptor.clone(), close.clone());
-        connections.spawn(connection(tcp, peer, app, acceptor, header_timeout, close));
+        connections.spawn(async move {
+            connection(tcp, peer, app, acceptor, header_timeout, close).await;
+            drop(slot);
+        });
         while connections.try_join_next().is_some() {}
     }
     drop(listener);

@@ -111,7 +111,7 @@ async fn connection(
                     .await;
                     break;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !sent(&mut socket, Message::Ping(Default::default()), &limits, &strategy).await {
                     break;
                 }
             }
@@ -148,7 +148,7 @@ async fn connection(
             out = subscription.events.recv() => {
                 let Some(event) = out else { break };
                 let Ok(text) = serde_json::to_string(&event) else { continue };
-                if socket.send(Message::text(text)).await.is_err() {
+                if !sent(&mut socket, Message::text(text), &limits, &strategy).await {
                     break;
                 }
             }
@@ -156,6 +156,25 @@ async fn connection(
     }
     metrics::gauge!("tradegate_strategy_connections").decrement(1.0);
     tracing::info!(%strategy, "strategy disconnected");
+}
+
+/// Sends `msg`; `false` when the connection is gone or the client has not taken it within
+/// the idle limit (its TCP window stays full: a client that stopped reading holds nothing).
+async fn sent(
+    socket: &mut WebSocket,
+    msg: Message,
+    limits: &super::Limits,
+    strategy: &str,
+) -> bool {
+    match tokio::time::timeout(limits.ws_idle_timeout, socket.send(msg)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            metrics::counter!("tradegate_api_refused_total", "reason" => "ws_stalled").increment(1);
+            tracing::warn!(%strategy, "strategy connection takes nothing: closed");
+            false
+        }
+    }
 }
 
 /// Closes with `code` and `reason` and waits (briefly) for the client's close in return, so

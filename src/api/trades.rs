@@ -238,13 +238,14 @@ async fn enqueue(
         None => json!({}),
     };
     job_lookback(&payload).map_err(ApiError::invalid)?;
-    let client = connection(&state).await?;
-    let enqueued = jobs::enqueue(&**client, jobs::TRADES_SYNC, &body.account_id, &payload)
+    // the job and its record commit together, on one connection: no job without its record
+    let mut client = connection(&state).await?;
+    let tx = client.transaction().await.map_err(unavailable)?;
+    let enqueued = jobs::enqueue(&*tx, jobs::TRADES_SYNC, &body.account_id, &payload)
         .await
         .map_err(unavailable)?;
-    // recorded once the job exists, so the record names it (a repeat returns the pending one)
-    record_action(
-        &state,
+    tradegate_actors::store::operator_actions::record(
+        &*tx,
         &NewOperatorAction {
             by: &by,
             action: "job.enqueue",
@@ -254,7 +255,9 @@ async fn enqueue(
             reason: None,
         },
     )
-    .await?;
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
     let status = if enqueued.created {
         StatusCode::ACCEPTED
     } else {

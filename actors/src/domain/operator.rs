@@ -24,13 +24,19 @@ impl Operator {
         }
     }
 
-    /// A command run on this machine (`tradegate purge`, ...), named after the OS user.
+    /// A command run on this machine (`tradegate purge`, ...), named after the OS user it runs
+    /// as (its uid, not `$USER`, which the caller sets).
     pub fn local_command(command: &str) -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next().map(str::to_string))
+            })
+            .unwrap_or_else(|| "unknown".into());
         Self {
-            name: format!("cli:{user}"),
+            name: format!("cli:uid-{uid}"),
             peer: Some(format!("local:{command}")),
         }
     }

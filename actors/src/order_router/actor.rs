@@ -294,9 +294,21 @@ impl Actor for OrderRouter {
             } => {
                 let result = match state.args.pool.get().await {
                     Ok(client) => {
-                        store::orders::set_kill_switch(&**client, kill, reason.as_deref(), &by)
-                            .await
-                            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
+                        match store::orders::set_kill_switch(
+                            &**client,
+                            kill,
+                            reason.as_deref(),
+                            &by,
+                        )
+                        .await
+                        {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(OrderReject::new(
+                                AUDIT_UNAVAILABLE,
+                                "the kill switch's row is missing: nothing changed",
+                            )),
+                            Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                        }
                     }
                     Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
                 };

@@ -35,16 +35,17 @@ pub async fn kill_switch(
 }
 
 /// Sets the kill switch and, in the same statement, keeps the change in `operator_actions`
-/// under `by` (the state before and after, and the reason).
+/// under `by` (the state before and after, and the reason); `false`: its row is missing and
+/// nothing changed.
 pub async fn set_kill_switch(
     client: &impl GenericClient,
     state: KillSwitch,
     reason: Option<&str>,
     by: &crate::domain::Operator,
-) -> Result<(), StoreError> {
-    client
+) -> Result<bool, StoreError> {
+    let n = client
         .execute(
-            "WITH before AS (SELECT state, reason FROM kill_switch WHERE id), \
+            "WITH before AS (SELECT state, reason FROM kill_switch WHERE id FOR UPDATE), \
                   changed AS (UPDATE kill_switch SET state = $1, reason = $2, changed_by = $3, \
                                   changed_at = now() WHERE id RETURNING state) \
              INSERT INTO operator_actions (actor, peer, action, target, previous, new, reason) \
@@ -56,7 +57,7 @@ pub async fn set_kill_switch(
         )
         .await
         .map_err(StoreError::new("setting the kill switch"))?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// The net filled position of `account` in `symbol` from our own executions (buys minus

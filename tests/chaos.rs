@@ -83,7 +83,9 @@ struct World {
     addr: watch::Sender<Option<SocketAddr>>,
     timeline: Arc<Timeline>,
     /// When the gateway was killed or restarted (events delivered around then may be lost
-    /// from the socket or the trade log's memory queue, by design of SIGKILL)
+    /// from the socket or the trade log's memory queue, by design of SIGKILL: an event is on
+    /// disk or stored within the batch age plus the writer's 3 s write timeout, so the oracle
+    /// forgives 4 s around each)
     restarts: Mutex<Vec<DateTime<Utc>>>,
 }
 
@@ -662,7 +664,7 @@ async fn oracle(world: &World, client: &tokio_postgres::Client, told: &[Told]) -
     let near_restart = |at: DateTime<Utc>| {
         restarts
             .iter()
-            .any(|r| (at - *r).num_milliseconds().abs() < 3_000)
+            .any(|r| (at - *r).num_milliseconds().abs() < 4_000)
     };
     for e in emitted
         .iter()

@@ -869,3 +869,63 @@ async fn copy_refused_by_the_server_falls_back_to_insert_by_itself() {
         .await
         .unwrap();
 }
+
+/// Whether an event of `cl_ord_id` is on disk in `dir`'s spill files.
+fn spilled_to_disk(dir: &std::path::Path, cl_ord_id: &str) -> bool {
+    let needle = format!("\"{cl_ord_id}\"");
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            std::fs::read(e.path())
+                .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(&needle))
+        })
+    })
+}
+
+// Found by the hour-long chaos run: 19 fills received while the writer replayed a long backlog
+// (the database back after an outage) waited in memory until the replay ended, and a SIGKILL
+// 3.4 s after their receipt took them. Replay now runs in rounds of at most a second; what
+// arrives meanwhile is spilled behind the backlog, on disk within seconds whatever its length.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_arriving_during_a_long_replay_is_on_disk_or_stored_within_seconds() {
+    let db = OwnCluster::start("long-replay").await;
+    let proxy = PgProxy::start(&db.socket_dir()).await;
+    let spill = scratch_dir("long-replay-spill");
+    proxy.set_down(true);
+    let writer = WriterUnderTest::start(&proxy.conninfo("tg"), test_config(&spill)).await;
+    let backlog: Vec<TradeLogEvent> = (0..50_000).map(sample_event).collect();
+    writer.log.log_all(backlog.iter().cloned());
+    let spilled = wait_until(Duration::from_secs(60), || async {
+        let stats = writer.stats().await;
+        (stats.spilled >= 50_000).then_some(())
+    })
+    .await;
+    assert!(spilled.is_some(), "the backlog was not spilled");
+    proxy.set_down(false);
+    // the replay starts at the next housekeeping round
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let marker = sample_event(9_000_001);
+    writer.log.log(marker.clone());
+    let logged = std::time::Instant::now();
+    let client = db.client().await;
+    let safe = wait_until(Duration::from_millis(2_500), || async {
+        let stored = row_count(
+            &client,
+            "SELECT count(*) FROM tradelog WHERE cl_ord_id = 'cl-9000001'",
+        )
+        .await;
+        (stored == 1 || spilled_to_disk(&spill, "cl-9000001")).then_some(())
+    })
+    .await;
+    assert!(
+        safe.is_some(),
+        "an event stayed in memory for {:?} behind the replay",
+        logged.elapsed()
+    );
+    let stats = writer.flush().await;
+    assert_eq!(stats.spill_files_pending, 0, "{stats:?}");
+    let mut all = backlog;
+    all.push(marker);
+    store_oracle(&client, &all).await;
+    assert_eq!(conservation(&client).await, CONSERVED);
+    writer.stop().await;
+}

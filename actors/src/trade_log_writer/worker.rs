@@ -22,6 +22,14 @@ use crate::store::{self, tradelog};
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 /// Connect timeout of the writer's own connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a batch's write may take. A write without an answer (a lost COMMIT answer, a
+/// half-open connection) is a failure: the batch is spilled to disk and replayed later through
+/// the deduplicating path, so events never wait in memory, where a SIGKILL would take them,
+/// for longer than this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one round of recovery may replay spill files before the loop takes new events
+/// again (it goes on at the next round): a long backlog never holds new events in memory.
+const REPLAY_BUDGET: Duration = Duration::from_secs(1);
 
 /// What the writer has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -93,6 +101,7 @@ enum Failure {
 enum WriteError {
     Db(tokio_postgres::Error),
     NotConnected,
+    TimedOut,
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -105,7 +114,7 @@ impl WriteError {
     fn sqlstate(&self) -> Option<String> {
         match self {
             Self::Db(e) => e.as_db_error().map(|db| db.code().code().to_string()),
-            Self::NotConnected => None,
+            Self::NotConnected | Self::TimedOut => None,
         }
     }
 }
@@ -134,6 +143,7 @@ fn describe(e: &WriteError) -> String {
     match e {
         WriteError::Db(e) => store::describe(e),
         WriteError::NotConnected => "not connected".into(),
+        WriteError::TimedOut => format!("no answer within {WRITE_TIMEOUT:?}"),
     }
 }
 
@@ -220,7 +230,10 @@ impl Worker {
                 self.persist_batch().await;
                 continue;
             }
-            if self.batch.is_empty() && self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+            // a backlog being replayed is served even while batches come (they spill behind it)
+            if (self.batch.is_empty() || self.retry_at.is_some())
+                && self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY
+            {
                 self.housekeeping().await;
                 self.last_housekeeping = Instant::now();
             }
@@ -241,7 +254,7 @@ impl Worker {
                 Some(Some(Command::Flush(reply))) => {
                     self.drain().await;
                     self.retry_at = None;
-                    self.recover().await;
+                    self.recover_all().await;
                     let _ = reply.send(self.stats());
                 }
                 Some(Some(Command::Stop(reply))) => {
@@ -326,11 +339,17 @@ impl Worker {
                 rows.len()
             };
             let (first, second) = rows.split_at(split);
-            let (first_result, second_result) = if second.is_empty() {
-                (self.write(first, false).await, Ok(0))
-            } else {
-                self.write_halves(first, second).await
-            };
+            let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+                if second.is_empty() {
+                    (self.write(first, false).await, Ok(0))
+                } else {
+                    self.write_halves(first, second).await
+                }
+            })
+            .await;
+            // unanswered: neither half is known to be stored (the replay skips what was)
+            let (first_result, second_result) =
+                written.unwrap_or((Err(WriteError::TimedOut), Err(WriteError::TimedOut)));
             let mut unsaved: &[TradeLogEvent] = &[];
             let mut gaps_saved = true;
             match (first_result, second_result) {
@@ -516,12 +535,28 @@ impl Worker {
         !self.memory.is_empty() || self.spill.pending_files() > 0
     }
 
-    /// Reconnects and replays every spill file (oldest first) and the memory buffer.
+    /// Recovers round after round until the backlog is written or the database fails.
+    async fn recover_all(&mut self) {
+        loop {
+            self.recover().await;
+            let failed =
+                self.retry_at.is_some_and(|t| t > Instant::now()) || !self.stats.database_ok;
+            if failed || !self.has_backlog() {
+                return;
+            }
+            self.retry_at = None;
+        }
+    }
+
+    /// Reconnects and replays the spill files (oldest first) and the memory buffer, for at
+    /// most [`REPLAY_BUDGET`] per call: files left over wait for the next round, and until the
+    /// backlog is done new batches are spilled behind it (on disk, never held in memory).
     async fn recover(&mut self) {
         if let Err(e) = self.connect().await {
             self.database_failed(&e, "reconnecting");
             return;
         }
+        let budget = Instant::now() + REPLAY_BUDGET;
         self.spill.close_active();
         let files = match self.spill.closed_files() {
             Ok(files) => files,
@@ -545,6 +580,13 @@ impl Worker {
                 return;
             }
             self.after_replay(&path, &read);
+            if Instant::now() >= budget && self.spill.pending_files() > 0 {
+                // the rest at the next round; new batches spill meanwhile
+                self.failures_in_a_row = 0;
+                self.stats.database_ok = true;
+                self.retry_at = Some(Instant::now());
+                return;
+            }
         }
         if !self.memory.is_empty() {
             let buffered: Vec<TradeLogEvent> = self.memory.iter().cloned().collect();
@@ -564,7 +606,12 @@ impl Worker {
     }
 
     async fn replay(&mut self, events: &[TradeLogEvent]) -> Result<(), WriteError> {
-        let inserted = self.write(events, true).await?;
+        // a big file may take a while: a second more per 10,000 events
+        let limit = WRITE_TIMEOUT
+            + Duration::from_secs(u64::try_from(events.len() / 10_000).unwrap_or(u64::MAX));
+        let inserted = tokio::time::timeout(limit, self.write(events, true))
+            .await
+            .unwrap_or(Err(WriteError::TimedOut))?;
         self.stats.replayed += inserted;
         self.stats.replay_duplicates += events.len() as u64 - inserted.min(events.len() as u64);
         metrics::counter!("tradegate_tradelog_replayed_events_total").increment(inserted);

@@ -223,18 +223,27 @@ impl EmbeddedCluster {
             stop_when_last_user_exits: options.stop_when_last_user_exits,
             start: ClusterStart::AlreadyRunning,
         };
-        let initialized = cluster.initialize_if_needed(&options.settings)?;
-        cluster.start = if cluster.is_running()? {
-            ClusterStart::AlreadyRunning
-        } else {
-            cluster.pg_ctl_start()?;
-            if initialized {
-                ClusterStart::Initialized
+        let started = (|| {
+            let initialized = cluster.initialize_if_needed(&options.settings)?;
+            Ok(if cluster.is_running()? {
+                ClusterStart::AlreadyRunning
             } else {
-                ClusterStart::Started
-            }
-        };
+                cluster.pg_ctl_start()?;
+                if initialized {
+                    ClusterStart::Initialized
+                } else {
+                    ClusterStart::Started
+                }
+            })
+        })();
+        // released before `cluster` can be dropped by an error: its Drop takes this same lock
+        // to decide whether to stop the server, and waiting for it here would never end
         drop(init_lock);
+        if started.is_err() && !cluster.data_dir.join("postmaster.pid").exists() {
+            // no server came up: there is nothing to stop
+            cluster.stop_when_last_user_exits = false;
+        }
+        cluster.start = started?;
         Ok(cluster)
     }
 

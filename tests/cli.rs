@@ -449,3 +449,40 @@ async fn halt_and_resume_work_on_a_fresh_run_with_no_token_configured() {
     assert_eq!(actors, ["local-operator", "local-operator"]);
     child.kill().await.unwrap();
 }
+
+// Found by trying `tradegate demo` in a folder made by `mktemp -d` (mode 0700), as root: the
+// private cluster runs as `postgres`, which cannot enter it; the refusal dropped the cluster
+// while its start still held the init lock that the drop takes, and the command hung forever.
+#[test]
+fn a_data_dir_the_cluster_user_cannot_reach_is_refused_clearly_not_waited_on() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let workdir = scratch_dir("private-folder");
+    std::fs::set_permissions(&workdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let started = Instant::now();
+    let out = tradegate()
+        .current_dir(&workdir)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "it took {:?}",
+        started.elapsed()
+    );
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        assert!(!out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("cannot reach") && stderr.contains("database.data_dir"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("could not stop"),
+            "nothing ran, nothing to stop: {stderr}"
+        );
+    } else {
+        // not root: the cluster runs as this user, who can enter its own folder
+        assert!(out.status.success(), "{stdout}{stderr}");
+    }
+}

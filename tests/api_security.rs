@@ -221,6 +221,19 @@ impl Secured {
         )
     }
 
+    /// Each of `reasons` is counted in `tradegate_api_refused_total`.
+    async fn assert_refusals_counted(&self, reasons: &[&str]) {
+        let metrics = common::metrics_text(&self.base).await;
+        for reason in reasons {
+            assert!(
+                metrics.contains(&format!(
+                    "tradegate_api_refused_total{{reason=\"{reason}\"}}"
+                )),
+                "{reason} not counted"
+            );
+        }
+    }
+
     /// A new ingestion run, started with the ingest token.
     async fn new_run(&self) -> String {
         let (status, run) = self
@@ -731,15 +744,8 @@ async fn oversize_bodies_deep_json_and_the_routers_own_refusals_get_coded_errors
     assert_eq!(response.status(), 405);
     let e: Value = response.json().await.unwrap();
     assert_eq!(e["code"], "method_not_allowed", "{e}");
-    let metrics = common::metrics_text(&g.base).await;
-    for reason in ["body_too_large", "too_deep"] {
-        assert!(
-            metrics.contains(&format!(
-                "tradegate_api_refused_total{{reason=\"{reason}\"}}"
-            )),
-            "{reason} not counted"
-        );
-    }
+    g.assert_refusals_counted(&["body_too_large", "too_deep"])
+        .await;
     g.running.stop().await.unwrap();
 }
 
@@ -779,8 +785,7 @@ async fn a_token_past_its_request_rate_is_refused_and_others_are_not() {
         .call(Some(AUDITOR), "GET", "/api/v1/kill-switch", None)
         .await;
     assert_eq!(status, 200);
-    let metrics = common::metrics_text(&g.base).await;
-    assert!(metrics.contains("tradegate_api_refused_total{reason=\"rate_limited\"}"));
+    g.assert_refusals_counted(&["rate_limited"]).await;
     g.running.stop().await.unwrap();
 }
 
@@ -837,15 +842,8 @@ async fn strategy_connections_and_messages_are_bounded_and_a_bad_message_keeps_t
         }
     }
     assert_eq!(closed_with, Some(1009));
-    let metrics = common::metrics_text(&g.base).await;
-    for reason in ["too_many_connections", "ws_message_too_large", "too_deep"] {
-        assert!(
-            metrics.contains(&format!(
-                "tradegate_api_refused_total{{reason=\"{reason}\"}}"
-            )),
-            "{reason} not counted"
-        );
-    }
+    g.assert_refusals_counted(&["too_many_connections", "ws_message_too_large", "too_deep"])
+        .await;
     g.running.stop().await.unwrap();
 }
 

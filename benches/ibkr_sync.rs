@@ -100,7 +100,7 @@ async fn run(executions: usize) {
     let request = SyncRequest {
         account_id: ACCOUNT.into(),
         lookback: chrono::Duration::days(7),
-        zone: Tz::UTC,
+        zone: Some(Tz::UTC),
     };
 
     // (a) the fetch alone

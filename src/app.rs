@@ -15,7 +15,7 @@ use tradegate_actors::domain::{
     ApiCall, IngestionRun, NewRun, RawJson, RecordOperation, RunRecord, TradeLogEvent,
 };
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
-use tradegate_actors::ibkr_syncer::{self, IbkrConfig, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
+use tradegate_actors::ibkr_syncer::{IbkrConfig, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
 };
@@ -196,16 +196,16 @@ fn children(
             (IngestionLogger, ingestion.clone())
         }),
     ];
-    for account in &config.ibkr.accounts {
+    // one syncer per TWS session, serving every account of its login
+    for session in config.ibkr.sessions() {
+        let name = session.name();
         let args = IbkrSyncerArgs {
-            account_id: account.clone(),
+            session,
             config: config.ibkr.clone(),
             pool: pool.clone(),
             trade_log: Some(trade_log.clone()),
         };
-        children.push(ChildSpec::new(ibkr_syncer::name_for(account), move || {
-            (IbkrSyncer, args.clone())
-        }));
+        children.push(ChildSpec::new(name, move || (IbkrSyncer, args.clone())));
     }
     // sessions before the router, so the router finds them when it routes
     for account in &config.alpaca.accounts {
@@ -327,7 +327,7 @@ impl Running {
             metrics,
             ingestion: IngestionClient::new(ingestion_logger::NAME),
             ibkr: IbkrSyncClient::new(sync_call_timeout(&config.ibkr)),
-            ibkr_accounts: config.ibkr.accounts.clone(),
+            ibkr_accounts: config.ibkr.all_accounts(),
             orders: config.orders.clone(),
             hub: hub.clone(),
             router: OrderRouterClient,

@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tradegate_actors::domain::{BrokerFill, BrokerTrade, SyncReport, TradeFilter};
 use tradegate_actors::ibkr_syncer::client::TwsSession;
-use tradegate_actors::ibkr_syncer::{SyncRequest, sync_account};
+use tradegate_actors::ibkr_syncer::{SessionConfig, SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
 use crate::app::with_database;
@@ -28,8 +28,8 @@ pub enum Format {
 fn print_report(report: &SyncReport) {
     let c = &report.counts;
     println!(
-        "{}: fetched {}, inserted {}, updated {}, unchanged {}, canonical changes {}, trades touched {} \
-         (window {} .. {}, {} ms: fetch {}, normalize {}, store {}; sync run {}, ingestion run {})",
+        "{}: fetched {}, inserted {}, updated {}, unchanged {}, canonical changes {}, trades touched {}, \
+         refused {} (window {} .. {}, {} ms: fetch {}, normalize {}, store {}; sync run {}, ingestion run {})",
         report.account_id,
         c.fetched_executions_count,
         c.inserted_executions_count,
@@ -37,6 +37,7 @@ fn print_report(report: &SyncReport) {
         c.unchanged_executions_count,
         c.canonical_changes_count,
         c.touched_trades_count,
+        c.rejected_executions_count,
         report.window_start.format("%Y-%m-%d %H:%M:%S"),
         report.window_end.format("%Y-%m-%d %H:%M:%S"),
         report.duration_ms,
@@ -48,8 +49,9 @@ fn print_report(report: &SyncReport) {
     );
 }
 
-/// `tradegate sync ibkr`: syncs each account (the given ones, else `[ibkr] accounts`) once,
-/// as API client `[ibkr] cli_client_id`; exit 0 only if every sync completed.
+/// `tradegate sync ibkr`: syncs each account (the given ones, else every configured one) once,
+/// as API client `[ibkr] cli_client_id`, one session per TWS the accounts are behind; exit 0
+/// only if every sync completed.
 pub async fn sync_command(
     config: &Config,
     accounts: Vec<String>,
@@ -58,7 +60,7 @@ pub async fn sync_command(
 ) -> Result<u8> {
     let ibkr = &config.ibkr;
     let accounts = if accounts.is_empty() {
-        ibkr.accounts.clone()
+        ibkr.all_accounts()
     } else {
         accounts
     };
@@ -70,54 +72,74 @@ pub async fn sync_command(
     {
         bail!("--lookback-days must be 1 to 365, got {days}");
     }
-    let addr = tokio::net::lookup_host((ibkr.host.as_str(), ibkr.port))
-        .await
-        .with_context(|| format!("cannot resolve [ibkr] host {}", ibkr.host))?
-        .next()
-        .with_context(|| format!("[ibkr] host {} resolves to no address", ibkr.host))?;
+    // accounts by the TWS they are behind, in the order given; an account not configured is
+    // looked for behind [ibkr] host/port
+    let mut sessions: Vec<(SessionConfig, Vec<String>)> = Vec::new();
+    for account in &accounts {
+        let session = ibkr.session_of(account).unwrap_or_else(|| SessionConfig {
+            host: ibkr.host.clone(),
+            port: ibkr.port,
+            client_id: ibkr.client_id,
+            zone: ibkr.zone(),
+            accounts: Vec::new(),
+        });
+        match sessions
+            .iter_mut()
+            .find(|(s, _)| (&s.host, s.port) == (&session.host, session.port))
+        {
+            Some((_, list)) => list.push(account.clone()),
+            None => sessions.push((session, vec![account.clone()])),
+        }
+    }
     with_database(config, async |database| {
         let pool = database.pool(2)?;
-        let mut session = TwsSession::connect(
-            addr,
-            ibkr.cli_client_id,
-            ibkr.connect_timeout(),
-            ibkr.read_timeout(),
-        )
-        .await
-        .with_context(|| format!("cannot reach TWS at {addr}"))?;
         let mut failed = 0u8;
         let mut reports = Vec::new();
-        for account in &accounts {
-            let request = SyncRequest {
-                account_id: account.clone(),
-                lookback: chrono::Duration::days(i64::from(
-                    lookback_days.unwrap_or(ibkr.lookback_days),
-                )),
-                zone: ibkr.zone(),
-            };
-            match sync_account(&pool, &mut session, &request).await {
-                Ok(report) => {
-                    if format == Format::Table {
-                        print_report(&report);
-                    }
-                    reports.push(serde_json::to_value(&report)?);
-                }
-                Err(e) => {
-                    failed = failed.saturating_add(1);
-                    eprintln!("{account}: sync failed ({}): {e}", e.code());
-                    reports.push(serde_json::json!({
-                        "account_id": account,
-                        "error": {"code": e.code(), "message": e.to_string()},
-                    }));
-                    if e.breaks_session() {
-                        session = TwsSession::connect(
-                            addr,
-                            ibkr.cli_client_id,
-                            ibkr.connect_timeout(),
-                            ibkr.read_timeout(),
+        for (target, accounts) in &sessions {
+            let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await
+                .with_context(|| format!("cannot resolve the TWS host {}", target.host))?
+                .next()
+                .with_context(|| format!("TWS host {} resolves to no address", target.host))?;
+            let connect = || async {
+                TwsSession::open(addr, ibkr.cli_client_id, ibkr.timeouts())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot reach TWS at {addr} (as client {})",
+                            ibkr.cli_client_id
                         )
-                        .await
-                        .with_context(|| format!("cannot reconnect to TWS at {addr}"))?;
+                    })
+            };
+            let mut session = connect().await?;
+            for account in accounts {
+                let request = SyncRequest {
+                    account_id: account.clone(),
+                    lookback: chrono::Duration::days(i64::from(
+                        lookback_days.unwrap_or(ibkr.lookback_days),
+                    )),
+                    zone: target.zone,
+                };
+                match sync_account(&pool, &mut session, &request).await {
+                    Ok(report) => {
+                        if format == Format::Table {
+                            print_report(&report);
+                        }
+                        for warning in &report.warnings {
+                            eprintln!("{account}: warning: {warning}");
+                        }
+                        reports.push(serde_json::to_value(&report)?);
+                    }
+                    Err(e) => {
+                        failed = failed.saturating_add(1);
+                        eprintln!("{account}: sync failed ({}): {e}", e.code());
+                        reports.push(serde_json::json!({
+                            "account_id": account,
+                            "error": {"code": e.code(), "message": e.to_string()},
+                        }));
+                        if e.breaks_session() {
+                            session = connect().await?;
+                        }
                     }
                 }
             }

@@ -85,7 +85,7 @@ async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
                 commission("0000e0d5.78.01.01", None),
             ),
         ],
-        fault: None,
+        ..Scenario::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

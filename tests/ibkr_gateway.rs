@@ -100,7 +100,7 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
                 with_commission(execution("0000e0d5.91.02.02", "GA1", 9100, 5, 41_020)),
                 with_commission(execution("0000e0d5.92.01.01", "GA2", 9200, 7, 10_000)),
             ],
-            fault: None,
+            ..Scenario::default()
         },
     );
     let mut config = Config::default();
@@ -137,6 +137,12 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
     let accounts = all["accounts"].as_array().unwrap();
     assert_eq!(accounts[0]["report"]["unchanged_executions_count"], 3);
     assert_eq!(accounts[1]["report"]["inserted_executions_count"], 1);
+    // the two accounts of one login share one session (TWS refuses a second with one id)
+    {
+        let s = tws.lock().unwrap();
+        assert_eq!((s.stats.sessions, s.stats.refused), (1, 0), "{:?}", s.stats);
+        assert_eq!(s.stats.requests, 3);
+    }
     // refusals
     for (body, status, code) in [
         (r#"{"account_id":"NOPE"}"#, 404, "unknown_account"),
@@ -331,12 +337,15 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
     .await;
     assert_eq!(stored, 1);
 
-    // connectivity events in the trade log
+    // connectivity events in the trade log: the session's (it serves both accounts) and the
+    // failed sync's, with TWS's notices as state in between
     running.flush_trade_log().await.unwrap();
     let events: Vec<String> = client
         .query(
             "SELECT body->>'event' FROM tradelog WHERE event_type = 90 AND source = 'ibkr' \
-             AND account_id = 'GA1' ORDER BY local_ts_us",
+             AND body->'accounts' ? 'GA1' \
+             AND body->>'event' IN ('connected', 'disconnected', 'reconnected') \
+             ORDER BY local_ts_us",
             &[],
         )
         .await
@@ -348,6 +357,29 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
         events,
         ["connected", "disconnected", "reconnected"],
         "{events:?}"
+    );
+    let notices: Vec<(String, i64)> = client
+        .query(
+            "SELECT body->>'event', (body->'detail'->>'code')::bigint FROM tradelog \
+             WHERE event_type = 90 AND source = 'ibkr' AND body->>'event' LIKE 'tws_%' \
+             ORDER BY local_ts_us LIMIT 5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            ("tws_notice".to_string(), 2104),
+            ("tws_notice".to_string(), 2106),
+            ("tws_notice".to_string(), 2158),
+            ("tws_lost_ib".to_string(), 1100),
+            ("tws_restored".to_string(), 1102),
+        ],
+        "farm notices at connect, IB's reset in the middle of an answer: logged, not failures"
     );
     running.stop().await.unwrap();
 }

@@ -155,7 +155,7 @@ impl Harness {
             &SyncRequest {
                 account_id: account.into(),
                 lookback: chrono::Duration::days(7),
-                zone: Tz::UTC,
+                zone: Some(Tz::UTC),
             },
         )
         .await
@@ -725,22 +725,62 @@ async fn each_sync_is_an_ingestion_run_with_its_records() {
     assert_eq!(total, px(105));
 }
 
+/// An execution that cannot be read (here an unknown side, and a zone name no table knows) is
+/// refused alone, with its code and what TWS sent kept on the sync run; the rest of the batch is
+/// stored, and the next sync does the same without writing anything.
 #[tokio::test]
-async fn an_execution_that_cannot_be_read_fails_the_sync_and_stores_nothing() {
+async fn an_execution_that_cannot_be_read_is_refused_alone_and_kept_on_the_sync_run() {
     let h = Harness::new(&["DU1"]).await;
     let good = F::new("g.1.01", 1, 1, px(100));
     let bad = F {
         side: "HOLD",
         ..F::new("b.1.01", 2, 1, px(100))
     };
+    let mut elsewhere = F::new("z.1.01", 3, 1, px(100)).execution();
+    elsewhere.time = TwsTime::parse("20240102 10:00:00 Mars/Olympus").unwrap();
     h.set(&[good, bad]);
-    let err = h.sync("DU1").await.unwrap_err();
-    assert_eq!(err.code(), "invalid_execution");
-    assert!(
-        err.to_string().contains("b.1.01") && err.to_string().contains("HOLD"),
-        "{err}"
+    h.push((elsewhere, None));
+    let report = h.sync("DU1").await.unwrap();
+    assert_eq!(report.counts.fetched_executions_count, 3);
+    assert_eq!(report.counts.inserted_executions_count, 1);
+    assert_eq!(report.counts.rejected_executions_count, 2);
+    let codes: Vec<(&str, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.exec_id.as_str(), r.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [("b.1.01", "unknown_side"), ("z.1.01", "unknown_time_zone")]
     );
-    assert_eq!(h.count("SELECT count(*) FROM broker_fills").await, 0);
+    assert_eq!(h.count("SELECT count(*) FROM broker_fills").await, 1);
+    let row =
+        h.db.client()
+            .await
+            .query_one(
+                "SELECT rejected_count, rejected_executions FROM sync_runs WHERE id = $1",
+                &[&report.sync_run_id],
+            )
+            .await
+            .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    let kept: serde_json::Value = row.get(1);
+    assert_eq!(kept[0]["code"], "unknown_side");
+    assert_eq!(kept[0]["raw"]["execution"]["side"], "HOLD", "what TWS sent");
+    assert_eq!(
+        kept[1]["raw"]["execution"]["time"],
+        "20240102 10:00:00 Mars/Olympus"
+    );
+    let before = h.fingerprint().await;
+    let again = h.sync("DU1").await.unwrap();
+    assert_eq!(
+        (
+            again.counts.writes(),
+            again.counts.rejected_executions_count
+        ),
+        (0, 2)
+    );
+    assert_eq!(h.fingerprint().await, before);
 }
 
 // ---- property test: random fills, corrections and re-syncs against a model ----

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tradegate::sim::tws::{Fault, Scenario, spawn};
 use tradegate_actors::ibkr_syncer::client::{ExecutionFilter, TwsSession};
 use tradegate_actors::ibkr_syncer::tws::{
-    CommissionReport, Contract, Execution, MAX_VERSION, TwsTime, split_exec_id,
+    CommissionReport, Contract, Execution, MAX_VERSION, TwsTime, parse_exec_id,
 };
 
 fn execution(exec_id: &str, account: &str, symbol: &str, shares: i64, price: Decimal) -> Execution {
@@ -87,6 +87,7 @@ fn scenario(fault: Option<Fault>) -> Scenario {
             ),
         ],
         fault,
+        ..Scenario::default()
     }
 }
 
@@ -121,10 +122,8 @@ async fn a_session_fetches_every_execution_with_exact_values_and_commissions() {
     assert_eq!(first.price, Decimal::new(18_512_345, 5), "every digit kept");
     assert_eq!(first.shares, Decimal::new(60, 0));
     assert_eq!(first.time.zone.as_deref(), Some("US/Eastern"));
-    assert_eq!(
-        split_exec_id(&all.executions[2].exec_id),
-        ("0000e0d5.6a1b.02", 2)
-    );
+    let id = parse_exec_id(&all.executions[2].exec_id);
+    assert_eq!((id.base.as_ref(), id.revision), ("0000e0d5.6a1b.02", 2));
     assert_eq!(all.commissions.len(), 2);
     assert_eq!(all.commissions[0].commission, Some(Decimal::new(35, 2)));
     assert_eq!(all.commissions[1].commission, None, "Double.MAX is unset");
@@ -151,6 +150,7 @@ async fn a_disconnect_or_a_malformed_frame_mid_stream_is_an_error_and_the_next_s
         match fault {
             Fault::DisconnectAfter(_) => assert!(text.contains("closed"), "{text}"),
             Fault::MalformedAfter(_) => assert!(text.contains("malformed"), "{text}"),
+            Fault::HangAfter(_) => unreachable!("not in this test"),
         }
     }
     let addr = start(scenario(None)).await;

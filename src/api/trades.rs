@@ -38,7 +38,7 @@ impl From<SyncError> for ApiError {
         let status = match e {
             SyncError::InProgress(_) => StatusCode::CONFLICT,
             SyncError::UnknownAccount(_) => StatusCode::NOT_FOUND,
-            SyncError::Tws(_) | SyncError::Fill(_) => StatusCode::BAD_GATEWAY,
+            SyncError::Tws(_) | SyncError::NotManaged { .. } => StatusCode::BAD_GATEWAY,
             SyncError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             SyncError::Store(_) | SyncError::Ingestion(_) | SyncError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -1,7 +1,8 @@
 //! Generated scenarios for the simulated TWS: orders filled in one to four partial fills, some
 //! corrected (`.01` then `.02`), most with a perm id, some with perm id 0 and an order ref, some
 //! with neither (the composite fallback), over several accounts; times with and without a zone
-//! name; most fills with a commission report, some with an unset commission, some with none.
+//! name (IANA or IB's `EST`/`EDT`) and in IB's UTC form `yyyymmdd-hh:mm:ss`; most fills with a
+//! commission report, some with an unset commission, some with none.
 //! Deterministic for a seed.
 
 use chrono::{DateTime, Duration, Utc};
@@ -41,14 +42,16 @@ const SYMBOLS: &[(&str, i64)] = &[
     ("SPY", 51_230),
 ];
 
-/// The text TWS writes for `t`: in US/Eastern with the zone name, or zone-less in UTC (the
-/// simulated login's zone).
-fn tws_time(t: DateTime<Utc>, with_zone: bool) -> TwsTime {
-    let text = if with_zone {
-        let local = t.with_timezone(&Tz::US__Eastern);
-        format!("{} US/Eastern", local.format("%Y%m%d %H:%M:%S"))
-    } else {
-        t.format("%Y%m%d  %H:%M:%S").to_string()
+/// The text TWS writes for `t`, in one of four forms: in US/Eastern with its IANA name,
+/// zone-less in UTC (the simulated login's zone), `yyyymmdd-hh:mm:ss` (UTC), or in New York
+/// time with IB's abbreviation (`EST`/`EDT`).
+fn tws_time(t: DateTime<Utc>, form: i64) -> TwsTime {
+    let eastern = t.with_timezone(&Tz::US__Eastern);
+    let text = match form.rem_euclid(4) {
+        0 => format!("{} US/Eastern", eastern.format("%Y%m%d %H:%M:%S")),
+        1 => t.format("%Y%m%d  %H:%M:%S").to_string(),
+        2 => t.format("%Y%m%d-%H:%M:%S").to_string(),
+        _ => eastern.format("%Y%m%d %H:%M:%S %Z").to_string(),
     };
     TwsTime::parse(&text).expect("generated TWS times parse")
 }
@@ -74,7 +77,7 @@ pub fn generate(spec: &Generate) -> Scenario {
         let client_id = rng.random_range(0..4);
         let fills = rng.random_range(1..=4);
         let start = spec.end - Duration::seconds(rng.random_range(60..span_secs));
-        let with_zone = order_no % 2 == 0;
+        let form = order_no;
         let mut cum = Decimal::ZERO;
         let mut notional = Decimal::ZERO;
         for fill in 0..fills {
@@ -98,7 +101,7 @@ pub fn generate(spec: &Generate) -> Scenario {
                     ..Contract::default()
                 },
                 exec_id: format!("{base}.01"),
-                time: tws_time(at, with_zone),
+                time: tws_time(at, form),
                 account: account.clone(),
                 exchange: "ISLAND".into(),
                 side: side.into(),
@@ -141,7 +144,7 @@ pub fn generate(spec: &Generate) -> Scenario {
     Scenario {
         accounts: spec.accounts.clone(),
         executions,
-        fault: None,
+        ..Scenario::default()
     }
 }
 
@@ -149,7 +152,8 @@ pub fn generate(spec: &Generate) -> Scenario {
 mod tests {
     use std::collections::HashSet;
 
-    use tradegate_actors::ibkr_syncer::tws::split_exec_id;
+    use tradegate_actors::ibkr_syncer::fills::resolve_time;
+    use tradegate_actors::ibkr_syncer::tws::parse_exec_id;
 
     use super::*;
 
@@ -164,7 +168,10 @@ mod tests {
         });
         assert_eq!(s.executions.len(), 2_000);
         let e = || s.executions.iter().map(|(e, _)| e);
-        assert!(e().any(|e| split_exec_id(&e.exec_id).1 == 2), "corrections");
+        assert!(
+            e().any(|e| parse_exec_id(&e.exec_id).revision == 2),
+            "corrections"
+        );
         assert!(
             e().any(|e| e.perm_id == 0 && !e.order_ref.is_empty()),
             "order refs"
@@ -175,6 +182,12 @@ mod tests {
         );
         assert!(e().any(|e| e.cum_qty > e.shares), "partial fills");
         assert!(e().any(|e| e.time.zone.is_some()) && e().any(|e| e.time.zone.is_none()));
+        assert!(e().any(|e| e.time.utc), "IB's UTC form");
+        assert!(e().any(|e| matches!(e.time.zone.as_deref(), Some("EST" | "EDT"))));
+        assert!(
+            e().all(|e| resolve_time(&e.time, Some(Tz::UTC)).is_ok()),
+            "every generated time can be placed"
+        );
         let accounts: HashSet<_> = e().map(|e| e.account.as_str()).collect();
         assert_eq!(accounts.len(), 2);
         assert!(s.executions.iter().any(|(_, c)| c.is_none()));

@@ -310,6 +310,15 @@ pub struct SyncCounts {
     pub touched_trades_count: u64,
     /// Parent trades created
     pub created_trades_count: u64,
+    /// Executions refused alone (an unknown zone, side, ...), listed in the report
+    #[serde(default)]
+    pub rejected_executions_count: u64,
+    /// Executions whose id has neither of IB's forms: kept whole, revision 0
+    #[serde(default)]
+    pub unrecognised_exec_ids_count: u64,
+    /// Stored fills given a commission report that came apart from their execution
+    #[serde(default)]
+    pub late_commissions_count: u64,
 }
 
 impl SyncCounts {
@@ -350,4 +359,26 @@ pub struct SyncReport {
     /// storing it (stage, fills, parents, aggregates, records) and committing
     #[serde(default)]
     pub store_ms: u64,
+    /// The executions refused, each with its code and what TWS sent
+    #[serde(default)]
+    pub rejected: Vec<RejectedExecution>,
+    /// What the sync noticed and the user should know (e.g. a session that is not TWS's
+    /// Master API client)
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// An execution a sync could not store, kept with why and what TWS sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedExecution {
+    /// The execution id
+    pub exec_id: String,
+    /// Its account
+    pub account_id: String,
+    /// A stable code (`unknown_time_zone`, `no_login_zone`, `time_gap`, `unknown_side`, ...)
+    pub code: String,
+    /// What is wrong
+    pub message: String,
+    /// The execution as received
+    pub raw: serde_json::Value,
 }

@@ -8,7 +8,8 @@ pub mod order;
 pub mod trade_log;
 
 pub use broker::{
-    BrokerFill, BrokerTrade, NewFill, ParentKey, SyncCounts, SyncReport, TradeFilter, TradeStatus,
+    BrokerFill, BrokerTrade, NewFill, ParentKey, RejectedExecution, SyncCounts, SyncReport,
+    TradeFilter, TradeStatus,
 };
 pub use decision::{
     CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, OrderType,

@@ -1,10 +1,15 @@
-//! The IbkrSyncer actor, one per configured IBKR account: syncs on a schedule, on request, and
-//! for `trades.sync` jobs (idempotently enqueued, at most one pending per account). It keeps
-//! one TWS session; a disconnect or a failed connect is a `connectivity_info` trade-log event
-//! and a retry after a backoff with jitter. It holds no state a restart could lose: syncs are
-//! idempotent and jobs live in PostgreSQL (a job left running by a crash is failed on start
-//! and the next job or scheduled sync covers its window).
+//! The IbkrSyncer actor, one per TWS session (host, port, client id): it syncs every account
+//! the session serves (one TWS login may serve several; TWS refuses a second session with one
+//! client id), on a schedule, on request, and for `trades.sync` jobs (idempotently enqueued, at
+//! most one pending per account). A disconnect or a failed connect is a `connectivity_info`
+//! trade-log event and a retry after a backoff with jitter; TWS's notices (farm status, the
+//! 1100/1101/1102 of its nightly reset) are logged as connectivity state. A refusal of the
+//! client id (326) is a configuration error: an alert, and no retry until a sync is asked for.
+//! It holds no state a restart could lose: syncs are idempotent and jobs live in PostgreSQL (a
+//! job left running by a crash is failed on start and the next job or scheduled sync covers
+//! its window).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -12,39 +17,47 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::client::TwsSession;
-use super::config::IbkrConfig;
+use super::client::{NoticeKind, TwsSession};
+use super::config::{IbkrConfig, SessionConfig};
 use super::sync::{SyncError, SyncRequest, sync_account};
 use crate::domain::{RawJson, SyncReport, TradeLogEvent};
+use crate::store::ingestion::{NewAlert, insert_alert};
 use crate::store::jobs::{self, TRADES_SYNC};
 use crate::trade_log_writer::TradeLog;
 
-/// The registry name of the syncer of `account`.
-pub fn name_for(account: &str) -> String {
-    format!("ibkr_syncer.{account}")
+/// The kind of the alert raised when TWS refuses the session's client id.
+pub const CLIENT_ID_IN_USE_ALERT: &str = "ibkr.client_id_in_use";
+/// The kind of the alert raised when a configured account is not one of the login's.
+pub const ACCOUNT_NOT_MANAGED_ALERT: &str = "ibkr.account_not_managed";
+
+/// The process group the syncer of `account` joins (the syncer is named by its session).
+pub fn group_for(account: &str) -> String {
+    format!("ibkr_account.{account}")
 }
 
 /// Messages of the IbkrSyncer.
 #[derive(Debug)]
 pub enum IbkrSyncerMessage {
-    /// Sync now (optionally over another look-back) and reply with the outcome
+    /// Sync an account now (optionally over another look-back) and reply with the outcome
     SyncNow {
+        /// The account
+        account: String,
         /// Days to look back instead of `[ibkr] lookback_days`
         lookback_days: Option<u32>,
         /// The outcome
         reply: RpcReplyPort<Result<SyncReport, SyncError>>,
     },
-    /// A scheduled or retry sync; only the latest scheduled generation runs
+    /// A scheduled or retry sync of every account; only the latest scheduled generation runs
     Tick(u64),
-    /// Look for a pending `trades.sync` job of this account
+    /// Look for pending `trades.sync` jobs of the accounts
     PollJobs,
 }
 
 /// What a syncer starts with.
 #[derive(Clone)]
 pub struct IbkrSyncerArgs {
-    /// The account it syncs
-    pub account_id: String,
+    /// The session and the accounts it syncs
+    pub session: SessionConfig,
     /// `[ibkr]`
     pub config: IbkrConfig,
     /// Database connections
@@ -56,7 +69,7 @@ pub struct IbkrSyncerArgs {
 impl std::fmt::Debug for IbkrSyncerArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IbkrSyncerArgs")
-            .field("account_id", &self.account_id)
+            .field("session", &self.session)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -73,27 +86,57 @@ pub struct IbkrSyncerState {
     session: Option<TwsSession>,
     /// Consecutive failures that broke the session (drives the backoff)
     failures: u32,
+    /// TWS refused the client id: no scheduled retries until a requested sync connects
+    refused: Option<String>,
     tick_generation: u64,
     poller: Option<JoinHandle<()>>,
+    /// Warnings told already over this session (each is logged once per session)
+    warned: HashSet<String>,
 }
 
 impl IbkrSyncerState {
-    fn connectivity(&self, event: &str, detail: Value) {
+    fn connectivity(&self, account: Option<&str>, event: &str, detail: Value) {
         let a = &self.args;
-        tracing::info!(account = %a.account_id, event, %detail, "IBKR connectivity");
+        let s = &a.session;
+        tracing::info!(session = %s.name(), event, %detail, "IBKR connectivity");
         if let Some(log) = &a.trade_log {
             let body = json!({
                 "event": event,
-                "host": a.config.host,
-                "port": a.config.port,
-                "client_id": a.config.client_id,
+                "host": s.host,
+                "port": s.port,
+                "client_id": s.client_id,
+                "accounts": s.accounts,
                 "detail": detail,
             });
             log.log(TradeLogEvent::connectivity(
                 "ibkr",
-                Some(a.account_id.clone()),
+                account.map(str::to_string),
                 RawJson::from_value(&body),
             ));
+        }
+    }
+
+    async fn alert(&self, kind: &'static str, message: String, details: Value) {
+        tracing::error!(session = %self.args.session.name(), kind, %message, "IBKR alert");
+        metrics::counter!("tradegate_alerts_total", "kind" => kind).increment(1);
+        let alert = NewAlert {
+            kind: kind.into(),
+            severity: "critical",
+            message,
+            details,
+            dedupe_key: Some(format!(
+                "{}:{}",
+                self.args.session.name(),
+                chrono::Utc::now().date_naive()
+            )),
+        };
+        match self.args.pool.get().await {
+            Ok(client) => {
+                if let Err(e) = insert_alert(&**client, &alert).await {
+                    tracing::warn!(error = %e, "could not store the alert");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no database connection to store the alert"),
         }
     }
 
@@ -116,76 +159,173 @@ impl IbkrSyncerState {
         myself.send_after(after, move || IbkrSyncerMessage::Tick(generation));
     }
 
+    /// The notices TWS sent since the last look, logged as connectivity state.
+    fn log_notices(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        for notice in session.take_notices() {
+            let event = match notice.kind {
+                NoticeKind::ConnectivityLost => "tws_lost_ib",
+                NoticeKind::RestoredDataLost | NoticeKind::RestoredDataKept => "tws_restored",
+                NoticeKind::SocketPortReset => "tws_port_reset",
+                NoticeKind::Info | NoticeKind::Warning => "tws_notice",
+            };
+            self.connectivity(None, event, json!(notice));
+        }
+    }
+
+    async fn connect(&mut self, myself: &ActorRef<IbkrSyncerMessage>) -> Result<(), SyncError> {
+        let s = self.args.session.clone();
+        let addr = format!("{}:{}", s.host, s.port);
+        let connected = match tokio::net::lookup_host(&addr).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(socket) => {
+                    TwsSession::open(socket, s.client_id, self.args.config.timeouts()).await
+                }
+                None => Err(super::tws::TwsError::Io(std::io::Error::other(format!(
+                    "{addr} resolves to no address"
+                )))),
+            },
+            Err(e) => Err(super::tws::TwsError::Io(e)),
+        };
+        match connected {
+            Ok(session) => {
+                let missing: Vec<&String> = s
+                    .accounts
+                    .iter()
+                    .filter(|a| !session.accounts().contains(a))
+                    .collect();
+                self.connectivity(
+                    None,
+                    if self.failures > 0 || self.refused.is_some() {
+                        "reconnected"
+                    } else {
+                        "connected"
+                    },
+                    json!({
+                        "server_version": session.server_version(),
+                        "accounts": session.accounts(),
+                        "connection_time": session.connection_time(),
+                        "missing_accounts": missing,
+                    }),
+                );
+                if !missing.is_empty() {
+                    let message = format!(
+                        "the TWS login at {addr} serves {}, not the configured {}: those are \
+                         not synced (check [ibkr] accounts and which login this TWS runs)",
+                        session.accounts().join(", "),
+                        missing
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.alert(
+                        ACCOUNT_NOT_MANAGED_ALERT,
+                        message,
+                        json!({"session": s.name(), "missing": missing,
+                               "managed": session.accounts()}),
+                    )
+                    .await;
+                }
+                if s.zone.is_none() {
+                    let named = super::fills::handshake_zone(session.connection_time());
+                    let text = match named {
+                        Some(zone) => format!(
+                            "[ibkr] timezone is not set: execution times without a zone are \
+                             read in {zone}, the zone TWS named at connect ({:?})",
+                            session.connection_time()
+                        ),
+                        None => format!(
+                            "[ibkr] timezone is not set and TWS named no known zone at connect \
+                             ({:?}): executions with a zone-less time are refused until it is set",
+                            session.connection_time()
+                        ),
+                    };
+                    tracing::warn!(session = %s.name(), "{text}");
+                }
+                self.refused = None;
+                metrics::gauge!("tradegate_ibkr_session_refused", "session" => s.name()).set(0.0);
+                self.session = Some(session);
+                self.log_notices();
+                Ok(())
+            }
+            Err(e) if e.client_id_in_use() => {
+                let message = format!(
+                    "TWS at {addr} refused client id {}: another session uses it (error 326). \
+                     Each TWS session needs its own client id; stop the other one or change \
+                     [ibkr] client_id. No retries until a sync is asked for",
+                    s.client_id
+                );
+                self.connectivity(None, "client_id_in_use", json!({"error": e.to_string()}));
+                metrics::gauge!("tradegate_ibkr_session_refused", "session" => s.name()).set(1.0);
+                if self.refused.is_none() {
+                    self.alert(
+                        CLIENT_ID_IN_USE_ALERT,
+                        message.clone(),
+                        json!({"session": s.name(), "error": e.to_string()}),
+                    )
+                    .await;
+                }
+                self.refused = Some(message);
+                Err(e.into())
+            }
+            Err(e) => {
+                self.failures += 1;
+                let retry = self.backoff();
+                self.connectivity(
+                    None,
+                    "connect_failed",
+                    json!({"error": e.to_string(), "retry_in_ms": retry.as_millis() as u64}),
+                );
+                self.schedule(myself, retry);
+                Err(e.into())
+            }
+        }
+    }
+
     async fn sync(
         &mut self,
         myself: &ActorRef<IbkrSyncerMessage>,
+        account: &str,
         lookback_days: Option<u32>,
     ) -> Result<SyncReport, SyncError> {
-        let config = &self.args.config;
-        if self.session.is_none() {
-            let addr = format!("{}:{}", config.host, config.port);
-            let connected = match tokio::net::lookup_host(&addr).await {
-                Ok(mut addrs) => match addrs.next() {
-                    Some(socket) => {
-                        TwsSession::connect(
-                            socket,
-                            config.client_id,
-                            config.connect_timeout(),
-                            config.read_timeout(),
-                        )
-                        .await
-                    }
-                    None => Err(super::tws::TwsError::Io(std::io::Error::other(format!(
-                        "{addr} resolves to no address"
-                    )))),
-                },
-                Err(e) => Err(super::tws::TwsError::Io(e)),
-            };
-            match connected {
-                Ok(session) => {
-                    self.connectivity(
-                        if self.failures > 0 {
-                            "reconnected"
-                        } else {
-                            "connected"
-                        },
-                        json!({
-                            "server_version": session.server_version(),
-                            "accounts": session.accounts(),
-                        }),
-                    );
-                    self.session = Some(session);
-                }
-                Err(e) => {
-                    self.failures += 1;
-                    let retry = self.backoff();
-                    self.connectivity(
-                        "connect_failed",
-                        json!({"error": e.to_string(), "retry_in_ms": retry.as_millis() as u64}),
-                    );
-                    self.schedule(myself, retry);
-                    return Err(e.into());
-                }
-            }
+        if !self.args.session.accounts.iter().any(|a| a == account) {
+            return Err(SyncError::UnknownAccount(account.to_string()));
         }
+        if self.session.is_none() {
+            self.connect(myself).await?;
+        }
+        let config = &self.args.config;
         let request = SyncRequest {
-            account_id: self.args.account_id.clone(),
+            account_id: account.to_string(),
             lookback: chrono::Duration::days(i64::from(
                 lookback_days.unwrap_or(config.lookback_days),
             )),
-            zone: config.zone(),
+            zone: self.args.session.zone,
         };
         let Some(session) = self.session.as_mut() else {
             unreachable!("connected above");
         };
         let outcome = sync_account(&self.args.pool, session, &request).await;
+        self.log_notices();
         match &outcome {
-            Ok(_) => self.failures = 0,
+            Ok(report) => {
+                self.failures = 0;
+                for warning in &report.warnings {
+                    if self.warned.insert(warning.clone()) {
+                        tracing::warn!(session = %self.args.session.name(), account, "{warning}");
+                    }
+                }
+            }
             Err(e) if e.breaks_session() => {
                 self.session = None;
+                self.warned.clear();
                 self.failures += 1;
                 let retry = self.backoff();
                 self.connectivity(
+                    Some(account),
                     "disconnected",
                     json!({"error": e.to_string(), "retry_in_ms": retry.as_millis() as u64}),
                 );
@@ -196,12 +336,31 @@ impl IbkrSyncerState {
         outcome
     }
 
-    async fn run_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>) {
-        let account = self.args.account_id.clone();
+    /// Syncs every account of the session in turn; whether any failure scheduled a retry.
+    async fn sync_all(&mut self, myself: &ActorRef<IbkrSyncerMessage>) -> bool {
+        let failures_before = self.failures;
+        for account in self.args.session.accounts.clone() {
+            match self.sync(myself, &account, None).await {
+                Ok(_) => {}
+                // the session is gone or refused: the others would fail the same way
+                Err(e) if e.breaks_session() || self.session.is_none() => break,
+                Err(_) => {}
+            }
+        }
+        self.failures > failures_before
+    }
+
+    async fn run_jobs(&mut self, myself: &ActorRef<IbkrSyncerMessage>) {
+        for account in self.args.session.accounts.clone() {
+            self.run_job(myself, &account).await;
+        }
+    }
+
+    async fn run_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
         let claimed = match self.args.pool.get().await {
-            Ok(client) => jobs::claim(&**client, TRADES_SYNC, &account).await,
+            Ok(client) => jobs::claim(&**client, TRADES_SYNC, account).await,
             Err(e) => {
-                tracing::debug!(account = %account, error = %e, "no connection to look for jobs");
+                tracing::debug!(account, error = %e, "no connection to look for jobs");
                 return;
             }
         };
@@ -209,20 +368,23 @@ impl IbkrSyncerState {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(account = %account, error = %e, "could not claim a trades.sync job");
+                tracing::warn!(account, error = %e, "could not claim a trades.sync job");
                 return;
             }
         };
         let outcome = match job_lookback(&job.payload) {
-            Ok(lookback) => self.sync(myself, lookback).await.map_err(|e| e.to_string()),
+            Ok(lookback) => self
+                .sync(myself, account, lookback)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         let error = outcome.as_ref().err().map(String::as_str);
-        tracing::info!(account = %account, job = job.id, error, "trades.sync job finished");
+        tracing::info!(account, job = job.id, error, "trades.sync job finished");
         if let Ok(client) = self.args.pool.get().await
             && let Err(e) = jobs::finish(&**client, job.id, error).await
         {
-            tracing::warn!(account = %account, job = job.id, error = %e, "could not finish a job");
+            tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
         }
     }
 }
@@ -266,16 +428,21 @@ impl Actor for IbkrSyncer {
     ) -> Result<Self::State, ActorProcessingErr> {
         match args.pool.get().await {
             Ok(client) => {
-                match jobs::fail_interrupted(&**client, TRADES_SYNC, &args.account_id).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(account = %args.account_id, jobs = n,
-                        "trades.sync jobs interrupted by a stop were marked failed"),
-                    Err(e) => tracing::warn!(account = %args.account_id, error = %e,
-                        "could not check for interrupted jobs"),
+                for account in &args.session.accounts {
+                    match jobs::fail_interrupted(&**client, TRADES_SYNC, account).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(account = %account, jobs = n,
+                            "trades.sync jobs interrupted by a stop were marked failed"),
+                        Err(e) => tracing::warn!(account = %account, error = %e,
+                            "could not check for interrupted jobs"),
+                    }
                 }
             }
-            Err(e) => tracing::warn!(account = %args.account_id, error = %e,
+            Err(e) => tracing::warn!(session = %args.session.name(), error = %e,
                 "no database connection at start; jobs are checked on the next poll"),
+        }
+        for account in &args.session.accounts {
+            ractor::pg::join(group_for(account), vec![myself.get_cell()]);
         }
         let poll = Duration::from_secs(args.config.job_poll_secs.max(1));
         let poller = myself.send_interval(poll, || IbkrSyncerMessage::PollJobs);
@@ -283,8 +450,10 @@ impl Actor for IbkrSyncer {
             args,
             session: None,
             failures: 0,
+            refused: None,
             tick_generation: 0,
             poller: Some(poller),
+            warned: HashSet::new(),
         };
         if state.args.config.sync_interval_secs > 0 {
             state.schedule(&myself, Duration::from_millis(200));
@@ -311,10 +480,11 @@ impl Actor for IbkrSyncer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             IbkrSyncerMessage::SyncNow {
+                account,
                 lookback_days,
                 reply,
             } => {
-                let outcome = state.sync(&myself, lookback_days).await;
+                let outcome = state.sync(&myself, &account, lookback_days).await;
                 // the caller may have given up waiting; the sync is done either way
                 let _ = reply.send(outcome);
             }
@@ -322,16 +492,18 @@ impl Actor for IbkrSyncer {
                 if generation != state.tick_generation {
                     return Ok(());
                 }
-                let failures_before = state.failures;
-                let _ = state.sync(&myself, None).await;
+                if state.refused.is_some() && state.session.is_none() {
+                    // a configuration error: wait for a requested sync or a job
+                    return Ok(());
+                }
                 // a failure scheduled its own retry; otherwise the next regular sync
-                let retried = state.failures > failures_before;
+                let retried = state.sync_all(&myself).await;
                 let interval = state.args.config.sync_interval_secs;
-                if !retried && interval > 0 {
+                if !retried && state.refused.is_none() && interval > 0 {
                     state.schedule(&myself, Duration::from_secs(interval));
                 }
             }
-            IbkrSyncerMessage::PollJobs => state.run_job(&myself).await,
+            IbkrSyncerMessage::PollJobs => state.run_jobs(&myself).await,
         }
         Ok(())
     }
@@ -355,11 +527,15 @@ impl IbkrSyncClient {
         account: &str,
         lookback_days: Option<u32>,
     ) -> Result<SyncReport, SyncError> {
-        let actor = ActorRef::<IbkrSyncerMessage>::where_is(name_for(account))
-            .ok_or_else(|| SyncError::UnknownAccount(account.to_string()))?;
+        let actor: ActorRef<IbkrSyncerMessage> = ractor::pg::get_members(&group_for(account))
+            .into_iter()
+            .next()
+            .ok_or_else(|| SyncError::UnknownAccount(account.to_string()))?
+            .into();
         let outcome = actor
             .call(
                 |reply| IbkrSyncerMessage::SyncNow {
+                    account: account.to_string(),
                     lookback_days,
                     reply,
                 },

@@ -234,11 +234,12 @@ mod tests {
     use crate::domain::Side;
 
     fn fill(exec_id: &str, perm_id: i64, qty: i64, price: Decimal, minute: u32) -> NewFill {
-        let (base, revision) = crate::ibkr_syncer::tws::split_exec_id(exec_id);
+        let parsed = crate::ibkr_syncer::tws::parse_exec_id(exec_id);
+        let (base, revision) = (parsed.base.into_owned(), parsed.revision);
         NewFill {
             account_id: "DU1".into(),
             exec_id: exec_id.into(),
-            exec_id_base: base.into(),
+            exec_id_base: base,
             exec_revision: revision,
             perm_id,
             order_id: 5,
@@ -263,12 +264,13 @@ mod tests {
     }
 
     fn stored(id: i64, exec_id: &str, canonical: bool) -> StoredFill {
-        let (base, revision) = crate::ibkr_syncer::tws::split_exec_id(exec_id);
+        let parsed = crate::ibkr_syncer::tws::parse_exec_id(exec_id);
+        let (base, revision) = (parsed.base.into_owned(), parsed.revision);
         StoredFill {
             id,
             account_id: "DU1".into(),
             exec_id: exec_id.into(),
-            exec_id_base: base.into(),
+            exec_id_base: base,
             exec_revision: revision,
             is_canonical: canonical,
             trade_id: 100 + id,

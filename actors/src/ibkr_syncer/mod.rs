@@ -1,7 +1,7 @@
 //! The IbkrSyncer: executions sync from TWS / IB Gateway into `broker_fills` and
 //! `broker_trades` — the protocol codec ([`tws`]), a session ([`client`]), normalization
 //! ([`fills`]), one sync ([`sync`]) applying its batch ([`apply`], deciding what it can in
-//! [`matching`]) and the actor that schedules syncs and runs jobs.
+//! [`matching`]) and the actor, one per TWS session, that schedules syncs and runs jobs.
 
 mod actor;
 pub mod apply;
@@ -13,8 +13,8 @@ pub mod sync;
 pub mod tws;
 
 pub use actor::{
-    IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs, IbkrSyncerMessage, IbkrSyncerState, job_lookback,
-    name_for,
+    ACCOUNT_NOT_MANAGED_ALERT, CLIENT_ID_IN_USE_ALERT, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs,
+    IbkrSyncerMessage, IbkrSyncerState, group_for, job_lookback,
 };
-pub use config::IbkrConfig;
+pub use config::{IbkrConfig, IbkrGateway, SessionConfig};
 pub use sync::{SyncError, SyncRequest, sync_account};

@@ -1,8 +1,9 @@
-//! One executions sync of one account (the spec's `sync_trades_once`): under the account's
-//! advisory lock, fetch the look-back window from TWS, normalize, and apply it in one
-//! transaction; the sync is also a data ingestion run (`ibkr.trades.sync`) whose records are
-//! the fills and trades it created or updated. A failure commits nothing of the batch and is
-//! recorded on the sync run and the ingestion run.
+//! One executions sync of one account (the spec's `sync_trades_once`): fetch the look-back
+//! window from TWS (no lock and no transaction held while TWS answers), normalize, then apply it
+//! in one transaction under the account's advisory lock; the sync is also a data ingestion run
+//! (`ibkr.trades.sync`) whose records are the fills and trades it created or updated. An
+//! execution that cannot be read is refused alone and kept on the sync run; a failure commits
+//! nothing of the batch and is recorded on the sync run and the ingestion run.
 
 use std::time::Instant;
 
@@ -10,10 +11,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::client::{ExecutionFilter, TwsSession};
-use super::fills::{FillError, normalize_all};
-use super::tws::TwsError;
-use crate::domain::{NewRun, RunCounts, SyncCounts, SyncReport};
+use super::client::{ExecutionFilter, Executions, TwsSession};
+use super::fills::{Normalized, commission_record, handshake_zone, normalize_all};
+use super::tws::{CommissionReport, TwsError};
+use crate::domain::{NewRun, RejectedExecution, RunCounts, SyncCounts, SyncReport};
 use crate::store::ingestion::{Finish, IngestionError};
 use crate::store::{StoreError, broker_sync, ingestion};
 
@@ -31,9 +32,18 @@ pub enum SyncError {
     /// TWS failed, closed or sent something malformed
     #[error(transparent)]
     Tws(#[from] TwsError),
-    /// An execution could not be normalized
-    #[error(transparent)]
-    Fill(#[from] FillError),
+    /// TWS's session does not serve the account
+    #[error(
+        "account {account} is not one of the accounts of the TWS login ({}): check [ibkr] \
+         accounts and which login the TWS at this host and port runs",
+        managed.join(", ")
+    )]
+    NotManaged {
+        /// The account asked for
+        account: String,
+        /// The accounts TWS named at connect
+        managed: Vec<String>,
+    },
     /// A statement failed
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -57,8 +67,11 @@ impl SyncError {
         match self {
             Self::InProgress(_) => "sync_in_progress",
             Self::Tws(TwsError::Malformed(_)) => "tws_malformed",
+            Self::Tws(e) if e.client_id_in_use() => "tws_client_id_in_use",
+            Self::Tws(TwsError::Refused { .. }) => "tws_refused",
+            Self::Tws(TwsError::Deadline { .. }) => "tws_deadline",
             Self::Tws(_) => "tws_unavailable",
-            Self::Fill(_) => "invalid_execution",
+            Self::NotManaged { .. } => "account_not_managed",
             Self::Store(_) | Self::Ingestion(_) => "store_error",
             Self::Unavailable(_) => "audit_unavailable",
             Self::UnknownAccount(_) => "unknown_account",
@@ -79,8 +92,9 @@ pub struct SyncRequest {
     pub account_id: String,
     /// How far back
     pub lookback: chrono::Duration,
-    /// Zone of times without a zone name
-    pub zone: Tz,
+    /// The TWS login's zone, for times without a zone name (`[ibkr] timezone`); `None`: the
+    /// zone TWS names in its handshake, and without one such times are refused
+    pub zone: Option<Tz>,
 }
 
 fn saturating_u32(n: u64) -> u32 {
@@ -140,7 +154,12 @@ pub async fn sync_account(
     )
     .await;
     match outcome {
-        Ok((counts, phases)) => {
+        Ok(Applied {
+            counts,
+            phases,
+            rejected,
+            warnings,
+        }) => {
             let finish = Finish::Complete(Some(RunCounts {
                 fetched: saturating_u32(counts.fetched_executions_count),
                 created: saturating_u32(counts.inserted_executions_count),
@@ -159,6 +178,8 @@ pub async fn sync_account(
                 fetch_ms: phases.fetch_ms,
                 normalize_ms: phases.normalize_ms,
                 store_ms: phases.store_ms,
+                rejected,
+                warnings,
             };
             record_success(&report);
             Ok(report)
@@ -195,6 +216,12 @@ fn record_success(report: &SyncReport) {
     ] {
         metrics::counter!("tradegate_ibkr_sync_executions_total", "op" => op).increment(n);
     }
+    for r in &report.rejected {
+        metrics::counter!("tradegate_ibkr_executions_rejected_total", "code" => r.code.clone())
+            .increment(1);
+        tracing::warn!(account = %report.account_id, exec_id = %r.exec_id, code = %r.code,
+            message = %r.message, "an IBKR execution was refused; it is kept on the sync run");
+    }
     tracing::info!(
         account = %report.account_id,
         fetched_executions_count = c.fetched_executions_count,
@@ -218,6 +245,63 @@ pub fn filter_time(t: DateTime<Utc>) -> String {
     t.format("%Y%m%d-%H:%M:%S").to_string()
 }
 
+/// What a completed sync applied.
+struct Applied {
+    counts: SyncCounts,
+    phases: Phases,
+    rejected: Vec<RejectedExecution>,
+    warnings: Vec<String>,
+}
+
+/// What the fetch suggests the user should know: TWS gives a session the executions of other
+/// API clients and of TWS itself, and commission reports for them, only when its client id is
+/// the Master API client ID. tradegate places no IBKR orders, so a session that is not the
+/// master sees nothing.
+pub fn master_warnings(
+    account: &str,
+    fetched: &Executions,
+    client_id: i64,
+    lookback: chrono::Duration,
+) -> Vec<String> {
+    const HOW: &str = "TWS: Global Configuration > API > Settings > Master API client ID; \
+        IB Gateway: Configure > Settings > API > Settings > Master API client ID";
+    let executions: Vec<_> = fetched
+        .executions
+        .iter()
+        .filter(|e| e.account == account)
+        .collect();
+    if executions.is_empty() {
+        return vec![format!(
+            "TWS returned no executions of {account} in the last {} days. A session sees other \
+             clients' executions only as the Master API client ID: if trades were made, set it \
+             to {client_id} ({HOW})",
+            lookback.num_days()
+        )];
+    }
+    let reported: std::collections::HashSet<&str> = fetched
+        .commissions
+        .iter()
+        .map(|c| c.exec_id.as_str())
+        .collect();
+    let foreign: Vec<_> = executions
+        .iter()
+        .filter(|e| e.client_id != client_id)
+        .collect();
+    if !foreign.is_empty()
+        && foreign
+            .iter()
+            .all(|e| !reported.contains(e.exec_id.as_str()))
+    {
+        return vec![format!(
+            "TWS sent {} executions of {account} placed by other clients but no commission \
+             report for any: commission reports of all clients need the Master API client ID; \
+             set it to {client_id} ({HOW})",
+            foreign.len()
+        )];
+    }
+    Vec::new()
+}
+
 async fn fetch_and_apply(
     client: &mut deadpool_postgres::Object,
     session: &mut TwsSession,
@@ -225,47 +309,146 @@ async fn fetch_and_apply(
     window_start: DateTime<Utc>,
     ingestion_run: i64,
     sync_run: i64,
-) -> Result<(SyncCounts, Phases), SyncError> {
-    let tx = tokio_postgres::Client::transaction(client)
-        .await
-        .map_err(StoreError::new("beginning a sync"))?;
-    if !broker_sync::try_lock_account(&tx, &request.account_id).await? {
-        return Err(SyncError::InProgress(request.account_id.clone()));
+) -> Result<Applied, SyncError> {
+    let account = request.account_id.as_str();
+    if !session.accounts().iter().any(|a| a == account) {
+        return Err(SyncError::NotManaged {
+            account: account.to_string(),
+            managed: session.accounts().to_vec(),
+        });
     }
     let mut phases = Phases::default();
     let started = Instant::now();
+    // the network wait comes first, with no transaction open and no lock taken
     let fetched = session
         .executions(&ExecutionFilter {
-            account: request.account_id.clone(),
+            account: account.to_string(),
             time: filter_time(window_start),
             ..ExecutionFilter::default()
         })
         .await?;
     let fetched_at = Utc::now();
     phases.fetch_ms = millis(started.elapsed());
+    let warnings = master_warnings(account, &fetched, session.client_id(), request.lookback);
     let started = Instant::now();
     // TWS filters by account; anything else it sends is not this sync's to store
     let executions: Vec<_> = fetched
         .executions
         .into_iter()
-        .filter(|e| e.account == request.account_id)
+        .filter(|e| e.account == account)
         .collect();
     let fetched_count = executions.len() as u64;
-    // CPU work, off the async workers
-    let zone = request.zone;
+    let zone = request
+        .zone
+        .or_else(|| handshake_zone(session.connection_time()));
     let commissions = fetched.commissions;
-    let fills = tokio::task::spawn_blocking(move || normalize_all(&executions, &commissions, zone))
-        .await
-        .map_err(|e| SyncError::Unavailable(format!("normalizing stopped: {e}")))??;
+    // CPU work, off the async workers
+    let normalized =
+        tokio::task::spawn_blocking(move || normalize_all(&executions, &commissions, zone))
+            .await
+            .map_err(|e| SyncError::Unavailable(format!("normalizing stopped: {e}")))?;
     phases.normalize_ms = millis(started.elapsed());
     let started = Instant::now();
-    let mut counts =
-        super::apply::apply_fills(&tx, &fills, fetched_at, Some(ingestion_run)).await?;
+    let Normalized {
+        fills,
+        rejected,
+        unrecognised_exec_ids,
+        orphan_commissions,
+    } = normalized;
+    let stored = store(
+        client,
+        request,
+        &fills,
+        &orphan_commissions,
+        &rejected,
+        &warnings,
+        fetched_at,
+        ingestion_run,
+        sync_run,
+        (fetched_count, unrecognised_exec_ids),
+    )
+    .await;
+    // reports no stored fill of this account took are kept for the next request (another
+    // account of the login, or a fill stored later)
+    let matched: std::collections::HashSet<String> = match &stored {
+        Ok((_, matched)) => matched.iter().cloned().collect(),
+        Err(_) => std::collections::HashSet::new(),
+    };
+    session.keep_commissions(
+        orphan_commissions
+            .into_iter()
+            .filter(|c| !matched.contains(&c.exec_id))
+            .collect(),
+    );
+    let (counts, _) = stored?;
+    phases.store_ms = millis(started.elapsed());
+    Ok(Applied {
+        counts,
+        phases,
+        rejected,
+        warnings,
+    })
+}
+
+/// Stores a normalized fetch in one transaction under the account's lock; returns the counts
+/// and the exec ids the late commission reports matched.
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    client: &mut deadpool_postgres::Object,
+    request: &SyncRequest,
+    fills: &[crate::domain::NewFill],
+    orphans: &[CommissionReport],
+    rejected: &[RejectedExecution],
+    warnings: &[String],
+    fetched_at: DateTime<Utc>,
+    ingestion_run: i64,
+    sync_run: i64,
+    (fetched_count, unrecognised): (u64, u64),
+) -> Result<(SyncCounts, Vec<String>), SyncError> {
+    let tx = tokio_postgres::Client::transaction(client)
+        .await
+        .map_err(StoreError::new("beginning a sync"))?;
+    if !broker_sync::try_lock_account(&tx, &request.account_id).await? {
+        return Err(SyncError::InProgress(request.account_id.clone()));
+    }
+    let mut counts = super::apply::apply_fills(&tx, fills, fetched_at, Some(ingestion_run)).await?;
     counts.fetched_executions_count = fetched_count;
-    broker_sync::complete_sync_run(&tx, sync_run, &counts).await?;
+    counts.rejected_executions_count = rejected.len() as u64;
+    counts.unrecognised_exec_ids_count = unrecognised;
+    let records: Vec<Box<serde_json::value::RawValue>> = orphans
+        .iter()
+        .map(commission_record)
+        .collect::<Result<_, _>>()
+        .map_err(|e| SyncError::Unavailable(format!("writing a commission record: {e}")))?;
+    let late: Vec<broker_sync::LateCommission<'_>> = orphans
+        .iter()
+        .zip(&records)
+        .map(|(c, record)| broker_sync::LateCommission {
+            exec_id: &c.exec_id,
+            commission: c.commission,
+            currency: &c.currency,
+            realized_pnl: c.realized_pnl,
+            record,
+        })
+        .collect();
+    let applied = broker_sync::apply_late_commissions(
+        &tx,
+        &request.account_id,
+        &late,
+        fetched_at,
+        Some(ingestion_run),
+    )
+    .await?;
+    if !applied.trades.is_empty() {
+        broker_sync::recompute_trades(&tx, &applied.trades, fetched_at).await?;
+        broker_sync::record_trades(&tx, ingestion_run, &applied.trades, &[]).await?;
+    }
+    counts.late_commissions_count = applied.updated;
+    counts.updated_executions_count += applied.updated;
+    counts.touched_trades_count += applied.trades.len() as u64;
+    broker_sync::complete_sync_run(&tx, sync_run, &counts, rejected, warnings).await?;
     tx.commit()
         .await
         .map_err(StoreError::new("committing a sync"))?;
-    phases.store_ms = millis(started.elapsed());
-    Ok((counts, phases))
+    Ok((counts, applied.matched))
 }

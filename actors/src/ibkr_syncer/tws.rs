@@ -6,6 +6,7 @@
 //! NUL-terminated text fields, the first being the message id. Fields are parsed straight into
 //! exact types; every malformed frame is an error, never a panic.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -46,6 +47,9 @@ pub mod inc {
     pub const COMMISSION_REPORT: u32 = 59;
 }
 
+/// TWS's answer when another session uses the client id already.
+pub const CLIENT_ID_IN_USE: i64 = 326;
+
 /// A protocol failure.
 #[derive(Debug, thiserror::Error)]
 pub enum TwsError {
@@ -58,6 +62,32 @@ pub enum TwsError {
     /// The server speaks a version outside the advertised range
     #[error("TWS server version {0} is outside {MIN_VERSION}..={MAX_VERSION}")]
     Version(u32),
+    /// TWS answered with an error message (ERR_MSG) that ends the session or the request
+    #[error("TWS refused {what}: error {code}: {message}")]
+    Refused {
+        /// What was refused (the session, the executions request)
+        what: &'static str,
+        /// TWS's error code
+        code: i64,
+        /// Its text
+        message: String,
+    },
+    /// TWS did not finish answering within the request's deadline
+    #[error("TWS did not finish {what} within {limit:?}")]
+    Deadline {
+        /// What was asked
+        what: &'static str,
+        /// The deadline
+        limit: std::time::Duration,
+    },
+}
+
+impl TwsError {
+    /// Whether TWS refused the session because another uses its client id (a configuration
+    /// error: retrying cannot help while the other session lives).
+    pub fn client_id_in_use(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if *code == CLIENT_ID_IN_USE)
+    }
 }
 
 fn malformed(message: impl Into<String>) -> TwsError {
@@ -102,7 +132,8 @@ pub fn parse_version_range(text: &str) -> Result<(u32, u32), TwsError> {
     Ok((min, max))
 }
 
-/// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream between frames.
+/// Reads one length-prefixed frame; `Ok(None)` at a clean end of stream between frames. Not
+/// cancel-safe (a cancelled read loses what it read): under a timeout use [`FrameReader`].
 pub async fn read_frame(
     reader: &mut (impl AsyncRead + Unpin),
 ) -> Result<Option<Vec<u8>>, TwsError> {
@@ -123,6 +154,80 @@ pub async fn read_frame(
     Ok(Some(payload))
 }
 
+/// Reads frames so that a read may be cancelled (by a timeout) at any point without losing a
+/// byte: what arrived is kept in a buffer until a whole frame is there. `AsyncReadExt::read_buf`
+/// is cancel-safe; `read_exact` is not.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start
+    start: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads frames from `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
+    }
+
+    /// The next whole frame, if the buffer holds one.
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, TwsError> {
+        let unread = &self.buf[self.start..];
+        if unread.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([unread[0], unread[1], unread[2], unread[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(malformed(format!(
+                "frame of {len} bytes (most is {MAX_FRAME})"
+            )));
+        }
+        if unread.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = unread[4..4 + len].to_vec();
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(frame))
+    }
+
+    /// Reads one frame; `Ok(None)` at a clean end of stream between frames. Cancel-safe.
+    pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, TwsError> {
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            if self.start > 0 {
+                // move the partial frame to the front before reading more
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.len() == self.start {
+                    Ok(None)
+                } else {
+                    Err(TwsError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "TWS closed the connection in the middle of a message",
+                    )))
+                };
+            }
+        }
+    }
+}
+
 /// Writes one message.
 pub async fn write_fields<S: AsRef<str>>(
     writer: &mut (impl AsyncWrite + Unpin),
@@ -135,12 +240,28 @@ pub async fn write_fields<S: AsRef<str>>(
 /// The fields of one frame, read in order with typed accessors.
 #[derive(Debug)]
 pub struct Fields<'a> {
-    fields: Vec<&'a str>,
+    fields: Vec<Cow<'a, str>>,
     next: usize,
 }
 
+/// One field's text: UTF-8 as it is; anything else (a TWS with a Chinese locale writes its
+/// zone name in GB2312, rust-ibapi#352) decoded as GB18030, a superset of GB2312 and GBK, and
+/// only bytes that are neither as U+FFFD. A field is never a reason to fail its frame.
+pub fn decode_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => encoding_rs::GB18030
+            .decode_without_bom_handling_and_without_replacement(bytes)
+            .map_or_else(
+                || Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+                |text| Cow::Owned(text.into_owned()),
+            ),
+    }
+}
+
 impl<'a> Fields<'a> {
-    /// Splits a frame payload into its fields; every field must end with NUL and be UTF-8.
+    /// Splits a frame payload into its fields; every field must end with NUL. Text that is not
+    /// UTF-8 is decoded by [`decode_text`].
     pub fn parse(payload: &'a [u8]) -> Result<Self, TwsError> {
         if payload.is_empty() {
             return Err(malformed("empty frame"));
@@ -148,12 +269,13 @@ impl<'a> Fields<'a> {
         if payload.last() != Some(&0) {
             return Err(malformed("the last field is not NUL-terminated"));
         }
-        let text = std::str::from_utf8(&payload[..payload.len() - 1])
-            .map_err(|e| malformed(format!("not UTF-8: {e}")))?;
-        Ok(Self {
-            fields: text.split('\0').collect(),
-            next: 0,
-        })
+        let body = &payload[..payload.len() - 1];
+        let fields = match std::str::from_utf8(body) {
+            // the common case: one check for the whole frame
+            Ok(text) => text.split('\0').map(Cow::Borrowed).collect(),
+            Err(_) => body.split(|b| *b == 0).map(decode_text).collect(),
+        };
+        Ok(Self { fields, next: 0 })
     }
 
     /// How many fields are left.
@@ -162,7 +284,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field as text.
-    pub fn string(&mut self, what: &str) -> Result<&'a str, TwsError> {
+    pub fn string(&mut self, what: &str) -> Result<&str, TwsError> {
         let field = self
             .fields
             .get(self.next)
@@ -231,8 +353,9 @@ pub fn parse_decimal(text: &str) -> Result<Option<Decimal>, String> {
         .map_err(|_| format!("not a decimal number: {text:?}"))
 }
 
-/// An execution's time as TWS writes it: `yyyymmdd  hh:mm:ss` (one or two spaces, or `-`), with
-/// an optional zone name after it. The zone is resolved by the caller.
+/// An execution's time as TWS writes it: `yyyymmdd  hh:mm:ss` (one or two spaces) in the TWS
+/// login's zone, or with a zone name after it, or `yyyymmdd-hh:mm:ss`, which is UTC (IB's own
+/// form for UTC times; ib_insync#671, nautilus_trader#2359). The zone is resolved by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TwsTime {
     /// The text as received (kept for the audit record and written back as is)
@@ -241,6 +364,8 @@ pub struct TwsTime {
     pub local: NaiveDateTime,
     /// The zone name, when one was given (e.g. `US/Eastern`)
     pub zone: Option<String>,
+    /// Written `yyyymmdd-hh:mm:ss`: UTC unless a zone name follows
+    pub utc: bool,
 }
 
 impl TwsTime {
@@ -252,7 +377,11 @@ impl TwsTime {
             return Err(bad());
         }
         let (date, rest) = t.split_at(8);
-        let rest = rest.trim_start_matches([' ', '-']);
+        let utc = rest.starts_with('-');
+        let rest = rest
+            .strip_prefix('-')
+            .unwrap_or(rest)
+            .trim_start_matches(' ');
         let (clock, zone) = match rest.split_once(' ') {
             Some((clock, zone)) => (clock, Some(zone.trim().to_string())),
             None => (rest, None),
@@ -263,6 +392,7 @@ impl TwsTime {
             text: text.to_string(),
             local,
             zone: zone.filter(|z| !z.is_empty()),
+            utc,
         })
     }
 }
@@ -574,20 +704,73 @@ pub fn commission_fields(c: &CommissionReport) -> Vec<String> {
     ]
 }
 
-/// An execution id split into the part a correction keeps and its revision: the digits after
-/// the final period (`0000e0d5.64305db8.01.02` is base `0000e0d5.64305db8.01`, revision 2).
-/// An id with no numeric suffix is its own base with revision 0.
-pub fn split_exec_id(exec_id: &str) -> (&str, i32) {
-    match exec_id.rsplit_once('.') {
-        Some((base, suffix))
-            if !base.is_empty()
-                && !suffix.is_empty()
-                && suffix.len() <= 9
-                && suffix.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            (base, suffix.parse().unwrap_or(0))
-        }
-        _ => (exec_id, 0),
+/// How an execution id was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecIdForm {
+    /// `a.b.c.RR`: the last segment is the revision (IB: a correction "differs from a previous
+    /// ExecId in only the digits after the final period")
+    Plain,
+    /// `a.b.c.RR.LL`, five segments, the form of combo legs: the fifth tells the legs' fills
+    /// apart, the fourth is the revision
+    ComboLeg,
+    /// Neither: kept whole as its own base, revision 0, never merged with another fill
+    Unrecognised,
+}
+
+/// An execution id split into the part a correction keeps (`base`) and its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecId<'a> {
+    /// What every revision of this fill shares
+    pub base: Cow<'a, str>,
+    /// The revision (0 when the id has none)
+    pub revision: i32,
+    /// How the id was read
+    pub form: ExecIdForm,
+}
+
+/// A revision segment as IB writes it: two hexadecimal digits (`01`, `02`, ... `0a`, ...; IB's
+/// ids are hexadecimal throughout, so `.0a` follows `.09`).
+fn revision_of(segment: &str) -> Option<i32> {
+    (segment.len() == 2 && segment.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| i32::from_str_radix(segment, 16).ok())
+        .flatten()
+}
+
+/// Splits an execution id (see [`ExecIdForm`]): `0000e0d5.64305db8.01.02` is base
+/// `0000e0d5.64305db8.01`, revision 2; the combo leg `0000e0d5.64305db8.01.02.03` is base
+/// `0000e0d5.64305db8.01.*.03`, revision 2 (the `*` stands for the revision, so a leg's base
+/// can never equal another id's); anything else is its own base with revision 0.
+pub fn parse_exec_id(exec_id: &str) -> ExecId<'_> {
+    let whole = ExecId {
+        base: Cow::Borrowed(exec_id),
+        revision: 0,
+        form: ExecIdForm::Unrecognised,
+    };
+    let segments: Vec<&str> = exec_id.split('.').collect();
+    if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
+        return whole;
+    }
+    if segments.len() == 5 {
+        return match revision_of(segments[3]) {
+            Some(revision) => ExecId {
+                base: Cow::Owned(format!(
+                    "{}.{}.{}.*.{}",
+                    segments[0], segments[1], segments[2], segments[4]
+                )),
+                revision,
+                form: ExecIdForm::ComboLeg,
+            },
+            None => whole,
+        };
+    }
+    let (base, last) = exec_id.rsplit_once('.').unwrap_or((exec_id, ""));
+    match revision_of(last) {
+        Some(revision) => ExecId {
+            base: Cow::Borrowed(base),
+            revision,
+            form: ExecIdForm::Plain,
+        },
+        None => whole,
     }
 }
 
@@ -643,6 +826,8 @@ mod tests {
         assert_eq!(zoned.local.to_string(), "2024-01-02 09:30:01");
         let dashed = TwsTime::parse("20240102-09:30:01").unwrap();
         assert_eq!(dashed.local, zoned.local);
+        assert!(dashed.utc && dashed.zone.is_none(), "{dashed:?}");
+        assert!(!plain.utc && !zoned.utc);
         for bad in [
             "",
             "2024",
@@ -735,21 +920,49 @@ mod tests {
         assert!(decode(&encode_fields(&fields)[4..], 176).is_err());
     }
 
+    fn split(id: &str) -> (String, i32, ExecIdForm) {
+        let e = parse_exec_id(id);
+        (e.base.into_owned(), e.revision, e.form)
+    }
+
     #[test]
-    fn exec_ids_split_into_base_and_revision() {
+    fn exec_ids_split_into_base_and_revision_as_ib_writes_them() {
+        use ExecIdForm::*;
+        let plain = |base: &str, revision| (base.to_string(), revision, Plain);
+        let whole = |id: &str| (id.to_string(), 0, Unrecognised);
         assert_eq!(
-            split_exec_id("0000e0d5.64305db8.01.01"),
-            ("0000e0d5.64305db8.01", 1)
+            split("0000e0d5.64305db8.01.01"),
+            plain("0000e0d5.64305db8.01", 1)
         );
         assert_eq!(
-            split_exec_id("0000e0d5.64305db8.01.02"),
-            ("0000e0d5.64305db8.01", 2)
+            split("0000e0d5.64305db8.01.02"),
+            plain("0000e0d5.64305db8.01", 2)
         );
-        assert_eq!(split_exec_id("noperiod"), ("noperiod", 0));
-        assert_eq!(split_exec_id("abc.def"), ("abc.def", 0));
-        assert_eq!(split_exec_id("abc."), ("abc.", 0));
-        assert_eq!(split_exec_id(".01"), (".01", 0));
-        assert_eq!(split_exec_id("a.99999999999"), ("a.99999999999", 0));
+        // hexadecimal, as the rest of the id: .0a corrects .09, it is not a fill of its own
+        assert_eq!(
+            split("0000e0d5.64305db8.01.0a"),
+            plain("0000e0d5.64305db8.01", 10)
+        );
+        // a combo leg: the fifth segment is the leg, the fourth the revision
+        let leg1 = split("0000e0d5.64305db8.01.01.01");
+        let leg2 = split("0000e0d5.64305db8.01.01.02");
+        let leg2_fixed = split("0000e0d5.64305db8.01.02.02");
+        assert_eq!(leg1, ("0000e0d5.64305db8.01.*.01".to_string(), 1, ComboLeg));
+        assert_ne!(leg1.0, leg2.0, "two legs are two fills");
+        assert_eq!((leg2_fixed.0.as_str(), leg2_fixed.1), (leg2.0.as_str(), 2));
+        for odd in [
+            "noperiod",
+            "abc.def",
+            "abc.",
+            ".01",
+            "a.99999999999",
+            "a.1",
+            "a..01",
+            "0000e0d5.64305db8.01.zz",
+            "0000e0d5.64305db8.01.zz.01",
+        ] {
+            assert_eq!(split(odd), whole(odd), "{odd}");
+        }
     }
 
     #[test]
@@ -786,6 +999,55 @@ mod tests {
         // a frame cut short is an error, not a clean end
         let mut cut = &wire[..6];
         assert!(read_frame(&mut cut).await.is_err());
+        for reader in [FrameReader::new(&wire[..6]), FrameReader::new(&huge[..])] {
+            let mut reader = reader;
+            assert!(reader.next_frame().await.is_err());
+        }
+    }
+
+    /// A frame that arrives in pieces, with the read cancelled by a timeout between them (as a
+    /// grace read after the end marker does), is read whole afterwards: nothing is lost and the
+    /// stream stays in step.
+    #[tokio::test]
+    async fn a_read_cancelled_mid_frame_loses_nothing() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut reader = FrameReader::new(client);
+        let frame = encode_fields(&["59", "1", "0001.01", "1.5", "USD", "", "", ""]);
+        server.write_all(&frame[..7]).await.unwrap();
+        let cut =
+            tokio::time::timeout(std::time::Duration::from_millis(50), reader.next_frame()).await;
+        assert!(cut.is_err(), "no whole frame yet: the read is cancelled");
+        server.write_all(&frame[7..]).await.unwrap();
+        write_fields(&mut server, &["55", "1", "2"]).await.unwrap();
+        let Incoming::Commission(c) =
+            decode(&reader.next_frame().await.unwrap().unwrap(), 176).unwrap()
+        else {
+            panic!("the commission report, whole")
+        };
+        assert_eq!(c.commission, Some(Decimal::new(15, 1)));
+        assert_eq!(
+            decode(&reader.next_frame().await.unwrap().unwrap(), 176).unwrap(),
+            Incoming::ExecutionDataEnd { req_id: 2 }
+        );
+        drop(server);
+        assert!(reader.next_frame().await.unwrap().is_none(), "clean end");
+    }
+
+    /// The handshake of a TWS with a Chinese locale: the connection time's zone in GB2312
+    /// (rust-ibapi#352). The frame decodes; the zone reads as the Chinese text it is.
+    #[test]
+    fn gb2312_text_decodes_and_never_fails_its_frame() {
+        let mut hello = b"176\x0020240102 10:00:00 ".to_vec();
+        hello.extend_from_slice(&[
+            0xd6, 0xd0, 0xb9, 0xfa, 0xb1, 0xea, 0xd7, 0xbc, 0xca, 0xb1, 0xbc, 0xe4,
+        ]);
+        hello.push(0);
+        let mut f = Fields::parse(&hello).unwrap();
+        assert_eq!(f.int::<u32>("version").unwrap(), 176);
+        assert_eq!(f.string("time").unwrap(), "20240102 10:00:00 中国标准时间");
+        // bytes that are neither UTF-8 nor GB18030 become U+FFFD, never an error
+        assert_eq!(decode_text(&[b'a', 0xff, b'b']), "a\u{fffd}b");
+        assert_eq!(decode_text("déjà".as_bytes()), "déjà");
     }
 
     proptest! {

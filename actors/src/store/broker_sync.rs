@@ -11,7 +11,9 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::StoreError;
-use crate::domain::{BrokerFill, BrokerTrade, NewFill, SyncCounts, TradeFilter, TradeStatus};
+use crate::domain::{
+    BrokerFill, BrokerTrade, NewFill, RejectedExecution, SyncCounts, TradeFilter, TradeStatus,
+};
 
 /// The advisory lock key space of account syncs (hashed with the account id).
 const LOCK_PREFIX: &str = "tradegate.ibkr.sync:";
@@ -51,17 +53,22 @@ fn count(n: u64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Marks a sync run completed with its counts.
+/// Marks a sync run completed with its counts, the executions it refused and its warnings.
 pub async fn complete_sync_run(
     client: &impl GenericClient,
     id: i64,
     counts: &SyncCounts,
+    rejected: &[RejectedExecution],
+    warnings: &[String],
 ) -> Result<(), StoreError> {
+    let rejected = Json(rejected);
     client
         .execute(
             "UPDATE sync_runs SET status = 'completed', finished_at = clock_timestamp(), \
                  fetched_count = $2, inserted_count = $3, updated_count = $4, \
-                 canonical_changes_count = $5, touched_trades_count = $6 \
+                 canonical_changes_count = $5, touched_trades_count = $6, rejected_count = $7, \
+                 rejected_executions = $8, unrecognised_exec_ids_count = $9, \
+                 late_commissions_count = $10, warnings = $11 \
              WHERE id = $1",
             &[
                 &id,
@@ -70,6 +77,11 @@ pub async fn complete_sync_run(
                 &count(counts.updated_executions_count),
                 &count(counts.canonical_changes_count),
                 &count(counts.touched_trades_count),
+                &count(counts.rejected_executions_count),
+                &rejected,
+                &count(counts.unrecognised_exec_ids_count),
+                &count(counts.late_commissions_count),
+                &warnings,
             ],
         )
         .await
@@ -329,6 +341,33 @@ pub async fn stage_stored(
     Ok(())
 }
 
+/// The commission report of a fetch is kept from the stored row when the fetch has none, or one
+/// without a commission while the stored row has one: a re-fetch in which the report has not
+/// arrived (it trails its execution, the session is no master, TWS restarted) never clears
+/// what was stored.
+const KEEP_STORED_REPORT: &str = "(NOT (s.raw ? 'commission_report') \
+    OR (s.commission IS NULL AND f.commission IS NOT NULL))";
+
+/// [`FILL_DATA`] as a fetched fill (`s`) stores over the stored one (`f`): the fetched values,
+/// with the stored commission report where [`KEEP_STORED_REPORT`] says so.
+fn merged_fill_data() -> String {
+    FILL_DATA
+        .split(", ")
+        .map(|c| match c {
+            "commission" | "commission_currency" | "realized_pnl" => {
+                format!("CASE WHEN {KEEP_STORED_REPORT} THEN f.{c} ELSE s.{c} END")
+            }
+            "raw" => format!(
+                "CASE WHEN {KEEP_STORED_REPORT} AND f.raw ? 'commission_report' \
+                      THEN jsonb_set(s.raw, '{{commission_report}}', f.raw -> 'commission_report') \
+                      ELSE s.raw END"
+            ),
+            other => format!("s.{other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The batch positions of staged fills whose broker data differs from the stored row's.
 pub async fn changed_staged(tx: &Transaction<'_>) -> Result<Vec<i32>, StoreError> {
     let rows = tx
@@ -338,7 +377,7 @@ pub async fn changed_staged(tx: &Transaction<'_>) -> Result<Vec<i32>, StoreError
                    ON f.account_id = s.account_id AND f.exec_id = s.exec_id \
                  WHERE ({f}) IS DISTINCT FROM ({s}) ORDER BY s.ord",
                 f = prefixed("f", FILL_DATA),
-                s = prefixed("s", FILL_DATA),
+                s = merged_fill_data(),
             ),
             &[],
         )
@@ -619,13 +658,108 @@ pub async fn update_changed_fills(
                    FROM upd WHERE $2::bigint IS NOT NULL \
                    ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
                  SELECT count(*) FROM upd",
-                staged = prefixed("s", FILL_DATA),
+                staged = merged_fill_data(),
             ),
             &[&fetched_at, &ingestion_run, &ords, &trade_ids],
         )
         .await
         .map_err(StoreError::new("updating changed fills"))?;
     Ok(row.get::<_, i64>(0).unsigned_abs())
+}
+
+/// A commission report that came apart from its execution, for [`apply_late_commissions`].
+#[derive(Debug)]
+pub struct LateCommission<'a> {
+    /// The execution it belongs to
+    pub exec_id: &'a str,
+    /// The commission, if TWS knew it
+    pub commission: Option<Decimal>,
+    /// Its currency (empty: none)
+    pub currency: &'a str,
+    /// Realized P&L, if known
+    pub realized_pnl: Option<Decimal>,
+    /// The report as the raw record holds it
+    pub record: &'a serde_json::value::RawValue,
+}
+
+/// What [`apply_late_commissions`] did.
+#[derive(Debug, Default)]
+pub struct LateApplied {
+    /// Fills whose report changed
+    pub updated: u64,
+    /// Their parents (to recompute)
+    pub trades: Vec<i64>,
+    /// The exec ids of `account` the reports named (changed or not)
+    pub matched: Vec<String>,
+}
+
+/// Gives stored fills of `account` the commission reports that came apart from their execution
+/// (a report after the end marker of an earlier request, or one TWS pushed). A report without a
+/// commission never clears a stored one; each changed fill is recorded as updated in run
+/// `ingestion_run`.
+pub async fn apply_late_commissions(
+    tx: &Transaction<'_>,
+    account: &str,
+    reports: &[LateCommission<'_>],
+    fetched_at: DateTime<Utc>,
+    ingestion_run: Option<i64>,
+) -> Result<LateApplied, StoreError> {
+    if reports.is_empty() {
+        return Ok(LateApplied::default());
+    }
+    let ids: Vec<&str> = reports.iter().map(|r| r.exec_id).collect();
+    let commissions: Vec<Option<Decimal>> = reports.iter().map(|r| r.commission).collect();
+    let currencies: Vec<Option<&str>> = reports.iter().map(|r| empty_to_none(r.currency)).collect();
+    let pnls: Vec<Option<Decimal>> = reports.iter().map(|r| r.realized_pnl).collect();
+    let records: Vec<Json<&serde_json::value::RawValue>> =
+        reports.iter().map(|r| Json(r.record)).collect();
+    let row = tx
+        .query_one(
+            "WITH r AS ( \
+               SELECT DISTINCT ON (exec_id) * FROM unnest($2::text[], $3::numeric[], $4::text[], \
+                   $5::numeric[], $6::jsonb[]) WITH ORDINALITY \
+                   AS r (exec_id, commission, currency, realized_pnl, report, n) \
+               ORDER BY exec_id, n DESC), \
+             upd AS ( \
+               UPDATE broker_fills f SET commission = r.commission, \
+                   commission_currency = r.currency, realized_pnl = r.realized_pnl, \
+                   raw = jsonb_set(f.raw, '{commission_report}', r.report), fetched_at = $7, \
+                   updated_at = clock_timestamp() \
+               FROM r WHERE f.account_id = $1 AND f.exec_id = r.exec_id \
+                 AND NOT (f.commission IS NOT NULL AND r.commission IS NULL) \
+                 AND (f.commission, f.commission_currency, f.realized_pnl, \
+                      f.raw -> 'commission_report') \
+                     IS DISTINCT FROM (r.commission, r.currency, r.realized_pnl, r.report) \
+               RETURNING f.id, f.trade_id, f.symbol, f.executed_at), \
+             rec AS ( \
+               INSERT INTO data_ingestion_run_records \
+                   (data_ingestion_run_id, record_type, record_id, operation, symbol, \
+                    occurred_at) \
+               SELECT $8::bigint, 'broker_fill', id::text, 'updated', symbol, executed_at \
+               FROM upd WHERE $8::bigint IS NOT NULL \
+               ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING) \
+             SELECT (SELECT count(*) FROM upd), \
+                    (SELECT coalesce(array_agg(DISTINCT trade_id), '{}') FROM upd), \
+                    (SELECT coalesce(array_agg(f.exec_id), '{}') FROM broker_fills f \
+                     JOIN r ON f.account_id = $1 AND f.exec_id = r.exec_id)",
+            &[
+                &account,
+                &ids,
+                &commissions,
+                &currencies,
+                &pnls,
+                &records,
+                &fetched_at,
+                &ingestion_run,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("applying late commission reports"))?;
+    Ok(LateApplied {
+        updated: row.get::<_, i64>(0).unsigned_abs(),
+        trades: row.get(1),
+        matched: row.get(2),
+    })
 }
 
 /// Recomputes the aggregates of trades `ids` from their canonical fills.
@@ -679,7 +813,8 @@ pub async fn record_trades(
          SELECT $1, 'broker_trade', t.id::text, \
                 CASE WHEN t.id = ANY($3) THEN 'created' ELSE 'updated' END, t.symbol, \
                 t.last_executed_at \
-         FROM broker_trades t WHERE t.id = ANY($2)",
+         FROM broker_trades t WHERE t.id = ANY($2) \
+         ON CONFLICT (record_type, record_id, data_ingestion_run_id) DO NOTHING",
         &[&run, &ids, &created],
     )
     .await

@@ -411,12 +411,13 @@ pub fn normalize_all(
         .iter()
         .map(|c| (c.exec_id.as_str(), c))
         .collect();
-    let one = |chunk: &[Execution]| -> Vec<Result<NewFill, RejectedExecution>> {
+    let one = |chunk: &[Execution]| -> Vec<Result<NewFill, Box<RejectedExecution>>> {
         chunk
             .iter()
             .map(|e| {
                 let commission = by_exec.get(e.exec_id.as_str()).copied();
-                normalize(e, commission, login_zone).map_err(|error| rejected(e, commission, error))
+                normalize(e, commission, login_zone)
+                    .map_err(|error| Box::new(rejected(e, commission, error)))
             })
             .collect()
     };
@@ -424,7 +425,7 @@ pub fn normalize_all(
         .map_or(1, usize::from)
         .min(executions.len() / PER_THREAD)
         .max(1);
-    let parts: Vec<Vec<Result<NewFill, RejectedExecution>>> = if threads == 1 {
+    let parts: Vec<Vec<Result<NewFill, Box<RejectedExecution>>>> = if threads == 1 {
         vec![one(executions)]
     } else {
         let chunk = executions.len().div_ceil(threads);
@@ -450,7 +451,7 @@ pub fn normalize_all(
     for result in parts.into_iter().flatten() {
         match result {
             Ok(fill) => out.fills.push(fill),
-            Err(r) => out.rejected.push(r),
+            Err(r) => out.rejected.push(*r),
         }
     }
     out.unrecognised_exec_ids = executions

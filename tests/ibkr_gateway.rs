@@ -8,42 +8,18 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tradegate::app::Running;
 use tradegate::config::Config;
 use tradegate::sim::tws::{Fault, Scenario, spawn};
-use tradegate_actors::ibkr_syncer::tws::{CommissionReport, Contract, Execution, TwsTime};
+use tradegate_actors::ibkr_syncer::tws::{CommissionReport, Execution};
 use tradegate_actors::store::jobs;
 
 use common::{TestDb, scratch_dir, wait_until};
 
-fn execution(exec_id: &str, account: &str, perm_id: i64, shares: i64, cents: i64) -> Execution {
-    let at = Utc::now() - chrono::Duration::hours(3);
-    Execution {
-        order_id: 3,
-        contract: Contract {
-            symbol: "MSFT".into(),
-            sec_type: "STK".into(),
-            currency: "USD".into(),
-            ..Contract::default()
-        },
-        exec_id: exec_id.into(),
-        time: TwsTime::parse(&at.format("%Y%m%d %H:%M:%S UTC").to_string()).unwrap(),
-        account: account.into(),
-        exchange: "ISLAND".into(),
-        side: "SLD".into(),
-        shares: Decimal::from(shares),
-        price: Decimal::new(cents, 2),
-        perm_id,
-        client_id: 1,
-        cum_qty: Decimal::from(shares),
-        avg_price: Decimal::new(cents, 2),
-        ..Execution::default()
-    }
-}
+use common::ibkr::msft_sale as execution;
 
 fn with_commission(e: Execution) -> (Execution, Option<CommissionReport>) {
     let report = CommissionReport {

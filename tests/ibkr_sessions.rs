@@ -9,8 +9,6 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::Utc;
-use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tradegate::app::Running;
@@ -18,33 +16,12 @@ use tradegate::config::Config;
 use tradegate::sim::tws::{Scenario, SharedScenario, spawn};
 use tradegate_actors::ibkr_syncer::IbkrGateway;
 use tradegate_actors::ibkr_syncer::client::TwsSession;
-use tradegate_actors::ibkr_syncer::tws::{Contract, Execution, TwsTime};
+use tradegate_actors::ibkr_syncer::tws::Execution;
 
 use common::{TestDb, scratch_dir, wait_until};
 
 fn execution(exec_id: &str, account: &str, perm_id: i64) -> Execution {
-    let at = Utc::now() - chrono::Duration::hours(3);
-    Execution {
-        order_id: 3,
-        contract: Contract {
-            symbol: "MSFT".into(),
-            sec_type: "STK".into(),
-            currency: "USD".into(),
-            ..Contract::default()
-        },
-        exec_id: exec_id.into(),
-        time: TwsTime::parse(&at.format("%Y%m%d-%H:%M:%S").to_string()).unwrap(),
-        account: account.into(),
-        exchange: "ISLAND".into(),
-        side: "SLD".into(),
-        shares: Decimal::from(4),
-        price: Decimal::new(41_000, 2),
-        perm_id,
-        client_id: 1,
-        cum_qty: Decimal::from(4),
-        avg_price: Decimal::new(41_000, 2),
-        ..Execution::default()
-    }
+    common::ibkr::msft_sale(exec_id, account, perm_id, 4, 41_000)
 }
 
 async fn tws(accounts: &[&str], executions: Vec<Execution>) -> (SharedScenario, SocketAddr) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod ibkr;
 pub mod orders;
 pub mod pgproxy;
 pub mod python;

@@ -2,12 +2,15 @@
 //! server's unix socket, and on command refuses connections ("database down") or cuts a
 //! connection right after the server has answered a COMMIT, or an autocommitted prepared
 //! statement, so the client never learns that its transaction committed ("unknown commit
-//! outcome").
+//! outcome"). It can also add a delay to every round trip (a distant or slow server) and stall: let
+//! connections in and forward requests, but answer nothing after the handshake (a server whose
+//! sessions hang).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -28,6 +31,8 @@ struct Switches {
     cut_statement: Arc<Mutex<Option<String>>>,
     cuts: Arc<AtomicU32>,
     open: Arc<AtomicUsize>,
+    latency_us: Arc<AtomicU64>,
+    stalled: Arc<AtomicBool>,
 }
 
 /// Counts a connection open while it lives.
@@ -50,6 +55,8 @@ impl PgProxy {
             cut_statement: Arc::new(Mutex::new(None)),
             cuts: Arc::new(AtomicU32::new(0)),
             open: Arc::new(AtomicUsize::new(0)),
+            latency_us: Arc::new(AtomicU64::new(0)),
+            stalled: Arc::new(AtomicBool::new(false)),
         };
         let (down, down_rx) = watch::channel(false);
         {
@@ -121,10 +128,41 @@ impl PgProxy {
         assert!(closed.is_some(), "the proxy kept connections open");
     }
 
+    /// Delays each round trip (every simple query and every Sync) by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.switches.latency_us.store(micros, Ordering::SeqCst);
+    }
+
+    /// Stalled: connections are accepted and their handshake answered, requests reach the
+    /// server, but no answer after the handshake reaches the client (answers are dropped).
+    /// A client that closes its socket meanwhile is seen to close.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.switches.stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    /// Connections open through the proxy now.
+    pub fn open_connections(&self) -> usize {
+        self.switches.open.load(Ordering::SeqCst)
+    }
+
     /// How many connections were cut after a COMMIT.
     pub fn cuts(&self) -> u32 {
         self.switches.cuts.load(Ordering::SeqCst)
     }
+}
+
+/// Whether the server messages in `bytes` (from the first) include a ReadyForQuery.
+fn has_ready_for_query(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while bytes.len() >= at + 5 {
+        if bytes[at] == b'Z' {
+            return true;
+        }
+        let len = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]);
+        at += 1 + len as usize;
+    }
+    false
 }
 
 /// The NUL-terminated string at the start of `bytes`, and what follows it.
@@ -144,6 +182,8 @@ async fn proxy_connection(
         cut_next_commit,
         cut_statement,
         cuts,
+        latency_us,
+        stalled,
         ..
     } = switches;
     let Ok(server) = UnixStream::connect(&socket).await else {
@@ -197,6 +237,10 @@ async fn proxy_connection(
                         cutting.store(true, Ordering::SeqCst);
                     }
                 }
+                let latency = latency_us.load(Ordering::SeqCst);
+                if latency > 0 && matches!(header[0], b'Q' | b'S') {
+                    tokio::time::sleep(Duration::from_micros(latency)).await;
+                }
                 server_write.write_all(&header).await?;
                 server_write.write_all(&body).await?;
             }
@@ -207,10 +251,20 @@ async fn proxy_connection(
     let downstream = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         let mut withheld: Vec<u8> = Vec::new();
+        // the handshake ends with the first ReadyForQuery; a stall holds back what follows
+        let mut handshake_done = false;
+        let mut handshake: Vec<u8> = Vec::new();
         loop {
             let n = server_read.read(&mut buffer).await?;
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
+            }
+            if handshake_done && stalled.load(Ordering::SeqCst) {
+                continue;
+            }
+            if !handshake_done {
+                handshake.extend_from_slice(&buffer[..n]);
+                handshake_done = has_ready_for_query(&handshake);
             }
             if !cutting.load(Ordering::SeqCst) {
                 client_write.write_all(&buffer[..n]).await?;

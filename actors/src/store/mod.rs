@@ -83,15 +83,64 @@ pub async fn connect(
     conninfo: &str,
     timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    Ok(connect_with_task(conninfo, timeout).await?.0)
+}
+
+async fn connect_with_task(
+    conninfo: &str,
+    timeout: std::time::Duration,
+) -> Result<(tokio_postgres::Client, tokio::task::AbortHandle), tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = conninfo.parse()?;
     config.connect_timeout(timeout);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
         }
-    });
-    Ok(client)
+    })
+    .abort_handle();
+    Ok((client, task))
+}
+
+/// A connection that is closed when this value is dropped, even with a request in flight.
+///
+/// Dropping a plain [`tokio_postgres::Client`] leaves its connection task waiting for the
+/// answers still owed, forever on a server that has stopped answering; a writer that drops
+/// connections on a timeout would then pile sockets (and server sessions) up. This one aborts
+/// the task, which closes the socket.
+#[derive(Debug)]
+pub struct OwnedClient {
+    /// The client
+    pub client: tokio_postgres::Client,
+    task: tokio::task::AbortHandle,
+}
+
+impl std::ops::Deref for OwnedClient {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for OwnedClient {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+impl Drop for OwnedClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects like [`connect`]; the socket closes when the returned value is dropped.
+pub async fn connect_owned(
+    conninfo: &str,
+    timeout: std::time::Duration,
+) -> Result<OwnedClient, tokio_postgres::Error> {
+    let (client, task) = connect_with_task(conninfo, timeout).await?;
+    Ok(OwnedClient { client, task })
 }
 
 /// A trivial round trip, used by health checks.

@@ -6,8 +6,9 @@
 //! corrupt line anywhere else quarantines the whole file (kept for inspection) while its intact
 //! lines are still replayed. The directory is locked so that one writer owns it.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -27,6 +28,89 @@ pub struct SpillRead {
     pub corrupt: Vec<(usize, String)>,
 }
 
+/// A spill file read a few events at a time (a 64 MiB file is never held whole), sorting its
+/// lines as [`SpillRead`] does; what was wrong is known once it is read to the end.
+#[derive(Debug)]
+pub struct SpillReader {
+    reader: BufReader<File>,
+    line: usize,
+    finished: bool,
+    /// The torn last line, if the file ended mid-line with a bad checksum
+    pub torn: Option<String>,
+    /// Corrupt complete lines: (1-based line number, text)
+    pub corrupt: Vec<(usize, String)>,
+    /// Intact events read so far
+    pub intact: usize,
+    /// Local timestamps of the first and the last intact event read so far
+    pub first_local_ts_us: Option<i64>,
+    /// See `first_local_ts_us`
+    pub last_local_ts_us: Option<i64>,
+}
+
+impl SpillReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<Self, SpillError> {
+        let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(SpillError::Io {
+                context: format!("reading {}", path.display()),
+                source: std::io::Error::other("is a directory"),
+            });
+        }
+        Ok(Self {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            line: 0,
+            finished: false,
+            torn: None,
+            corrupt: Vec::new(),
+            intact: 0,
+            first_local_ts_us: None,
+            last_local_ts_us: None,
+        })
+    }
+
+    /// Whether the whole file has been read.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Up to `max` more intact events; none once the file is read to the end.
+    pub fn next_events(&mut self, max: usize) -> Result<Vec<TradeLogEvent>, SpillError> {
+        let mut events = Vec::new();
+        let mut line = Vec::new();
+        while events.len() < max && !self.finished {
+            line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(io_err("reading a spill file"))?;
+            if n == 0 {
+                self.finished = true;
+                break;
+            }
+            self.line += 1;
+            let complete = line.last() == Some(&b'\n');
+            let text = if complete { &line[..n - 1] } else { &line[..] };
+            match decode_line(text) {
+                Some(event) => {
+                    self.intact += 1;
+                    self.first_local_ts_us.get_or_insert(event.local_ts_us);
+                    self.last_local_ts_us = Some(event.local_ts_us);
+                    events.push(event);
+                }
+                None if complete => self
+                    .corrupt
+                    .push((self.line, String::from_utf8_lossy(text).into_owned())),
+                None => self.torn = Some(String::from_utf8_lossy(text).into_owned()),
+            }
+            if !complete {
+                self.finished = true;
+            }
+        }
+        Ok(events)
+    }
+}
+
 /// The spill directory owned by one writer.
 #[derive(Debug)]
 pub struct SpillStore {
@@ -34,6 +118,9 @@ pub struct SpillStore {
     max_file_bytes: u64,
     active: Option<(PathBuf, File, u64)>,
     seq: u64,
+    /// Files that could not be read, quarantined or removed: skipped until the next start, so
+    /// that one bad file neither holds back the newer ones nor keeps a flush spinning
+    set_aside: HashSet<PathBuf>,
     _lock: File,
 }
 
@@ -82,6 +169,7 @@ impl SpillStore {
             max_file_bytes: max_file_bytes.max(1),
             active: None,
             seq: 0,
+            set_aside: HashSet::new(),
             _lock: lock,
         })
     }
@@ -162,13 +250,24 @@ impl SpillStore {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(SPILL_PREFIX) && n.ends_with(SPILL_SUFFIX))
             })
-            .filter(|p| Some(p) != active.as_ref())
+            .filter(|p| Some(p) != active.as_ref() && !self.set_aside.contains(p))
             .collect();
         files.sort();
         Ok(files)
     }
 
-    /// How many spill files (closed or active) wait for replay.
+    /// Skips `path` from now on (until the next start): it cannot be read, or it was replayed
+    /// but cannot be removed.
+    pub fn set_aside(&mut self, path: &Path) {
+        self.set_aside.insert(path.to_path_buf());
+    }
+
+    /// How many files were set aside.
+    pub fn set_aside_files(&self) -> usize {
+        self.set_aside.len()
+    }
+
+    /// How many spill files (closed or active) wait for replay, not counting those set aside.
     pub fn pending_files(&self) -> usize {
         self.closed_files().map_or(0, |f| f.len()) + usize::from(self.active.is_some())
     }
@@ -189,59 +288,47 @@ impl SpillStore {
 
     /// Reads a spill file, sorting its lines into intact events, a torn tail and corrupt lines.
     pub fn read(path: &Path) -> Result<SpillRead, SpillError> {
-        let mut file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_err(format!("reading {}", path.display())))?;
-        let mut read = SpillRead::default();
-        let ends_with_newline = bytes.last() == Some(&b'\n');
-        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-        // split leaves an empty tail after a final newline
-        let count = if ends_with_newline {
-            lines.len() - 1
-        } else {
-            lines.len()
-        };
-        for (i, line) in lines.iter().take(count).enumerate() {
-            if line.is_empty() && i + 1 == count && !ends_with_newline {
-                continue;
+        let mut reader = SpillReader::open(path)?;
+        let mut events = Vec::new();
+        loop {
+            let more = reader.next_events(usize::MAX)?;
+            if more.is_empty() {
+                break;
             }
-            match decode_line(line) {
-                Some(event) => read.events.push(event),
-                None => {
-                    let text = String::from_utf8_lossy(line).into_owned();
-                    if i + 1 == count && !ends_with_newline {
-                        read.torn = Some(text);
-                    } else {
-                        read.corrupt.push((i + 1, text));
-                    }
-                }
-            }
+            events.extend(more);
         }
-        Ok(read)
+        Ok(SpillRead {
+            events,
+            torn: reader.torn,
+            corrupt: reader.corrupt,
+        })
     }
 
-    /// Puts what `read` found wrong with `path` aside: a torn tail into `<name>.torn`; a file
+    /// Puts what `reader` found wrong with `path` aside: a torn tail into `<name>.torn`; a file
     /// with corrupt lines is moved whole into the quarantine folder with a report beside it.
     /// Returns where the file went, if it moved.
-    pub fn quarantine(&self, path: &Path, read: &SpillRead) -> Result<Option<PathBuf>, SpillError> {
+    pub fn quarantine(
+        &self,
+        path: &Path,
+        reader: &SpillReader,
+    ) -> Result<Option<PathBuf>, SpillError> {
         let dir = self.quarantine_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "spill".into());
-        if let Some(torn) = &read.torn {
+        if let Some(torn) = &reader.torn {
             let torn_path = dir.join(format!("{name}.torn"));
             write_synced(&torn_path, torn.as_bytes())?;
         }
-        if read.corrupt.is_empty() {
+        if reader.corrupt.is_empty() {
             return Ok(None);
         }
         let report = serde_json::json!({
             "file": name,
-            "intact_events": read.events.len(),
-            "corrupt_lines": read.corrupt.iter().map(|(n, text)| serde_json::json!({"line": n, "text": text})).collect::<Vec<_>>(),
+            "intact_events": reader.intact,
+            "corrupt_lines": reader.corrupt.iter().map(|(n, text)| serde_json::json!({"line": n, "text": text})).collect::<Vec<_>>(),
         });
         write_synced(
             &dir.join(format!("{name}.report.json")),

@@ -2,7 +2,13 @@
 //! batch in one transaction. A database failure spills the batch to disk (fsynced) and starts
 //! exponential backoff with jitter; meanwhile new batches spill too, so memory stays bounded.
 //! Once the database answers again, spill files are replayed oldest first through the
-//! deduplicating path, and each file is deleted only after its commit.
+//! deduplicating path, in chunks, and each file is deleted only after its last chunk commits.
+//!
+//! No single wait on the database holds the loop for long: a batch's write has [`WRITE_TIMEOUT`],
+//! a connect [`CONNECT_TIMEOUT`], every statement of a replay or of the row isolation its own
+//! deadline, and a replay round stops after [`REPLAY_BUDGET`] (resuming where it stopped). So an
+//! event waits in memory (where a SIGKILL would take it) for at most about one deadline plus one
+//! round before it is committed or fsynced to a spill file.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -14,22 +20,35 @@ use tokio_postgres::Client;
 
 use super::config::{TradeLogConfig, WriteMode};
 use super::handle::{Gap, TradeLog};
-use super::spill::{SpillStore, append_dead_letter};
+use super::spill::{SpillReader, SpillStore, append_dead_letter};
 use crate::domain::{TradeLogEvent, now_us};
-use crate::store::{self, tradelog};
+use crate::store::{self, OwnedClient, tradelog};
 
 /// How often an idle writer checks for recovery and spill files.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 /// Connect timeout of the writer's own connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connect timeout of the second connection: only a speed-up, so it may not wait long.
+const SPARE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a batch's write may take. A write without an answer (a lost COMMIT answer, a
 /// half-open connection) is a failure: the batch is spilled to disk and replayed later through
 /// the deduplicating path, so events never wait in memory, where a SIGKILL would take them,
 /// for longer than this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one round of recovery may replay spill files before the loop takes new events
-/// again (it goes on at the next round): a long backlog never holds new events in memory.
+/// again (it goes on at the next round, where it stopped): a long backlog never holds new
+/// events in memory.
 const REPLAY_BUDGET: Duration = Duration::from_secs(1);
+/// Longest one statement of a replay or of the row isolation may take, for up to
+/// [`ROWS_PER_EXTRA_SECOND`] rows; a second more per as many rows again.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+const ROWS_PER_EXTRA_SECOND: usize = 5_000;
+/// Events replayed per transaction: a spill file of any size is replayed in bounded steps.
+const REPLAY_CHUNK: usize = 5_000;
+/// Gap rows kept, exactly as built, while it is unknown whether a write stored them (a
+/// timed-out write that may have committed, and no spill directory to put them in): they are
+/// written again through the deduplicating path, so a gap is never recorded twice.
+const UNSURE_GAP_ROWS_MAX: usize = 1_000;
 
 /// What the writer has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -60,6 +79,10 @@ pub struct WriterStats {
     pub corrupt_lines: u64,
     /// Spill files moved to quarantine
     pub quarantined_files: u64,
+    /// Spill files skipped until the next start: unreadable, or replayed but not removable
+    pub set_aside_files: usize,
+    /// Batches a row of which the database refused; written again row by row in the replay
+    pub refused_batches: u64,
     /// Spill files waiting for replay
     pub spill_files_pending: usize,
     /// Events held in memory because the spill directory failed
@@ -96,12 +119,15 @@ enum Failure {
     CopyUnsupported,
 }
 
-/// A failed write: a database error, or no connection at all.
+/// A failed write: a database error, no connection at all, no answer in time, or a row the
+/// database refuses (the batch is then spilled and isolated by the replay, where it cannot hold
+/// anything else back).
 #[derive(Debug)]
 enum WriteError {
     Db(tokio_postgres::Error),
     NotConnected,
     TimedOut,
+    Refused(String),
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -114,14 +140,45 @@ impl WriteError {
     fn sqlstate(&self) -> Option<String> {
         match self {
             Self::Db(e) => e.as_db_error().map(|db| db.code().code().to_string()),
-            Self::NotConnected | Self::TimedOut => None,
+            Self::NotConnected | Self::TimedOut | Self::Refused(_) => None,
+        }
+    }
+
+    /// Whether the write may have been stored although it reported a failure.
+    fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::TimedOut => true,
+            Self::Db(e) => e.as_db_error().is_none(),
+            Self::NotConnected | Self::Refused(_) => false,
         }
     }
 }
 
+/// `future` with a deadline: no answer in `limit` is [`WriteError::TimedOut`].
+async fn within<T, E>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, WriteError>
+where
+    WriteError: From<E>,
+{
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(WriteError::from),
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
+/// The deadline of one statement over `rows` rows.
+fn statement_limit(rows: usize) -> Duration {
+    STATEMENT_TIMEOUT
+        + Duration::from_secs(u64::try_from(rows / ROWS_PER_EXTRA_SECOND).unwrap_or(u64::MAX))
+}
+
 fn classify(e: &WriteError) -> Failure {
-    let WriteError::Db(e) = e else {
-        return Failure::Transient;
+    let e = match e {
+        WriteError::Db(e) => e,
+        WriteError::Refused(_) => return Failure::Poison,
+        WriteError::NotConnected | WriteError::TimedOut => return Failure::Transient,
     };
     let Some(db) = e.as_db_error() else {
         return Failure::Transient;
@@ -143,7 +200,8 @@ fn describe(e: &WriteError) -> String {
     match e {
         WriteError::Db(e) => store::describe(e),
         WriteError::NotConnected => "not connected".into(),
-        WriteError::TimedOut => format!("no answer within {WRITE_TIMEOUT:?}"),
+        WriteError::TimedOut => "no answer in time".into(),
+        WriteError::Refused(why) => format!("a row was refused: {why}"),
     }
 }
 
@@ -169,17 +227,30 @@ impl GapReason {
     }
 }
 
+/// A spill file part way through its replay: read a chunk at a time; `pending` is the chunk
+/// read and not yet settled.
+struct Replaying {
+    path: std::path::PathBuf,
+    reader: SpillReader,
+    pending: Vec<TradeLogEvent>,
+}
+
 pub(crate) struct Worker {
     log: TradeLog,
     config: TradeLogConfig,
     conninfo: String,
-    client: Option<Client>,
+    client: Option<OwnedClient>,
     /// A second connection, so that a large batch is written as two concurrent halves
-    spare: Option<Client>,
+    spare: Option<OwnedClient>,
     mode: WriteMode,
     spill: SpillStore,
     memory: VecDeque<TradeLogEvent>,
     gaps: Vec<(Gap, GapReason)>,
+    unsure_gap_rows: Vec<TradeLogEvent>,
+    /// The spill file being replayed, read once, and how many of its events are settled
+    replaying: Option<Replaying>,
+    /// Counts steps of recovery that settled something (a chunk, a file, the memory buffer)
+    progress: u64,
     failures_in_a_row: u32,
     retry_at: Option<Instant>,
     known_days: HashSet<NaiveDate>,
@@ -206,6 +277,9 @@ impl Worker {
             spill,
             memory: VecDeque::new(),
             gaps: Vec::new(),
+            unsure_gap_rows: Vec::new(),
+            replaying: None,
+            progress: 0,
             failures_in_a_row: 0,
             retry_at: None,
             known_days: HashSet::new(),
@@ -231,8 +305,8 @@ impl Worker {
                 continue;
             }
             // a backlog being replayed is served even while batches come (they spill behind it)
-            if (self.batch.is_empty() || self.retry_at.is_some())
-                && self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY
+            if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY
+                && (self.batch.is_empty() || self.retry_at.is_some() || self.has_backlog())
             {
                 self.housekeeping().await;
                 self.last_housekeeping = Instant::now();
@@ -352,19 +426,28 @@ impl Worker {
                 written.unwrap_or((Err(WriteError::TimedOut), Err(WriteError::TimedOut)));
             let mut unsaved: &[TradeLogEvent] = &[];
             let mut gaps_saved = true;
+            let mut gaps_unsure = false;
             match (first_result, second_result) {
                 (Ok(_), Ok(_)) => {}
                 (Err(e), second_result) => {
-                    self.database_failed(&e, "writing a batch");
+                    self.write_failed(&e);
                     gaps_saved = false;
-                    unsaved = if second_result.is_ok() {
-                        first
-                    } else {
-                        &rows[..]
+                    gaps_unsure = e.outcome_unknown();
+                    unsaved = match second_result {
+                        Ok(_) => first,
+                        Err(second_error) => {
+                            // one failure of the database counts once
+                            if matches!(e, WriteError::Refused(_))
+                                || matches!(second_error, WriteError::Refused(_))
+                            {
+                                self.write_failed(&second_error);
+                            }
+                            &rows[..]
+                        }
                     };
                 }
                 (Ok(_), Err(e)) => {
-                    self.database_failed(&e, "writing a batch");
+                    self.write_failed(&e);
                     unsaved = second;
                 }
             }
@@ -384,8 +467,12 @@ impl Worker {
                 return;
             }
             let unsaved = unsaved.to_vec();
-            if self.spill_or_buffer(&unsaved[gaps.len()..], &unsaved[..gaps.len()]) {
+            let (gap_rows, events) = unsaved.split_at(gaps.len());
+            if self.spill_or_buffer(events, gap_rows) {
                 self.stats.gap_rows += gaps.len() as u64;
+            } else if gaps_unsure && self.unsure_gap_rows.len() < UNSURE_GAP_ROWS_MAX {
+                // they may be stored already: keep them as they are, to be deduplicated
+                self.unsure_gap_rows.extend_from_slice(gap_rows);
             } else {
                 for (gap, reason) in gaps {
                     self.add_gap(gap, reason);
@@ -413,6 +500,18 @@ impl Worker {
 
     fn database_usable(&self) -> bool {
         self.client.as_ref().is_some_and(|c| !c.is_closed()) && self.retry_at.is_none()
+    }
+
+    /// A batch's write failed: a refused row is not the database's failure (the batch is
+    /// spilled and its rows isolated by the replay), anything else is.
+    fn write_failed(&mut self, error: &WriteError) {
+        if let WriteError::Refused(why) = error {
+            self.stats.refused_batches += 1;
+            metrics::counter!("tradegate_tradelog_refused_batches_total").increment(1);
+            tracing::warn!(error = %why, "trade-log writer: the database refused a row of a batch; the batch is spilled and its rows written one by one by the replay");
+        } else {
+            self.database_failed(error, "writing a batch");
+        }
     }
 
     fn database_failed(&mut self, error: &WriteError, doing: &str) {
@@ -511,7 +610,8 @@ impl Worker {
         if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(());
         }
-        let client = store::connect(&self.conninfo, CONNECT_TIMEOUT).await?;
+        self.client = None;
+        let client = store::connect_owned(&self.conninfo, CONNECT_TIMEOUT).await?;
         self.client = Some(client);
         Ok(())
     }
@@ -535,28 +635,55 @@ impl Worker {
         !self.memory.is_empty() || self.spill.pending_files() > 0
     }
 
-    /// Recovers round after round until the backlog is written or the database fails.
+    /// Recovers round after round until the backlog is written, the database fails, or a
+    /// round settles nothing (a file that can be neither read nor removed is set aside, so
+    /// this cannot spin).
     async fn recover_all(&mut self) {
         loop {
+            let before = self.progress;
             self.recover().await;
             let failed =
                 self.retry_at.is_some_and(|t| t > Instant::now()) || !self.stats.database_ok;
-            if failed || !self.has_backlog() {
+            if failed || !self.has_backlog() || self.progress == before {
                 return;
             }
             self.retry_at = None;
         }
     }
 
-    /// Reconnects and replays the spill files (oldest first) and the memory buffer, for at
-    /// most [`REPLAY_BUDGET`] per call: files left over wait for the next round, and until the
+    /// Ends a recovery round early with work left: the database is fine, and until the
     /// backlog is done new batches are spilled behind it (on disk, never held in memory).
+    fn pause_recovery(&mut self) {
+        self.failures_in_a_row = 0;
+        self.stats.database_ok = true;
+        self.retry_at = Some(Instant::now());
+    }
+
+    /// Reconnects and replays, in chunks, the gap rows of unknown outcome, the spill files
+    /// (oldest first) and the memory buffer, for about [`REPLAY_BUDGET`] per call: what is left
+    /// waits for the next round, which resumes where this one stopped.
     async fn recover(&mut self) {
         if let Err(e) = self.connect().await {
             self.database_failed(&e, "reconnecting");
             return;
         }
         let budget = Instant::now() + REPLAY_BUDGET;
+        if !self.unsure_gap_rows.is_empty() {
+            let rows = std::mem::take(&mut self.unsure_gap_rows);
+            match self.replay_all(&rows, budget).await {
+                Ok(settled) if settled == rows.len() => self.progress += 1,
+                Ok(settled) => {
+                    self.unsure_gap_rows = rows[settled..].to_vec();
+                    self.pause_recovery();
+                    return;
+                }
+                Err((settled, e)) => {
+                    self.unsure_gap_rows = rows[settled..].to_vec();
+                    self.database_failed(&e, "writing gap rows");
+                    return;
+                }
+            }
+        }
         self.spill.close_active();
         let files = match self.spill.closed_files() {
             Ok(files) => files,
@@ -565,36 +692,80 @@ impl Worker {
                 Vec::new()
             }
         };
-        for path in files {
-            let read = match SpillStore::read(&path) {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::error!(error = %e, "trade-log writer: cannot read a spill file; it stays for the next attempt");
-                    continue;
-                }
+        'files: for path in files {
+            let mut current = match self.replaying.take() {
+                Some(current) if current.path == path => current,
+                _ => match SpillReader::open(&path) {
+                    Ok(reader) => Replaying {
+                        path: path.clone(),
+                        reader,
+                        pending: Vec::new(),
+                    },
+                    Err(e) => {
+                        self.set_aside(&path, &e.to_string());
+                        continue;
+                    }
+                },
             };
-            if !read.events.is_empty()
-                && let Err(e) = self.replay(&read.events).await
-            {
-                self.database_failed(&e, "replaying a spill file");
-                return;
+            loop {
+                if current.pending.is_empty() {
+                    match current.reader.next_events(REPLAY_CHUNK) {
+                        Ok(events) if events.is_empty() => break,
+                        Ok(events) => current.pending = events,
+                        Err(e) => {
+                            // what was replayed of it is stored; a restart replays it again
+                            self.set_aside(&path, &e.to_string());
+                            continue 'files;
+                        }
+                    }
+                }
+                let (settled, failure) = match self.replay_all(&current.pending, budget).await {
+                    Ok(settled) => (settled, None),
+                    Err((settled, e)) => (settled, Some(e)),
+                };
+                current.pending.drain(..settled);
+                if settled > 0 {
+                    self.progress += 1;
+                }
+                if let Some(e) = failure {
+                    self.replaying = Some(current);
+                    self.database_failed(&e, "replaying a spill file");
+                    return;
+                }
+                if Instant::now() >= budget
+                    && !(current.pending.is_empty() && current.reader.finished())
+                {
+                    self.replaying = Some(current);
+                    self.pause_recovery();
+                    return;
+                }
             }
-            self.after_replay(&path, &read);
+            self.after_replay(&current.path, &current.reader);
+            self.progress += 1;
             if Instant::now() >= budget && self.spill.pending_files() > 0 {
-                // the rest at the next round; new batches spill meanwhile
-                self.failures_in_a_row = 0;
-                self.stats.database_ok = true;
-                self.retry_at = Some(Instant::now());
+                self.pause_recovery();
                 return;
             }
         }
-        if !self.memory.is_empty() {
-            let buffered: Vec<TradeLogEvent> = self.memory.iter().cloned().collect();
-            if let Err(e) = self.replay(&buffered).await {
+        while !self.memory.is_empty() {
+            let buffered: Vec<TradeLogEvent> =
+                self.memory.iter().take(REPLAY_CHUNK).cloned().collect();
+            let result = self.replay_all(&buffered, budget).await;
+            let settled = match &result {
+                Ok(settled) | Err((settled, _)) => *settled,
+            };
+            self.memory.drain(..settled.min(self.memory.len()));
+            if settled > 0 {
+                self.progress += 1;
+            }
+            if let Err((_, e)) = result {
                 self.database_failed(&e, "writing the memory buffer");
                 return;
             }
-            self.memory.clear();
+            if !self.memory.is_empty() && Instant::now() >= budget {
+                self.pause_recovery();
+                return;
+            }
         }
         self.failures_in_a_row = 0;
         self.retry_at = None;
@@ -605,26 +776,67 @@ impl Worker {
         }
     }
 
-    async fn replay(&mut self, events: &[TradeLogEvent]) -> Result<(), WriteError> {
-        // a big file may take a while: a second more per 10,000 events
-        let limit = WRITE_TIMEOUT
-            + Duration::from_secs(u64::try_from(events.len() / 10_000).unwrap_or(u64::MAX));
-        let inserted = tokio::time::timeout(limit, self.write(events, true))
-            .await
-            .unwrap_or(Err(WriteError::TimedOut))?;
+    /// Replays `events` chunk by chunk until done or past `budget`; returns how many are
+    /// settled (stored, found stored, or dead-lettered), a prefix of `events`.
+    async fn replay_all(
+        &mut self,
+        events: &[TradeLogEvent],
+        budget: Instant,
+    ) -> Result<usize, (usize, WriteError)> {
+        let mut settled = 0;
+        while settled < events.len() {
+            let end = (settled + REPLAY_CHUNK).min(events.len());
+            match self.replay_chunk(&events[settled..end], budget).await {
+                Ok(n) => settled += n,
+                Err(e) => return Err((settled, e)),
+            }
+            if Instant::now() >= budget {
+                break;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Writes one chunk through the deduplicating path; a refused row is isolated (within
+    /// `budget`, so a chunk may be settled only in part). Returns how many are settled.
+    async fn replay_chunk(
+        &mut self,
+        events: &[TradeLogEvent],
+        budget: Instant,
+    ) -> Result<usize, WriteError> {
+        let (inserted, settled) = match self.write(events, true).await {
+            Ok(inserted) => (inserted, events.len()),
+            Err(WriteError::Refused(_)) => self.isolate(events, budget).await?,
+            Err(e) => return Err(e),
+        };
+        let duplicates = (settled as u64).saturating_sub(inserted);
         self.stats.replayed += inserted;
-        self.stats.replay_duplicates += events.len() as u64 - inserted.min(events.len() as u64);
+        self.stats.replay_duplicates += duplicates;
         metrics::counter!("tradegate_tradelog_replayed_events_total").increment(inserted);
-        Ok(())
+        Ok(settled)
+    }
+
+    /// Skips a spill file that cannot be read, quarantined or removed until the next start,
+    /// so that it holds back neither the newer files nor a flush.
+    fn set_aside(&mut self, path: &std::path::Path, why: &str) {
+        self.spill.set_aside(path);
+        self.stats.set_aside_files = self.spill.set_aside_files();
+        metrics::gauge!("tradegate_tradelog_spill_files_set_aside")
+            .set(self.stats.set_aside_files as f64);
+        tracing::error!(
+            file = %path.display(),
+            error = %why,
+            "trade-log writer: a spill file is set aside until the next start (its events stay on disk; a replay is deduplicated)"
+        );
     }
 
     /// A file's events are committed: quarantine what was wrong with it and remove it.
-    fn after_replay(&mut self, path: &std::path::Path, read: &super::spill::SpillRead) {
+    fn after_replay(&mut self, path: &std::path::Path, read: &SpillReader) {
         if read.torn.is_some() {
             self.stats.torn_lines += 1;
             metrics::counter!("tradegate_tradelog_spill_torn_lines_total").increment(1);
             tracing::warn!(file = %path.display(), "trade-log spill file ended in a torn line (a crash mid-append); quarantined it");
-            let at = read.events.last().map_or_else(now_us, |e| e.local_ts_us);
+            let at = read.last_local_ts_us.unwrap_or_else(now_us);
             self.add_gap(
                 Gap {
                     count: 1,
@@ -643,11 +855,11 @@ impl Worker {
             tracing::error!(
                 file = %path.display(),
                 corrupt_lines = corrupt,
-                intact_events = read.events.len(),
+                intact_events = read.intact,
                 "trade-log spill file has corrupt lines: its intact events were replayed, the file is quarantined, and a gap row records the loss"
             );
-            let first = read.events.first().map_or_else(now_us, |e| e.local_ts_us);
-            let last = read.events.last().map_or(first, |e| e.local_ts_us);
+            let first = read.first_local_ts_us.unwrap_or_else(now_us);
+            let last = read.last_local_ts_us.unwrap_or(first);
             self.add_gap(
                 Gap {
                     count: corrupt,
@@ -657,17 +869,17 @@ impl Worker {
                 GapReason::SpillCorruptLine,
             );
         }
+        self.stats.replayed_files += 1;
         let moved = match self.spill.quarantine(path, read) {
             Ok(moved) => moved.is_some(),
             Err(e) => {
-                tracing::error!(error = %e, file = %path.display(), "trade-log writer: cannot quarantine a spill file; keeping it in place");
+                self.set_aside(path, &format!("replayed, but cannot be quarantined: {e}"));
                 return;
             }
         };
         if !moved && let Err(e) = self.spill.remove(path) {
-            tracing::error!(error = %e, "trade-log writer: cannot remove a replayed spill file (its replay will be deduplicated)");
+            self.set_aside(path, &format!("replayed, but cannot be removed: {e}"));
         }
-        self.stats.replayed_files += 1;
     }
 
     /// Opens the second connection if it is not open; false if it cannot be (the batch is then
@@ -679,7 +891,9 @@ impl Worker {
         if self.spare.as_ref().is_some_and(|c| !c.is_closed()) {
             return true;
         }
-        self.spare = store::connect(&self.conninfo, CONNECT_TIMEOUT).await.ok();
+        self.spare = store::connect_owned(&self.conninfo, SPARE_CONNECT_TIMEOUT)
+            .await
+            .ok();
         self.spare.is_some()
     }
 
@@ -699,7 +913,12 @@ impl Worker {
         let (Some(main), Some(spare)) = (self.client.as_mut(), self.spare.as_mut()) else {
             return (Err(WriteError::NotConnected), Err(WriteError::NotConnected));
         };
-        let (a, b) = tokio::join!(copy_committed(main, first), copy_committed(spare, second));
+        let (a, b) = tokio::join!(
+            copy_committed(&mut main.client, first),
+            copy_committed(&mut spare.client, second)
+        );
+        // a half refused for its content goes the single-connection way, which retries a
+        // missing partition or a COPY the server refuses and reports a refused row
         let mut settle =
             async |result: Result<u64, WriteError>, half: &[TradeLogEvent]| match result {
                 Err(e) if classify(&e) != Failure::Transient => self.write(half, false).await,
@@ -711,13 +930,18 @@ impl Worker {
     }
 
     /// Writes `events` in one transaction; with `dedupe`, rows already stored are skipped.
-    /// Returns the rows inserted. Refused rows are dead-lettered; only transient failures are
-    /// returned.
+    /// Returns the rows inserted. A missing partition is created and a COPY the server refuses
+    /// becomes INSERT; a row the database refuses is [`WriteError::Refused`], for the caller to
+    /// isolate where that cannot hold new events back.
     async fn write(&mut self, events: &[TradeLogEvent], dedupe: bool) -> Result<u64, WriteError> {
         self.ensure_partitions(events).await?;
         let mut retried_partitions = false;
         loop {
-            let result = self.write_once(events, dedupe).await;
+            let result = within(
+                statement_limit(events.len()),
+                self.write_once(events, dedupe),
+            )
+            .await;
             let Err(e) = result else {
                 return result;
             };
@@ -737,7 +961,7 @@ impl Worker {
                     self.known_days.clear();
                     self.ensure_partitions(events).await?;
                 }
-                _ => return self.isolate(events).await,
+                _ => return Err(WriteError::Refused(describe(&e))),
             }
         }
     }
@@ -761,34 +985,58 @@ impl Worker {
         Ok(inserted)
     }
 
-    /// Writes row by row, each under a savepoint, so one bad row cannot hold back its batch;
-    /// refused rows go to the dead-letter file (after the commit) and a gap row records them.
-    async fn isolate(&mut self, events: &[TradeLogEvent]) -> Result<u64, WriteError> {
+    /// Finds the rows the database refuses by bisection, in order, each part under a
+    /// savepoint and each statement under its own deadline: one bad row among 10,000 costs
+    /// about 30 statements, not 10,000. Refused rows go to the dead-letter file (after the
+    /// commit) and a gap row records them. Stops once past `budget` (having settled at least
+    /// one row); returns (rows inserted, rows settled), the settled rows a prefix of `events`.
+    async fn isolate(
+        &mut self,
+        events: &[TradeLogEvent],
+        budget: Instant,
+    ) -> Result<(u64, usize), WriteError> {
         let mut refused: Vec<(TradeLogEvent, Option<String>, String)> = Vec::new();
         let mut inserted = 0;
+        let mut settled = 0;
         {
             let Some(client) = self.client.as_mut() else {
                 return Err(WriteError::NotConnected);
             };
-            let mut tx = client.transaction().await?;
-            for event in events {
-                let savepoint = tx.savepoint("tradelog_row").await?;
-                match tradelog::insert_events(&savepoint, std::slice::from_ref(event), true).await {
+            let mut tx = within(STATEMENT_TIMEOUT, client.transaction()).await?;
+            // ranges still to do, the next one on top
+            let mut todo = vec![(0, events.len())];
+            while let Some((lo, hi)) = todo.pop() {
+                if settled > 0 && Instant::now() >= budget {
+                    break;
+                }
+                let part = &events[lo..hi];
+                let savepoint = within(STATEMENT_TIMEOUT, tx.savepoint("tradelog_part")).await?;
+                let written = within(
+                    statement_limit(part.len()),
+                    tradelog::insert_events(&savepoint, part, true),
+                )
+                .await;
+                match written {
                     Ok(n) => {
-                        savepoint.commit().await?;
+                        within(STATEMENT_TIMEOUT, savepoint.commit()).await?;
                         inserted += n;
+                        settled = hi;
                     }
+                    Err(e) if classify(&e) == Failure::Transient => return Err(e),
                     Err(e) => {
-                        let e = WriteError::from(e);
-                        if classify(&e) == Failure::Transient {
-                            return Err(e);
+                        within(STATEMENT_TIMEOUT, savepoint.rollback()).await?;
+                        if part.len() == 1 {
+                            refused.push((part[0].clone(), e.sqlstate(), describe(&e)));
+                            settled = hi;
+                        } else {
+                            let mid = lo + part.len() / 2;
+                            todo.push((mid, hi));
+                            todo.push((lo, mid));
                         }
-                        savepoint.rollback().await?;
-                        refused.push((event.clone(), e.sqlstate(), describe(&e)));
                     }
                 }
             }
-            tx.commit().await?;
+            within(STATEMENT_TIMEOUT, tx.commit()).await?;
         }
         for (event, sqlstate, error) in &refused {
             self.stats.dead_letters += 1;
@@ -816,7 +1064,7 @@ impl Worker {
         }
         let refused_events: Vec<TradeLogEvent> = refused.into_iter().map(|(e, _, _)| e).collect();
         self.record_gap(&refused_events, GapReason::DeadLetter);
-        Ok(inserted)
+        Ok((inserted, settled))
     }
 
     /// Creates the partitions of days not seen before.
@@ -832,9 +1080,15 @@ impl Worker {
             return Err(WriteError::NotConnected);
         };
         for day in missing {
-            store::ensure_tradelog_partitions(client, day, 1)
-                .await
-                .map_err(|e| WriteError::Db(e.into_inner()))?;
+            match tokio::time::timeout(
+                STATEMENT_TIMEOUT,
+                store::ensure_tradelog_partitions(&client.client, day, 1),
+            )
+            .await
+            {
+                Ok(result) => result.map_err(|e| WriteError::Db(e.into_inner()))?,
+                Err(_) => return Err(WriteError::TimedOut),
+            };
             self.known_days.insert(day);
         }
         Ok(())
@@ -843,6 +1097,7 @@ impl Worker {
     fn stats(&mut self) -> WriterStats {
         self.stats.spill_files_pending = self.spill.pending_files();
         self.stats.memory_buffered = self.memory.len();
+        self.stats.set_aside_files = self.spill.set_aside_files();
         self.stats.write_mode = match self.mode {
             WriteMode::Copy => "copy".into(),
             WriteMode::Insert => "insert".into(),

@@ -302,7 +302,11 @@ impl Worker {
                 .is_some_and(|t| t.elapsed() >= self.config.batch_max_age());
             if full || aged {
                 self.persist_batch().await;
-                continue;
+                // under constant load a batch is always due: the backlog (a refused batch
+                // spilled for isolation) is still served every round
+                if self.last_housekeeping.elapsed() < HOUSEKEEPING_EVERY {
+                    continue;
+                }
             }
             // a backlog being replayed is served even while batches come (they spill behind it)
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY
@@ -611,7 +615,13 @@ impl Worker {
             return Ok(());
         }
         self.client = None;
-        let client = store::connect_owned(&self.conninfo, CONNECT_TIMEOUT).await?;
+        // tokio-postgres's connect timeout covers the socket, not the start-up exchange: a
+        // server that accepts and then says nothing is given up on here
+        let client = within(
+            CONNECT_TIMEOUT,
+            store::connect_owned(&self.conninfo, CONNECT_TIMEOUT),
+        )
+        .await?;
         self.client = Some(client);
         Ok(())
     }
@@ -693,8 +703,10 @@ impl Worker {
             }
         };
         'files: for path in files {
-            let mut current = match self.replaying.take() {
-                Some(current) if current.path == path => current,
+            // the file part way through keeps its place even if a newer name sorts before it
+            // (a clock stepped back)
+            let mut current = match self.replaying.take_if(|r| r.path == path) {
+                Some(current) => current,
                 _ => match SpillReader::open(&path) {
                     Ok(reader) => Replaying {
                         path: path.clone(),
@@ -891,9 +903,12 @@ impl Worker {
         if self.spare.as_ref().is_some_and(|c| !c.is_closed()) {
             return true;
         }
-        self.spare = store::connect_owned(&self.conninfo, SPARE_CONNECT_TIMEOUT)
-            .await
-            .ok();
+        self.spare = within(
+            SPARE_CONNECT_TIMEOUT,
+            store::connect_owned(&self.conninfo, SPARE_CONNECT_TIMEOUT),
+        )
+        .await
+        .ok();
         self.spare.is_some()
     }
 

@@ -159,14 +159,25 @@ pub enum TradelogCommand {
 pub enum SyncCommand {
     /// Fetch each account's executions over the look-back window from TWS and store them
     /// (idempotent: a re-sync of the same window writes nothing). Connects as API client
-    /// `[ibkr] cli_client_id`. Exits 0 when every account synced, 1 otherwise.
+    /// `[ibkr] cli_client_id`. With --flex-file or --flex, backfill from an IB Flex report
+    /// instead (fills older than TWS serves; applied through the same path). Exits 0 when every
+    /// account synced, 1 otherwise.
     Ibkr {
-        /// An account to sync (repeatable); default: every account in [ibkr] accounts
+        /// An account to sync (repeatable); default: every account in [ibkr] accounts (with a
+        /// Flex report: every account it lists)
         #[arg(long = "account")]
         accounts: Vec<String>,
         /// Days to look back (default: ibkr.lookback_days)
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["flex_file", "flex"])]
         lookback_days: Option<u32>,
+        /// Import the executions of this Flex Query report (IB's XML: an Activity Flex Query
+        /// with Trades at the Execution level, or a Trade Confirmation Flex Query)
+        #[arg(long, conflicts_with = "flex")]
+        flex_file: Option<std::path::PathBuf>,
+        /// Fetch the report of [ibkr.flex] query_id from IB's Flex Web Service (token from
+        /// TRADEGATE_IBKR_FLEX_TOKEN) and import it
+        #[arg(long)]
+        flex: bool,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::ibkr::Format,

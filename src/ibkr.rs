@@ -1,14 +1,19 @@
-//! The IBKR commands: `tradegate sync ibkr`, `tradegate trades list|show`, and
+//! The IBKR commands: `tradegate sync ibkr` (from TWS, or from a Flex report), `tradegate
+//! trades list|show`, and
 //! `tradegate sim tws`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tradegate_actors::domain::{BrokerFill, BrokerTrade, SyncReport, TradeFilter};
+use tradegate_actors::ibkr_syncer::backfill::{Origin, import_report};
 use tradegate_actors::ibkr_syncer::client::TwsSession;
+use tradegate_actors::ibkr_syncer::flex::{decode_document, parse_report};
+use tradegate_actors::ibkr_syncer::flex_service::{FlexClient, FlexToken};
 use tradegate_actors::ibkr_syncer::{SessionConfig, SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
@@ -141,6 +146,132 @@ pub async fn sync_command(
                             session = connect().await?;
                         }
                     }
+                }
+            }
+        }
+        if format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        }
+        Ok(u8::from(failed > 0))
+    })
+    .await
+}
+
+/// Where `tradegate sync ibkr` takes a Flex report from.
+#[derive(Debug, Clone)]
+pub enum FlexSource {
+    /// `--flex-file FILE`
+    File(PathBuf),
+    /// `--flex`: IB's Flex Web Service, `[ibkr.flex]`
+    WebService,
+}
+
+/// The environment variable holding the Flex Web Service token.
+pub const FLEX_TOKEN_ENV: &str = "TRADEGATE_IBKR_FLEX_TOKEN";
+
+/// `tradegate sync ibkr --flex-file FILE | --flex`: imports the executions of a Flex report
+/// (each account it lists, or those given); exit 0 only if every account's import completed.
+pub async fn flex_command(
+    config: &Config,
+    accounts: Vec<String>,
+    source: FlexSource,
+    format: Format,
+) -> Result<u8> {
+    let flex = &config.ibkr.flex;
+    let (xml, origin) = match &source {
+        FlexSource::File(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the Flex report {}", path.display()))?;
+            let text = decode_document(&bytes)
+                .map_err(|e| anyhow::anyhow!("{} ({}): {e}", path.display(), e.code()))?
+                .into_owned();
+            (text, Origin::File(path.display().to_string()))
+        }
+        FlexSource::WebService => {
+            if flex.query_id.trim().is_empty() {
+                bail!(
+                    "--flex needs [ibkr.flex] query_id: the id of a Flex Query (Client Portal: Performance & Reports > Flex Queries)"
+                );
+            }
+            let token = std::env::var(FLEX_TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .with_context(|| {
+                    format!(
+                        "--flex needs the Flex Web Service token in {FLEX_TOKEN_ENV} (Client \
+                         Portal: Performance & Reports > Flex Queries > Flex Web Service \
+                         Configuration)"
+                    )
+                })?;
+            let tls = tradegate_actors::tls::ClientTls::from_env(&config.tls)?;
+            let client = FlexClient::new(
+                &tls,
+                &flex.url,
+                FlexToken::new(token.trim()),
+                flex.query_id.trim(),
+                Duration::from_secs(flex.timeout_secs),
+            )?;
+            let xml = client
+                .fetch()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} ({})", e.code()))?;
+            (
+                xml,
+                Origin::WebService {
+                    query_id: flex.query_id.trim().to_string(),
+                },
+            )
+        }
+    };
+    let statements = parse_report(&xml).map_err(|e| anyhow::anyhow!("{e} ({})", e.code()))?;
+    if statements.is_empty() {
+        bail!("the Flex report holds no FlexStatement: nothing to import");
+    }
+    let zone = flex.zone();
+    with_database(config, async |database| {
+        let pool = database.pool(2)?;
+        let imports = import_report(&pool, &statements, zone, &accounts, &origin).await;
+        if imports.is_empty() {
+            bail!(
+                "the Flex report lists no executions{}",
+                if accounts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of {}", accounts.join(", "))
+                }
+            );
+        }
+        let mut failed = 0u8;
+        let mut reports = Vec::new();
+        for import in imports {
+            let account = &import.account_id;
+            match import.outcome {
+                Ok(report) => {
+                    if format == Format::Table {
+                        print!("flex ");
+                        print_report(&report);
+                        if import.ignored_rows > 0 {
+                            println!(
+                                "{account}: {} rows of another level of detail (orders, lots, summaries) were not executions and were left out",
+                                import.ignored_rows
+                            );
+                        }
+                    }
+                    for r in &report.rejected {
+                        eprintln!("{account}: execution {} refused ({}): {}", r.exec_id, r.code, r.message);
+                    }
+                    for warning in &report.warnings {
+                        eprintln!("{account}: warning: {warning}");
+                    }
+                    reports.push(serde_json::to_value(&report)?);
+                }
+                Err(e) => {
+                    failed = failed.saturating_add(1);
+                    eprintln!("{account}: Flex import failed ({}): {e}", e.code());
+                    reports.push(serde_json::json!({
+                        "account_id": account,
+                        "error": {"code": e.code(), "message": e.to_string()},
+                    }));
                 }
             }
         }

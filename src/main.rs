@@ -54,9 +54,19 @@ fn main() -> ExitCode {
                     cli::SyncCommand::Ibkr {
                         accounts,
                         lookback_days,
+                        flex_file,
+                        flex,
                         format,
                     },
             } => {
+                let source = match (flex_file, flex) {
+                    (Some(file), _) => Some(tradegate::ibkr::FlexSource::File(file)),
+                    (None, true) => Some(tradegate::ibkr::FlexSource::WebService),
+                    (None, false) => None,
+                };
+                if let Some(source) = source {
+                    return tradegate::ibkr::flex_command(&config, accounts, source, format).await;
+                }
                 return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
                     .await;
             }

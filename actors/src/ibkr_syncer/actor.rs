@@ -229,20 +229,9 @@ impl IbkrSyncerState {
                     )
                     .await;
                 }
-                if s.zone.is_none() {
-                    let named = super::fills::handshake_zone(session.connection_time());
-                    let text = match named {
-                        Some(zone) => format!(
-                            "[ibkr] timezone is not set: execution times without a zone are \
-                             read in {zone}, the zone TWS named at connect ({:?})",
-                            session.connection_time()
-                        ),
-                        None => format!(
-                            "[ibkr] timezone is not set and TWS named no known zone at connect \
-                             ({:?}): executions with a zone-less time are refused until it is set",
-                            session.connection_time()
-                        ),
-                    };
+                if let Some(text) =
+                    super::fills::login_zone_warning(s.zone, session.connection_time())
+                {
                     tracing::warn!(session = %s.name(), "{text}");
                 }
                 self.refused = None;

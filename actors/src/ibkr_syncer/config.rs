@@ -46,6 +46,43 @@ pub struct IbkrConfig {
     pub reconnect_max_backoff_secs: u64,
     /// Accounts behind other TWS or IB Gateway instances, each reached over its own session
     pub gateways: Vec<IbkrGateway>,
+    /// The backfill from IB's Flex reports (`tradegate sync ibkr --flex-file FILE | --flex`)
+    pub flex: FlexConfig,
+}
+
+/// `[ibkr.flex]`: IB's Flex reports, which list executions older than TWS's window. The Web
+/// Service's token is a credential: it is read from `TRADEGATE_IBKR_FLEX_TOKEN` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlexConfig {
+    /// The Flex Query id of an Activity Flex Query (Trades at the Execution level) or a Trade
+    /// Confirmation Flex Query, for `tradegate sync ibkr --flex`; empty: the Web Service is not
+    /// used
+    pub query_id: String,
+    /// The Flex Web Service (its `.../FlexWebService` URL)
+    pub url: String,
+    /// The zone of the report's times (IB writes them in Eastern time)
+    pub timezone: String,
+    /// Seconds one Web Service fetch may take, statement generation included
+    pub timeout_secs: u64,
+}
+
+impl Default for FlexConfig {
+    fn default() -> Self {
+        Self {
+            query_id: String::new(),
+            url: super::flex_service::DEFAULT_URL.into(),
+            timezone: "America/New_York".into(),
+            timeout_secs: 300,
+        }
+    }
+}
+
+impl FlexConfig {
+    /// The zone of the report's times.
+    pub fn zone(&self) -> Tz {
+        zone_of(&self.timezone).unwrap_or(Tz::America__New_York)
+    }
 }
 
 /// `[[ibkr.gateways]]`: accounts behind another TWS or IB Gateway.
@@ -105,6 +142,7 @@ impl Default for IbkrConfig {
             timezone: String::new(),
             reconnect_max_backoff_secs: 60,
             gateways: Vec::new(),
+            flex: FlexConfig::default(),
         }
     }
 }
@@ -223,6 +261,18 @@ impl IbkrConfig {
                 "ibkr.reconnect_max_backoff_secs",
                 "must be at least 1".into(),
             ));
+        }
+        if let Err(e) = super::fills::parse_zone(&self.flex.timezone) {
+            return Err(("ibkr.flex.timezone", e));
+        }
+        if !(self.flex.url.starts_with("https://") || self.flex.url.starts_with("http://127.")) {
+            return Err((
+                "ibkr.flex.url",
+                "must be an https:// URL (the token travels in it)".into(),
+            ));
+        }
+        if !(10..=3600).contains(&self.flex.timeout_secs) {
+            return Err(("ibkr.flex.timeout_secs", "must be 10 to 3600".into()));
         }
         for g in &self.gateways {
             if g.host.trim().is_empty() {

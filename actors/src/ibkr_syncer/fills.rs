@@ -98,6 +98,25 @@ pub fn handshake_zone(connection_time: &str) -> Option<Tz> {
     parse_zone(zone).ok()
 }
 
+/// What start-up says of the login zone when `[ibkr] timezone` is not set (`None` when it is):
+/// the zone TWS named at connect is used, or, if it named none tradegate knows, zone-less times
+/// are refused until it is set. Never a silent UTC.
+pub fn login_zone_warning(configured: Option<Tz>, connection_time: &str) -> Option<String> {
+    if configured.is_some() {
+        return None;
+    }
+    Some(match handshake_zone(connection_time) {
+        Some(zone) => format!(
+            "[ibkr] timezone is not set: execution times without a zone are read in {zone}, the \
+             zone TWS named at connect ({connection_time:?}); set it to the TWS login's zone"
+        ),
+        None => format!(
+            "[ibkr] timezone is not set and TWS named no known zone at connect \
+             ({connection_time:?}): executions with a zone-less time are refused until it is set"
+        ),
+    })
+}
+
 /// Why a time cannot be placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeError {
@@ -737,6 +756,22 @@ mod tests {
             (odd.exec_id_base.as_str(), odd.exec_revision),
             ("odd-id", 0)
         );
+    }
+
+    #[test]
+    fn start_up_says_when_the_login_zone_is_not_configured() {
+        assert_eq!(
+            login_zone_warning(Some(Tz::America__New_York), "20241202 09:30:00 EST"),
+            None
+        );
+        let named = login_zone_warning(None, "20241202 09:30:00 EST").unwrap();
+        assert!(
+            named.contains("[ibkr] timezone is not set") && named.contains("America/New_York"),
+            "{named}"
+        );
+        let unknown = login_zone_warning(None, "20241202 09:30:00 Somewhere/Else").unwrap();
+        assert!(unknown.contains("refused until it is set"), "{unknown}");
+        assert!(!unknown.contains("UTC"), "never a silent UTC: {unknown}");
     }
 
     #[test]

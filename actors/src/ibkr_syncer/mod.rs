@@ -5,9 +5,12 @@
 
 mod actor;
 pub mod apply;
+pub mod backfill;
 pub mod client;
 pub mod config;
 pub mod fills;
+pub mod flex;
+pub mod flex_service;
 pub mod matching;
 pub mod sync;
 pub mod tws;
@@ -16,5 +19,5 @@ pub use actor::{
     ACCOUNT_NOT_MANAGED_ALERT, CLIENT_ID_IN_USE_ALERT, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs,
     IbkrSyncerMessage, IbkrSyncerState, group_for, job_lookback,
 };
-pub use config::{IbkrConfig, IbkrGateway, SessionConfig};
+pub use config::{FlexConfig, IbkrConfig, IbkrGateway, SessionConfig};
 pub use sync::{SyncError, SyncRequest, sync_account};

@@ -101,16 +101,16 @@ fn saturating_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn millis(d: std::time::Duration) -> u64 {
+pub(super) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where a sync's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
-struct Phases {
-    fetch_ms: u64,
-    normalize_ms: u64,
-    store_ms: u64,
+pub(super) struct Phases {
+    pub fetch_ms: u64,
+    pub normalize_ms: u64,
+    pub store_ms: u64,
 }
 
 /// Runs one sync over `session` with a connection of `pool`.
@@ -153,6 +153,39 @@ pub async fn sync_account(
         sync_run,
     )
     .await;
+    let run = RunIds {
+        account,
+        ingestion: run.run_id,
+        sync: sync_run,
+        window: (window_start, window_end),
+        started,
+    };
+    conclude(&mut client, &run, outcome).await
+}
+
+/// The runs a sync (or a Flex import) records itself in.
+pub(super) struct RunIds<'a> {
+    pub account: &'a str,
+    pub ingestion: uuid::Uuid,
+    pub sync: i64,
+    pub window: (DateTime<Utc>, DateTime<Utc>),
+    pub started: Instant,
+}
+
+/// Finishes the sync run and the ingestion run with the outcome of applying a batch; the report
+/// of a completed one.
+pub(super) async fn conclude(
+    client: &mut deadpool_postgres::Object,
+    run: &RunIds<'_>,
+    outcome: Result<Applied, SyncError>,
+) -> Result<SyncReport, SyncError> {
+    let RunIds {
+        account,
+        ingestion: run_id,
+        sync: sync_run,
+        window: (window_start, window_end),
+        started,
+    } = *run;
     match outcome {
         Ok(Applied {
             counts,
@@ -166,10 +199,10 @@ pub async fn sync_account(
                 updated: saturating_u32(counts.updated_executions_count),
                 skipped: saturating_u32(counts.unchanged_executions_count),
             }));
-            ingestion::finish_run(&mut client, run.run_id, &finish).await?;
+            ingestion::finish_run(client, run_id, &finish).await?;
             let report = SyncReport {
                 sync_run_id: sync_run,
-                ingestion_run_id: run.run_id,
+                ingestion_run_id: run_id,
                 account_id: account.to_string(),
                 window_start,
                 window_end,
@@ -189,15 +222,15 @@ pub async fn sync_account(
             metrics::counter!("tradegate_ibkr_syncs_total", "status" => "failed", "code" => e.code())
                 .increment(1);
             tracing::warn!(account, sync_run, error = %message, "IBKR sync failed; nothing of it was committed");
-            if let Err(e2) = broker_sync::fail_sync_run(&**client, sync_run, &message).await {
+            if let Err(e2) = broker_sync::fail_sync_run(&***client, sync_run, &message).await {
                 tracing::warn!(account, sync_run, error = %e2, "could not mark the sync run failed");
             }
             let finish = Finish::Fail {
                 message,
                 details: Some(json!({ "code": e.code(), "sync_run_id": sync_run })),
             };
-            if let Err(e2) = ingestion::finish_run(&mut client, run.run_id, &finish).await {
-                tracing::warn!(account, run_id = %run.run_id, error = %e2, "could not fail the ingestion run");
+            if let Err(e2) = ingestion::finish_run(client, run_id, &finish).await {
+                tracing::warn!(account, %run_id, error = %e2, "could not fail the ingestion run");
             }
             Err(e)
         }
@@ -246,11 +279,11 @@ pub fn filter_time(t: DateTime<Utc>) -> String {
 }
 
 /// What a completed sync applied.
-struct Applied {
-    counts: SyncCounts,
-    phases: Phases,
-    rejected: Vec<RejectedExecution>,
-    warnings: Vec<String>,
+pub(super) struct Applied {
+    pub counts: SyncCounts,
+    pub phases: Phases,
+    pub rejected: Vec<RejectedExecution>,
+    pub warnings: Vec<String>,
 }
 
 /// What the fetch suggests the user should know: TWS gives a session the executions of other
@@ -437,6 +470,7 @@ async fn store(
         &late,
         fetched_at,
         Some(ingestion_run),
+        false,
     )
     .await?;
     if !applied.trades.is_empty() {

@@ -695,14 +695,16 @@ pub struct LateApplied {
 
 /// Gives stored fills of `account` the commission reports that came apart from their execution
 /// (a report after the end marker of an earlier request, or one TWS pushed). A report without a
-/// commission never clears a stored one; each changed fill is recorded as updated in run
-/// `ingestion_run`.
+/// commission never clears a stored one; with `only_missing` (a Flex backfill), only fills
+/// without a commission take one, so what TWS reported stays; each changed fill is recorded as
+/// updated in run `ingestion_run`.
 pub async fn apply_late_commissions(
     tx: &Transaction<'_>,
     account: &str,
     reports: &[LateCommission<'_>],
     fetched_at: DateTime<Utc>,
     ingestion_run: Option<i64>,
+    only_missing: bool,
 ) -> Result<LateApplied, StoreError> {
     if reports.is_empty() {
         return Ok(LateApplied::default());
@@ -727,6 +729,7 @@ pub async fn apply_late_commissions(
                    updated_at = clock_timestamp() \
                FROM r WHERE f.account_id = $1 AND f.exec_id = r.exec_id \
                  AND NOT (f.commission IS NOT NULL AND r.commission IS NULL) \
+                 AND NOT ($9::bool AND f.commission IS NOT NULL) \
                  AND (f.commission, f.commission_currency, f.realized_pnl, \
                       f.raw -> 'commission_report') \
                      IS DISTINCT FROM (r.commission, r.currency, r.realized_pnl, r.report) \
@@ -751,6 +754,7 @@ pub async fn apply_late_commissions(
                 &records,
                 &fetched_at,
                 &ingestion_run,
+                &only_missing,
             ],
         )
         .await
@@ -760,6 +764,22 @@ pub async fn apply_late_commissions(
         trades: row.get(1),
         matched: row.get(2),
     })
+}
+
+/// Which of `exec_ids` of `account` are stored (any revision stored under that very id).
+pub async fn stored_exec_ids(
+    tx: &Transaction<'_>,
+    account: &str,
+    exec_ids: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT exec_id FROM broker_fills WHERE account_id = $1 AND exec_id = ANY($2)",
+            &[&account, &exec_ids],
+        )
+        .await
+        .map_err(StoreError::new("reading stored exec ids"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Recomputes the aggregates of trades `ids` from their canonical fills.

@@ -1,0 +1,271 @@
+//! Applying a Flex report ([`super::flex`]): each account's fills in one transaction under the
+//! account's lock, recorded like a sync (a `sync_runs` row and an ingestion run, task
+//! `ibkr.flex.import`). Fills not stored yet go through the sync's own path
+//! ([`super::apply::apply_fills`]: corrections supersede by revision, parents by perm id, order
+//! ref or the composite key); a fill already stored (from TWS, or an earlier import) is left as
+//! it is, except that one stored without a commission takes the report's. So an import repeated,
+//! or one overlapping what TWS sent, writes nothing.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::json;
+
+use super::flex::{AccountFills, FlexStatement, commission_record, normalize_report};
+use super::sync::{Applied, Phases, RunIds, SOURCE, SyncError, conclude, millis};
+use crate::domain::{NewFill, NewRun, SyncCounts, SyncReport};
+use crate::store::{StoreError, broker_sync, ingestion};
+
+/// The ingestion task name of a Flex import.
+pub const TASK: &str = "ibkr.flex.import";
+
+/// Where a report came from, kept on the ingestion run (never the token).
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// `--flex-file`
+    File(String),
+    /// The Flex Web Service, query `query_id`
+    WebService {
+        /// The Flex Query id
+        query_id: String,
+    },
+}
+
+impl Origin {
+    fn metadata(&self) -> serde_json::Value {
+        match self {
+            Self::File(path) => json!({ "kind": "file", "file": path }),
+            Self::WebService { query_id } => json!({ "kind": "web_service", "query_id": query_id }),
+        }
+    }
+}
+
+/// One account's import: its report, or why it failed.
+#[derive(Debug)]
+pub struct AccountImport {
+    /// The account
+    pub account_id: String,
+    /// Rows of other levels of detail the report listed for it (not executions)
+    pub ignored_rows: u64,
+    /// The outcome
+    pub outcome: Result<SyncReport, SyncError>,
+}
+
+/// Imports `statements` (times in `zone`); only `accounts` when it is not empty. Accounts are
+/// imported one after another, each on its own; one failing does not stop the others.
+pub async fn import_report(
+    pool: &deadpool_postgres::Pool,
+    statements: &[FlexStatement],
+    zone: Tz,
+    accounts: &[String],
+    origin: &Origin,
+) -> Vec<AccountImport> {
+    let started = Instant::now();
+    let parsed = normalize_report(statements, zone);
+    let normalize_ms = millis(started.elapsed());
+    let mut out = Vec::new();
+    for account in parsed {
+        if !accounts.is_empty() && !accounts.contains(&account.account_id) {
+            continue;
+        }
+        let account_id = account.account_id.clone();
+        let ignored_rows = account.ignored_rows;
+        let outcome = import_account(pool, account, zone, origin, normalize_ms).await;
+        out.push(AccountImport {
+            account_id,
+            ignored_rows,
+            outcome,
+        });
+    }
+    out
+}
+
+/// The window a statement covers: its first day's start to its last day's end in `zone`; without
+/// dates, the span of its fills.
+fn window(account: &AccountFills, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+    let at = |d: NaiveDate| {
+        zone.from_local_datetime(&d.and_time(NaiveTime::MIN))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let first = account.fills.iter().map(|f| f.executed_at).min();
+    let last = account.fills.iter().map(|f| f.executed_at).max();
+    let now = Utc::now();
+    let start = account
+        .from_date
+        .and_then(at)
+        .or(first)
+        .unwrap_or(now)
+        .min(first.unwrap_or(now));
+    let end = account
+        .to_date
+        .and_then(|d| d.succ_opt())
+        .and_then(at)
+        .or(last)
+        .unwrap_or(now)
+        .max(last.unwrap_or(start));
+    (start, end)
+}
+
+async fn import_account(
+    pool: &deadpool_postgres::Pool,
+    account: AccountFills,
+    zone: Tz,
+    origin: &Origin,
+    normalize_ms: u64,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| SyncError::Unavailable(format!("no database connection: {e}")))?;
+    let (window_start, window_end) = window(&account, zone);
+    let run = ingestion::start_run(
+        &**client,
+        &NewRun {
+            task: TASK.into(),
+            source: SOURCE.into(),
+            metadata: Some(json!({
+                "account_id": account.account_id,
+                "from_date": account.from_date,
+                "to_date": account.to_date,
+                "window_start": window_start,
+                "window_end": window_end,
+                "timezone": zone.name(),
+                "rows": account.rows,
+                "ignored_rows": account.ignored_rows,
+                "origin": origin.metadata(),
+            })),
+        },
+    )
+    .await?;
+    let sync_run = broker_sync::start_sync_run(
+        &**client,
+        &account.account_id,
+        window_start,
+        window_end,
+        Some(run.id),
+    )
+    .await?;
+    let store_started = Instant::now();
+    let outcome = store(&mut client, &account, run.id, sync_run)
+        .await
+        .map(|counts| Applied {
+            counts,
+            phases: Phases {
+                fetch_ms: 0,
+                normalize_ms,
+                store_ms: millis(store_started.elapsed()),
+            },
+            rejected: account.rejected.clone(),
+            warnings: warnings(&account),
+        });
+    let ids = RunIds {
+        account: &account.account_id,
+        ingestion: run.run_id,
+        sync: sync_run,
+        window: (window_start, window_end),
+        started,
+    };
+    conclude(&mut client, &ids, outcome).await
+}
+
+fn warnings(account: &AccountFills) -> Vec<String> {
+    if account.rows == 0 && account.ignored_rows > 0 {
+        vec![format!(
+            "the report lists {} trade rows of {} but none at the execution level: tick \
+             Options > Execution in the Flex Query's Trades section",
+            account.ignored_rows, account.account_id
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Stores one account's fills in one transaction under its lock.
+async fn store(
+    client: &mut deadpool_postgres::Object,
+    account: &AccountFills,
+    ingestion_run: i64,
+    sync_run: i64,
+) -> Result<SyncCounts, SyncError> {
+    let fetched_at = Utc::now();
+    let tx = tokio_postgres::Client::transaction(client)
+        .await
+        .map_err(StoreError::new("beginning a Flex import"))?;
+    if !broker_sync::try_lock_account(&tx, &account.account_id).await? {
+        return Err(SyncError::InProgress(account.account_id.clone()));
+    }
+    let ids: Vec<&str> = account.fills.iter().map(|f| f.exec_id.as_str()).collect();
+    let stored: HashSet<String> = broker_sync::stored_exec_ids(&tx, &account.account_id, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let (known, new): (Vec<&NewFill>, Vec<&NewFill>) = account
+        .fills
+        .iter()
+        .partition(|f| stored.contains(&f.exec_id));
+    let new: Vec<NewFill> = new.into_iter().cloned().collect();
+    let mut counts = super::apply::apply_fills(&tx, &new, fetched_at, Some(ingestion_run)).await?;
+    // of the fills stored already, only a missing commission is taken from the report
+    let with_commission: Vec<&NewFill> = known
+        .iter()
+        .copied()
+        .filter(|f| f.commission.is_some())
+        .collect();
+    let records: Vec<Box<serde_json::value::RawValue>> = with_commission
+        .iter()
+        .map(|f| commission_record(f))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SyncError::Unavailable(format!("writing a commission record: {e}")))?;
+    let late: Vec<broker_sync::LateCommission<'_>> = with_commission
+        .iter()
+        .zip(&records)
+        .map(|(f, record)| broker_sync::LateCommission {
+            exec_id: &f.exec_id,
+            commission: f.commission,
+            currency: f.commission_currency.as_deref().unwrap_or_default(),
+            realized_pnl: f.realized_pnl,
+            record,
+        })
+        .collect();
+    let applied = broker_sync::apply_late_commissions(
+        &tx,
+        &account.account_id,
+        &late,
+        fetched_at,
+        Some(ingestion_run),
+        true,
+    )
+    .await?;
+    if !applied.trades.is_empty() {
+        broker_sync::recompute_trades(&tx, &applied.trades, fetched_at).await?;
+        broker_sync::record_trades(&tx, ingestion_run, &applied.trades, &[]).await?;
+    }
+    counts.fetched_executions_count = account.rows;
+    counts.rejected_executions_count = account.rejected.len() as u64;
+    counts.late_commissions_count = applied.updated;
+    counts.updated_executions_count += applied.updated;
+    counts.unchanged_executions_count += (known.len() as u64).saturating_sub(applied.updated);
+    counts.touched_trades_count += applied.trades.len() as u64;
+    counts.unrecognised_exec_ids_count = new
+        .iter()
+        .filter(|f| {
+            super::tws::parse_exec_id(&f.exec_id).form == super::tws::ExecIdForm::Unrecognised
+        })
+        .count() as u64;
+    broker_sync::complete_sync_run(
+        &tx,
+        sync_run,
+        &counts,
+        &account.rejected,
+        &warnings(account),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(StoreError::new("committing a Flex import"))?;
+    Ok(counts)
+}

@@ -196,7 +196,9 @@ fn children(
             (IngestionLogger, ingestion.clone())
         }),
     ];
-    // one syncer per TWS session, serving every account of its login
+    // one syncer per TWS session, serving every account of its login; the first also runs the
+    // Flex backfill of every account
+    let mut flex = flex_backfill(config, &tls)?;
     for session in config.ibkr.sessions() {
         let name = session.name();
         let args = IbkrSyncerArgs {
@@ -204,6 +206,7 @@ fn children(
             config: config.ibkr.clone(),
             pool: pool.clone(),
             trade_log: Some(trade_log.clone()),
+            flex: flex.take(),
         };
         children.push(ChildSpec::new(name, move || (IbkrSyncer, args.clone())));
     }
@@ -257,6 +260,42 @@ fn children(
         (Reporter, reporter.clone())
     }));
     Ok(children)
+}
+
+/// The gateway's backfill from IB's Flex Web Service, when `[ibkr.flex] query_id` is set (the
+/// token must then be in the environment) and there are IBKR accounts.
+fn flex_backfill(
+    config: &Config,
+    tls: &tradegate_actors::tls::ClientTls,
+) -> Result<Option<tradegate_actors::ibkr_syncer::backfill::FlexBackfill>> {
+    use tradegate_actors::ibkr_syncer::flex_service::{FlexClient, FlexToken};
+    let flex = &config.ibkr.flex;
+    let accounts = config.ibkr.all_accounts();
+    if flex.query_id.trim().is_empty() || accounts.is_empty() {
+        return Ok(None);
+    }
+    let token = config.ibkr_flex_token.as_ref().with_context(|| {
+        format!(
+            "[ibkr.flex] query_id is set, so the gateway backfills from IB's Flex Web Service: \
+             set its token in {}",
+            crate::config::FLEX_TOKEN_ENV
+        )
+    })?;
+    let client = FlexClient::new(
+        tls,
+        &flex.url,
+        FlexToken::new(token.expose()),
+        flex.query_id.trim(),
+        Duration::from_secs(flex.timeout_secs),
+    )?;
+    Ok(Some(
+        tradegate_actors::ibkr_syncer::backfill::FlexBackfill {
+            client,
+            zone: flex.zone(),
+            accounts,
+            interval: Duration::from_secs(flex.interval_secs),
+        },
+    ))
 }
 
 /// How long an on-request sync is waited for: a fetch may take up to the read timeout per

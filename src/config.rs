@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// `TRADEGATE_API__LISTEN=127.0.0.1:9000`. Other `TRADEGATE_*` variables are not config keys.
 pub const ENV_PREFIX: &str = "TRADEGATE_";
 
+/// The environment variable holding the IB Flex Web Service token.
+pub const FLEX_TOKEN_ENV: &str = "TRADEGATE_IBKR_FLEX_TOKEN";
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +45,9 @@ pub struct Config {
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,
+    /// The IB Flex Web Service token, from `TRADEGATE_IBKR_FLEX_TOKEN` only
+    #[serde(skip)]
+    pub ibkr_flex_token: Option<Secret>,
     /// Each Alpaca account's credentials, from the environment variables it names
     #[serde(skip)]
     pub alpaca_keys:
@@ -481,11 +487,15 @@ impl Config {
         env.sort();
         let mut key_id = None;
         let mut secret_key = None;
+        let mut flex_token = None;
         let all_env: std::collections::HashMap<String, String> = env.iter().cloned().collect();
         for (var, value) in env {
             match var.as_str() {
                 "APCA_API_KEY_ID" => key_id = Some(Secret::new(value)),
                 "APCA_API_SECRET_KEY" => secret_key = Some(Secret::new(value)),
+                FLEX_TOKEN_ENV => {
+                    flex_token = Some(Secret::new(value.trim())).filter(|t| !t.expose().is_empty());
+                }
                 "DATABASE_URL" => {
                     config = apply_override(&mut table, &var, "database", "url", &value)?;
                 }
@@ -506,6 +516,7 @@ impl Config {
                 }
             }
         }
+        config.ibkr_flex_token = flex_token;
         config.alpaca_credentials = match (key_id, secret_key) {
             (Some(key_id), Some(secret_key)) => Some(AlpacaCredentials { key_id, secret_key }),
             (None, None) => None,

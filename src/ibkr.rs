@@ -18,7 +18,7 @@ use tradegate_actors::ibkr_syncer::{SessionConfig, SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
 use crate::app::with_database;
-use crate::config::Config;
+use crate::config::{Config, FLEX_TOKEN_ENV};
 use crate::sim::tws_scenario::{Generate, generate};
 
 /// How results are printed.
@@ -166,9 +166,6 @@ pub enum FlexSource {
     WebService,
 }
 
-/// The environment variable holding the Flex Web Service token.
-pub const FLEX_TOKEN_ENV: &str = "TRADEGATE_IBKR_FLEX_TOKEN";
-
 /// `tradegate sync ibkr --flex-file FILE | --flex`: imports the executions of a Flex report
 /// (each account it lists, or those given); exit 0 only if every account's import completed.
 pub async fn flex_command(
@@ -193,21 +190,18 @@ pub async fn flex_command(
                     "--flex needs [ibkr.flex] query_id: the id of a Flex Query (Client Portal: Performance & Reports > Flex Queries)"
                 );
             }
-            let token = std::env::var(FLEX_TOKEN_ENV)
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-                .with_context(|| {
-                    format!(
-                        "--flex needs the Flex Web Service token in {FLEX_TOKEN_ENV} (Client \
+            let token = config.ibkr_flex_token.as_ref().with_context(|| {
+                format!(
+                    "--flex needs the Flex Web Service token in {FLEX_TOKEN_ENV} (Client \
                          Portal: Performance & Reports > Flex Queries > Flex Web Service \
                          Configuration)"
-                    )
-                })?;
+                )
+            })?;
             let tls = tradegate_actors::tls::ClientTls::from_env(&config.tls)?;
             let client = FlexClient::new(
                 &tls,
                 &flex.url,
-                FlexToken::new(token.trim()),
+                FlexToken::new(token.expose()),
                 flex.query_id.trim(),
                 Duration::from_secs(flex.timeout_secs),
             )?;

@@ -811,3 +811,87 @@ async fn the_service_enforces_ibs_limits_and_the_client_keeps_within_them() {
     assert_eq!(err.code(), "flex_unavailable");
     assert!(!err.to_string().contains(TOKEN), "{err}");
 }
+
+/// The gateway's own backfill: with `[ibkr.flex] query_id` and the token set, it fetches the
+/// report at start and imports its IBKR accounts' executions (a gateway that was down across
+/// midnight catches up by itself); accounts it does not sync are left out. A query id without
+/// the token stops the start, naming the variable. One gateway in this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_backfills_its_accounts_from_the_web_service_at_start() {
+    use tradegate::app::Running;
+    use tradegate::config::{Config, Secret};
+
+    let db = TestDb::new().await;
+    let dir = common::scratch_dir("ibkr-flex-gateway");
+    let pki = TestPki::new(&dir, "flex-ca");
+    let (sim, url) = flex_service(sim_config(), &pki).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tws_addr = listener.local_addr().unwrap();
+    let _tws = spawn(
+        listener,
+        Scenario {
+            accounts: vec!["U1234567".into()],
+            ..Scenario::default()
+        },
+    );
+    let mut config = Config::default();
+    config.database.url = db.conninfo.clone();
+    config.tradelog.spill_dir = dir.join("spill");
+    config.ibkr.accounts = vec!["U1234567".into()];
+    config.ibkr.host = tws_addr.ip().to_string();
+    config.ibkr.port = tws_addr.port();
+    config.ibkr.sync_interval_secs = 0;
+    config.ibkr.flex.query_id = QUERY.into();
+    config.ibkr.flex.url = url;
+    config.tls.extra_ca_file = pki.ca_file.clone();
+    common::api::secure(&mut config);
+
+    let Err(err) = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0))).await else {
+        panic!("a query id without the token started");
+    };
+    assert!(
+        format!("{err:#}").contains("TRADEGATE_IBKR_FLEX_TOKEN"),
+        "{err:#}"
+    );
+
+    config.ibkr_flex_token = Some(Secret::new(TOKEN));
+    let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let imported = common::wait_until(Duration::from_secs(30), || async {
+        let n = count(
+            &db,
+            "SELECT count(*) FROM data_ingestion_runs WHERE task_name = 'ibkr.flex.import' \
+             AND status = 'completed'",
+        )
+        .await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    running.stop().await.unwrap();
+    assert_eq!(
+        imported,
+        Some(1),
+        "one account imported: {:?}",
+        sim.received()
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM broker_fills").await, 4);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM broker_fills WHERE account_id <> 'U1234567'"
+        )
+        .await,
+        0,
+        "an account the gateway does not sync was imported"
+    );
+    assert_eq!(
+        answered(&sim.received()),
+        vec![
+            ("SendRequest", 0),
+            ("GetStatement", 1019),
+            ("GetStatement", 1019),
+            ("GetStatement", 0)
+        ]
+    );
+}

@@ -17,6 +17,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use super::backfill::{FlexBackfill, run_backfill};
 use super::client::{NoticeKind, TwsSession};
 use super::config::{IbkrConfig, SessionConfig};
 use super::sync::{SyncError, SyncRequest, sync_account};
@@ -64,6 +65,9 @@ pub struct IbkrSyncerArgs {
     pub pool: deadpool_postgres::Pool,
     /// Where connectivity events go
     pub trade_log: Option<TradeLog>,
+    /// The backfill from IB's Flex Web Service this syncer runs (one syncer of the gateway
+    /// runs it, for every account)
+    pub flex: Option<FlexBackfill>,
 }
 
 impl std::fmt::Debug for IbkrSyncerArgs {
@@ -90,6 +94,8 @@ pub struct IbkrSyncerState {
     refused: Option<String>,
     tick_generation: u64,
     poller: Option<JoinHandle<()>>,
+    /// The Flex backfill's schedule
+    backfill: Option<JoinHandle<()>>,
     /// Warnings told already over this session (each is logged once per session)
     warned: HashSet<String>,
 }
@@ -435,6 +441,20 @@ impl Actor for IbkrSyncer {
         }
         let poll = Duration::from_secs(args.config.job_poll_secs.max(1));
         let poller = myself.send_interval(poll, || IbkrSyncerMessage::PollJobs);
+        // the backfill runs beside the syncs (it waits for an account's lock while a sync
+        // stores), never inside a message, so a slow Flex Web Service holds up no sync
+        let backfill = args.flex.clone().map(|backfill| {
+            let pool = args.pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    run_backfill(&pool, &backfill).await;
+                    if backfill.interval.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(backfill.interval).await;
+                }
+            })
+        });
         let mut state = IbkrSyncerState {
             args,
             session: None,
@@ -442,6 +462,7 @@ impl Actor for IbkrSyncer {
             refused: None,
             tick_generation: 0,
             poller: Some(poller),
+            backfill,
             warned: HashSet::new(),
         };
         if state.args.config.sync_interval_secs > 0 {
@@ -455,6 +476,9 @@ impl Actor for IbkrSyncer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(backfill) = state.backfill.take() {
+            backfill.abort();
+        }
         if let Some(poller) = state.poller.take() {
             poller.abort();
         }

@@ -14,12 +14,141 @@ use chrono_tz::Tz;
 use serde_json::json;
 
 use super::flex::{AccountFills, FlexStatement, commission_record, normalize_report};
+use super::flex_service::{FlexClient, ServiceError};
 use super::sync::{Applied, Phases, RunIds, SOURCE, SyncError, conclude, millis};
 use crate::domain::{NewFill, NewRun, SyncCounts, SyncReport};
 use crate::store::{StoreError, broker_sync, ingestion};
 
 /// The ingestion task name of a Flex import.
 pub const TASK: &str = "ibkr.flex.import";
+
+/// How long an import waits for a sync of the same account to finish storing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The kind of the alert raised when the gateway's own backfill fails.
+pub const BACKFILL_FAILED_ALERT: &str = "ibkr.flex_backfill_failed";
+
+/// The gateway's own backfill from the Flex Web Service (`[ibkr.flex]` with a query id and the
+/// token set): at start, then every `interval` (zero: only at start).
+#[derive(Debug, Clone)]
+pub struct FlexBackfill {
+    /// The service client (token and query)
+    pub client: FlexClient,
+    /// The report's zone
+    pub zone: Tz,
+    /// The accounts imported (the gateway's IBKR accounts; others in the report are left out)
+    pub accounts: Vec<String>,
+    /// Between runs
+    pub interval: std::time::Duration,
+}
+
+/// Why a backfill from the service gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// The service gave no report
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The report cannot be read
+    #[error(transparent)]
+    Report(#[from] super::flex::FlexError),
+}
+
+impl BackfillError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Service(e) => e.code(),
+            Self::Report(e) => e.code(),
+        }
+    }
+}
+
+/// Fetches the report of `client`'s query and imports it (see [`import_report`]).
+pub async fn backfill_from_service(
+    pool: &deadpool_postgres::Pool,
+    client: &FlexClient,
+    zone: Tz,
+    accounts: &[String],
+) -> Result<Vec<AccountImport>, BackfillError> {
+    let xml = client.fetch().await?;
+    let statements = super::flex::parse_report(&xml)?;
+    let origin = Origin::WebService {
+        query_id: client.query_id().to_string(),
+    };
+    Ok(import_report(pool, &statements, zone, accounts, &origin).await)
+}
+
+/// One run of the gateway's backfill: logged, counted, and an alert when it or an account's
+/// import fails.
+pub async fn run_backfill(pool: &deadpool_postgres::Pool, backfill: &FlexBackfill) {
+    let failure = match backfill_from_service(
+        pool,
+        &backfill.client,
+        backfill.zone,
+        &backfill.accounts,
+    )
+    .await
+    {
+        Ok(imports) => {
+            let mut failed = Vec::new();
+            for import in imports {
+                match import.outcome {
+                    Ok(report) => tracing::info!(
+                        account = %import.account_id,
+                        inserted = report.counts.inserted_executions_count,
+                        updated = report.counts.updated_executions_count,
+                        unchanged = report.counts.unchanged_executions_count,
+                        refused = report.counts.rejected_executions_count,
+                        "IBKR Flex backfill imported"
+                    ),
+                    Err(e) => failed.push(json!({
+                        "account_id": import.account_id,
+                        "code": e.code(),
+                        "message": e.to_string(),
+                    })),
+                }
+            }
+            (!failed.is_empty()).then(|| {
+                (
+                    format!(
+                        "the IBKR Flex backfill failed for {} accounts",
+                        failed.len()
+                    ),
+                    json!({ "accounts": failed }),
+                )
+            })
+        }
+        Err(e) => Some((
+            format!("the IBKR Flex backfill got no report: {e}"),
+            json!({ "code": e.code(), "message": e.to_string() }),
+        )),
+    };
+    let status = if failure.is_some() {
+        "failed"
+    } else {
+        "completed"
+    };
+    metrics::counter!("tradegate_ibkr_flex_backfills_total", "status" => status).increment(1);
+    if let Some((message, details)) = failure {
+        tracing::error!(kind = BACKFILL_FAILED_ALERT, %message, "IBKR alert");
+        metrics::counter!("tradegate_alerts_total", "kind" => BACKFILL_FAILED_ALERT).increment(1);
+        let alert = crate::store::ingestion::NewAlert {
+            kind: BACKFILL_FAILED_ALERT.into(),
+            severity: "warning",
+            message,
+            details,
+            dedupe_key: Some(format!("flex:{}", Utc::now().date_naive())),
+        };
+        match pool.get().await {
+            Ok(client) => {
+                if let Err(e) = crate::store::ingestion::insert_alert(&**client, &alert).await {
+                    tracing::warn!(error = %e, "could not store the alert");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no database connection to store the alert"),
+        }
+    }
+}
 
 /// Where a report came from, kept on the ingestion run (never the token).
 #[derive(Debug, Clone)]
@@ -195,7 +324,8 @@ async fn store(
     let tx = tokio_postgres::Client::transaction(client)
         .await
         .map_err(StoreError::new("beginning a Flex import"))?;
-    if !broker_sync::try_lock_account(&tx, &account.account_id).await? {
+    // a TWS sync of the account holds the lock only while it stores: wait for it
+    if !broker_sync::lock_account(&tx, &account.account_id, LOCK_WAIT).await? {
         return Err(SyncError::InProgress(account.account_id.clone()));
     }
     let ids: Vec<&str> = account.fills.iter().map(|f| f.exec_id.as_str()).collect();

@@ -65,6 +65,9 @@ pub struct FlexConfig {
     pub timezone: String,
     /// Seconds one Web Service fetch may take, statement generation included
     pub timeout_secs: u64,
+    /// With a query id and the token set, the gateway backfills at start and then every this
+    /// many seconds; 0: only at start
+    pub interval_secs: u64,
 }
 
 impl Default for FlexConfig {
@@ -74,6 +77,7 @@ impl Default for FlexConfig {
             url: super::flex_service::DEFAULT_URL.into(),
             timezone: "America/New_York".into(),
             timeout_secs: 300,
+            interval_secs: 86_400,
         }
     }
 }
@@ -273,6 +277,14 @@ impl IbkrConfig {
         }
         if !(10..=3600).contains(&self.flex.timeout_secs) {
             return Err(("ibkr.flex.timeout_secs", "must be 10 to 3600".into()));
+        }
+        if self.flex.interval_secs != 0 && self.flex.interval_secs < 600 {
+            return Err((
+                "ibkr.flex.interval_secs",
+                "must be 0 (only at start) or at least 600: IB generates a report per request \
+                 and limits requests per token"
+                    .into(),
+            ));
         }
         for g in &self.gateways {
             if g.host.trim().is_empty() {

@@ -171,6 +171,11 @@ impl FlexClient {
         Ok(body)
     }
 
+    /// The Flex Query id.
+    pub fn query_id(&self) -> &str {
+        &self.query_id
+    }
+
     /// An unreachable service, said without the URL or the token.
     fn unavailable(&self, e: reqwest::Error) -> ServiceError {
         let text = without_url(e);

@@ -30,6 +30,41 @@ pub async fn try_lock_account(tx: &Transaction<'_>, account_id: &str) -> Result<
     Ok(row.get(0))
 }
 
+/// Takes the account's sync lock for the rest of `tx`, waiting up to `wait` for a sync that
+/// holds it (a sync holds it only while it stores); false when the wait ran out.
+pub async fn lock_account(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    wait: std::time::Duration,
+) -> Result<bool, StoreError> {
+    tx.execute(
+        &format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1)),
+        &[],
+    )
+    .await
+    .map_err(StoreError::new(
+        "bounding the wait for the account's sync lock",
+    ))?;
+    match tx
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("{LOCK_PREFIX}{account_id}")],
+        )
+        .await
+    {
+        Ok(_) => {
+            tx.execute("SET LOCAL lock_timeout = 0", &[])
+                .await
+                .map_err(StoreError::new("resetting the lock timeout"))?;
+            Ok(true)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Ok(false)
+        }
+        Err(e) => Err(StoreError::new("taking the account's sync lock")(e)),
+    }
+}
+
 /// Records the start of a sync (its own statement, so a failed sync stays on record).
 pub async fn start_sync_run(
     client: &impl GenericClient,

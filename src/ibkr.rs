@@ -221,6 +221,15 @@ pub async fn flex_command(
     if statements.is_empty() {
         bail!("the Flex report holds no FlexStatement: nothing to import");
     }
+    let listed = tradegate_actors::ibkr_syncer::backfill::report_accounts(&statements);
+    for account in config.ibkr.all_accounts() {
+        if !listed.contains(&account) && (accounts.is_empty() || accounts.contains(&account)) {
+            eprintln!(
+                "{account}: warning: the Flex report has no statement of this account (add it to \
+                 the Flex Query, and list account ids, not aliases)"
+            );
+        }
+    }
     let zone = flex.zone();
     with_database(config, async |database| {
         let pool = database.pool(2)?;

@@ -260,6 +260,17 @@ async fn a_flex_file_backfills_fills_in_eastern_time_and_a_second_import_writes_
         before,
         "a repeated import wrote rows"
     );
+    // the cancellation is an alert, once, however often the report is imported
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM alerts WHERE kind = 'ibkr.flex_cancellation' \
+             AND details ->> 'exec_id' = '0000e0d5.6746a1d1.01.01' \
+             AND details ->> 'stored_fill_id' IS NULL"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,6 +416,17 @@ async fn fills_synced_from_tws_stay_as_tws_sent_them_and_only_take_a_missing_com
                 }),
             ),
             (second, None),
+            // the execution the report says IB cancelled
+            (
+                tws_execution(
+                    "0000e0d5.6746a1d1.01.01",
+                    5504,
+                    10,
+                    "141.2",
+                    "20261127-15:15:00",
+                ),
+                None,
+            ),
         ],
     )
     .await;
@@ -487,6 +509,19 @@ async fn fills_synced_from_tws_stay_as_tws_sent_them_and_only_take_a_missing_com
         "the Flex fills joined the trade TWS's made"
     );
 
+    // the cancelled execution TWS stored still counts: an alert names it
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM alerts a JOIN broker_fills f \
+               ON f.id = (a.details ->> 'stored_fill_id')::bigint \
+             WHERE a.kind = 'ibkr.flex_cancellation' AND f.exec_id = '0000e0d5.6746a1d1.01.01' \
+               AND a.message LIKE '%still counts%'"
+        )
+        .await,
+        1
+    );
+
     let again = import_report(&pool, &statements, Tz::America__New_York, &[], &origin).await;
     let report = again
         .iter()
@@ -497,14 +532,14 @@ async fn fills_synced_from_tws_stay_as_tws_sent_them_and_only_take_a_missing_com
         .unwrap();
     assert_eq!(report.counts.writes(), 0, "{:?}", report.counts);
     // only the other account's fill is new
-    assert_eq!(count(&db, "SELECT count(*) FROM broker_fills").await, 5);
+    assert_eq!(count(&db, "SELECT count(*) FROM broker_fills").await, 6);
     assert_eq!(
         count(
             &db,
             "SELECT count(*) FROM broker_fills WHERE account_id = 'U1234567'"
         )
         .await,
-        4
+        5
     );
 }
 
@@ -639,6 +674,13 @@ async fn the_web_service_is_asked_over_https_waited_for_while_generating_and_the
         ]
     );
     assert!(sim.handshakes.completed() >= 1, "not over TLS");
+    let at: Vec<_> = sim.received().iter().map(|r| r.at).collect();
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(1),
+            "faster than IB's one request a second"
+        );
+    }
     assert!(
         !out.contains(TOKEN) && !err.contains(TOKEN),
         "the token was printed or logged"
@@ -759,7 +801,8 @@ async fn the_service_enforces_ibs_limits_and_the_client_keeps_within_them() {
         .status();
     assert_eq!(status.as_u16(), 403);
 
-    // a wrong token is fatal at once
+    // a wrong token is fatal at once (asked a second after the last, so not refused as too fast)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let client = FlexClient::new(
         &tls,
         &url,

@@ -3,8 +3,8 @@
 //! `GET .../FlexWebService/GetStatement?t=TOKEN&q=REFERENCE&v=3` gives error 1019 ("generation
 //! in progress") a configurable number of times, then the report. It refuses what IB refuses: a
 //! request without a User-Agent (HTTP 403), an unknown token (1015) or query (1014), an unknown
-//! reference (1003), more than one request a second per token (1018); and it can answer
-//! SendRequest with any error code (e.g. 1012, an expired token), for tests.
+//! reference (1003), more than one request a second or ten a minute per token (1018); and it
+//! can answer SendRequest with any error code (e.g. 1012, an expired token), for tests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,13 +44,15 @@ pub struct Received {
     pub endpoint: String,
     /// The error code answered (0: success)
     pub answered: u32,
+    /// When it came
+    pub at: Instant,
 }
 
 #[derive(Debug)]
 struct Inner {
     config: FlexSimConfig,
     references: Vec<(String, u32)>,
-    last_request: Option<Instant>,
+    requests: std::collections::VecDeque<Instant>,
     received: Vec<Received>,
     next_reference: u64,
 }
@@ -115,6 +117,7 @@ fn admit(sim: &SimFlex, headers: &HeaderMap, params: &Params, endpoint: &str) ->
         inner.received.push(Received {
             endpoint: endpoint.to_string(),
             answered: code,
+            at: Instant::now(),
         });
         Some(failure(code, message))
     };
@@ -125,11 +128,21 @@ fn admit(sim: &SimFlex, headers: &HeaderMap, params: &Params, endpoint: &str) ->
             "Legacy Flex Queries are no longer supported. Please convert over to Activity Flex.",
         );
     }
+    // IB's limits per token: one request a second, ten a minute (every request counts)
     let now = Instant::now();
+    while inner
+        .requests
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+    {
+        inner.requests.pop_front();
+    }
     let too_soon = inner
-        .last_request
-        .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1));
-    inner.last_request = Some(now);
+        .requests
+        .back()
+        .is_some_and(|last| now.duration_since(*last) < Duration::from_secs(1))
+        || inner.requests.len() >= 10;
+    inner.requests.push_back(now);
     if too_soon {
         return refuse(
             &mut inner,
@@ -175,6 +188,7 @@ async fn send_request(
     inner.received.push(Received {
         endpoint: "SendRequest".into(),
         answered: code,
+        at: Instant::now(),
     });
     response
 }
@@ -212,6 +226,7 @@ async fn get_statement(
     inner.received.push(Received {
         endpoint: "GetStatement".into(),
         answered: code,
+        at: Instant::now(),
     });
     response
 }
@@ -230,7 +245,7 @@ pub fn spawn_tls(listener: TcpListener, config: FlexSimConfig, tls: &ServerTls) 
         inner: Arc::new(Mutex::new(Inner {
             config,
             references: Vec::new(),
-            last_request: None,
+            requests: std::collections::VecDeque::new(),
             received: Vec::new(),
             next_reference: 0,
         })),

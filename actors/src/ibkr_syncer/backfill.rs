@@ -27,6 +27,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The kind of the alert raised when the gateway's own backfill fails.
 pub const BACKFILL_FAILED_ALERT: &str = "ibkr.flex_backfill_failed";
+/// The kind of the alert raised for each cancellation a report lists (once per execution).
+pub const CANCELLATION_ALERT: &str = "ibkr.flex_cancellation";
 
 /// The gateway's own backfill from the Flex Web Service (`[ibkr.flex]` with a query id and the
 /// token set): at start, then every `interval` (zero: only at start).
@@ -72,6 +74,16 @@ pub async fn backfill_from_service(
 ) -> Result<Vec<AccountImport>, BackfillError> {
     let xml = client.fetch().await?;
     let statements = super::flex::parse_report(&xml)?;
+    let listed = report_accounts(&statements);
+    let missing: Vec<&String> = accounts.iter().filter(|a| !listed.contains(a)).collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            ?missing,
+            ?listed,
+            "the Flex report has no statement of these IBKR \
+            accounts: add them to the Flex Query (and list account ids, not aliases)"
+        );
+    }
     let origin = Origin::WebService {
         query_id: client.query_id().to_string(),
     };
@@ -298,7 +310,74 @@ async fn import_account(
         window: (window_start, window_end),
         started,
     };
-    conclude(&mut client, &ids, outcome).await
+    let report = conclude(&mut client, &ids, outcome).await?;
+    alert_cancellations(&client, &report).await;
+    Ok(report)
+}
+
+/// A cancellation in a report means IB took back an execution: the fill it cancels, if one
+/// is stored, still counts until someone checks it with IB, so each is an alert (once per
+/// execution), naming the stored fill when there is one with its exec id.
+async fn alert_cancellations(client: &deadpool_postgres::Object, report: &SyncReport) {
+    for r in report
+        .rejected
+        .iter()
+        .filter(|r| r.code == "flex_cancellation")
+    {
+        let stored = client
+            .query_opt(
+                "SELECT id FROM broker_fills WHERE account_id = $1 AND exec_id = $2",
+                &[&r.account_id, &r.exec_id],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| row.get::<_, i64>(0));
+        let message = match stored {
+            Some(id) => format!(
+                "IB cancelled execution {} of {}; the fill stored for it (broker_fills {id}) \
+                 still counts: check it with IB",
+                r.exec_id, r.account_id
+            ),
+            None => format!(
+                "IB cancelled execution {} of {} (no fill is stored under that exec id): check \
+                 the order's fills with IB",
+                r.exec_id, r.account_id
+            ),
+        };
+        let alert = crate::store::ingestion::NewAlert {
+            kind: CANCELLATION_ALERT.into(),
+            severity: "warning",
+            message,
+            details: json!({
+                "account_id": r.account_id,
+                "exec_id": r.exec_id,
+                "stored_fill_id": stored,
+                "sync_run_id": report.sync_run_id,
+                "row": r.raw,
+            }),
+            dedupe_key: Some(format!("{}:{}", r.account_id, r.exec_id)),
+        };
+        match crate::store::ingestion::insert_alert(&***client, &alert).await {
+            Ok(Some(_)) => {
+                metrics::counter!("tradegate_alerts_total", "kind" => CANCELLATION_ALERT)
+                    .increment(1);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not store the cancellation alert"),
+        }
+    }
+}
+
+/// The accounts a report has statements for.
+pub fn report_accounts(statements: &[FlexStatement]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in statements {
+        if !out.contains(&s.account_id) {
+            out.push(s.account_id.clone());
+        }
+    }
+    out
 }
 
 fn warnings(account: &AccountFills) -> Vec<String> {

@@ -124,7 +124,10 @@ pub fn decode_document(bytes: &[u8]) -> Result<Cow<'_, str>, FlexError> {
         .split_once("encoding=")
         .and_then(|(_, rest)| {
             let quote = rest.chars().next()?;
-            rest[1..].split(quote).next().map(str::to_string)
+            rest.strip_prefix(quote)?
+                .split(quote)
+                .next()
+                .map(str::to_string)
         })
         .ok_or_else(|| {
             FlexError::Malformed("not UTF-8, and no encoding is declared".to_string())
@@ -280,6 +283,8 @@ pub fn parse_report(xml: &str) -> Result<Vec<FlexStatement>, FlexError> {
     let mut section: Option<(String, usize)> = None;
     let mut depth = 0usize;
     let mut trade_rows = 0u64;
+    let mut root_closed = false;
+    let mut declared: Option<usize> = None;
     loop {
         let event = reader
             .read_event()
@@ -292,6 +297,7 @@ pub fn parse_report(xml: &str) -> Result<Vec<FlexStatement>, FlexError> {
                 if section.as_ref().is_some_and(|(_, d)| *d == depth) {
                     section = None;
                 }
+                root_closed |= depth == 0;
                 continue;
             }
             Event::Eof => break,
@@ -299,6 +305,9 @@ pub fn parse_report(xml: &str) -> Result<Vec<FlexStatement>, FlexError> {
         };
         let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
         match name.as_str() {
+            "FlexStatements" => {
+                declared = attribute(&attributes_of(&e)?, "count").and_then(|c| c.parse().ok());
+            }
             "FlexStatement" => {
                 let attributes = attributes_of(&e)?;
                 let date = |key: &str| attribute(&attributes, key).and_then(parse_date);
@@ -316,19 +325,27 @@ pub fn parse_report(xml: &str) -> Result<Vec<FlexStatement>, FlexError> {
             "Trades" | "TradeConfirms" if !empty => section = Some((name.clone(), depth)),
             _ if section.is_some() => {
                 let attributes = attributes_of(&e)?;
-                trade_rows += 1;
                 let Some(statement) = statements.last_mut() else {
                     return Err(FlexError::Malformed(format!(
                         "a <{name}> outside any <FlexStatement>"
                     )));
                 };
-                if is_execution(&name, &attributes) {
+                // rows that are no exchange execution (an expiry, an assignment, a book
+                // trade) carry no exec id: they are not fills TWS would send
+                let not_exchange = attribute(&attributes, "transactionType")
+                    .is_some_and(|t| t != "ExchTrade")
+                    && attribute(&attributes, "ibExecID")
+                        .or_else(|| attribute(&attributes, "execID"))
+                        .is_none();
+                if is_execution(&name, &attributes) && !not_exchange {
                     statement.rows.push(FlexRow {
                         element: name,
                         attributes,
                     });
                 } else {
                     statement.ignored_rows += 1;
+                    // rows of another level of detail (not rows that are no execution)
+                    trade_rows += u64::from(!not_exchange);
                 }
             }
             _ => {}
@@ -336,6 +353,21 @@ pub fn parse_report(xml: &str) -> Result<Vec<FlexStatement>, FlexError> {
         if !empty {
             depth += 1;
         }
+    }
+    if !root_closed {
+        return Err(FlexError::Malformed(
+            "the report ends before </FlexQueryResponse>: it was cut off (a download or a copy \
+             that did not finish); nothing of it is imported"
+                .into(),
+        ));
+    }
+    if let Some(n) = declared
+        && n != statements.len()
+    {
+        return Err(FlexError::Malformed(format!(
+            "<FlexStatements count=\"{n}\"> but {} statements follow",
+            statements.len()
+        )));
     }
     let executions: usize = statements.iter().map(|s| s.rows.len()).sum();
     if executions == 0 && trade_rows > 0 {
@@ -477,6 +509,14 @@ fn refuse(
     }
 }
 
+/// An IB account id: one to three capital letters and digits (`U1234567`, `DU1234567`, `F…`,
+/// `I…`). An account alias, which a Flex Query can write instead, is not one.
+fn is_account_id(text: &str) -> bool {
+    let letters = text.bytes().take_while(u8::is_ascii_uppercase).count();
+    let digits = &text[letters..];
+    (1..=3).contains(&letters) && digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn exec_id_of(row: &FlexRow) -> Option<&str> {
     row.get("ibExecID").or_else(|| row.get("execID"))
 }
@@ -504,8 +544,21 @@ pub fn normalize_row(
     if account.is_empty() {
         return Err(fail("no_account", "the row has no accountId".into()));
     }
+    if !is_account_id(account) {
+        return Err(fail(
+            "flex_not_an_account_id",
+            format!(
+                "accountId {account:?} is not an IB account id (U1234567, DU1234567, F...): \
+                 untick \"Display Account Alias in Place of Account ID\" in the Flex Query"
+            ),
+        ));
+    }
     let buy_sell = row.get("buySell").unwrap_or_default();
-    if buy_sell.contains("(Ca.)") {
+    let cancel_code = ["notes", "code"]
+        .iter()
+        .filter_map(|k| row.get(k))
+        .any(|codes| codes.split(';').any(|c| c.trim() == "Ca"));
+    if buy_sell.contains("(Ca.)") || cancel_code {
         return Err(fail(
             "flex_cancellation",
             format!(
@@ -528,8 +581,12 @@ pub fn normalize_row(
     let quantity = number("quantity")?
         .ok_or_else(|| fail("bad_number", "the row has no quantity".into()))?
         .abs();
-    let price = number("tradePrice")?
-        .ok_or_else(|| fail("bad_number", "the row has no tradePrice".into()))?;
+    // Trade rows write `tradePrice`, TradeConfirm rows `price`
+    let price = match number("tradePrice")? {
+        Some(p) => p,
+        None => number("price")?
+            .ok_or_else(|| fail("bad_number", "the row has no tradePrice (nor price)".into()))?,
+    };
     if price < Decimal::ZERO {
         return Err(fail(
             "negative_value",
@@ -539,7 +596,7 @@ pub fn normalize_row(
     // Flex writes the commission as a cost (negative); TWS and tradegate as an amount paid
     let commission = number("ibCommission")?
         .or(number("commission")?)
-        .map(|c| -c);
+        .map(|c| if c.is_zero() { Decimal::ZERO } else { -c });
     let realized_pnl = number("fifoPnlRealized")?;
     let local = row_time(row).map_err(|m| fail("bad_time", m))?;
     let text = row
@@ -555,14 +612,27 @@ pub fn normalize_row(
         Some(zone),
     )
     .map_err(|t| fail(t.code, t.message))?;
+    // IB's order id is TWS's perm id: the parent trade is found by it, as a TWS sync finds it
     let perm_id = row
         .get("ibOrderID")
         .or_else(|| row.get("orderID"))
-        .map(|t| t.parse::<i64>())
-        .transpose()
-        .map_err(|_| fail("bad_number", "ibOrderID is not a whole number".into()))?
-        .unwrap_or(0)
-        .max(0);
+        .ok_or_else(|| {
+            fail(
+                "flex_no_order_id",
+                "the row has no ibOrderID: tick \"IB Order ID\" in the Flex Query's Trades \
+                 section (without it the fill's order is unknown)"
+                    .into(),
+            )
+        })?
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            fail(
+                "bad_number",
+                "ibOrderID is not a positive whole number".into(),
+            )
+        })?;
     let sec_type = row.get("assetCategory").unwrap_or_default().to_string();
     // TWS names a derivative by its underlying (`symbol`), Flex by its local symbol
     let symbol = if sec_type == "STK" || sec_type.is_empty() {
@@ -629,6 +699,14 @@ pub struct AccountFills {
 pub fn normalize_report(statements: &[FlexStatement], zone: Tz) -> Vec<AccountFills> {
     let mut out: Vec<AccountFills> = Vec::new();
     for statement in statements {
+        if !statement.account_id.is_empty()
+            && !out.iter().any(|a| a.account_id == statement.account_id)
+        {
+            out.push(AccountFills {
+                account_id: statement.account_id.clone(),
+                ..AccountFills::default()
+            });
+        }
         for row in &statement.rows {
             let account = account_of(statement, row).to_string();
             let entry = match out.iter().position(|a| a.account_id == account) {
@@ -703,15 +781,23 @@ fn order_progress(fills: &mut [NewFill]) {
             if f.exec_revision >= seen.0 {
                 *seen = (f.exec_revision, f.quantity, f.price);
             }
-            let qty: Decimal = bases.values().map(|(_, q, _)| *q).sum();
-            let notional: Decimal = bases.values().map(|(_, q, p)| *q * *p).sum();
+            // checked: a report's numbers are not to be trusted to fit
+            let totals = bases.values().try_fold(
+                (Decimal::ZERO, Decimal::ZERO),
+                |(qty, notional), (_, q, p)| {
+                    Some((
+                        qty.checked_add(*q)?,
+                        notional.checked_add(q.checked_mul(*p)?)?,
+                    ))
+                },
+            );
             let f = &mut fills[i];
-            f.cum_quantity = qty;
-            f.avg_price = if qty.is_zero() {
-                f.price
-            } else {
-                (notional / qty).round_dp(8)
-            };
+            if let Some((qty, notional)) = totals {
+                f.cum_quantity = qty;
+                f.avg_price = notional
+                    .checked_div(qty)
+                    .map_or(f.price, |avg| avg.round_dp(8));
+            }
         }
     }
 }
@@ -773,6 +859,109 @@ mod tests {
         assert_eq!(option.quantity, Decimal::from(2));
         assert_eq!(option.executed_at.to_rfc3339(), "2024-12-03T20:59:59+00:00");
         assert!(first.raw.get().contains(r#""source":"ib_flex""#));
+    }
+
+    #[test]
+    fn a_report_cut_off_between_rows_is_refused_whole() {
+        let cut = REPORT
+            .find("<Trade accountId=\"U100\" assetCategory=\"OPT\"")
+            .unwrap();
+        let err = parse_report(&REPORT[..cut]).unwrap_err();
+        assert_eq!(err.code(), "flex_malformed");
+        assert!(err.to_string().contains("cut off"), "{err}");
+        let miscounted = REPORT.replace("count=\"1\"", "count=\"2\"");
+        let err = parse_report(&miscounted).unwrap_err();
+        assert!(err.to_string().contains("count=\"2\""), "{err}");
+    }
+
+    fn one_row(row: &str) -> AccountFills {
+        let xml = format!(
+            "<FlexQueryResponse><FlexStatements count=\"1\"><FlexStatement accountId=\"U100\">\
+             <TradeConfirms>{row}</TradeConfirms></FlexStatement></FlexStatements>\
+             </FlexQueryResponse>"
+        );
+        let statements = parse_report(&xml).unwrap();
+        // every account's rows together (a row may name another account than its statement)
+        let mut all = AccountFills::default();
+        for a in normalize_report(&statements, Tz::America__New_York) {
+            all.fills.extend(a.fills);
+            all.rejected.extend(a.rejected);
+            all.ignored_rows += a.ignored_rows;
+        }
+        all
+    }
+
+    #[test]
+    fn trade_confirmation_rows_read_with_their_own_names() {
+        let a = one_row(
+            r#"<TradeConfirm accountId="U100" assetCategory="STK" symbol="IBM" dateTime="20241202;101010" quantity="-3" price="220.5" amount="-661.5" commission="-1" commissionCurrency="USD" buySell="SELL" orderID="4411" execID="0001f4e8.674d9b01.01.01" code="P" levelOfDetail="EXECUTION" />"#,
+        );
+        assert!(a.rejected.is_empty(), "{:?}", a.rejected);
+        let f = &a.fills[0];
+        assert_eq!(
+            (f.exec_id.as_str(), f.perm_id, f.price, f.quantity),
+            (
+                "0001f4e8.674d9b01.01.01",
+                4411,
+                Decimal::new(2205, 1),
+                Decimal::from(3)
+            )
+        );
+        assert_eq!(f.commission, Some(Decimal::ONE));
+        let cancelled = one_row(
+            r#"<TradeConfirm accountId="U100" symbol="IBM" dateTime="20241202;101010" quantity="3" price="220.5" buySell="BUY" orderID="4412" execID="0001f4e8.674d9b02.01.01" code="Ca" />"#,
+        );
+        assert_eq!(cancelled.rejected[0].code, "flex_cancellation");
+    }
+
+    #[test]
+    fn rows_without_what_a_fill_needs_are_refused_each_with_a_code() {
+        let base = r#"symbol="IBM" dateTime="20241202;101010" quantity="3" tradePrice="1" buySell="BUY" execID="0001f4e8.674d9b03.01.01""#;
+        let cases = [
+            (format!(r#"<Trade accountId="U100" {base} />"#), "flex_no_order_id"),
+            (
+                format!(r#"<Trade accountId="Main account" {base} ibOrderID="1" />"#),
+                "flex_not_an_account_id",
+            ),
+            (
+                format!(r#"<Trade accountId="U100" {base} ibOrderID="-4" />"#),
+                "bad_number",
+            ),
+            (
+                r#"<Trade accountId="U100" symbol="IBM" dateTime="20241202;101010" quantity="3" tradePrice="1" buySell="BUY" ibOrderID="5" />"#
+                    .to_string(),
+                "no_exec_id",
+            ),
+            (
+                r#"<Trade accountId="U100" symbol="IBM" dateTime="20240310;023000" quantity="3" tradePrice="1" buySell="BUY" ibOrderID="5" ibExecID="a.b.01.01" />"#
+                    .to_string(),
+                "time_gap",
+            ),
+        ];
+        for (row, code) in cases {
+            let a = one_row(&row);
+            assert!(a.fills.is_empty(), "{row}");
+            assert_eq!(a.rejected[0].code, code, "{row}");
+        }
+        // an expiry or assignment has no exec id and is no execution: left out, not refused
+        let a = one_row(
+            r#"<Trade accountId="U100" symbol="X 241220C" transactionType="BookTrade" quantity="-1" tradePrice="0" buySell="SELL" ibOrderID="5" levelOfDetail="EXECUTION" />"#,
+        );
+        assert!(a.rejected.is_empty() && a.fills.is_empty());
+        assert_eq!(a.ignored_rows, 1);
+    }
+
+    #[test]
+    fn numbers_too_large_to_multiply_do_not_panic() {
+        let a = one_row(
+            r#"<Trade accountId="U100" symbol="X" dateTime="20241202;101010" quantity="70000000000000000000000000000" tradePrice="9" buySell="BUY" ibOrderID="5" ibExecID="a.b.01.01" /><Trade accountId="U100" symbol="X" dateTime="20241202;101011" quantity="70000000000000000000000000000" tradePrice="9" buySell="BUY" ibOrderID="5" ibExecID="a.c.01.01" />"#,
+        );
+        assert_eq!(a.fills.len(), 2);
+        let huge = one_row(
+            r#"<Trade accountId="U100" symbol="X" dateTime="20241202;101010" quantity="1e400" tradePrice="9" buySell="BUY" ibOrderID="5" ibExecID="a.b.01.01" />"#,
+        );
+        assert_eq!(huge.rejected[0].code, "bad_number");
+        assert!(decode_document(b"<?xml encoding=\xff\xfe?>\xff").is_err());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct FlexClient {
     token: FlexToken,
     query_id: String,
     timeout: Duration,
+    /// Shared by every fetch of this client (and its clones), so fetches that overlap keep to
+    /// IB's limits together
+    pacer: std::sync::Arc<tokio::sync::Mutex<Pacer>>,
 }
 
 impl FlexClient {
@@ -150,6 +153,9 @@ impl FlexClient {
             token,
             query_id: query_id.to_string(),
             timeout,
+            pacer: std::sync::Arc::new(tokio::sync::Mutex::new(Pacer {
+                sent: VecDeque::new(),
+            })),
         })
     }
 
@@ -186,15 +192,39 @@ impl FlexClient {
         })
     }
 
+    /// One request in its turn, given up at `deadline`.
+    async fn paced(
+        &self,
+        deadline: Instant,
+        endpoint: &str,
+        q: &str,
+    ) -> Result<String, ServiceError> {
+        let late = || {
+            ServiceError::Unavailable(format!(
+                "no answer to {endpoint} within the {} s deadline",
+                self.timeout.as_secs()
+            ))
+        };
+        tokio::time::timeout_at(deadline, async {
+            self.pacer.lock().await.wait().await;
+            self.get(endpoint, q).await
+        })
+        .await
+        .map_err(|_| late())?
+    }
+
     /// Asks for the statement and waits for it; the report's XML.
     pub async fn fetch(&self) -> Result<String, ServiceError> {
         let deadline = Instant::now() + self.timeout;
-        let mut pacer = Pacer {
-            sent: VecDeque::new(),
-        };
         let mut attempt = 0u32;
         let retry = |attempt: u32, code: u32, message: String| -> Result<Duration, ServiceError> {
-            let wait = Duration::from_secs(u64::from(attempt.min(5)));
+            // told we are too fast (another client of the token, say): a minute clears IB's
+            // per-minute window; otherwise 1, 2, ... 5 s
+            let wait = if code == 1018 {
+                Duration::from_secs(61)
+            } else {
+                Duration::from_secs(u64::from(attempt.min(5)))
+            };
             if Instant::now() + wait >= deadline {
                 return Err(ServiceError::Deadline {
                     secs: self.timeout.as_secs(),
@@ -206,9 +236,8 @@ impl FlexClient {
             Ok(wait)
         };
         let reference = loop {
-            pacer.wait().await;
             attempt += 1;
-            let body = self.get("SendRequest", &self.query_id).await?;
+            let body = self.paced(deadline, "SendRequest", &self.query_id).await?;
             match parse_service_answer(&body)? {
                 ServiceAnswer::Reference(reference) => break reference,
                 ServiceAnswer::Error { code, message } if retryable(code) => {
@@ -221,9 +250,8 @@ impl FlexClient {
         };
         attempt = 0;
         loop {
-            pacer.wait().await;
             attempt += 1;
-            let body = self.get("GetStatement", &reference).await?;
+            let body = self.paced(deadline, "GetStatement", &reference).await?;
             if root_element(&body)? != "FlexStatementResponse" {
                 return Ok(body);
             }
@@ -255,4 +283,28 @@ fn without_url(e: reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_keep_to_one_a_second_and_ten_a_minute() {
+        let mut pacer = Pacer {
+            sent: VecDeque::new(),
+        };
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..12 {
+            pacer.wait().await;
+            at.push(Instant::now().duration_since(start));
+        }
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_secs(1), "{at:?}");
+        }
+        // the eleventh waits until the first is a minute old
+        assert!(at[10] - at[0] >= Duration::from_secs(60), "{at:?}");
+        assert!(at[9] - at[0] < Duration::from_secs(60), "{at:?}");
+    }
 }

@@ -37,9 +37,15 @@ pub async fn lock_account(
     account_id: &str,
     wait: std::time::Duration,
 ) -> Result<bool, StoreError> {
+    // the wait is bounded for this statement only; the session's own timeout comes back after
+    let previous: String = tx
+        .query_one("SELECT current_setting('lock_timeout')", &[])
+        .await
+        .map_err(StoreError::new("reading the lock timeout"))?
+        .get(0);
     tx.execute(
-        &format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1)),
-        &[],
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[&wait.as_millis().max(1).to_string()],
     )
     .await
     .map_err(StoreError::new(
@@ -53,7 +59,7 @@ pub async fn lock_account(
         .await
     {
         Ok(_) => {
-            tx.execute("SET LOCAL lock_timeout = 0", &[])
+            tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&previous])
                 .await
                 .map_err(StoreError::new("resetting the lock timeout"))?;
             Ok(true)

@@ -354,5 +354,9 @@ pub enum SimCommand {
         /// Seed of the generator
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// TWS's Master API client ID: a session of another id sees only the executions its
+        /// own client placed, as a real TWS does (default: every session sees everything)
+        #[arg(long)]
+        master_client_id: Option<i64>,
     },
 }

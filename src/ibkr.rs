@@ -390,6 +390,7 @@ pub async fn sim_tws(
     accounts: Vec<String>,
     executions: usize,
     seed: u64,
+    master_client_id: Option<i64>,
 ) -> Result<()> {
     if accounts.is_empty() {
         bail!("--accounts needs at least one account id");
@@ -406,10 +407,15 @@ pub async fn sim_tws(
         span: chrono::Duration::days(5),
     });
     let served = scenario.executions.len();
+    let scenario = crate::sim::tws::Scenario {
+        master_client_id,
+        ..scenario
+    };
     let _shared = crate::sim::tws::spawn(listener, scenario);
     println!(
-        "simulated TWS listening on {addr}: accounts {}, {served} executions (seed {seed})",
-        accounts.join(",")
+        "simulated TWS listening on {addr}: accounts {}, {served} executions (seed {seed}){}",
+        accounts.join(","),
+        master_client_id.map_or_else(String::new, |id| format!(", master client id {id}"))
     );
     crate::app::shutdown_signal().await;
     tokio::time::sleep(Duration::from_millis(10)).await;

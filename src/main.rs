@@ -156,8 +156,11 @@ fn main() -> ExitCode {
                         accounts,
                         executions,
                         seed,
+                        master_client_id,
                     },
-            } => tradegate::ibkr::sim_tws(listen, accounts, executions, seed).await,
+            } => {
+                tradegate::ibkr::sim_tws(listen, accounts, executions, seed, master_client_id).await
+            }
             cli::Command::Sim {
                 command:
                     cli::SimCommand::Alpaca {

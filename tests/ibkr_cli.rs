@@ -43,6 +43,11 @@ impl Drop for Sim {
 
 /// Starts `tradegate sim tws` on a free port; returns it and the port from its first line.
 fn sim() -> (Sim, u16) {
+    sim_with(&[])
+}
+
+/// `sim` with more arguments.
+fn sim_with(extra: &[&str]) -> (Sim, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tradegate"))
         .args([
             "sim",
@@ -56,6 +61,7 @@ fn sim() -> (Sim, u16) {
             "--seed",
             "3",
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -150,4 +156,30 @@ fn sync_ibkr_stores_the_simulated_executions_once_and_trades_shows_them() {
         .env("TRADEGATE_IBKR__CONNECT_TIMEOUT_SECS", "2")
         .args(["sync", "ibkr", "--account", "DU9001"]));
     assert!(!ok && err.contains("cannot reach TWS"), "{err}");
+}
+
+/// `sim tws --master-client-id`: as a real TWS, a session that is not the master sees only its
+/// own client's executions, and the sync says what to set; as the master it sees them all.
+#[test]
+fn a_sync_that_is_not_the_master_client_sees_nothing_and_says_so() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDb::new());
+    let (_sim, port) = sim_with(&["--master-client-id", "40"]);
+    let (ok, out, err) = run(tradegate(&db, port).args(["sync", "ibkr", "--account", "DU9001"]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("DU9001: fetched 0, inserted 0,"), "{out}");
+    assert!(
+        err.contains("Master API client ID") && err.contains("set it to"),
+        "{err}"
+    );
+    let (ok, out, err) = run(tradegate(&db, port)
+        .env("TRADEGATE_IBKR__CLIENT_ID", "41")
+        .env("TRADEGATE_IBKR__CLI_CLIENT_ID", "40")
+        .args(["sync", "ibkr", "--account", "DU9001"]));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("DU9001: fetched ") && !out.contains("fetched 0,"),
+        "{out}"
+    );
+    assert!(!err.contains("Master API client ID"), "{err}");
 }

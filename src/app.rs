@@ -78,6 +78,13 @@ impl Database {
         let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(&options))
             .await
             .context("the PostgreSQL bootstrap task failed")??;
+        if let Some((asked, why)) = cluster.relocated() {
+            eprintln!(
+                "tradegate: the private PostgreSQL cluster is in {}, not {}: {why}",
+                cluster.data_dir().display(),
+                asked.display()
+            );
+        }
         postgres::ensure_database(&cluster.conninfo("postgres"), EMBEDDED_DATABASE, timeout)
             .await?;
         Ok(Self {
@@ -101,6 +108,15 @@ impl Database {
     /// Where the database came from.
     pub fn origin(&self) -> DatabaseOrigin {
         self.origin
+    }
+
+    /// Where the private cluster is, when it is not where `[database] data_dir` says (see
+    /// [`postgres::place_data_dir`]).
+    pub fn relocated_to(&self) -> Option<&std::path::Path> {
+        self.cluster
+            .as_ref()
+            .filter(|c| c.relocated().is_some())
+            .map(EmbeddedCluster::data_dir)
     }
 
     /// A new connection.
@@ -614,7 +630,11 @@ pub async fn demo(config: &Config) -> Result<()> {
         ),
         DatabaseOrigin::Embedded(kind) => println!(
             "  database:   private PostgreSQL cluster in {} ({})",
-            config.database.data_dir.display(),
+            running
+                .database()
+                .relocated_to()
+                .unwrap_or(&config.database.data_dir)
+                .display(),
             match kind {
                 ClusterStart::Initialized => "initialized now",
                 ClusterStart::Started => "reused, started",

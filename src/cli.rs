@@ -25,8 +25,13 @@ pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Start everything embedded (a private PostgreSQL, the actors, the API), check health,
-    /// print what runs, stop cleanly and exit 0.
-    Demo,
+    /// print what runs, stop cleanly and exit 0. The walk-through is on stdout; the actors'
+    /// logs are kept to warnings unless --verbose (or RUST_LOG) asks for more.
+    Demo {
+        /// Show the actors' logs at [log] level (default info) beside the walk-through
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Run a data job as one logged ingestion run: the run is started, the job gets
     /// TRADEGATE_INGESTION_RUN_ID, TRADEGATE_API_URL and TRADEGATE_INGESTION_URL to post API
     /// calls and records to, and its last stdout line must be a JSON summary

@@ -17,7 +17,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&config.log.level);
+    // the demo tells its story on stdout; the actors' logs would drown it unless asked for
+    let level = match cli.command {
+        cli::Command::Demo { verbose: false } => "warn",
+        _ => config.log.level.as_str(),
+    };
+    telemetry::init_logging(level);
     tradegate_actors::gateway::install_panic_hook();
     // one rustls crypto provider for the whole process, before any client is built
     let _ = tradegate_actors::tls::provider();
@@ -197,7 +202,7 @@ fn main() -> ExitCode {
             }
             cli::Command::Run => app::run(&config).await,
             cli::Command::Migrate => app::migrate_command(&config).await,
-            cli::Command::Demo => app::demo(&config).await,
+            cli::Command::Demo { .. } => app::demo(&config).await,
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Export { day, out },
             } => app::export_trade_log(&config, day, out.as_deref()).await,

@@ -172,6 +172,7 @@ pub struct EmbeddedCluster {
     init_lock_path: PathBuf,
     stop_when_last_user_exits: bool,
     start: ClusterStart,
+    relocated: Option<(PathBuf, String)>,
 }
 
 impl EmbeddedCluster {
@@ -192,7 +193,9 @@ impl EmbeddedCluster {
                 &[Path::new("/usr/lib/postgresql")],
             )?,
         };
-        let data_dir = absolute(&options.data_dir)?;
+        let run_as_postgres = is_root()?;
+        let asked = absolute(&options.data_dir)?;
+        let (data_dir, relocated) = place_data_dir(&asked, run_as_postgres)?;
         let parent = data_dir
             .parent()
             .ok_or_else(|| BootstrapError::DataDir("the data directory has no parent".into()))?
@@ -211,7 +214,6 @@ impl EmbeddedCluster {
             .lock_shared()
             .map_err(io_err(format!("locking {}", users_lock_path.display())))?;
 
-        let run_as_postgres = is_root()?;
         let socket_dir = socket_dir_for(&data_dir);
         let mut cluster = Self {
             data_dir,
@@ -222,6 +224,7 @@ impl EmbeddedCluster {
             init_lock_path,
             stop_when_last_user_exits: options.stop_when_last_user_exits,
             start: ClusterStart::AlreadyRunning,
+            relocated: relocated.map(|reason| (asked, reason)),
         };
         let started = (|| {
             let initialized = cluster.initialize_if_needed(&options.settings)?;
@@ -255,6 +258,14 @@ impl EmbeddedCluster {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// When the cluster is not where it was asked to be: the data directory asked for and why
+    /// it could not be used (see [`place_data_dir`]).
+    pub fn relocated(&self) -> Option<(&Path, &str)> {
+        self.relocated
+            .as_ref()
+            .map(|(asked, why)| (asked.as_path(), why.as_str()))
     }
 
     /// A key=value connection string for `dbname` on this cluster.
@@ -537,6 +548,77 @@ fn postgres_ids() -> Result<(u32, u32), BootstrapError> {
             .map_err(|_| BootstrapError::DataDir(format!("unexpected output of id {flag}")))
     };
     Ok((id("-u")?, id("-g")?))
+}
+
+/// Where private clusters go when the folder asked for cannot be entered by `postgres`.
+const FALLBACK_ROOT: &str = "/var/lib/tradegate";
+
+/// The first ancestor of `data_dir` that others cannot search, if any.
+fn unsearchable_ancestor(data_dir: &Path) -> Option<PathBuf> {
+    data_dir
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 == 0))
+        .map(Path::to_path_buf)
+}
+
+/// Where the cluster asked for at `asked` lives. As root it runs as `postgres` (initdb refuses
+/// root), which must be able to enter every folder above it; a folder it cannot enter (a home
+/// directory, a `mktemp -d` folder, mode 0700) would make the cluster unstartable. Rather than
+/// change that folder's permissions, a new cluster is then placed under `/var/lib/tradegate`,
+/// one per folder asked for (named by its path, so the same folder finds the same cluster
+/// again), with the reason to say. A cluster already initialized where asked stays there.
+pub fn place_data_dir(
+    asked: &Path,
+    run_as_postgres: bool,
+) -> Result<(PathBuf, Option<String>), BootstrapError> {
+    if !run_as_postgres || asked.join("PG_VERSION").is_file() {
+        return Ok((asked.to_path_buf(), None));
+    }
+    let Some(blocked) = unsearchable_ancestor(asked) else {
+        return Ok((asked.to_path_buf(), None));
+    };
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    asked.hash(&mut hasher);
+    // a readable name: the path asked for, its last 40 characters, others than letters and
+    // digits as dashes
+    let text: Vec<char> = asked
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let label: String = text[text.len().saturating_sub(40)..].iter().collect();
+    let label = label.trim_matches('-');
+    let root = Path::new(FALLBACK_ROOT);
+    std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(format!("chmod {}", root.display())))?;
+    let place = root
+        .join(format!("{label}-{:016x}", hasher.finish()))
+        .join("pg");
+    if let Some(still) = unsearchable_ancestor(&place) {
+        return Err(BootstrapError::DataDir(format!(
+            "running as root, the private cluster runs as '{SUPERUSER}', which cannot reach {} ({} is not searchable by others), nor {} ({}); choose another database.data_dir or set DATABASE_URL",
+            asked.display(),
+            blocked.display(),
+            place.display(),
+            still.display()
+        )));
+    }
+    let parent = place.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(format!("chmod {}", parent.display())))?;
+    Ok((
+        place,
+        Some(format!(
+            "running as root, the cluster runs as '{SUPERUSER}', which cannot enter {} (not \
+             searchable by others)",
+            blocked.display()
+        )),
+    ))
 }
 
 /// As root the cluster runs as `postgres`, which must be able to reach the data directory.

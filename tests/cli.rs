@@ -453,8 +453,10 @@ async fn halt_and_resume_work_on_a_fresh_run_with_no_token_configured() {
 // Found by trying `tradegate demo` in a folder made by `mktemp -d` (mode 0700), as root: the
 // private cluster runs as `postgres`, which cannot enter it; the refusal dropped the cluster
 // while its start still held the init lock that the drop takes, and the command hung forever.
+// Then it was refused at once; now the cluster is placed where `postgres` can reach it, the
+// command says where, and `demo` completes there (and finds the same cluster again).
 #[test]
-fn a_data_dir_the_cluster_user_cannot_reach_is_refused_clearly_not_waited_on() {
+fn in_a_folder_the_cluster_user_cannot_enter_demo_places_the_cluster_where_it_can_and_completes() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let workdir = scratch_dir("private-folder");
     std::fs::set_permissions(&workdir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -470,19 +472,79 @@ fn a_data_dir_the_cluster_user_cannot_reach_is_refused_clearly_not_waited_on() {
         "it took {:?}",
         started.elapsed()
     );
+    assert!(out.status.success(), "{stdout}{stderr}");
     let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
-    if root {
-        assert!(!out.status.success(), "{stdout}{stderr}");
+    let placed = if root {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("the private PostgreSQL cluster is in /var/lib/tradegate/"))
+            .unwrap_or_else(|| panic!("it does not say where the cluster is: {stderr}"));
         assert!(
-            stderr.contains("cannot reach") && stderr.contains("database.data_dir"),
-            "{stderr}"
+            line.contains(&format!("cannot enter {}", workdir.display())),
+            "{line}"
         );
-        assert!(
-            !stderr.contains("could not stop"),
-            "nothing ran, nothing to stop: {stderr}"
-        );
+        let place = line
+            .split(" is in ")
+            .nth(1)
+            .and_then(|rest| rest.split(", not ").next())
+            .map(std::path::PathBuf::from)
+            .unwrap();
+        assert!(place.join("PG_VERSION").is_file(), "{}", place.display());
+        Some(place)
     } else {
         // not root: the cluster runs as this user, who can enter its own folder
-        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(workdir.join(".tradegate/pg/PG_VERSION").is_file());
+        None
+    };
+    let out = tradegate()
+        .current_dir(&workdir)
+        .arg("demo")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("(reused"),
+        "the same cluster is found again: {stdout}"
+    );
+    if let Some(place) = &placed {
+        assert!(
+            stdout.contains(&format!(
+                "private PostgreSQL cluster in {}",
+                place.display()
+            )),
+            "{stdout}"
+        );
+        // the demo stopped its cluster (it was the last user); what it left is removed
+        std::fs::remove_dir_all(place.parent().unwrap()).unwrap();
     }
+}
+
+/// The demo's walk-through is not drowned by the actors' logs: they are kept to warnings
+/// unless asked for.
+#[test]
+fn demo_keeps_the_actors_logs_to_warnings_unless_verbose() {
+    let workdir = scratch_dir("demo-quiet");
+    let out = tradegate()
+        .current_dir(&workdir)
+        .env_remove("RUST_LOG")
+        .arg("demo")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stderr.contains(" INFO "), "{stderr}");
+    assert!(stdout.contains("of demo.prices completed"), "{stdout}");
+    let out = tradegate()
+        .current_dir(&workdir)
+        .env_remove("RUST_LOG")
+        .args(["demo", "--verbose"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(" INFO "),
+        "--verbose shows the logs: {stderr}"
+    );
 }

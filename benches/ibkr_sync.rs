@@ -84,7 +84,7 @@ async fn run(executions: usize) {
             client.batch_execute(sql).await.unwrap();
         }
     }
-    let pool = tradegate::app::pool(&conninfo, 4, timeout).unwrap();
+    let pool = tradegate::database::pool(&conninfo, 4, timeout).unwrap();
 
     let scenario = generate(&Generate {
         accounts: vec![ACCOUNT.into()],

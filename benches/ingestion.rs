@@ -60,7 +60,7 @@ async fn run(rounds: u32) {
         .await
         .unwrap();
 
-    let pool = tradegate::app::pool(&conninfo, 4, timeout).unwrap();
+    let pool = tradegate::database::pool(&conninfo, 4, timeout).unwrap();
     let args = IngestionLoggerArgs {
         pool,
         config: IngestionConfig::default(),

@@ -58,7 +58,7 @@ async fn run(days: u32, scale: u32) {
     let (_cluster, _conninfo, mut client, _) =
         support::bench_database("bench-reports", settings).await;
     let started = Instant::now();
-    let seeded = tradegate::seed::seed(&mut client, days, scale, |n, day| {
+    let seeded = tradegate::commands::seed::seed(&mut client, days, scale, |n, day| {
         if n % 30 == 0 {
             eprintln!(
                 "seeded {n}/{days} days (up to {day}) in {:.0?}",

@@ -56,7 +56,7 @@ async fn run(events: u64) {
 
     eprintln!("generating {events} events");
     let batch: Vec<TradeLogEvent> = (0..events)
-        .map(|i| tradegate::load::synthetic_event(1, i))
+        .map(|i| tradegate::commands::load::synthetic_event(1, i))
         .collect();
     let body_bytes: usize =
         batch.iter().map(|e| e.body.as_str().len()).sum::<usize>() / batch.len();
@@ -198,7 +198,7 @@ async fn enqueue_latency(conninfo: &str, dir: &std::path::Path, n: u64) -> (u64,
     let capacity = config.queue_capacity as u64;
     let (log, gateway) = start_writer("bench_latency_writer", config, conninfo).await;
     let events: Vec<TradeLogEvent> = (0..n)
-        .map(|i| tradegate::load::synthetic_event(2, i))
+        .map(|i| tradegate::commands::load::synthetic_event(2, i))
         .collect();
     let producer = log.clone();
     let mut samples = tokio::task::spawn_blocking(move || {
@@ -226,7 +226,7 @@ async fn enqueue_latency(conninfo: &str, dir: &std::path::Path, n: u64) -> (u64,
 
     // the overflow path: a flood twice the queue's size
     let flood: Vec<TradeLogEvent> = (0..capacity * 2)
-        .map(|i| tradegate::load::synthetic_event(3, i))
+        .map(|i| tradegate::commands::load::synthetic_event(3, i))
         .collect();
     let producer = log.clone();
     let mut overflow = tokio::task::spawn_blocking(move || {

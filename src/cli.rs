@@ -75,7 +75,7 @@ pub enum Command {
         payload_days: Option<u32>,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// Generate realistic activity to measure the reports on: ingestion runs and records,
     /// decisions, executions, payloads, fills, refused orders and trade-log events over 500
@@ -113,7 +113,7 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        gateway: tradegate::orders::GatewayCall,
+        gateway: tradegate::commands::kill_switch::GatewayCall,
     },
     /// Resume trading (kill switch active again).
     Resume {
@@ -121,7 +121,7 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        gateway: tradegate::orders::GatewayCall,
+        gateway: tradegate::commands::kill_switch::GatewayCall,
     },
     /// The unified trade log.
     Tradelog {
@@ -153,7 +153,7 @@ pub enum TradelogCommand {
         /// Events per second; 0 pushes as fast as possible
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Seed of the event ids (`tradegate::load::event_id(seed, i)`)
+        /// Seed of the event ids (`tradegate::commands::load::event_id(seed, i)`)
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -185,7 +185,7 @@ pub enum SyncCommand {
         flex: bool,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
 }
 
@@ -217,7 +217,7 @@ pub enum ReportCommand {
         limit: i64,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// A decision's lineage: its primary signal, the ingestion run that proves the data was
     /// there and when, that run's API calls, the execution with its payloads, and every
@@ -227,7 +227,7 @@ pub enum ReportCommand {
         id: uuid::Uuid,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// Why an order failed: status, error message, HTTP status and the full response payload.
     Order {
@@ -235,7 +235,7 @@ pub enum ReportCommand {
         id: String,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// Per strategy and version: decisions, executed, failed, success rate, with signal-side
     /// outcomes (risk rejects, cancels) apart from execution-side failures.
@@ -247,7 +247,7 @@ pub enum ReportCommand {
         days: DaysArgs,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// Failures grouped by normalized reason, by symbol, by weekday and UTC hour.
     Failures {
@@ -256,7 +256,7 @@ pub enum ReportCommand {
         days: DaysArgs,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// One day's decisions, executions, failures and ingestion runs.
     Daily {
@@ -265,7 +265,7 @@ pub enum ReportCommand {
         date: Option<chrono::NaiveDate>,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// What operators changed (kill switch, sync triggers, jobs, purges): who (the token's
     /// name), when, from where, the value before and after, and the reason; newest first.
@@ -278,7 +278,7 @@ pub enum ReportCommand {
         limit: i64,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
 }
 
@@ -301,7 +301,7 @@ pub enum TradesCommand {
         limit: u32,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
     /// Show one trade with its executions (canonical and superseded revisions).
     Show {
@@ -309,7 +309,7 @@ pub enum TradesCommand {
         id: i64,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
-        format: tradegate::ibkr::Format,
+        format: tradegate::output::Format,
     },
 }
 
@@ -364,4 +364,59 @@ pub enum SimCommand {
         #[arg(long)]
         master_client_id: Option<i64>,
     },
+}
+
+impl ReportCommand {
+    /// The report asked for and how to print it; a bad symbol or range is an error here.
+    pub fn into_request(
+        self,
+    ) -> Result<
+        (tradegate::report::ReportRequest, tradegate::output::Format),
+        tradegate::report::ReportError,
+    > {
+        use tradegate::report::{ReportRequest, day_range, symbol};
+        Ok(match self {
+            Self::Symbol {
+                symbol: s,
+                days,
+                limit,
+                format,
+            } => (
+                ReportRequest::Symbol {
+                    symbol: symbol(&s)?,
+                    range: day_range(days.from, days.to)?,
+                    limit,
+                },
+                format,
+            ),
+            Self::Decision { id, format } => (ReportRequest::Decision(id), format),
+            Self::Order { id, format } => (ReportRequest::Order(id), format),
+            Self::Strategy { name, days, format } => (
+                ReportRequest::Strategy {
+                    name,
+                    range: day_range(days.from, days.to)?,
+                },
+                format,
+            ),
+            Self::Failures { days, format } => (
+                ReportRequest::Failures(day_range(days.from, days.to)?),
+                format,
+            ),
+            Self::Actions {
+                days,
+                limit,
+                format,
+            } => (
+                ReportRequest::Actions {
+                    range: day_range(days.from, days.to)?,
+                    limit,
+                },
+                format,
+            ),
+            Self::Daily { date, format } => (
+                ReportRequest::Daily(date.unwrap_or_else(|| chrono::Utc::now().date_naive())),
+                format,
+            ),
+        })
+    }
 }

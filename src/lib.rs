@@ -3,14 +3,12 @@
 
 pub mod api;
 pub mod app;
+pub mod commands;
 pub mod config;
-pub mod ibkr;
-pub mod ingest;
-pub mod load;
+pub mod database;
 pub mod migrate;
-pub mod orders;
+pub mod output;
 pub mod postgres;
 pub mod report;
-pub mod seed;
 pub mod sim;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tradegate::config::Config;
-use tradegate::{app, telemetry};
+use tradegate::telemetry;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -44,13 +44,13 @@ fn main() -> ExitCode {
                 timeout,
                 command,
             } => {
-                let args = tradegate::ingest::IngestArgs {
+                let args = tradegate::commands::ingest::IngestArgs {
                     task,
                     source,
                     timeout: timeout.map(std::time::Duration::from_secs),
                     command,
                 };
-                return tradegate::ingest::run(&config, args)
+                return tradegate::commands::ingest::run(&config, args)
                     .await
                     .map(|outcome| outcome.exit_code);
             }
@@ -65,72 +65,33 @@ fn main() -> ExitCode {
                     },
             } => {
                 let source = match (flex_file, flex) {
-                    (Some(file), _) => Some(tradegate::ibkr::FlexSource::File(file)),
-                    (None, true) => Some(tradegate::ibkr::FlexSource::WebService),
+                    (Some(file), _) => Some(tradegate::commands::ibkr::FlexSource::File(file)),
+                    (None, true) => Some(tradegate::commands::ibkr::FlexSource::WebService),
                     (None, false) => None,
                 };
                 if let Some(source) = source {
-                    return tradegate::ibkr::flex_command(&config, accounts, source, format).await;
-                }
-                return tradegate::ibkr::sync_command(&config, accounts, lookback_days, format)
+                    return tradegate::commands::ibkr::flex_command(
+                        &config, accounts, source, format,
+                    )
                     .await;
+                }
+                return tradegate::commands::ibkr::sync_command(
+                    &config,
+                    accounts,
+                    lookback_days,
+                    format,
+                )
+                .await;
             }
             cli::Command::SeedData { days, scale } => {
-                tradegate::seed::seed_command(&config, days, scale).await
+                tradegate::commands::seed::seed_command(&config, days, scale).await
             }
             cli::Command::Purge {
                 payload_days,
                 format,
             } => tradegate::report::purge_command(&config, payload_days, format).await,
             cli::Command::Report { command } => {
-                use tradegate::report::{ReportRequest, day_range, symbol};
-                let (request, format) = match command {
-                    cli::ReportCommand::Symbol {
-                        symbol: s,
-                        days,
-                        limit,
-                        format,
-                    } => (
-                        ReportRequest::Symbol {
-                            symbol: symbol(&s)?,
-                            range: day_range(days.from, days.to)?,
-                            limit,
-                        },
-                        format,
-                    ),
-                    cli::ReportCommand::Decision { id, format } => {
-                        (ReportRequest::Decision(id), format)
-                    }
-                    cli::ReportCommand::Order { id, format } => (ReportRequest::Order(id), format),
-                    cli::ReportCommand::Strategy { name, days, format } => (
-                        ReportRequest::Strategy {
-                            name,
-                            range: day_range(days.from, days.to)?,
-                        },
-                        format,
-                    ),
-                    cli::ReportCommand::Failures { days, format } => (
-                        ReportRequest::Failures(day_range(days.from, days.to)?),
-                        format,
-                    ),
-                    cli::ReportCommand::Actions {
-                        days,
-                        limit,
-                        format,
-                    } => (
-                        ReportRequest::Actions {
-                            range: day_range(days.from, days.to)?,
-                            limit,
-                        },
-                        format,
-                    ),
-                    cli::ReportCommand::Daily { date, format } => (
-                        ReportRequest::Daily(
-                            date.unwrap_or_else(|| chrono::Utc::now().date_naive()),
-                        ),
-                        format,
-                    ),
-                };
+                let (request, format) = command.into_request()?;
                 tradegate::report::report_command(&config, request, format).await
             }
             cli::Command::Trades {
@@ -149,11 +110,11 @@ fn main() -> ExitCode {
                     symbol,
                     limit: Some(limit),
                 };
-                tradegate::ibkr::trades_list(&config, filter, format).await
+                tradegate::commands::ibkr::trades_list(&config, filter, format).await
             }
             cli::Command::Trades {
                 command: cli::TradesCommand::Show { id, format },
-            } => tradegate::ibkr::trades_show(&config, id, format).await,
+            } => tradegate::commands::ibkr::trades_show(&config, id, format).await,
             cli::Command::Sim {
                 command:
                     cli::SimCommand::Tws {
@@ -164,7 +125,14 @@ fn main() -> ExitCode {
                         master_client_id,
                     },
             } => {
-                tradegate::ibkr::sim_tws(listen, accounts, executions, seed, master_client_id).await
+                tradegate::commands::sim::sim_tws(
+                    listen,
+                    accounts,
+                    executions,
+                    seed,
+                    master_client_id,
+                )
+                .await
             }
             cli::Command::Sim {
                 command:
@@ -187,7 +155,7 @@ fn main() -> ExitCode {
                     rate_limit_per_min: rate_limit,
                     ..Default::default()
                 };
-                tradegate::orders::sim_alpaca(listen, config).await
+                tradegate::commands::sim::sim_alpaca(listen, config).await
             }
             cli::Command::Halt {
                 reduce_only,
@@ -195,20 +163,24 @@ fn main() -> ExitCode {
                 gateway,
             } => {
                 let state = if reduce_only { "reduce_only" } else { "halted" };
-                tradegate::orders::kill_switch(&config, &gateway, state, reason).await
+                tradegate::commands::kill_switch::kill_switch(&config, &gateway, state, reason)
+                    .await
             }
             cli::Command::Resume { reason, gateway } => {
-                tradegate::orders::kill_switch(&config, &gateway, "active", reason).await
+                tradegate::commands::kill_switch::kill_switch(&config, &gateway, "active", reason)
+                    .await
             }
-            cli::Command::Run => app::run(&config).await,
-            cli::Command::Migrate => app::migrate_command(&config).await,
-            cli::Command::Demo { .. } => app::demo(&config).await,
+            cli::Command::Run => tradegate::commands::run::run(&config).await,
+            cli::Command::Migrate => tradegate::commands::migrate::migrate_command(&config).await,
+            cli::Command::Demo { .. } => tradegate::commands::demo::demo(&config).await,
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Export { day, out },
-            } => app::export_trade_log(&config, day, out.as_deref()).await,
+            } => {
+                tradegate::commands::tradelog::export_trade_log(&config, day, out.as_deref()).await
+            }
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Load { events, rate, seed },
-            } => tradegate::load::run(&config, events, rate, seed).await,
+            } => tradegate::commands::load::run(&config, events, rate, seed).await,
         };
         done.map(|()| 0)
     });

@@ -15,9 +15,9 @@ use tradegate_actors::store::reports::{
 };
 use uuid::Uuid;
 
-use crate::app::with_database;
 use crate::config::Config;
-use crate::ibkr::{Format, opt};
+use crate::database::with_database;
+use crate::output::{Format, opt};
 
 /// Which report, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

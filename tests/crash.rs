@@ -158,7 +158,7 @@ async fn a_writer_killed_mid_batch_loses_nothing_spilled_or_committed_and_double
         lost.len()
     );
     let known: HashSet<Uuid> = (0..EVENTS)
-        .map(|i| tradegate::load::event_id(SEED, i))
+        .map(|i| tradegate::commands::load::event_id(SEED, i))
         .collect();
     assert!(
         stored_set.is_subset(&known),

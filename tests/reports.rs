@@ -1280,7 +1280,7 @@ async fn retention_purges_old_payloads_but_keeps_every_referenced_one() {
 async fn seed_data_generates_a_consistent_trail() {
     let db = TestDb::new().await;
     let mut sql = db.client().await;
-    let report = tradegate::seed::seed(&mut sql, 2, 1, |_, _| {})
+    let report = tradegate::commands::seed::seed(&mut sql, 2, 1, |_, _| {})
         .await
         .unwrap();
     assert_eq!(report.decisions, 548);

@@ -193,7 +193,7 @@ pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
 
 /// A connection pool on `conninfo`, as the gateway builds one.
 pub fn pool(conninfo: &str, size: usize) -> deadpool_postgres::Pool {
-    tradegate::app::pool(conninfo, size, TIMEOUT).expect("build a pool")
+    tradegate::database::pool(conninfo, size, TIMEOUT).expect("build a pool")
 }
 
 /// The Prometheus text served at `{base}/metrics` (`base` as `http://host:port`).

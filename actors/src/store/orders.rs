@@ -1104,3 +1104,36 @@ pub async fn insert_rejects(
         .map_err(StoreError::new("committing order rejects"))?;
     Ok(())
 }
+
+/// How many of `decisions` are not settled yet: no execution, or one the broker still works.
+pub async fn unsettled_count(
+    client: &impl GenericClient,
+    decisions: &[Uuid],
+) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM trade_decisions d \
+             LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+             WHERE d.decision_id = ANY($1) \
+               AND (e.id IS NULL OR e.status IN ('submitted', 'accepted', 'partial_fill'))",
+            &[&decisions],
+        )
+        .await
+        .map_err(StoreError::new("counting unsettled decisions"))?;
+    Ok(row.get(0))
+}
+
+/// The latest decision that failed, if any.
+pub async fn latest_failed_decision(
+    client: &impl GenericClient,
+) -> Result<Option<Uuid>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT decision_id FROM trade_decisions WHERE status = 'failed' \
+             ORDER BY created_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(StoreError::new("reading the latest failed decision"))?;
+    Ok(row.map(|r| r.get(0)))
+}

@@ -1,14 +1,10 @@
-//! The IBKR commands: `tradegate sync ibkr` (from TWS, or from a Flex report), `tradegate
-//! trades list|show`, and
-//! `tradegate sim tws`.
+//! The IBKR commands: `tradegate sync ibkr` (from TWS, or from a Flex report) and `tradegate
+//! trades list|show`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
-use tokio::net::TcpListener;
 use tradegate_actors::domain::{BrokerFill, BrokerTrade, SyncReport, TradeFilter};
 use tradegate_actors::ibkr_syncer::backfill::{Origin, import_report};
 use tradegate_actors::ibkr_syncer::client::TwsSession;
@@ -17,18 +13,9 @@ use tradegate_actors::ibkr_syncer::flex_service::{FlexClient, FlexToken};
 use tradegate_actors::ibkr_syncer::{SessionConfig, SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
-use crate::app::with_database;
 use crate::config::{Config, FLEX_TOKEN_ENV};
-use crate::sim::tws_scenario::{Generate, generate};
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// A readable table
-    Table,
-    /// JSON
-    Json,
-}
+use crate::database::with_database;
+use crate::output::{Format, opt};
 
 fn print_report(report: &SyncReport) {
     let c = &report.counts;
@@ -286,11 +273,6 @@ pub async fn flex_command(
     .await
 }
 
-/// An optional value as a table cell (`-` when absent).
-pub(crate) fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
-}
-
 fn print_trades(trades: &[BrokerTrade]) {
     println!(
         "{:>8}  {:<12} {:<8} {:<4} {:>12} {:>14} {:<8} {:<20} identity",
@@ -381,43 +363,5 @@ pub async fn trades_show(config: &Config, id: i64, format: Format) -> Result<()>
             print_fills(&fills);
         }
     }
-    Ok(())
-}
-
-/// `tradegate sim tws`: serves a generated scenario until Ctrl-C or SIGTERM.
-pub async fn sim_tws(
-    listen: SocketAddr,
-    accounts: Vec<String>,
-    executions: usize,
-    seed: u64,
-    master_client_id: Option<i64>,
-) -> Result<()> {
-    if accounts.is_empty() {
-        bail!("--accounts needs at least one account id");
-    }
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let scenario = generate(&Generate {
-        accounts: accounts.clone(),
-        executions,
-        seed,
-        end: Utc::now() - chrono::Duration::minutes(1),
-        span: chrono::Duration::days(5),
-    });
-    let served = scenario.executions.len();
-    let scenario = crate::sim::tws::Scenario {
-        master_client_id,
-        ..scenario
-    };
-    let _shared = crate::sim::tws::spawn(listener, scenario);
-    println!(
-        "simulated TWS listening on {addr}: accounts {}, {served} executions (seed {seed}){}",
-        accounts.join(","),
-        master_client_id.map_or_else(String::new, |id| format!(", master client id {id}"))
-    );
-    crate::app::shutdown_signal().await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }

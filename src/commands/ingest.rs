@@ -29,8 +29,8 @@ use tradegate_actors::ingestion_logger::{
 use crate::api::{self, ApiState};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::app::Database;
 use crate::config::Config;
+use crate::database::Database;
 use crate::telemetry;
 
 /// Exit status of `tradegate ingest` when the job timed out (as `timeout(1)` uses).

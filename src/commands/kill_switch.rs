@@ -1,15 +1,12 @@
-//! The order-path commands: `tradegate halt|resume` (through the running gateway's API, so the
-//! OrderRouter switches at once) and `tradegate sim alpaca`.
+//! `tradegate halt|resume|reduce-only`: the kill switch, through the running gateway's API (so
+//! the OrderRouter switches at once).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::sim::alpaca::{self, SimAlpaca, SimConfig};
 
 /// How a command reaches the running gateway.
 #[derive(Clone, clap::Args)]
@@ -96,21 +93,5 @@ pub async fn kill_switch(
         body["state"].as_str().unwrap_or(state),
         body["changed_by"].as_str().unwrap_or("?")
     );
-    Ok(())
-}
-
-/// `tradegate sim alpaca`: serves a simulated venue until Ctrl-C.
-pub async fn sim_alpaca(listen: SocketAddr, config: SimConfig) -> Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    println!(
-        "simulated Alpaca listening on {addr}: base URL http://{addr}, stream ws://{addr}/stream, \
-         key id {}",
-        config.key_id
-    );
-    let sim = SimAlpaca::new(config);
-    alpaca::serve(listener, sim, crate::app::shutdown_signal()).await?;
     Ok(())
 }

@@ -17,8 +17,8 @@ use chrono::{Duration, NaiveDate, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::app::with_database;
 use crate::config::Config;
+use crate::database::with_database;
 
 /// What was generated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

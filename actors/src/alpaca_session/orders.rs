@@ -14,7 +14,7 @@ use super::mapping::{self, decimal, error_of, execution_status};
 use super::rest::{AlpacaRest, CallError, Exchange};
 use crate::domain::{
     ApiPayload, ApiPayloadKind, ExecutionFields, NewDecision, OrderIds, OrderReject, RawJson,
-    ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
+    RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
 };
 use crate::order_router::StrategyHub;
 use crate::store;
@@ -246,7 +246,7 @@ impl SessionCtx {
             &order.decision.strategy_name,
             StrategyEvent::Error {
                 request_id: None,
-                code: crate::domain::AUDIT_UNAVAILABLE.into(),
+                code: crate::domain::RejectCode::AuditUnavailable.as_str().into(),
                 message: format!("decision {decision_id}: {error}"),
             },
         );
@@ -313,15 +313,14 @@ impl SessionCtx {
         let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
         else {
             return Err(OrderReject::new(
-                "not_working",
+                RejectCode::NotWorking,
                 format!("decision {} has no order at the broker", order.decision_id),
             ));
         };
         {
-            let client =
-                self.pool.get().await.map_err(|e| {
-                    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
-                })?;
+            let client = self.pool.get().await.map_err(|e| {
+                OrderReject::new(crate::domain::RejectCode::AuditUnavailable, e.to_string())
+            })?;
             store::orders::mark_cancel_requested(&**client, execution_pk)
                 .await
                 .map_err(audit)?;
@@ -358,12 +357,15 @@ impl SessionCtx {
         let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
         else {
             return Err(OrderReject::new(
-                "not_working",
+                RejectCode::NotWorking,
                 format!("decision {} has no order at the broker", order.decision_id),
             ));
         };
         if changes == &ReplaceRequest::default() {
-            return Err(OrderReject::new("invalid", "replace_order changes nothing"));
+            return Err(OrderReject::new(
+                RejectCode::Invalid,
+                "replace_order changes nothing",
+            ));
         }
         let mut body = json!({
             "client_order_id": format!("{}:r{:08x}", order.decision_id, rand::random::<u32>()),
@@ -407,8 +409,8 @@ impl SessionCtx {
         else {
             // the order was replaced, but by which order is not known: the execution keeps the
             // old id (its events still find it by client order id)
-            return Err(OrderReject::new(
-                "broker.no_order_id",
+            return Err(OrderReject::broker(
+                "no_order_id",
                 format!(
                     "the broker accepted the replace without an order id: {}",
                     ex.body
@@ -426,10 +428,9 @@ impl SessionCtx {
     /// cancel-all would also cancel other strategies' orders); how many cancels succeeded.
     pub async fn cancel_all(&self, strategy: &str) -> Result<usize, OrderReject> {
         let orders = {
-            let client =
-                self.pool.get().await.map_err(|e| {
-                    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
-                })?;
+            let client = self.pool.get().await.map_err(|e| {
+                OrderReject::new(crate::domain::RejectCode::AuditUnavailable, e.to_string())
+            })?;
             store::orders::open_orders(&**client, &self.account, strategy)
                 .await
                 .map_err(audit)?
@@ -497,7 +498,7 @@ impl SessionCtx {
             ),
         };
         self.log(with_meta(events, meta));
-        answer.map_err(|e| OrderReject::new(format!("broker.{}", e.code()), e.to_string()))
+        answer.map_err(|e| OrderReject::broker(e.code(), e.to_string()))
     }
 
     /// Looks `decision` up at the broker by client order id (never resends it): `Some` with
@@ -623,13 +624,13 @@ impl SessionCtx {
 
 /// The audit trail could not be read or written: the call is refused.
 fn audit(e: impl std::fmt::Display) -> OrderReject {
-    OrderReject::new(crate::domain::AUDIT_UNAVAILABLE, e.to_string())
+    OrderReject::new(crate::domain::RejectCode::AuditUnavailable, e.to_string())
 }
 
 fn broker_reject(ex: &Exchange) -> OrderReject {
     let (code, message) = error_of(&ex.body);
-    OrderReject::new(
-        format!("broker.{}", code.unwrap_or_else(|| ex.status.to_string())),
+    OrderReject::broker(
+        code.unwrap_or_else(|| ex.status.to_string()),
         format!(
             "{} {}",
             ex.status,

@@ -155,9 +155,9 @@ pub struct DecisionReject {
 
 impl DecisionReject {
     /// A reject with `code` and `message`.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: super::RejectCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code: code.as_str().into(),
             message: message.into(),
         }
     }
@@ -184,7 +184,8 @@ impl NewDecision {
     /// The checks that need no database: names, a positive quantity, the prices the order type
     /// needs, a rationale that is an object.
     pub fn validate(&self) -> Result<(), DecisionReject> {
-        let invalid = |message: String| Err(DecisionReject::new("invalid", message));
+        let invalid =
+            |message: String| Err(DecisionReject::new(super::RejectCode::Invalid, message));
         for (what, value) in [
             ("strategy", &self.strategy_name),
             ("account", &self.account),

@@ -154,16 +154,164 @@ pub struct OrderReject {
 
 impl OrderReject {
     /// A reject with `code` and `message`.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code: code.as_str().to_string(),
             message: message.into(),
+        }
+    }
+
+    /// The broker refused: `broker.<its code>` (Alpaca's error code, else the HTTP status).
+    pub fn broker(code: impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Self {
+            code: format!("{}{code}", RejectCode::BROKER_PREFIX),
+            message: message.into(),
+        }
+    }
+
+    /// A decision's refusal as the strategy is answered.
+    pub fn from_decision(reject: crate::domain::DecisionReject) -> Self {
+        Self {
+            code: reject.code,
+            message: reject.message,
+        }
+    }
+
+    /// Whether its code is `code`.
+    pub fn is(&self, code: RejectCode) -> bool {
+        self.code == code.as_str()
+    }
+}
+
+/// Every reason code a strategy can be answered with, but the broker's own (`broker.<code>`,
+/// [`OrderReject::broker`]). The wire spells each as [`RejectCode::as_str`]; the README's table
+/// lists them all (a test checks it against [`RejectCode::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// The order is not well formed (quantity, prices, symbol, ...), or the database refused
+    /// its decision for what it carries
+    Invalid,
+    /// A value so large (or a price so small) that valuing the order overflows exact
+    /// arithmetic: no limit could be checked against it
+    OutOfRange,
+    /// Quantity above `max_qty`
+    MaxQty,
+    /// Notional above `max_notional`
+    MaxNotional,
+    /// A market order under `max_notional` with no reference price to value it at
+    NoReferencePrice,
+    /// A limit or stop price farther from the reference price than `max_price_deviation`
+    PriceCollar,
+    /// Symbol not on the allow list
+    SymbolNotAllowed,
+    /// Symbol on the deny list
+    SymbolDenied,
+    /// More orders in the last second than `max_orders_per_sec`
+    RateLimit,
+    /// The same order within the duplicate window
+    Duplicate,
+    /// The kill switch is halted
+    Halted,
+    /// The kill switch is reduce-only and the order would not reduce a position
+    ReduceOnly,
+    /// No broker session for the order's account
+    UnknownAccount,
+    /// The order names a strategy other than the connection's
+    WrongStrategy,
+    /// The database could not record the decision (or the request), so nothing was sent
+    AuditUnavailable,
+    /// The account's broker session is not running
+    SessionUnavailable,
+    /// A cancel or replace of an order the broker no longer works
+    NotWorking,
+    /// A cancel or replace naming a decision the gateway does not know (or another strategy's)
+    UnknownDecision,
+    /// The order router did not answer (stopped, restarting, or overloaded)
+    RouterUnavailable,
+    /// The decision names a primary ingestion run that does not exist
+    LineageUnknownRun,
+    /// The decision names a primary ingestion run that has not completed
+    LineageRunNotCompleted,
+    /// A decision with this id is stored already
+    DuplicateDecision,
+}
+
+impl RejectCode {
+    /// The prefix of the broker's own codes.
+    pub const BROKER_PREFIX: &'static str = "broker.";
+
+    /// Every code.
+    pub const ALL: [Self; 22] = [
+        Self::Invalid,
+        Self::OutOfRange,
+        Self::MaxQty,
+        Self::MaxNotional,
+        Self::NoReferencePrice,
+        Self::PriceCollar,
+        Self::SymbolNotAllowed,
+        Self::SymbolDenied,
+        Self::RateLimit,
+        Self::Duplicate,
+        Self::Halted,
+        Self::ReduceOnly,
+        Self::UnknownAccount,
+        Self::WrongStrategy,
+        Self::AuditUnavailable,
+        Self::SessionUnavailable,
+        Self::NotWorking,
+        Self::UnknownDecision,
+        Self::RouterUnavailable,
+        Self::LineageUnknownRun,
+        Self::LineageRunNotCompleted,
+        Self::DuplicateDecision,
+    ];
+
+    /// The code as the wire and the audit trail spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::OutOfRange => "invalid.out_of_range",
+            Self::MaxQty => "risk.max_qty",
+            Self::MaxNotional => "risk.max_notional",
+            Self::NoReferencePrice => "risk.no_reference_price",
+            Self::PriceCollar => "risk.price_collar",
+            Self::SymbolNotAllowed => "risk.symbol_not_allowed",
+            Self::SymbolDenied => "risk.symbol_denied",
+            Self::RateLimit => "risk.rate_limit",
+            Self::Duplicate => "risk.duplicate",
+            Self::Halted => "risk.halted",
+            Self::ReduceOnly => "risk.reduce_only",
+            Self::UnknownAccount => "routing.unknown_account",
+            Self::WrongStrategy => "auth.wrong_strategy",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::SessionUnavailable => "session_unavailable",
+            Self::NotWorking => "not_working",
+            Self::UnknownDecision => "unknown_decision",
+            Self::RouterUnavailable => "router_unavailable",
+            Self::LineageUnknownRun => "lineage.unknown_run",
+            Self::LineageRunNotCompleted => "lineage.run_not_completed",
+            Self::DuplicateDecision => "duplicate_decision",
         }
     }
 }
 
-/// Reason code: the database could not record the decision, so nothing was sent.
-pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+impl PartialEq<RejectCode> for String {
+    fn eq(&self, other: &RejectCode) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<RejectCode> for &str {
+    fn eq(&self, other: &RejectCode) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The answer to one submitted order: its decision id, or why it was refused.
 pub type OrderOutcome = Result<Uuid, OrderReject>;
@@ -280,7 +428,7 @@ pub enum KillSwitch {
 
 impl KillSwitch {
     /// The SQL spelling.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Halted => "halted",

@@ -14,11 +14,11 @@ use uuid::Uuid;
 use super::config::OrdersConfig;
 use super::config::RiskLimits;
 use super::hub::StrategyHub;
-use super::risk::{self, RiskState, codes};
+use super::risk::{self, RiskState};
 use crate::alpaca_session::{self, AlpacaSessionMessage};
 use crate::domain::{
-    AUDIT_UNAVAILABLE, ApiPayload, KillSwitch, LineagePolicy, NewDecision, OrderOutcome,
-    OrderReject, OrderRequest, ReplaceRequest, RoutedOrder, StrategyEvent,
+    ApiPayload, KillSwitch, LineagePolicy, NewDecision, OrderOutcome, OrderReject, OrderRequest,
+    RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent,
 };
 use crate::store::{self, orders::RejectRecord};
 
@@ -276,7 +276,7 @@ impl Actor for OrderRouter {
                             }
                             Err(e) => {
                                 let _ = reply.send(Err(OrderReject::new(
-                                    "session_unavailable",
+                                    RejectCode::SessionUnavailable,
                                     format!("the {account} session did not answer: {e}"),
                                 )));
                                 return;
@@ -304,13 +304,19 @@ impl Actor for OrderRouter {
                         {
                             Ok(true) => Ok(()),
                             Ok(false) => Err(OrderReject::new(
-                                AUDIT_UNAVAILABLE,
+                                RejectCode::AuditUnavailable,
                                 "the kill switch's row is missing: nothing changed",
                             )),
-                            Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                            Err(e) => Err(OrderReject::new(
+                                RejectCode::AuditUnavailable,
+                                e.to_string(),
+                            )),
                         }
                     }
-                    Err(e) => Err(OrderReject::new(AUDIT_UNAVAILABLE, e.to_string())),
+                    Err(e) => Err(OrderReject::new(
+                        RejectCode::AuditUnavailable,
+                        e.to_string(),
+                    )),
                 };
                 if result.is_ok() {
                     tracing::warn!(
@@ -350,7 +356,7 @@ impl OrderRouterState {
         if order.strategy != strategy {
             return Err((
                 OrderReject::new(
-                    codes::WRONG_STRATEGY,
+                    RejectCode::WrongStrategy,
                     format!(
                         "this connection is strategy {strategy}; the order names {}",
                         order.strategy
@@ -364,7 +370,7 @@ impl OrderRouterState {
         if !self.accounts.contains(&account) {
             return Err((
                 OrderReject::new(
-                    codes::UNKNOWN_ACCOUNT,
+                    RejectCode::UnknownAccount,
                     if account.is_empty() {
                         "no account: the order names none and none is configured".to_string()
                     } else {
@@ -377,7 +383,7 @@ impl OrderRouterState {
         let decision = order.to_decision(&account);
         decision
             .validate()
-            .map_err(|r| (OrderReject::new(r.code, r.message), Some(account.clone())))?;
+            .map_err(|r| (OrderReject::from_decision(r), Some(account.clone())))?;
         let limits = self.args.config.limits_for(strategy);
         let reference = match order.reference_price {
             Some(price) => Some(price),
@@ -425,10 +431,10 @@ impl OrderRouterState {
             .pool
             .get()
             .await
-            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+            .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))?;
         store::orders::last_fill_price(&**client, symbol)
             .await
-            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
+            .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))
     }
 
     async fn position(&self, account: &str, symbol: &str) -> Result<Decimal, OrderReject> {
@@ -437,10 +443,10 @@ impl OrderRouterState {
             .pool
             .get()
             .await
-            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+            .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))?;
         store::orders::position(&**client, account, symbol)
             .await
-            .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))
+            .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))
     }
 }
 
@@ -451,7 +457,7 @@ fn answer_unavailable(job: CommitJob, why: &str) {
         .map(|c| {
             c.and_then(|_| {
                 Err(OrderReject::new(
-                    AUDIT_UNAVAILABLE,
+                    RejectCode::AuditUnavailable,
                     format!(
                         "the decision could not be recorded ({why}); nothing was sent (should the \
                          database have recorded it after all, it is reconciled as failed, \
@@ -570,7 +576,7 @@ async fn committer(
                             let _ = rejects.send(RejectRecord::now(
                                 order,
                                 Some(d.account.clone()),
-                                OrderReject::new(AUDIT_UNAVAILABLE, e.clone()),
+                                OrderReject::new(RejectCode::AuditUnavailable, e.clone()),
                             ));
                         }
                     }
@@ -614,7 +620,7 @@ async fn committer(
                             outcomes.push(Err(r));
                         }
                         None => outcomes.push(Err(OrderReject::new(
-                            AUDIT_UNAVAILABLE,
+                            RejectCode::AuditUnavailable,
                             "the decision was not recorded",
                         ))),
                     },
@@ -692,7 +698,7 @@ async fn write_decisions(
                 written.push(match alone {
                     Ok(mut one) => one.remove(0),
                     Err(e) if e.refused => Err(OrderReject::new(
-                        risk::codes::INVALID,
+                        RejectCode::Invalid,
                         format!(
                             "the audit database refused this decision ({}); nothing was sent",
                             e.message
@@ -704,7 +710,7 @@ async fn write_decisions(
                             let _ = session.cast(AlpacaSessionMessage::Reconcile);
                         }
                         Err(OrderReject::new(
-                            AUDIT_UNAVAILABLE,
+                            RejectCode::AuditUnavailable,
                             format!(
                                 "the decision could not be recorded ({}); nothing was sent",
                                 e.message
@@ -754,7 +760,7 @@ async fn write_group(
         .into_iter()
         .map(|r| {
             r.map(|(created, request)| (created.id, request))
-                .map_err(|d| OrderReject::new(d.code, d.message))
+                .map_err(OrderReject::from_decision)
         })
         .collect())
 }
@@ -837,14 +843,14 @@ async fn owned_order(
     let client = pool
         .get()
         .await
-        .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))?;
     let order = store::orders::order_by_decision(&*client, decision_id)
         .await
-        .map_err(|e| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| OrderReject::new(RejectCode::AuditUnavailable, e.to_string()))?;
     match order {
         Some(order) if order.strategy == strategy => Ok(order),
         _ => Err(OrderReject::new(
-            "unknown_decision",
+            RejectCode::UnknownDecision,
             format!("strategy {strategy} has no decision {decision_id}"),
         )),
     }
@@ -855,7 +861,7 @@ fn session_of(
 ) -> Result<ActorRef<AlpacaSessionMessage>, OrderReject> {
     alpaca_session::find(&order.account).ok_or_else(|| {
         OrderReject::new(
-            "session_unavailable",
+            RejectCode::SessionUnavailable,
             format!("no broker session for {}", order.account),
         )
     })
@@ -871,15 +877,16 @@ async fn check_amendment(
     kill: KillSwitch,
     limits: &RiskLimits,
 ) -> Result<(), OrderReject> {
-    let audit = |e: &dyn std::fmt::Display| OrderReject::new(AUDIT_UNAVAILABLE, e.to_string());
+    let audit =
+        |e: &dyn std::fmt::Display| OrderReject::new(RejectCode::AuditUnavailable, e.to_string());
     let client = pool.get().await.map_err(|e| audit(&e))?;
     let decided = store::orders::decision_terms(&**client, order.decision_id)
         .await
         .map_err(|e| audit(&e))?
-        .ok_or_else(|| OrderReject::new("unknown_decision", "the decision is gone"))?;
+        .ok_or_else(|| OrderReject::new(RejectCode::UnknownDecision, "the decision is gone"))?;
     if decided.notional.is_some() {
         return Err(OrderReject::new(
-            codes::INVALID,
+            RejectCode::Invalid,
             "a notional order cannot be replaced (Alpaca modifies none of its fields)",
         ));
     }
@@ -905,7 +912,7 @@ async fn check_amendment(
     amended
         .to_decision(&decided.account)
         .validate()
-        .map_err(|r| OrderReject::new(r.code, r.message))?;
+        .map_err(OrderReject::from_decision)?;
     let position = if kill == KillSwitch::ReduceOnly {
         store::orders::position(&**client, &decided.account, &decided.symbol)
             .await
@@ -935,7 +942,7 @@ async fn cancel(
         order,
         reply
     })
-    .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
+    .map_err(|e| OrderReject::new(RejectCode::SessionUnavailable, e.to_string()))?
 }
 
 async fn replace(
@@ -954,5 +961,5 @@ async fn replace(
         changes,
         reply
     })
-    .map_err(|e| OrderReject::new("session_unavailable", e.to_string()))?
+    .map_err(|e| OrderReject::new(RejectCode::SessionUnavailable, e.to_string()))?
 }

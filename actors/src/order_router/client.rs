@@ -10,8 +10,7 @@ use uuid::Uuid;
 use super::actor::{NAME, OrderRouterMessage};
 use super::hub::{StrategyHub, Subscription};
 use crate::domain::{
-    AUDIT_UNAVAILABLE, KillSwitch, OrderOutcome, OrderReject, OrderRequest, ReplaceRequest,
-    StrategyEvent,
+    KillSwitch, OrderOutcome, OrderReject, OrderRequest, RejectCode, ReplaceRequest, StrategyEvent,
 };
 
 /// How long a call waits for the router (a commit may wait for the database's connect timeout).
@@ -22,7 +21,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct OrderRouterClient;
 
 fn unavailable(what: impl std::fmt::Display) -> OrderReject {
-    OrderReject::new("router_unavailable", format!("the order router {what}"))
+    OrderReject::new(
+        RejectCode::RouterUnavailable,
+        format!("the order router {what}"),
+    )
 }
 
 impl OrderRouterClient {
@@ -77,7 +79,7 @@ impl OrderRouterClient {
             Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(_)) => Err(unavailable("stopped before answering")),
             Err(_) => Err(OrderReject::new(
-                AUDIT_UNAVAILABLE,
+                RejectCode::AuditUnavailable,
                 "the outbox did not answer in time; the order's fate is in the audit trail",
             )),
         }

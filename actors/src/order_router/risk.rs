@@ -7,46 +7,13 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 
 use super::config::RiskLimits;
-use crate::domain::{KillSwitch, OrderReject, OrderRequest, OrderType, Side};
-
-/// Reason codes of refused orders.
-pub mod codes {
-    /// The order is not well formed (quantity, prices, symbol, ...)
-    pub const INVALID: &str = "invalid";
-    /// A value so large (or a price so small) that valuing the order overflows exact
-    /// arithmetic: no limit could be checked against it
-    pub const OUT_OF_RANGE: &str = "invalid.out_of_range";
-    /// Quantity above `max_qty`
-    pub const MAX_QTY: &str = "risk.max_qty";
-    /// Notional above `max_notional`
-    pub const MAX_NOTIONAL: &str = "risk.max_notional";
-    /// A market order under `max_notional` with no reference price to value it at
-    pub const NO_REFERENCE_PRICE: &str = "risk.no_reference_price";
-    /// A limit or stop price farther from the reference price than `max_price_deviation`
-    pub const PRICE_COLLAR: &str = "risk.price_collar";
-    /// Symbol not on the allow list
-    pub const SYMBOL_NOT_ALLOWED: &str = "risk.symbol_not_allowed";
-    /// Symbol on the deny list
-    pub const SYMBOL_DENIED: &str = "risk.symbol_denied";
-    /// More orders in the last second than `max_orders_per_sec`
-    pub const RATE: &str = "risk.rate_limit";
-    /// The same order within the duplicate window
-    pub const DUPLICATE: &str = "risk.duplicate";
-    /// The kill switch is halted
-    pub const HALTED: &str = "risk.halted";
-    /// The kill switch is reduce-only and the order would not reduce a position
-    pub const REDUCE_ONLY: &str = "risk.reduce_only";
-    /// No broker session for the order's account
-    pub const UNKNOWN_ACCOUNT: &str = "routing.unknown_account";
-    /// The order names a strategy other than the connection's
-    pub const WRONG_STRATEGY: &str = "auth.wrong_strategy";
-}
+use crate::domain::{KillSwitch, OrderReject, OrderRequest, OrderType, RejectCode, Side};
 
 /// The shape checks of the wire order that a decision's own validation
 /// ([`NewDecision::validate`](crate::domain::NewDecision::validate): names, quantity, prices,
 /// rationale) does not make: the symbol's form, and no limit price on an order type without one.
 pub fn validate(order: &OrderRequest) -> Result<(), OrderReject> {
-    let invalid = |m: String| Err(OrderReject::new(codes::INVALID, m));
+    let invalid = |m: String| Err(OrderReject::new(RejectCode::Invalid, m));
     let symbol = order.symbol.as_str();
     if symbol.is_empty()
         || symbol.len() > 32
@@ -94,7 +61,7 @@ const RATIONALE_MAX_BYTES: usize = 64 * 1024;
 /// or in JSON) or that is too long to be a name, so that one order never fails the commit it
 /// shares with other strategies' orders.
 fn text_fits(order: &OrderRequest) -> Result<(), OrderReject> {
-    let invalid = |m: String| Err(OrderReject::new(codes::INVALID, m));
+    let invalid = |m: String| Err(OrderReject::new(RejectCode::Invalid, m));
     let signal = order.primary_signal.as_ref();
     for (what, value) in [
         ("strategy", Some(order.strategy.as_str())),
@@ -149,7 +116,7 @@ pub fn kill_switch(
     match state {
         KillSwitch::Active => Ok(()),
         KillSwitch::Halted => Err(OrderReject::new(
-            codes::HALTED,
+            RejectCode::Halted,
             "trading is halted (kill switch); nothing is sent",
         )),
         KillSwitch::ReduceOnly => {
@@ -162,7 +129,7 @@ pub fn kill_switch(
                 Ok(())
             } else {
                 Err(OrderReject::new(
-                    codes::REDUCE_ONLY,
+                    RejectCode::ReduceOnly,
                     format!(
                         "the kill switch is reduce-only and a {} of {} {} does not reduce the \
                          position of {position}",
@@ -201,7 +168,7 @@ pub fn limits(
         && qty > max
     {
         return Err(OrderReject::new(
-            codes::MAX_QTY,
+            RejectCode::MaxQty,
             format!("qty {qty} is above the limit of {max}"),
         ));
     }
@@ -209,7 +176,7 @@ pub fn limits(
         && notional > max
     {
         return Err(OrderReject::new(
-            codes::MAX_NOTIONAL,
+            RejectCode::MaxNotional,
             format!("notional {notional} is above the limit of {max}"),
         ));
     }
@@ -224,7 +191,7 @@ pub fn limits(
         }
         let Some(shares) = reference.and_then(|r| notional.checked_div(r)) else {
             return Err(OrderReject::new(
-                codes::NO_REFERENCE_PRICE,
+                RejectCode::NoReferencePrice,
                 format!(
                     "a notional order of {} cannot be held to max_qty {max} without a \
                      reference_price (no fill price is recorded for it yet)",
@@ -234,7 +201,7 @@ pub fn limits(
         };
         if shares > max {
             return Err(OrderReject::new(
-                codes::MAX_QTY,
+                RejectCode::MaxQty,
                 format!(
                     "notional {notional} buys about {} shares, above the limit of {max}",
                     shares.round_dp(4)
@@ -245,7 +212,7 @@ pub fn limits(
     if let (Some(max), Some(qty)) = (limits.max_notional, order.qty) {
         let Some(price) = order.order_price().or(reference) else {
             return Err(OrderReject::new(
-                codes::NO_REFERENCE_PRICE,
+                RejectCode::NoReferencePrice,
                 format!(
                     "a {} order of {} cannot be valued against max_notional {max}: send a \
                      reference_price (no fill price is recorded for it yet)",
@@ -260,7 +227,7 @@ pub fn limits(
         };
         if notional > max {
             return Err(OrderReject::new(
-                codes::MAX_NOTIONAL,
+                RejectCode::MaxNotional,
                 format!("notional {notional} is above the limit of {max}"),
             ));
         }
@@ -286,7 +253,7 @@ pub fn limits(
                 )
             };
             return Err(OrderReject::new(
-                codes::PRICE_COLLAR,
+                RejectCode::PriceCollar,
                 format!(
                     "price {price} is {}% from the reference price {reference}, beyond the \
                      collar of {}%",
@@ -301,7 +268,7 @@ pub fn limits(
         && !allow.iter().any(|s| s == &order.symbol)
     {
         return Err(OrderReject::new(
-            codes::SYMBOL_NOT_ALLOWED,
+            RejectCode::SymbolNotAllowed,
             format!("{} is not on the allow list", order.symbol),
         ));
     }
@@ -309,7 +276,7 @@ pub fn limits(
         && deny.iter().any(|s| s == &order.symbol)
     {
         return Err(OrderReject::new(
-            codes::SYMBOL_DENIED,
+            RejectCode::SymbolDenied,
             format!("{} is on the deny list", order.symbol),
         ));
     }
@@ -318,7 +285,7 @@ pub fn limits(
 
 fn out_of_range(what: String) -> OrderReject {
     OrderReject::new(
-        codes::OUT_OF_RANGE,
+        RejectCode::OutOfRange,
         format!("{what} cannot be valued: the arithmetic overflows; nothing is sent"),
     )
 }
@@ -367,7 +334,7 @@ impl RiskState {
             }
             if sent.len() >= max as usize {
                 return Err(OrderReject::new(
-                    codes::RATE,
+                    RejectCode::RateLimit,
                     format!(
                         "strategy {} sent {max} orders in the last second (the limit)",
                         order.strategy
@@ -395,7 +362,7 @@ impl RiskState {
                 && now.duration_since(*seen) < dup_window
             {
                 return Err(OrderReject::new(
-                    codes::DUPLICATE,
+                    RejectCode::Duplicate,
                     format!(
                         "the same order ({} {} {}) was sent {} ms ago, within the duplicate \
                          window of {} ms",
@@ -463,11 +430,14 @@ mod tests {
         };
         let market = order("market", 20, None, None);
         assert!(needs_reference(&market, &l));
-        assert_eq!(code(limits(&market, &l, None)), codes::NO_REFERENCE_PRICE);
+        assert_eq!(
+            code(limits(&market, &l, None)),
+            RejectCode::NoReferencePrice
+        );
         assert_eq!(code(limits(&market, &l, Some(Decimal::from(40)))), "ok");
         assert_eq!(
             code(limits(&market, &l, Some(Decimal::from(60)))),
-            codes::MAX_NOTIONAL
+            RejectCode::MaxNotional
         );
         // the strategy's own reference needs no look-up
         let referenced = order("market", 20, None, Some(60));
@@ -494,16 +464,16 @@ mod tests {
         );
         assert_eq!(
             code(limits(&order("limit", 1, Some(111), None), &l, reference)),
-            codes::PRICE_COLLAR
+            RejectCode::PriceCollar
         );
         assert_eq!(
             code(limits(&order("limit", 1, Some(89), None), &l, reference)),
-            codes::PRICE_COLLAR
+            RejectCode::PriceCollar
         );
         // a fat finger: 1000 for a 100 stock
         let fat = order("limit", 1, Some(1000), None);
         assert!(needs_reference(&fat, &l));
-        assert_eq!(code(limits(&fat, &l, reference)), codes::PRICE_COLLAR);
+        assert_eq!(code(limits(&fat, &l, reference)), RejectCode::PriceCollar);
         // no reference known: the collar cannot apply
         assert_eq!(code(limits(&fat, &l, None)), "ok");
         // market orders have no price to collar
@@ -519,11 +489,11 @@ mod tests {
         };
         let mut huge = order("limit", 1, Some(10), None);
         huge.qty = Some(Decimal::MAX);
-        assert_eq!(code(limits(&huge, &l, None)), codes::OUT_OF_RANGE);
+        assert_eq!(code(limits(&huge, &l, None)), RejectCode::OutOfRange);
         let tiny = Some(Decimal::new(1, 28));
         assert_eq!(
             code(limits(&order("limit", 1, Some(10), None), &l, tiny)),
-            codes::OUT_OF_RANGE
+            RejectCode::OutOfRange
         );
         // one share at the largest price is valued exactly (and far above the limit)
         let mut max_price = order("limit", 1, Some(10), None);
@@ -537,7 +507,7 @@ mod tests {
                 },
                 None
             )),
-            codes::MAX_NOTIONAL
+            RejectCode::MaxNotional
         );
         // the issue's order: 1000 at the largest price
         let mut fat = order("limit", 1000, Some(1), None);
@@ -551,7 +521,7 @@ mod tests {
                 },
                 None
             )),
-            codes::OUT_OF_RANGE
+            RejectCode::OutOfRange
         );
     }
 
@@ -650,7 +620,7 @@ mod tests {
     fn text_the_database_would_refuse_is_invalid() {
         let mut o = order("market", 1, None, None);
         o.strategy_version = "v1\0".into();
-        assert_eq!(code(validate(&o)), codes::INVALID);
+        assert_eq!(code(validate(&o)), RejectCode::Invalid);
         let mut o = order("market", 1, None, None);
         o.rationale = Some(serde_json::json!({"why": ["ok", {"deep": "a\u{0}b"}]}));
         let refused = validate(&o).unwrap_err();
@@ -660,10 +630,10 @@ mod tests {
             signal_type: "x".repeat(TEXT_MAX + 1),
             id: "1".into(),
         });
-        assert_eq!(code(validate(&o)), codes::INVALID);
+        assert_eq!(code(validate(&o)), RejectCode::Invalid);
         let mut o = order("market", 1, None, None);
         o.rationale = Some(serde_json::json!({"blob": "x".repeat(RATIONALE_MAX_BYTES)}));
-        assert_eq!(code(validate(&o)), codes::INVALID);
+        assert_eq!(code(validate(&o)), RejectCode::Invalid);
         let mut o = order("market", 1, None, None);
         o.rationale = Some(serde_json::json!({"why": "fine", "n": 1.5}));
         assert_eq!(code(validate(&o)), "ok");
@@ -673,10 +643,10 @@ mod tests {
     fn prices_only_where_the_order_type_takes_them_and_no_trailing_stops() {
         let mut market = order("market", 1, None, None);
         market.stop_price = Some(Decimal::ONE);
-        assert_eq!(code(validate(&market)), codes::INVALID);
+        assert_eq!(code(validate(&market)), RejectCode::Invalid);
         assert_eq!(
             code(validate(&order("trailing_stop", 1, None, None))),
-            codes::INVALID
+            RejectCode::Invalid
         );
         let mut stop = order("stop", 1, None, None);
         stop.stop_price = Some(Decimal::ONE);
@@ -693,10 +663,13 @@ mod tests {
         dollars.qty = None;
         dollars.notional = Some(Decimal::from(2000));
         assert!(needs_reference(&dollars, &l));
-        assert_eq!(code(limits(&dollars, &l, None)), codes::NO_REFERENCE_PRICE);
+        assert_eq!(
+            code(limits(&dollars, &l, None)),
+            RejectCode::NoReferencePrice
+        );
         assert_eq!(
             code(limits(&dollars, &l, Some(Decimal::from(100)))),
-            codes::MAX_QTY
+            RejectCode::MaxQty
         );
         assert_eq!(code(limits(&dollars, &l, Some(Decimal::from(250)))), "ok");
     }

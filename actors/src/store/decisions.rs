@@ -11,16 +11,17 @@ use super::StoreError;
 use super::db::Db;
 use crate::domain::decision::rationale_with_lineage;
 use crate::domain::{
-    ApiPayload, CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision, RunStatus,
+    ApiPayload, CreatedDecision, DecisionReject, LineagePolicy, LineageRun, NewDecision,
+    RejectCode, RunStatus,
 };
 use tokio_postgres::GenericClient;
 
 /// Reason code: the named primary ingestion run does not exist.
-pub const REJECT_UNKNOWN_RUN: &str = "lineage.unknown_run";
+pub const REJECT_UNKNOWN_RUN: &str = RejectCode::LineageUnknownRun.as_str();
 /// Reason code: the named primary ingestion run has not completed (running or failed).
-pub const REJECT_RUN_NOT_COMPLETED: &str = "lineage.run_not_completed";
+pub const REJECT_RUN_NOT_COMPLETED: &str = RejectCode::LineageRunNotCompleted.as_str();
 /// Reason code: a decision with this id exists already.
-pub const REJECT_DUPLICATE: &str = "duplicate_decision";
+pub const REJECT_DUPLICATE: &str = RejectCode::DuplicateDecision.as_str();
 
 /// Writes `decisions` as pending in one statement (one commit for all of them), each with
 /// `data_lineage` filled in: the runs completed within the policy's window before the clock the
@@ -72,12 +73,12 @@ pub async fn create_decisions_with_requests(
                 None => Ok(None),
                 Some(run_id) => match primaries.iter().find(|p| p.0.run_id == run_id) {
                     None => Err(DecisionReject::new(
-                        REJECT_UNKNOWN_RUN,
+                        RejectCode::LineageUnknownRun,
                         format!("primary ingestion run {run_id} does not exist"),
                     )),
                     Some((run, _, status)) if *status != RunStatus::Completed => {
                         Err(DecisionReject::new(
-                            REJECT_RUN_NOT_COMPLETED,
+                            RejectCode::LineageRunNotCompleted,
                             format!(
                                 "primary ingestion run {run_id} ({}) is {status}, not completed: \
                              its data cannot be proven available",
@@ -98,7 +99,10 @@ pub async fn create_decisions_with_requests(
                 );
                 rows.push((i, primary.map(|(_, id)| id), rationale));
                 // a placeholder, replaced below by the row or a duplicate reject
-                results.push(Err(DecisionReject::new(REJECT_DUPLICATE, String::new())));
+                results.push(Err(DecisionReject::new(
+                    RejectCode::DuplicateDecision,
+                    String::new(),
+                )));
             }
         }
     }
@@ -119,7 +123,7 @@ pub async fn create_decisions_with_requests(
         results[*i] = match created.remove(&id) {
             Some(row) => Ok((row, request_ids.get(&id).copied())),
             None => Err(DecisionReject::new(
-                REJECT_DUPLICATE,
+                RejectCode::DuplicateDecision,
                 format!("decision {id} exists already"),
             )),
         };

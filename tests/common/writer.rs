@@ -106,6 +106,8 @@ impl WriterUnderTest {
             120_000
         )
         .expect("maintenance call")
+        // the tests read the error as the operator does: its text
+        .map_err(|e| e.to_string())
     }
 
     /// Stops the writer (it drains first) and its Gateway.

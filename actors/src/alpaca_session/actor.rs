@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use super::config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
+use super::error::SessionError;
 use super::orders::SessionCtx;
 use super::rest::AlpacaRest;
 use super::stream;
@@ -306,26 +307,28 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
                         continue;
                     }
                     let failed = async {
-                        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-                        match &p.unknown_execution {
-                            None => store::orders::fail_pending_decision(
-                                &**client,
-                                p.decision_pk,
-                                NOT_RECEIVED_BY_BROKER,
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                            Some((execution_pk, why)) => store::orders::fail_unknown_execution(
-                                &**client,
-                                *execution_pk,
-                                &format!(
-                                    "not found by client order id {}s after {why}",
-                                    grace.as_secs()
-                                ),
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                        }
+                        let client = ctx.pool.get().await?;
+                        Ok::<_, SessionError>(match &p.unknown_execution {
+                            None => {
+                                store::orders::fail_pending_decision(
+                                    &**client,
+                                    p.decision_pk,
+                                    NOT_RECEIVED_BY_BROKER,
+                                )
+                                .await?
+                            }
+                            Some((execution_pk, why)) => {
+                                store::orders::fail_unknown_execution(
+                                    &**client,
+                                    *execution_pk,
+                                    &format!(
+                                        "not found by client order id {}s after {why}",
+                                        grace.as_secs()
+                                    ),
+                                )
+                                .await?
+                            }
+                        })
                     }
                     .await;
                     match failed {
@@ -367,10 +370,10 @@ async fn recover(ctx: Arc<SessionCtx>, grace: Duration) {
 async fn unresolved(ctx: &SessionCtx) -> Vec<store::orders::PendingDecision> {
     loop {
         let listed = async {
-            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-            store::orders::unresolved_decisions(&**client, &ctx.account)
-                .await
-                .map_err(|e| e.to_string())
+            let client = ctx.pool.get().await?;
+            Ok::<_, SessionError>(
+                store::orders::unresolved_decisions(&**client, &ctx.account).await?,
+            )
         }
         .await;
         match listed {

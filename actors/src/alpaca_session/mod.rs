@@ -3,6 +3,7 @@
 
 mod actor;
 pub mod config;
+pub mod error;
 pub mod mapping;
 pub mod orders;
 pub mod rest;
@@ -12,4 +13,5 @@ pub use actor::{
     AlpacaSession, AlpacaSessionArgs, AlpacaSessionMessage, AlpacaSessionState, find, name_for,
 };
 pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
+pub use error::SessionError;
 pub use orders::submission_request;

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::error::SessionError;
 use super::mapping::{self, decimal, error_of, execution_status};
 use super::rest::{AlpacaRest, CallError, Exchange};
 use crate::domain::{
@@ -70,7 +71,7 @@ fn request_payload(
     path: &str,
     query: &[(String, String)],
     body: Option<&Value>,
-) -> Result<ApiPayload, String> {
+) -> Result<ApiPayload, SessionError> {
     let mut payload = json!({ "endpoint": path, "method": method });
     if !query.is_empty() {
         payload["params"] = Value::Object(
@@ -83,7 +84,7 @@ fn request_payload(
     if let Some(body) = body {
         payload["body"] = body.clone();
     }
-    ApiPayload::request(BROKER, payload).map_err(|e| e.to_string())
+    Ok(ApiPayload::request(BROKER, payload)?)
 }
 
 /// The request a decision is submitted as (`POST /v2/orders` with its order body), as stored
@@ -116,17 +117,15 @@ impl SessionCtx {
         path: &str,
         query: &[(String, String)],
         body: Option<&Value>,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, SessionError> {
         let payload = request_payload(method, path, query, body)?;
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        store::ingestion::insert_payload(&**client, &payload)
-            .await
-            .map_err(|e| e.to_string())
+        let client = self.pool.get().await?;
+        Ok(store::ingestion::insert_payload(&**client, &payload).await?)
     }
 
     /// The request payload ids of `orders`' submissions: stored with the decision as a rule;
     /// the others are stored now, in one statement.
-    async fn store_order_requests(&self, orders: &[RoutedOrder]) -> Result<Vec<i64>, String> {
+    async fn store_order_requests(&self, orders: &[RoutedOrder]) -> Result<Vec<i64>, SessionError> {
         let missing = orders
             .iter()
             .filter(|o| o.request_payload_id.is_none())
@@ -135,10 +134,8 @@ impl SessionCtx {
         let mut stored = if missing.is_empty() {
             Vec::new()
         } else {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            store::ingestion::insert_payloads(&*client, &missing)
-                .await
-                .map_err(|e| e.to_string())?
+            let client = self.pool.get().await?;
+            store::ingestion::insert_payloads(&*client, &missing).await?
         }
         .into_iter();
         orders
@@ -146,27 +143,25 @@ impl SessionCtx {
             .map(|o| {
                 o.request_payload_id
                     .or_else(|| stored.next())
-                    .ok_or_else(|| "a request payload id is missing".to_string())
+                    .ok_or(SessionError::Missing("a request payload id is missing"))
             })
             .collect()
     }
 
     /// Stores a submission's outcome in the session's next group commit (one statement for
     /// the whole group).
-    async fn record_submission(&self, submission: Submission) -> Result<i64, String> {
+    async fn record_submission(&self, submission: Submission) -> Result<i64, SessionError> {
         self.submissions
             .write(submission)
             .await?
-            .ok_or_else(|| "the execution row was not written".to_string())
+            .ok_or(SessionError::Missing("the execution row was not written"))
     }
 
     /// Stores a response payload (used where no execution row is written with it).
     async fn store_response(&self, payload: &ApiPayload) {
         let stored = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            store::ingestion::insert_payload(&**client, payload)
-                .await
-                .map_err(|e| e.to_string())
+            let client = self.pool.get().await?;
+            Ok::<_, SessionError>(store::ingestion::insert_payload(&**client, payload).await?)
         }
         .await;
         if let Err(e) = stored {
@@ -233,7 +228,7 @@ impl SessionCtx {
     /// An order that was not sent, or whose outcome could not be stored: the decision stays
     /// pending and is reconciled by looking it up at the broker (now, not at the next start),
     /// never resent.
-    fn not_completed(&self, order: &RoutedOrder, error: String) {
+    fn not_completed(&self, order: &RoutedOrder, error: impl std::fmt::Display) {
         let decision_id = order.decision.decision_id;
         if let Ok(mut f) = self.in_flight.lock() {
             f.remove(&decision_id);
@@ -257,7 +252,7 @@ impl SessionCtx {
         &self,
         order: &RoutedOrder,
         request_payload_id: i64,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, SessionError> {
         let d = &order.decision;
         let cl = d.decision_id.to_string();
         let body = mapping::order_body(d);
@@ -288,8 +283,9 @@ impl SessionCtx {
         let events = recorded.log_events(self, &cl, &d.symbol);
         let stored = self.record_submission(recorded.sub).await;
         self.log(events);
-        stored.map_err(|e| {
-            format!("the broker answered {submission_status} but it could not be stored: {e}")
+        stored.map_err(|e| SessionError::Unstored {
+            answered: submission_status.to_string(),
+            source: Box::new(e),
         })?;
         metrics::counter!("tradegate_alpaca_submissions_total", "status" => submission_status.to_string())
             .increment(1);
@@ -503,7 +499,10 @@ impl SessionCtx {
 
     /// Looks `decision` up at the broker by client order id (never resends it): `Some` with
     /// the order when the broker has it, `None` when it answers 404.
-    pub async fn look_up(&self, decision: &NewDecision) -> Result<Option<(Exchange, i64)>, String> {
+    pub async fn look_up(
+        &self,
+        decision: &NewDecision,
+    ) -> Result<Option<(Exchange, i64)>, SessionError> {
         let path = "/v2/orders:by_client_order_id";
         let query = vec![(
             "client_order_id".to_string(),
@@ -546,8 +545,11 @@ impl SessionCtx {
                 Ok(None)
             }
             Ok(ex) if ex.ok() => Ok(Some((ex, request_id))),
-            Ok(ex) => Err(format!("the look-up answered {}: {}", ex.status, ex.body)),
-            Err(e) => Err(e.to_string()),
+            Ok(ex) => Err(SessionError::LookUp {
+                status: ex.status,
+                body: ex.body.to_string(),
+            }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -561,7 +563,7 @@ impl SessionCtx {
         request_payload_id: i64,
         found: Exchange,
         unknown: Option<&(i64, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let answer = Ok(found);
         let execution_id = Uuid::now_v7();
         // the broker's own time of the submission (this gateway may have died around it)
@@ -589,22 +591,19 @@ impl SessionCtx {
             }
             Some((execution_pk, why)) => {
                 let reason = format!("looked up by client order id after {why}");
-                let client = self.pool.get().await.map_err(|e| e.to_string())?;
+                let client = self.pool.get().await?;
                 let resolved = store::orders::resolve_unknown_execution(
                     &**client,
                     *execution_pk,
                     &recorded.sub,
                     &reason,
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 if !resolved {
                     // the stream told the outcome first: nothing left to record
                     return Ok(());
                 }
-                store::orders::execution_id_of(&**client, *execution_pk)
-                    .await
-                    .map_err(|e| e.to_string())?
+                store::orders::execution_id_of(&**client, *execution_pk).await?
             }
         };
         self.hub.push(

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::error::SessionError;
 use super::mapping::{decimal, decision_of, execution_status, is_known_status};
 use super::orders::{BROKER, SessionCtx};
 use crate::domain::{ExecutionFields, OrderIds, RawJson, Side, StrategyEvent, TradeLogEvent};
@@ -175,13 +176,13 @@ fn err(connected: bool, message: impl Into<String>) -> StreamError {
 }
 
 /// JSON of a text or binary frame (the paper stream sends binary).
-fn frame_json(msg: &Message) -> Option<Result<Value, String>> {
+fn frame_json(msg: &Message) -> Option<Result<Value, SessionError>> {
     let bytes: &[u8] = match msg {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) => b,
         _ => return None,
     };
-    Some(serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}")))
+    Some(serde_json::from_slice(bytes).map_err(SessionError::NotJson))
 }
 
 async fn session(
@@ -215,7 +216,9 @@ async fn session(
     ws.send(Message::text(auth.to_string()))
         .await
         .map_err(|e| err(false, e.to_string()))?;
-    let authorized = next_json(&mut ws).await.map_err(|m| err(false, m))?;
+    let authorized = next_json(&mut ws)
+        .await
+        .map_err(|m| err(false, m.to_string()))?;
     if authorized["stream"] != "authorization" || authorized["data"]["status"] != "authorized" {
         return Err(err(false, format!("not authorized: {authorized}")));
     }
@@ -223,7 +226,9 @@ async fn session(
     ws.send(Message::text(listen.to_string()))
         .await
         .map_err(|e| err(false, e.to_string()))?;
-    let listening = next_json(&mut ws).await.map_err(|m| err(false, m))?;
+    let listening = next_json(&mut ws)
+        .await
+        .map_err(|m| err(false, m.to_string()))?;
     if listening["stream"] != "listening" {
         return Err(err(false, format!("listen was not confirmed: {listening}")));
     }
@@ -282,23 +287,26 @@ async fn session(
                     Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
                     _ => String::new(),
                 };
-                connectivity(ctx, "unreadable_frame", json!({"error": e, "frame": text}));
+                connectivity(
+                    ctx,
+                    "unreadable_frame",
+                    json!({"error": e.to_string(), "frame": text}),
+                );
             }
         }
     }
     Ok(())
 }
 
-async fn next_json<S>(ws: &mut S) -> Result<Value, String>
+async fn next_json<S>(ws: &mut S) -> Result<Value, SessionError>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
-            .map_err(|_| "no answer within 10 s".to_string())?
-            .ok_or("the stream closed")?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SessionError::Silent(10))?
+            .ok_or(SessionError::Closed)??;
         if let Some(parsed) = frame_json(&msg) {
             return parsed;
         }
@@ -447,7 +455,7 @@ fn dead_letter(ctx: &SessionCtx, r: &Received, reason: &str) {
 /// Finds the order an event is about (were its submission in flight, the worker parked the
 /// event until it was recorded). "Not ours" (`Ok(None)`) is decided only on the database's
 /// answer: while it is away the look-up is retried. `Err` only when the gateway is stopping.
-async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>, String> {
+async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>, SessionError> {
     let decision = order["client_order_id"].as_str().and_then(decision_of);
     let broker_id = order["id"].as_str();
     if decision.is_none() && broker_id.is_none() {
@@ -456,13 +464,12 @@ async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>,
     let mut pause = Duration::from_millis(100);
     loop {
         let found = async {
-            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-            match (decision, broker_id) {
-                (Some(d), _) => store::orders::order_by_decision(&*client, d).await,
-                (None, Some(id)) => store::orders::order_by_broker_id(&*client, id).await,
-                (None, None) => Ok(None),
-            }
-            .map_err(|e| e.to_string())
+            let client = ctx.pool.get().await?;
+            Ok::<_, SessionError>(match (decision, broker_id) {
+                (Some(d), _) => store::orders::order_by_decision(&*client, d).await?,
+                (None, Some(id)) => store::orders::order_by_broker_id(&*client, id).await?,
+                (None, None) => None,
+            })
         }
         .await;
         match found {
@@ -751,7 +758,7 @@ async fn list_orders(
     status: &str,
     after: Option<DateTime<Utc>>,
     seen: &mut std::collections::HashSet<String>,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, SessionError> {
     let mut orders = Vec::new();
     let mut cursor = after;
     loop {
@@ -769,13 +776,12 @@ async fn list_orders(
         let ex = ctx
             .rest
             .call(Method::GET, "/v2/orders", &query, None)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if !ex.ok() {
-            return Err(format!(
-                "listing orders answered {}: {}",
-                ex.status, ex.body
-            ));
+            return Err(SessionError::Listing {
+                status: ex.status,
+                body: ex.body.to_string(),
+            });
         }
         let page = ex.body.as_array().cloned().unwrap_or_default();
         let full = page.len() >= PAGE;
@@ -819,15 +825,11 @@ async fn list_orders(
 async fn recover_missed(
     ctx: &Arc<SessionCtx>,
     workers: &[mpsc::UnboundedSender<Received>],
-) -> Result<usize, String> {
+) -> Result<usize, SessionError> {
     let (since, working) = {
-        let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-        let since = store::orders::last_event_at(&**client, BROKER, &ctx.account)
-            .await
-            .map_err(|e| e.to_string())?;
-        let working = store::orders::working_orders(&**client, &ctx.account)
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = ctx.pool.get().await?;
+        let since = store::orders::last_event_at(&**client, BROKER, &ctx.account).await?;
+        let working = store::orders::working_orders(&**client, &ctx.account).await?;
         (since, working)
     };
     let mut seen = std::collections::HashSet::new();
@@ -878,14 +880,17 @@ async fn recover_missed(
             // a 429, a 5xx, no answer: the pass is retried; what was found so far is handled
             // first (the keys make a second pass change nothing)
             Ok(ex) => {
-                failed = Some(format!(
-                    "looking up order {id} answered {}: {}",
-                    ex.status, ex.body
-                ));
+                failed = Some(SessionError::OrderLookUp {
+                    order: id.clone(),
+                    problem: format!(" answered {}: {}", ex.status, ex.body),
+                });
                 break;
             }
             Err(e) => {
-                failed = Some(format!("looking up order {id}: {e}"));
+                failed = Some(SessionError::OrderLookUp {
+                    order: id.clone(),
+                    problem: format!(": {e}"),
+                });
                 break;
             }
         }
@@ -900,10 +905,8 @@ async fn recover_missed(
             continue;
         };
         let row = {
-            let client = ctx.pool.get().await.map_err(|e| e.to_string())?;
-            store::orders::order_by_decision(&*client, decision)
-                .await
-                .map_err(|e| e.to_string())?
+            let client = ctx.pool.get().await?;
+            store::orders::order_by_decision(&*client, decision).await?
         };
         let Some(row) = row else { continue };
         if row.execution_pk.is_none() {
@@ -956,7 +959,7 @@ async fn recover_missed(
             continue;
         };
         if ctx.closing.load(Ordering::SeqCst) {
-            return Err("the session is stopping".into());
+            return Err(SessionError::Stopping);
         }
         let received = Received {
             value: json!({"stream": "trade_updates", "recovered": true, "data": data}),

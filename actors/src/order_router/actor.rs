@@ -576,11 +576,11 @@ async fn committer(
                             let _ = rejects.send(RejectRecord::now(
                                 order,
                                 Some(d.account.clone()),
-                                OrderReject::new(RejectCode::AuditUnavailable, e.clone()),
+                                OrderReject::new(RejectCode::AuditUnavailable, e.to_string()),
                             ));
                         }
                     }
-                    answer_unavailable(job, &e);
+                    answer_unavailable(job, &e.message);
                 }
                 // the statement may have reached the database before the connection failed,
                 // so some of these decisions may be committed: their sessions reconcile them
@@ -679,10 +679,10 @@ type Written = Vec<Result<(i64, Option<i64>), OrderReject>>;
 async fn write_decisions(
     args: &OrderRouterArgs,
     decisions: &[NewDecision],
-) -> Result<Written, String> {
+) -> Result<Written, store::group::CommitError> {
     match write_group(args, decisions).await {
         Ok(written) => Ok(written),
-        Err(e) if !e.refused => Err(e.message),
+        Err(e) if !e.refused => Err(e),
         Err(e) => {
             if decisions.len() > 1 {
                 tracing::warn!(decisions = decisions.len(), error = %e.message,

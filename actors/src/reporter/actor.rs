@@ -20,12 +20,12 @@ pub enum ReporterMessage {
     /// Run the alert checks now; the alerts raised.
     CheckAlerts {
         /// Reply for RPC (none for the scheduled run)
-        reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, String>>>,
+        reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, ReporterError>>>,
     },
     /// Purge API payloads past retention now; how many were deleted.
     PurgePayloads {
         /// Reply for RPC (none for the scheduled run)
-        reply: Option<RpcReplyPort<Result<u64, String>>>,
+        reply: Option<RpcReplyPort<Result<u64, ReporterError>>>,
     },
 }
 
@@ -55,34 +55,44 @@ pub struct ReporterState {
 #[derive(Debug, Default)]
 pub struct Reporter;
 
-async fn check_alerts(state: &mut ReporterState) -> Result<Vec<RaisedAlert>, String> {
-    let client = state.args.pool.get().await.map_err(|e| e.to_string())?;
+/// Why a Reporter task did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReporterError {
+    /// No database connection
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The Reporter is not running
+    #[error("the Reporter is not running")]
+    NotRunning,
+    /// The Reporter did not answer in time, or stopped while asked
+    #[error("the Reporter did not answer: {0}")]
+    Unanswered(String),
+}
+
+async fn check_alerts(state: &mut ReporterState) -> Result<Vec<RaisedAlert>, ReporterError> {
+    let client = state.args.pool.get().await?;
     // forwarding starts with the alerts raised after the Reporter started
     let after = match state.forwarded {
         Some(id) => id,
-        None => alerts::newest_alert_id(&**client)
-            .await
-            .map_err(|e| e.to_string())?,
+        None => alerts::newest_alert_id(&**client).await?,
     };
-    let raised = alerts::check(&**client, &state.args.config, Utc::now())
-        .await
-        .map_err(|e| e.to_string())?;
+    let raised = alerts::check(&**client, &state.args.config, Utc::now()).await?;
     alerts::announce(&state.http, &state.args.config, &raised).await;
-    let elsewhere = alerts::raised_elsewhere(&**client, after)
-        .await
-        .map_err(|e| e.to_string())?;
+    let elsewhere = alerts::raised_elsewhere(&**client, after).await?;
     alerts::post(&state.http, &state.args.config, &elsewhere).await;
     let newest = raised.iter().chain(&elsewhere).map(|a| a.id).max();
     state.forwarded = Some(newest.map_or(after, |n| n.max(after)));
     Ok(raised)
 }
 
-async fn purge(args: ReporterArgs) -> Result<u64, String> {
-    let client = args.pool.get().await.map_err(|e| e.to_string())?;
+async fn purge(args: ReporterArgs) -> Result<u64, ReporterError> {
+    let client = args.pool.get().await?;
     let before = Utc::now() - chrono::Duration::days(i64::from(args.config.payload_retention_days));
-    let deleted = retention::purge_payloads(&**client, before, args.config.purge_batch_size)
-        .await
-        .map_err(|e| e.to_string())?;
+    let deleted =
+        retention::purge_payloads(&**client, before, args.config.purge_batch_size).await?;
     metrics::counter!("tradegate_payloads_purged_total").increment(deleted);
     tracing::info!(deleted, %before, "purged API payloads past retention (referenced ones kept)");
     Ok(deleted)
@@ -193,27 +203,27 @@ impl Default for ReporterClient {
 }
 
 impl ReporterClient {
-    fn actor() -> Result<ActorRef<ReporterMessage>, String> {
-        ActorRef::where_is(NAME).ok_or_else(|| "the Reporter is not running".to_string())
+    fn actor() -> Result<ActorRef<ReporterMessage>, ReporterError> {
+        ActorRef::where_is(NAME).ok_or(ReporterError::NotRunning)
     }
 
     /// Runs the alert checks now.
-    pub async fn check_alerts(&self) -> Result<Vec<RaisedAlert>, String> {
+    pub async fn check_alerts(&self) -> Result<Vec<RaisedAlert>, ReporterError> {
         ractor::call_t!(
             Self::actor()?,
             |reply| ReporterMessage::CheckAlerts { reply: Some(reply) },
             u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
         )
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ReporterError::Unanswered(e.to_string()))?
     }
 
     /// Purges API payloads past retention now.
-    pub async fn purge_payloads(&self) -> Result<u64, String> {
+    pub async fn purge_payloads(&self) -> Result<u64, ReporterError> {
         ractor::call_t!(
             Self::actor()?,
             |reply| ReporterMessage::PurgePayloads { reply: Some(reply) },
             u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
         )
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ReporterError::Unanswered(e.to_string()))?
     }
 }

@@ -6,6 +6,6 @@ mod actor;
 pub mod alerts;
 mod config;
 
-pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterMessage};
+pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterError, ReporterMessage};
 pub use alerts::RaisedAlert;
 pub use config::ReporterConfig;

@@ -150,9 +150,7 @@ impl Actor for TradeLogWriter {
                 if let Some(running) = state.maintenance.take() {
                     let _ = running.await;
                 }
-                let result = run_maintenance(&state.args.conninfo, &state.args.config, today)
-                    .await
-                    .map_err(|e| e.to_string());
+                let result = run_maintenance(&state.args.conninfo, &state.args.config, today).await;
                 let _ = reply.send(result);
             }
             TradeLogWriterMessage::MaintenanceTick => {

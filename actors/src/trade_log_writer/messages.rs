@@ -25,7 +25,7 @@ pub enum TradeLogWriterMessage {
         /// The day to count from (UTC)
         today: NaiveDate,
         /// The outcome
-        reply: RpcReplyPort<Result<MaintenanceReport, String>>,
+        reply: RpcReplyPort<Result<MaintenanceReport, super::maintenance::MaintenanceError>>,
     },
     /// The scheduled maintenance run (sent by the actor to itself).
     MaintenanceTick,

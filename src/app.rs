@@ -16,10 +16,9 @@ use tradegate_actors::ibkr_syncer::{IbkrConfig, IbkrSyncClient, IbkrSyncer, Ibkr
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
 };
-use tradegate_actors::order_router::{
-    self, OrderRouter, OrderRouterArgs, OrderRouterClient, StrategyHub,
-};
+use tradegate_actors::order_router::{self, OrderRouter, OrderRouterArgs, OrderRouterClient};
 use tradegate_actors::reporter::{self, Reporter, ReporterArgs};
+use tradegate_actors::strategy_hub::StrategyHub;
 use tradegate_actors::trade_log_writer::{
     self, TradeLog, TradeLogWriter, TradeLogWriterArgs, TradeLogWriterMessage,
 };

@@ -23,6 +23,7 @@ pub mod ingestion_logger;
 pub mod order_router;
 pub mod reporter;
 pub mod store;
+pub mod strategy_hub;
 pub mod tls;
 pub mod trade_log_writer;
 

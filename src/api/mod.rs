@@ -48,7 +48,7 @@ pub struct ApiState {
     /// Strategy tokens and accounts
     pub orders: tradegate_actors::order_router::OrdersConfig,
     /// The strategies' connections
-    pub hub: tradegate_actors::order_router::StrategyHub,
+    pub hub: tradegate_actors::strategy_hub::StrategyHub,
     /// The OrderRouter (kill switch)
     pub router: tradegate_actors::order_router::OrderRouterClient,
     /// The tokens the API accepts

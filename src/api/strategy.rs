@@ -83,7 +83,7 @@ pub(crate) async fn upgrade(
 
 async fn connection(
     mut socket: WebSocket,
-    mut subscription: tradegate_actors::order_router::Subscription,
+    mut subscription: tradegate_actors::strategy_hub::Subscription,
     strategy: String,
     limits: super::Limits,
 ) {

@@ -5,18 +5,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
 use super::config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
 use super::error::SessionError;
+use super::messages::AlpacaSessionMessage;
 use super::orders::SessionCtx;
 use super::rest::AlpacaRest;
 use super::stream;
-use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder, StrategyEvent};
-use crate::order_router::StrategyHub;
+use crate::domain::StrategyEvent;
 use crate::store::group::{self, BatchCommit, GroupCommit};
-use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER, orders::OrderRow};
+use crate::store::{self, orders::NOT_RECEIVED_BY_BROKER};
+use crate::strategy_hub::StrategyHub;
 use crate::tls::ClientTls;
 use crate::trade_log_writer::TradeLog;
 
@@ -42,48 +43,6 @@ pub fn name_for(account: &str) -> String {
 /// The running session of `account`, if any.
 pub fn find(account: &str) -> Option<ActorRef<AlpacaSessionMessage>> {
     ActorRef::where_is(name_for(account))
-}
-
-/// Messages of an AlpacaSession.
-#[derive(Debug)]
-pub enum AlpacaSessionMessage {
-    /// Send committed decisions: in this order, each answered before the next, when
-    /// `sequential` (a batch); otherwise all at once.
-    Execute {
-        /// The decisions, committed
-        orders: Vec<RoutedOrder>,
-        /// Whether to send one after another
-        sequential: bool,
-    },
-    /// Cancel one order (the strategy asked).
-    Cancel {
-        /// The order
-        order: OrderRow,
-        /// Reply for RPC
-        reply: RpcReplyPort<Result<(), OrderReject>>,
-    },
-    /// Replace one order.
-    Replace {
-        /// The order
-        order: OrderRow,
-        /// The new values
-        changes: ReplaceRequest,
-        /// Reply for RPC: the new broker order id
-        reply: RpcReplyPort<Result<String, OrderReject>>,
-    },
-    /// Cancel every working order of one strategy.
-    CancelAll {
-        /// The strategy
-        strategy: String,
-        /// Reply for RPC: cancels sent
-        reply: RpcReplyPort<Result<usize, OrderReject>>,
-    },
-    /// Run the start-up recovery again: an outbox write whose answer was lost may have
-    /// committed decisions that were never routed, and they must not stay pending until the
-    /// next restart. Each pending decision without an execution is looked up at the broker:
-    /// found, recorded; not found after the grace period, failed as `not_received_by_broker`.
-    /// Never sent. (The session asks itself the same when an outcome could not be stored.)
-    Reconcile,
 }
 
 /// What a session starts with.

@@ -5,13 +5,13 @@ mod actor;
 pub mod config;
 pub mod error;
 pub mod mapping;
+mod messages;
 pub mod orders;
 pub mod rest;
 mod stream;
 
-pub use actor::{
-    AlpacaSession, AlpacaSessionArgs, AlpacaSessionMessage, AlpacaSessionState, find, name_for,
-};
+pub use actor::{AlpacaSession, AlpacaSessionArgs, AlpacaSessionState, find, name_for};
 pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
 pub use error::SessionError;
+pub use messages::AlpacaSessionMessage;
 pub use orders::submission_request;

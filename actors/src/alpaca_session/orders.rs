@@ -17,12 +17,12 @@ use crate::domain::{
     ApiPayload, ApiPayloadKind, ExecutionFields, NewDecision, OrderIds, OrderReject, RawJson,
     RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
 };
-use crate::order_router::StrategyHub;
 use crate::store;
 use crate::store::group::{BatchCommit, GroupCommit};
 use crate::store::orders::{
     DecisionOutcome, EventApplied, NOT_RECEIVED_BY_BROKER, OrderRow, Submission,
 };
+use crate::strategy_hub::StrategyHub;
 use crate::trade_log_writer::TradeLog;
 
 /// The broker name stored with executions and payloads.

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::backfill::{FlexBackfill, run_backfill};
 use super::client::{NoticeKind, TwsSession};
 use super::config::{IbkrConfig, SessionConfig};
+use super::messages::IbkrSyncerMessage;
 use super::sync::{SyncError, SyncRequest, sync_account};
 use crate::domain::{RawJson, SyncReport, TradeLogEvent};
 use crate::store::ingestion::{NewAlert, insert_alert};
@@ -34,24 +35,6 @@ pub const ACCOUNT_NOT_MANAGED_ALERT: &str = "ibkr.account_not_managed";
 /// The process group the syncer of `account` joins (the syncer is named by its session).
 pub fn group_for(account: &str) -> String {
     format!("ibkr_account.{account}")
-}
-
-/// Messages of the IbkrSyncer.
-#[derive(Debug)]
-pub enum IbkrSyncerMessage {
-    /// Sync an account now (optionally over another look-back) and reply with the outcome
-    SyncNow {
-        /// The account
-        account: String,
-        /// Days to look back instead of `[ibkr] lookback_days`
-        lookback_days: Option<u32>,
-        /// The outcome
-        reply: RpcReplyPort<Result<SyncReport, SyncError>>,
-    },
-    /// A scheduled or retry sync of every account; only the latest scheduled generation runs
-    Tick(u64),
-    /// Look for pending `trades.sync` jobs of the accounts
-    PollJobs,
 }
 
 /// What a syncer starts with.

@@ -12,12 +12,14 @@ pub mod fills;
 pub mod flex;
 pub mod flex_service;
 pub mod matching;
+mod messages;
 pub mod sync;
 pub mod tws;
 
 pub use actor::{
     ACCOUNT_NOT_MANAGED_ALERT, CLIENT_ID_IN_USE_ALERT, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs,
-    IbkrSyncerMessage, IbkrSyncerState, group_for, job_lookback,
+    IbkrSyncerState, group_for, job_lookback,
 };
 pub use config::{FlexConfig, IbkrConfig, IbkrGateway, SessionConfig};
+pub use messages::IbkrSyncerMessage;
 pub use sync::{SyncError, SyncRequest, sync_account};

@@ -7,11 +7,12 @@ use ractor::ActorRef;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::actor::{NAME, OrderRouterMessage};
-use super::hub::{StrategyHub, Subscription};
+use super::actor::NAME;
+use super::messages::OrderRouterMessage;
 use crate::domain::{
     KillSwitch, OrderOutcome, OrderReject, OrderRequest, RejectCode, ReplaceRequest, StrategyEvent,
 };
+use crate::strategy_hub::{StrategyHub, Subscription};
 
 /// How long a call waits for the router (a commit may wait for the database's connect timeout).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

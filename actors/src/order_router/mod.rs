@@ -1,14 +1,15 @@
 //! The OrderRouter: validation and pre-trade risk checks ([`risk`]), the decision outbox with
-//! group commit, routing to broker sessions; the strategies' connections ([`hub`]) and the
-//! in-process handle for strategies written in Rust ([`client`]).
+//! group commit, routing to broker sessions; and the in-process handle for strategies written
+//! in Rust ([`client`]). The strategies' connections are the [`crate::strategy_hub`], which
+//! the router and the broker sessions both push to.
 
 mod actor;
 pub mod client;
 pub mod config;
-pub mod hub;
+mod messages;
 pub mod risk;
 
-pub use actor::{NAME, OrderRouter, OrderRouterArgs, OrderRouterMessage, OrderRouterState};
+pub use actor::{NAME, OrderRouter, OrderRouterArgs, OrderRouterState};
 pub use client::{OrderRouterClient, StrategyHandle};
 pub use config::{OrdersConfig, RiskLimits, StrategyConfig};
-pub use hub::{StrategyHub, Subscription};
+pub use messages::OrderRouterMessage;

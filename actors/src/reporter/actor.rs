@@ -4,30 +4,16 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
 use super::alerts::{self, RaisedAlert};
 use super::config::ReporterConfig;
+use super::messages::ReporterMessage;
 use crate::store::retention;
 
 /// The registry name of the Reporter.
 pub const NAME: &str = "reporter";
-
-/// Messages of the Reporter.
-#[derive(Debug)]
-pub enum ReporterMessage {
-    /// Run the alert checks now; the alerts raised.
-    CheckAlerts {
-        /// Reply for RPC (none for the scheduled run)
-        reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, ReporterError>>>,
-    },
-    /// Purge API payloads past retention now; how many were deleted.
-    PurgePayloads {
-        /// Reply for RPC (none for the scheduled run)
-        reply: Option<RpcReplyPort<Result<u64, ReporterError>>>,
-    },
-}
 
 /// What the Reporter starts with.
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@
 mod actor;
 pub mod alerts;
 mod config;
+mod messages;
 
-pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterError, ReporterMessage};
+pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterError};
 pub use alerts::RaisedAlert;
 pub use config::ReporterConfig;
+pub use messages::ReporterMessage;

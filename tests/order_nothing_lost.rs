@@ -1011,3 +1011,34 @@ async fn a_connection_lost_while_migrating_at_start_is_tried_again() {
     assert_eq!(proxy.cuts(), 1, "no connection was cut while migrating");
     running.stop().await.unwrap();
 }
+
+// Found in the house issue: the AlpacaSession aborted its writers when it stopped, so a
+// submission whose answer came while the gateway stopped was answered but not recorded (the
+// decision left pending for the next start's look-up). It now lets submissions under way
+// finish and their outcomes commit before its writers stop, as the router drains its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submission_answered_while_the_gateway_stops_is_recorded_before_it_stops() {
+    let mut gw = gateway_at(
+        "stop-mid-submission",
+        start_venue(SimConfig::default()).await,
+        |_| {},
+    )
+    .await;
+    gw.venue.set_faults(Faults {
+        delay_ms: 1_500,
+        ..Faults::default()
+    });
+    gw.alpha.send(market("mid-stop", "3")).await;
+    let decision = acked(&mut gw.alpha, "mid-stop").await;
+    at_venue(&gw.venue, decision).await;
+    // the venue holds its answer for 1.5 s; the stop begins now
+    gw.running.stop().await.unwrap();
+    let outcome = common::orders::decision_outcome(&gw.client, decision).await;
+    let (decision_status, execution_status, filled, _, _) =
+        outcome.expect("the answered submission was not recorded before the stop");
+    assert_eq!(
+        (decision_status.as_str(), execution_status.as_str()),
+        ("executed", "filled")
+    );
+    assert_eq!(filled, dec("3"));
+}

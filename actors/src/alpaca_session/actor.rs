@@ -34,6 +34,8 @@ const ON_ITS_WAY: Duration = Duration::from_secs(2);
 
 /// How long a stop waits for the stream's received events to be recorded.
 const STREAM_DRAIN: Duration = Duration::from_secs(10);
+/// How long a stop waits for submissions under way (their answer and its commit).
+const SUBMISSION_DRAIN: Duration = Duration::from_secs(15);
 
 /// The registry name of the session of `account`.
 pub fn name_for(account: &str) -> String {
@@ -145,8 +147,24 @@ impl Actor for AlpacaSession {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // the stream's events already received are recorded (their group commits still run)
-        // before anything else stops
+        // submissions under way finish, and their outcomes commit, before the writers stop:
+        // each leaves `in_flight` once its row is written (the router, stopped first, sends
+        // nothing more)
+        let deadline = tokio::time::Instant::now() + SUBMISSION_DRAIN;
+        loop {
+            let left = state.ctx.submitted.notified();
+            let under_way = state.ctx.in_flight.lock().map_or(0, |f| f.len());
+            if under_way == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                tracing::warn!(account = %state.ctx.account, under_way,
+                    "submissions still under way at the stop; they are looked up at the next start");
+                break;
+            }
+        }
+        // then the stream's events already received are recorded (their group commits still
+        // run) before the writers stop
         if let Some(stream) = state.stream.take() {
             stream.drain(&state.ctx, STREAM_DRAIN).await;
         }

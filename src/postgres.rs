@@ -497,7 +497,10 @@ fn lock_path(data_dir: &Path, which: &str) -> PathBuf {
 }
 
 fn open_lock(path: &Path) -> Result<File, BootstrapError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // nobody else may open it (a lock held by another user would stop every start)
     File::options()
+        .mode(0o600)
         .create(true)
         .truncate(false)
         .write(true)
@@ -566,9 +569,11 @@ fn unsearchable_ancestor(data_dir: &Path) -> Option<PathBuf> {
 /// Where the cluster asked for at `asked` lives. As root it runs as `postgres` (initdb refuses
 /// root), which must be able to enter every folder above it; a folder it cannot enter (a home
 /// directory, a `mktemp -d` folder, mode 0700) would make the cluster unstartable. Rather than
-/// change that folder's permissions, a new cluster is then placed under `/var/lib/tradegate`,
-/// one per folder asked for (named by its path, so the same folder finds the same cluster
-/// again), with the reason to say. A cluster already initialized where asked stays there.
+/// change that folder's permissions, the cluster is then placed under `/var/lib/tradegate`,
+/// one per folder asked for: named by a SHA-256 of its path (stable across builds), with the
+/// path written beside it (`origin`) so the same folder finds the same cluster again and no
+/// other folder's is ever taken. A cluster already placed there for this folder is used even
+/// once the folder becomes reachable; one initialized where asked stays there.
 pub fn place_data_dir(
     asked: &Path,
     run_as_postgres: bool,
@@ -576,49 +581,91 @@ pub fn place_data_dir(
     if !run_as_postgres || asked.join("PG_VERSION").is_file() {
         return Ok((asked.to_path_buf(), None));
     }
-    let Some(blocked) = unsearchable_ancestor(asked) else {
+    let home = fallback_home(asked);
+    let placed = home.join("pg");
+    let blocked = unsearchable_ancestor(asked);
+    if blocked.is_none() && !placed.join("PG_VERSION").is_file() {
         return Ok((asked.to_path_buf(), None));
+    }
+    let why = match &blocked {
+        Some(b) => format!(
+            "running as root, the cluster runs as '{SUPERUSER}', which cannot enter {} (not \
+             searchable by others)",
+            b.display()
+        ),
+        None => "it was placed there when that folder could not be entered".to_string(),
     };
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    asked.hash(&mut hasher);
-    // a readable name: the path asked for, its last 40 characters, others than letters and
-    // digits as dashes
+    // each level is created here, owned by root and writable by root only, or checked to be
+    // so: nobody else can put a symbolic link or a folder of their own in its place
+    let root = Path::new(FALLBACK_ROOT);
+    for dir in [root, home.as_path()] {
+        secure_dir(dir)?;
+    }
+    let origin = home.join("origin");
+    let asked_text = asked.to_string_lossy().to_string();
+    match std::fs::read_to_string(&origin) {
+        Ok(recorded) if recorded == asked_text => {}
+        Ok(recorded) => {
+            return Err(BootstrapError::DataDir(format!(
+                "{} holds the private cluster of {recorded}, not of {}; set database.data_dir \
+                 or DATABASE_URL",
+                home.display(),
+                asked.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&origin, &asked_text)
+                .map_err(io_err(format!("writing {}", origin.display())))?;
+        }
+        Err(e) => return Err(io_err(format!("reading {}", origin.display()))(e)),
+    }
+    if let Some(still) = unsearchable_ancestor(&placed) {
+        return Err(BootstrapError::DataDir(format!(
+            "running as root, the private cluster runs as '{SUPERUSER}', which cannot reach {} \
+             ({why}), nor {} ({} is not searchable by others); choose another database.data_dir \
+             or set DATABASE_URL",
+            asked.display(),
+            placed.display(),
+            still.display()
+        )));
+    }
+    Ok((placed, Some(why)))
+}
+
+/// The folder under [`FALLBACK_ROOT`] of the cluster asked for at `asked`: the path's last 40
+/// characters (letters and digits, others as dashes) and 16 hex digits of its SHA-256.
+fn fallback_home(asked: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(asked.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     let text: Vec<char> = asked
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let label: String = text[text.len().saturating_sub(40)..].iter().collect();
-    let label = label.trim_matches('-');
-    let root = Path::new(FALLBACK_ROOT);
-    std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
-        .map_err(io_err(format!("chmod {}", root.display())))?;
-    let place = root
-        .join(format!("{label}-{:016x}", hasher.finish()))
-        .join("pg");
-    if let Some(still) = unsearchable_ancestor(&place) {
+    Path::new(FALLBACK_ROOT).join(format!("{}-{hex}", label.trim_matches('-')))
+}
+
+/// Creates `dir` (its parent exists) as root's, mode 0711 (others may pass through, not list),
+/// or checks that the one there is a real directory owned by root that only root can write.
+fn secure_dir(dir: &Path) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(format!("creating {}", dir.display()))(e)),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(io_err(format!("reading {}", dir.display())))?;
+    if !meta.file_type().is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(BootstrapError::DataDir(format!(
-            "running as root, the private cluster runs as '{SUPERUSER}', which cannot reach {} ({} is not searchable by others), nor {} ({}); choose another database.data_dir or set DATABASE_URL",
-            asked.display(),
-            blocked.display(),
-            place.display(),
-            still.display()
+            "{} is not a directory owned by root and writable by root only; remove it or set \
+             database.data_dir",
+            dir.display()
         )));
     }
-    let parent = place.parent().unwrap_or(root);
-    std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
-    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
-        .map_err(io_err(format!("chmod {}", parent.display())))?;
-    Ok((
-        place,
-        Some(format!(
-            "running as root, the cluster runs as '{SUPERUSER}', which cannot enter {} (not \
-             searchable by others)",
-            blocked.display()
-        )),
-    ))
+    Ok(())
 }
 
 /// As root the cluster runs as `postgres`, which must be able to reach the data directory.

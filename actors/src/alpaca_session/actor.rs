@@ -183,6 +183,7 @@ impl Actor for AlpacaSession {
         let ctx = Arc::clone(&state.ctx);
         match msg {
             AlpacaSessionMessage::Execute { orders, sequential } => {
+                ctx.begin(&orders);
                 tokio::spawn(async move { ctx.execute(orders, sequential).await });
             }
             AlpacaSessionMessage::Cancel { order, reply } => {

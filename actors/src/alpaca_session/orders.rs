@@ -93,6 +93,30 @@ pub fn submission_request(decision: &NewDecision) -> Option<ApiPayload> {
     request_payload("POST", ORDERS, &[], Some(&mapping::order_body(decision))).ok()
 }
 
+/// On drop, takes out of `in_flight` the submissions of one `execute` still there (only a
+/// submission that never finished is: each one that ends takes itself out), and has them
+/// looked up.
+struct Settled<'a> {
+    ctx: &'a SessionCtx,
+    ids: Vec<Uuid>,
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        let removed = self
+            .ctx
+            .in_flight
+            .lock()
+            .map_or(0, |mut f| self.ids.iter().filter(|id| f.remove(id)).count());
+        if removed > 0 {
+            tracing::error!(account = %self.ctx.account, removed,
+                "submissions ended without an outcome; they are looked up");
+            self.ctx.submitted.notify_waiters();
+            self.ctx.reconcile.notify_one();
+        }
+    }
+}
+
 impl SessionCtx {
     fn log(&self, events: impl IntoIterator<Item = TradeLogEvent>) {
         if let Some(log) = &self.trade_log {
@@ -169,13 +193,25 @@ impl SessionCtx {
         }
     }
 
-    /// Submits committed decisions, in the given order when `sequential` (a batch: each
-    /// answered before the next is sent), else all at once. All their request payloads are
-    /// stored first, in one statement; if that fails nothing is sent.
-    pub async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
+    /// `orders` are under way (in `in_flight`) from now: called before their task is spawned,
+    /// so a stop that follows waits for them.
+    pub fn begin(&self, orders: &[RoutedOrder]) {
         if let Ok(mut f) = self.in_flight.lock() {
             f.extend(orders.iter().map(|o| o.decision.decision_id));
         }
+    }
+
+    /// Submits committed decisions (see [`SessionCtx::begin`]), in the given order when
+    /// `sequential` (a batch: each answered before the next is sent), else all at once. All
+    /// their request payloads are stored first, in one statement; if that fails nothing is
+    /// sent.
+    pub async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
+        // a submission that never finished (a panic) must not stay under way: it would hold
+        // every stop for the whole drain and keep its decision from the look-up
+        let _settled = Settled {
+            ctx: self,
+            ids: orders.iter().map(|o| o.decision.decision_id).collect(),
+        };
         let request_ids = match self.store_order_requests(&orders).await {
             Ok(ids) => ids,
             Err(e) => {

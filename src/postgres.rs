@@ -750,6 +750,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_relocated_cluster_is_named_by_a_stable_digest_of_its_folder() {
+        assert_eq!(
+            fallback_home(Path::new("/tmp/example/.tradegate/pg")),
+            Path::new("/var/lib/tradegate/tmp-example--tradegate-pg-59153b8d0e00c816")
+        );
+        assert_ne!(
+            fallback_home(Path::new("/tmp/a/pg")),
+            fallback_home(Path::new("/tmp/b/pg"))
+        );
+    }
+
+    #[test]
+    fn a_folder_that_is_a_link_or_writable_by_others_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        if !is_root().unwrap() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("tg-secure-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = dir.join("made");
+        secure_dir(&made).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "{mode:o}");
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(secure_dir(&open).is_err());
+        assert_eq!(
+            std::fs::metadata(&open).unwrap().permissions().mode() & 0o777,
+            0o777,
+            "an existing folder is not changed"
+        );
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert!(secure_dir(&link).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn finds_the_newest_version_under_a_root() {
         let root = std::env::temp_dir().join(format!("tg-bins-{}", uuid::Uuid::new_v4()));
         for version in ["9.6", "15", "13"] {

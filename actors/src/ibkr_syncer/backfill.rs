@@ -440,25 +440,19 @@ async fn store(
             record,
         })
         .collect();
-    let applied = broker_sync::apply_late_commissions(
+    let applied = super::sync::apply_commissions(
         &tx,
         &account.account_id,
         &late,
         fetched_at,
-        Some(ingestion_run),
+        ingestion_run,
         true,
+        &mut counts,
     )
     .await?;
-    if !applied.trades.is_empty() {
-        broker_sync::recompute_trades(&tx, &applied.trades, fetched_at).await?;
-        broker_sync::record_trades(&tx, ingestion_run, &applied.trades, &[]).await?;
-    }
     counts.fetched_executions_count = account.rows;
     counts.rejected_executions_count = account.rejected.len() as u64;
-    counts.late_commissions_count = applied.updated;
-    counts.updated_executions_count += applied.updated;
     counts.unchanged_executions_count += (known.len() as u64).saturating_sub(applied.updated);
-    counts.touched_trades_count += applied.trades.len() as u64;
     counts.unrecognised_exec_ids_count = new
         .iter()
         .filter(|f| {

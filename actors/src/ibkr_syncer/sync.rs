@@ -423,6 +423,37 @@ async fn fetch_and_apply(
     })
 }
 
+/// Gives stored fills of `account` the commission reports in `late` (see
+/// [`broker_sync::apply_late_commissions`]; `only_missing`: only fills without one), recomputes
+/// and records the trades they touch, and counts them into `counts`.
+pub(super) async fn apply_commissions(
+    tx: &tokio_postgres::Transaction<'_>,
+    account: &str,
+    late: &[broker_sync::LateCommission<'_>],
+    fetched_at: DateTime<Utc>,
+    ingestion_run: i64,
+    only_missing: bool,
+    counts: &mut SyncCounts,
+) -> Result<broker_sync::LateApplied, SyncError> {
+    let applied = broker_sync::apply_late_commissions(
+        tx,
+        account,
+        late,
+        fetched_at,
+        Some(ingestion_run),
+        only_missing,
+    )
+    .await?;
+    if !applied.trades.is_empty() {
+        broker_sync::recompute_trades(tx, &applied.trades, fetched_at).await?;
+        broker_sync::record_trades(tx, ingestion_run, &applied.trades, &[]).await?;
+    }
+    counts.late_commissions_count = applied.updated;
+    counts.updated_executions_count += applied.updated;
+    counts.touched_trades_count += applied.trades.len() as u64;
+    Ok(applied)
+}
+
 /// Stores a normalized fetch in one transaction under the account's lock; returns the counts
 /// and the exec ids the late commission reports matched.
 #[allow(clippy::too_many_arguments)]
@@ -464,22 +495,16 @@ async fn store(
             record,
         })
         .collect();
-    let applied = broker_sync::apply_late_commissions(
+    let applied = apply_commissions(
         &tx,
         &request.account_id,
         &late,
         fetched_at,
-        Some(ingestion_run),
+        ingestion_run,
         false,
+        &mut counts,
     )
     .await?;
-    if !applied.trades.is_empty() {
-        broker_sync::recompute_trades(&tx, &applied.trades, fetched_at).await?;
-        broker_sync::record_trades(&tx, ingestion_run, &applied.trades, &[]).await?;
-    }
-    counts.late_commissions_count = applied.updated;
-    counts.updated_executions_count += applied.updated;
-    counts.touched_trades_count += applied.trades.len() as u64;
     broker_sync::complete_sync_run(&tx, sync_run, &counts, rejected, warnings).await?;
     tx.commit()
         .await

@@ -89,10 +89,10 @@ fn main() -> ExitCode {
             cli::Command::Purge {
                 payload_days,
                 format,
-            } => tradegate::report::purge_command(&config, payload_days, format).await,
+            } => tradegate::commands::report::purge_command(&config, payload_days, format).await,
             cli::Command::Report { command } => {
                 let (request, format) = command.into_request()?;
-                tradegate::report::report_command(&config, request, format).await
+                tradegate::commands::report::report_command(&config, request, format).await
             }
             cli::Command::Trades {
                 command:

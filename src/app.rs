@@ -147,13 +147,7 @@ fn flex_backfill(
             crate::config::FLEX_TOKEN_ENV
         )
     })?;
-    let client = FlexClient::new(
-        tls,
-        &flex.url,
-        FlexToken::new(token.expose()),
-        flex.query_id.trim(),
-        Duration::from_secs(flex.timeout_secs),
-    )?;
+    let client = FlexClient::for_config(tls, flex, FlexToken::new(token.expose()))?;
     Ok(Some(
         tradegate_actors::ibkr_syncer::backfill::FlexBackfill {
             client,

@@ -2,7 +2,6 @@
 //! trades list|show`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tradegate_actors::domain::{BrokerFill, BrokerTrade, SyncReport, TradeFilter};
@@ -185,13 +184,7 @@ pub async fn flex_command(
                 )
             })?;
             let tls = tradegate_actors::tls::ClientTls::from_env(&config.tls)?;
-            let client = FlexClient::new(
-                &tls,
-                &flex.url,
-                FlexToken::new(token.expose()),
-                flex.query_id.trim(),
-                Duration::from_secs(flex.timeout_secs),
-            )?;
+            let client = FlexClient::for_config(&tls, flex, FlexToken::new(token.expose()))?;
             let xml = client
                 .fetch()
                 .await

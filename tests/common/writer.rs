@@ -99,15 +99,16 @@ impl WriterUnderTest {
     pub async fn maintenance(
         &self,
         today: chrono::NaiveDate,
-    ) -> Result<tradegate_actors::trade_log_writer::MaintenanceReport, String> {
+    ) -> Result<
+        tradegate_actors::trade_log_writer::MaintenanceReport,
+        tradegate_actors::trade_log_writer::MaintenanceError,
+    > {
         ractor::call_t!(
             self.actor(),
             |reply| TradeLogWriterMessage::RunMaintenance { today, reply },
             120_000
         )
         .expect("maintenance call")
-        // the tests read the error as the operator does: its text
-        .map_err(|e| e.to_string())
     }
 
     /// Stops the writer (it drains first) and its Gateway.

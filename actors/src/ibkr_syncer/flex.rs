@@ -391,35 +391,60 @@ fn parse_clock(text: &str) -> Option<NaiveTime> {
         .ok()
 }
 
+/// How a Flex time should be written (the Flex Query's date and time formats).
+const TIME_FORMATS: &str = "set the Flex query's date format to yyyyMMdd or yyyy-MM-dd and its \
+    time format to HHmmss or HH:mm:ss";
+
+/// Why a row's time cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowTimeError {
+    /// `dateTime` in a form tradegate does not read
+    #[error("dateTime {0:?} is not in a form tradegate reads: {TIME_FORMATS}")]
+    DateTime(String),
+    /// `dateTime` is a date only, and no `tradeTime` goes with it
+    #[error(
+        "dateTime {0:?} has no time of day: include the time in the Flex query ({TIME_FORMATS})"
+    )]
+    NoTimeOfDay(String),
+    /// `tradeDate` / `tradeTime` in a form tradegate does not read
+    #[error(
+        "tradeDate {date:?} / tradeTime {clock:?} are not in a form tradegate reads: {TIME_FORMATS}"
+    )]
+    TradeDateTime {
+        /// `tradeDate`
+        date: String,
+        /// `tradeTime`
+        clock: String,
+    },
+    /// No time at all
+    #[error("the row has no dateTime (nor tradeDate and tradeTime)")]
+    Missing,
+}
+
 /// When a row executed, as wall time: its `dateTime` (date and time joined by `;`, `,`, a space
 /// or `T`), else `tradeDate` with `tradeTime`.
-pub fn row_time(row: &FlexRow) -> Result<NaiveDateTime, String> {
-    const FORMATS: &str = "set the Flex query's date format to yyyyMMdd or yyyy-MM-dd and its \
-        time format to HHmmss or HH:mm:ss";
+pub fn row_time(row: &FlexRow) -> Result<NaiveDateTime, RowTimeError> {
     if let Some(text) = row.get("dateTime") {
         if let Some((date, clock)) = text.split_once([';', ',', ' ', 'T']) {
             return match (parse_date(date.trim()), parse_clock(clock.trim())) {
                 (Some(d), Some(t)) => Ok(d.and_time(t)),
-                _ => Err(format!(
-                    "dateTime {text:?} is not in a form tradegate reads: {FORMATS}"
-                )),
+                _ => Err(RowTimeError::DateTime(text.to_string())),
             };
         }
         if let (Some(d), Some(t)) = (parse_date(text), row.get("tradeTime").and_then(parse_clock)) {
             return Ok(d.and_time(t));
         }
-        return Err(format!(
-            "dateTime {text:?} has no time of day: include the time in the Flex query ({FORMATS})"
-        ));
+        return Err(RowTimeError::NoTimeOfDay(text.to_string()));
     }
     match (row.get("tradeDate"), row.get("tradeTime")) {
         (Some(date), Some(clock)) => match (parse_date(date), parse_clock(clock)) {
             (Some(d), Some(t)) => Ok(d.and_time(t)),
-            _ => Err(format!(
-                "tradeDate {date:?} / tradeTime {clock:?} are not in a form tradegate reads: {FORMATS}"
-            )),
+            _ => Err(RowTimeError::TradeDateTime {
+                date: date.to_string(),
+                clock: clock.to_string(),
+            }),
         },
-        _ => Err("the row has no dateTime (nor tradeDate and tradeTime)".into()),
+        _ => Err(RowTimeError::Missing),
     }
 }
 
@@ -598,7 +623,7 @@ pub fn normalize_row(
         .or(number("commission")?)
         .map(|c| if c.is_zero() { Decimal::ZERO } else { -c });
     let realized_pnl = number("fifoPnlRealized")?;
-    let local = row_time(row).map_err(|m| fail("bad_time", m))?;
+    let local = row_time(row).map_err(|e| fail("bad_time", e.to_string()))?;
     let text = row
         .get("dateTime")
         .map_or_else(|| local.to_string(), str::to_string);
@@ -1028,7 +1053,9 @@ mod tests {
             row_time(&row(&[("tradeDate", "20241202"), ("tradeTime", "093105")])).unwrap(),
             want
         );
-        let err = row_time(&row(&[("dateTime", "12/02/2024;093105")])).unwrap_err();
+        let err = row_time(&row(&[("dateTime", "12/02/2024;093105")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("yyyyMMdd"), "{err}");
         assert!(row_time(&row(&[("dateTime", "20241202")])).is_err());
     }

@@ -177,6 +177,21 @@ impl FlexClient {
         Ok(body)
     }
 
+    /// A client of the service and query `[ibkr.flex]` names, with `token`.
+    pub fn for_config(
+        tls: &ClientTls,
+        config: &super::config::FlexConfig,
+        token: FlexToken,
+    ) -> Result<Self, ServiceError> {
+        Self::new(
+            tls,
+            &config.url,
+            token,
+            config.query_id.trim(),
+            Duration::from_secs(config.timeout_secs),
+        )
+    }
+
     /// The Flex Query id.
     pub fn query_id(&self) -> &str {
         &self.query_id

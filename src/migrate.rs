@@ -2,20 +2,18 @@
 //! lock so that several processes starting at once apply each migration exactly once.
 
 use tokio_postgres::Client;
+use tradegate_actors::store::setup;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
-
-/// Key of the advisory lock held while migrating ("tradegate" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7472_6164_6567_6174;
 
 /// A migration step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// Taking or releasing the advisory lock failed.
     #[error("migration lock: {0}")]
-    Lock(#[source] tokio_postgres::Error),
+    Lock(#[source] tradegate_actors::store::StoreError),
     /// A migration failed; nothing of it was applied.
     #[error("migration failed: {0}")]
     Refinery(#[source] refinery::Error),
@@ -30,14 +28,11 @@ pub struct MigrationReport {
 
 /// Applies every pending migration.
 pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+    setup::lock_migrations(&*client)
         .await
         .map_err(MigrateError::Lock)?;
     let result = embedded::migrations::runner().run_async(client).await;
-    let unlock = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
+    let unlock = setup::unlock_migrations(&*client).await;
     let report = result.map_err(MigrateError::Refinery)?;
     unlock.map_err(MigrateError::Lock)?;
     Ok(MigrationReport {

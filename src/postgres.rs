@@ -714,35 +714,26 @@ pub async fn ensure_database(
     timeout: Duration,
 ) -> Result<(), BootstrapError> {
     let client = connect(admin_conninfo, timeout).await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+    let exists = store::setup::database_exists(&client, name)
         .await
-        .map_err(|source| BootstrapError::Sql {
+        .map_err(|e| BootstrapError::Sql {
             context: format!("looking up database {name}"),
-            source,
-        })?
-        .is_some();
-    if !exists {
-        let sql = format!("CREATE DATABASE {}", quote_ident(name));
-        if let Err(source) = client.batch_execute(&sql).await {
-            // another process may have created it in the meantime
-            let raced = source.as_db_error().is_some_and(|db| {
-                db.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE
+            source: e.into_inner(),
+        })?;
+    if !exists && let Err(e) = store::setup::create_database(&client, name).await {
+        // another process may have created it in the meantime
+        let e = e.into_inner();
+        let raced = e
+            .as_db_error()
+            .is_some_and(|db| db.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE);
+        if !raced {
+            return Err(BootstrapError::Sql {
+                context: format!("creating database {name}"),
+                source: e,
             });
-            if !raced {
-                return Err(BootstrapError::Sql {
-                    context: format!("creating database {name}"),
-                    source,
-                });
-            }
         }
     }
     Ok(())
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]
@@ -833,7 +824,7 @@ mod tests {
 
     #[test]
     fn quotes_identifiers() {
-        assert_eq!(quote_ident("tg"), "\"tg\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(store::setup::quote_ident("tg"), "\"tg\"");
+        assert_eq!(store::setup::quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

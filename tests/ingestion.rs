@@ -24,7 +24,7 @@ use tradegate_actors::ingestion_logger::{
 use tradegate_actors::store::decisions::{
     REJECT_RUN_NOT_COMPLETED, REJECT_UNKNOWN_RUN, create_decisions, create_decisions_with_requests,
 };
-use tradegate_actors::store::ingestion::{get_payload, insert_payloads};
+use tradegate_actors::store::payloads::{get_payload, insert_payloads};
 use uuid::Uuid;
 
 /// An IngestionLogger (under a unique name) under a Gateway, with the HTTP API on loopback.

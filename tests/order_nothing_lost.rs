@@ -796,7 +796,7 @@ async fn record_fill(
     let key = key.as_str();
     let body = json!({"key": key});
     let filled = dec(cumulative.0);
-    let event = store::orders::OrderEvent {
+    let event = store::order_events::OrderEvent {
         broker: "alpaca",
         account: "paper",
         event_key: key,
@@ -822,7 +822,7 @@ async fn record_fill(
         body: &body,
         replaces: None,
     };
-    store::orders::record_order_event(client, &event)
+    store::order_events::record_order_event(client, &event)
         .await
         .unwrap()
         .map(|applied| applied.fill.unwrap())
@@ -929,7 +929,7 @@ async fn record_status(
 ) -> Option<String> {
     let key = format!("{}:{key}", row.decision_id);
     let body = json!({"key": key});
-    let event = store::orders::OrderEvent {
+    let event = store::order_events::OrderEvent {
         broker: "alpaca",
         account: "paper",
         event_key: &key,
@@ -947,7 +947,7 @@ async fn record_status(
         body: &body,
         replaces: None,
     };
-    let recorded = store::orders::record_order_event(client, &event)
+    let recorded = store::order_events::record_order_event(client, &event)
         .await
         .unwrap()
         .is_some();

@@ -1164,9 +1164,9 @@ async fn the_api_error_alert_fires_above_its_threshold_and_reaches_the_webhook()
     assert_eq!(got[0]["kind"], "broker.api_errors");
     assert_eq!(got[0]["id"], raised[0].id);
     // a zero-record run's alert, raised by the IngestionLogger, is forwarded to the webhook too
-    let zero = tradegate_actors::store::ingestion::insert_alert(
+    let zero = tradegate_actors::store::alerts::insert_alert(
         &sql,
-        &tradegate_actors::store::ingestion::NewAlert {
+        &tradegate_actors::store::alerts::NewAlert {
             kind: "ingestion.zero_records".into(),
             severity: "warning",
             message: "run x completed with zero records fetched".into(),
@@ -1177,13 +1177,15 @@ async fn the_api_error_alert_fires_above_its_threshold_and_reaches_the_webhook()
     .await
     .unwrap()
     .unwrap();
-    let elsewhere = alerts::raised_elsewhere(&sql, raised[0].id).await.unwrap();
+    let elsewhere = tradegate_actors::store::alerts::raised_elsewhere(&sql, raised[0].id)
+        .await
+        .unwrap();
     assert_eq!(
         elsewhere.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![zero]
     );
     assert!(
-        alerts::raised_elsewhere(&sql, zero)
+        tradegate_actors::store::alerts::raised_elsewhere(&sql, zero)
             .await
             .unwrap()
             .is_empty(),

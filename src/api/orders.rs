@@ -139,7 +139,7 @@ async fn list_decisions(State(state): State<ApiState>, Query(q): Query<ListQuery
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
     let client = state.pool.get().await.map_err(unavailable)?;
-    let rows = store::orders::recent_decisions(&**client, limit)
+    let rows = store::reports::recent_decisions(&**client, limit)
         .await
         .map_err(unavailable)?;
     json_answer(StatusCode::OK, rows)
@@ -154,7 +154,7 @@ async fn get_decision(State(state): State<ApiState>, Path(id): Path<String>) -> 
         )
     })?;
     let client = state.pool.get().await.map_err(unavailable)?;
-    match store::orders::decision_view(&**client, id)
+    match store::reports::decision_view(&**client, id)
         .await
         .map_err(unavailable)?
     {

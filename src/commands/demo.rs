@@ -250,32 +250,34 @@ async fn demo_strategy(running: &Running, data_run: uuid::Uuid) -> Result<uuid::
         }
     }
     let rows =
-        tradegate_actors::store::orders::recent_decisions(&client, accepted.len() as i64).await?;
+        tradegate_actors::store::reports::recent_decisions(&client, accepted.len() as i64).await?;
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for row in rows.iter().rev() {
-        let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
         println!(
             "              {} {} {} {}: decision {}, execution {}{}{}",
-            text("symbol"),
-            text("side"),
-            text("qty"),
-            text("decision_id"),
-            text("status"),
-            text("execution_status"),
-            row["filled_avg_price"]
-                .as_str()
+            row.symbol,
+            row.side,
+            or_dash(row.qty.map(|q| q.to_string())),
+            row.decision_id,
+            row.status,
+            or_dash(row.execution_status.clone()),
+            row.filled_avg_price
                 .map(|p| format!(" at {p}"))
                 .unwrap_or_default(),
-            row["error_message"]
-                .as_str()
-                .map(|m| format!(" (HTTP {}: {m})", row["http_status"]))
+            row.error_message
+                .as_deref()
+                .map(|m| format!(
+                    " (HTTP {}: {m})",
+                    or_dash(row.http_status.map(|s| s.to_string()))
+                ))
                 .unwrap_or_default(),
         );
     }
     let filled = rows
         .iter()
-        .filter(|r| r["execution_status"] == "filled")
+        .filter(|r| r.execution_status.as_deref() == Some("filled"))
         .count();
-    let refused = rows.iter().filter(|r| r["status"] == "failed").count();
+    let refused = rows.iter().filter(|r| r.status == "failed").count();
     anyhow::ensure!(
         filled == 2 && refused == 1 && outcomes.iter().filter(|o| o.is_err()).count() == 1,
         "the demo batch did not end as expected (2 filled, 1 rejected by the venue, 1 by risk)"

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio_postgres::Client;
-use tradegate::postgres::{self, ClusterOptions, EmbeddedCluster, quote_ident};
+use tradegate::postgres::{self, ClusterOptions, EmbeddedCluster};
+use tradegate_actors::store::setup::quote_ident;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

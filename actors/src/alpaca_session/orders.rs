@@ -19,9 +19,8 @@ use crate::domain::{
 };
 use crate::store;
 use crate::store::group::{BatchCommit, GroupCommit};
-use crate::store::orders::{
-    DecisionOutcome, EventApplied, NOT_RECEIVED_BY_BROKER, OrderRow, Submission,
-};
+use crate::store::order_events::EventApplied;
+use crate::store::orders::{DecisionOutcome, NOT_RECEIVED_BY_BROKER, OrderRow, Submission};
 use crate::strategy_hub::StrategyHub;
 use crate::trade_log_writer::TradeLog;
 
@@ -144,7 +143,7 @@ impl SessionCtx {
     ) -> Result<i64, SessionError> {
         let payload = request_payload(method, path, query, body)?;
         let client = self.pool.get().await?;
-        Ok(store::ingestion::insert_payload(&**client, &payload).await?)
+        Ok(store::payloads::insert_payload(&**client, &payload).await?)
     }
 
     /// The request payload ids of `orders`' submissions: stored with the decision as a rule;
@@ -159,7 +158,7 @@ impl SessionCtx {
             Vec::new()
         } else {
             let client = self.pool.get().await?;
-            store::ingestion::insert_payloads(&*client, &missing).await?
+            store::payloads::insert_payloads(&*client, &missing).await?
         }
         .into_iter();
         orders
@@ -185,7 +184,7 @@ impl SessionCtx {
     async fn store_response(&self, payload: &ApiPayload) {
         let stored = async {
             let client = self.pool.get().await?;
-            Ok::<_, SessionError>(store::ingestion::insert_payload(&**client, payload).await?)
+            Ok::<_, SessionError>(store::payloads::insert_payload(&**client, payload).await?)
         }
         .await;
         if let Err(e) = stored {

@@ -26,7 +26,7 @@ use super::error::SessionError;
 use super::mapping::{decimal, decision_of, execution_status, is_known_status};
 use super::orders::{BROKER, SessionCtx};
 use crate::domain::{ExecutionFields, OrderIds, RawJson, Side, StrategyEvent, TradeLogEvent};
-use crate::store::{self, group, orders::OrderEvent, orders::OrderRow};
+use crate::store::{self, group, order_events::OrderEvent, orders::OrderRow};
 use crate::tls::ClientTls;
 
 /// Events are handled by this many workers, each owning the orders that hash to it, so one
@@ -585,7 +585,7 @@ pub(crate) async fn handle(
     });
     let work = group::work(move |tx| {
         let e = Arc::clone(&owned);
-        Box::pin(async move { store::orders::record_order_event(tx, &e.as_event()).await })
+        Box::pin(async move { store::order_events::record_order_event(tx, &e.as_event()).await })
     });
     let mut pause = Duration::from_millis(100);
     let applied = loop {
@@ -828,7 +828,7 @@ async fn recover_missed(
 ) -> Result<usize, SessionError> {
     let (since, working) = {
         let client = ctx.pool.get().await?;
-        let since = store::orders::last_event_at(&**client, BROKER, &ctx.account).await?;
+        let since = store::order_events::last_event_at(&**client, BROKER, &ctx.account).await?;
         let working = store::orders::working_orders(&**client, &ctx.account).await?;
         (since, working)
     };

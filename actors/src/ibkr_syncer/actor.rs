@@ -23,7 +23,7 @@ use super::config::{IbkrConfig, SessionConfig};
 use super::messages::IbkrSyncerMessage;
 use super::sync::{SyncError, SyncRequest, sync_account};
 use crate::domain::{RawJson, SyncReport, TradeLogEvent};
-use crate::store::ingestion::{NewAlert, insert_alert};
+use crate::store::alerts::{NewAlert, insert_alert};
 use crate::store::jobs::{self, TRADES_SYNC};
 use crate::trade_log_writer::TradeLog;
 

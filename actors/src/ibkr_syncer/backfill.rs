@@ -144,7 +144,7 @@ pub async fn run_backfill(pool: &deadpool_postgres::Pool, backfill: &FlexBackfil
     if let Some((message, details)) = failure {
         tracing::error!(kind = BACKFILL_FAILED_ALERT, %message, "IBKR alert");
         metrics::counter!("tradegate_alerts_total", "kind" => BACKFILL_FAILED_ALERT).increment(1);
-        let alert = crate::store::ingestion::NewAlert {
+        let alert = crate::store::alerts::NewAlert {
             kind: BACKFILL_FAILED_ALERT.into(),
             severity: "warning",
             message,
@@ -153,7 +153,7 @@ pub async fn run_backfill(pool: &deadpool_postgres::Pool, backfill: &FlexBackfil
         };
         match pool.get().await {
             Ok(client) => {
-                if let Err(e) = crate::store::ingestion::insert_alert(&**client, &alert).await {
+                if let Err(e) = crate::store::alerts::insert_alert(&**client, &alert).await {
                     tracing::warn!(error = %e, "could not store the alert");
                 }
             }
@@ -324,15 +324,10 @@ async fn alert_cancellations(client: &deadpool_postgres::Object, report: &SyncRe
         .iter()
         .filter(|r| r.code == "flex_cancellation")
     {
-        let stored = client
-            .query_opt(
-                "SELECT id FROM broker_fills WHERE account_id = $1 AND exec_id = $2",
-                &[&r.account_id, &r.exec_id],
-            )
+        let stored = broker_sync::fill_id_by_exec_id(&***client, &r.account_id, &r.exec_id)
             .await
             .ok()
-            .flatten()
-            .map(|row| row.get::<_, i64>(0));
+            .flatten();
         let message = match stored {
             Some(id) => format!(
                 "IB cancelled execution {} of {}; the fill stored for it (broker_fills {id}) \
@@ -345,7 +340,7 @@ async fn alert_cancellations(client: &deadpool_postgres::Object, report: &SyncRe
                 r.exec_id, r.account_id
             ),
         };
-        let alert = crate::store::ingestion::NewAlert {
+        let alert = crate::store::alerts::NewAlert {
             kind: CANCELLATION_ALERT.into(),
             severity: "warning",
             message,
@@ -358,7 +353,7 @@ async fn alert_cancellations(client: &deadpool_postgres::Object, report: &SyncRe
             }),
             dedupe_key: Some(format!("{}:{}", r.account_id, r.exec_id)),
         };
-        match crate::store::ingestion::insert_alert(&***client, &alert).await {
+        match crate::store::alerts::insert_alert(&***client, &alert).await {
             Ok(Some(_)) => {
                 metrics::counter!("tradegate_alerts_total", "kind" => CANCELLATION_ALERT)
                     .increment(1);

@@ -20,7 +20,7 @@ use crate::domain::{
     ApiPayload, KillSwitch, LineagePolicy, NewDecision, OrderOutcome, OrderReject, OrderRequest,
     RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent,
 };
-use crate::store::{self, orders::RejectRecord};
+use crate::store::{self, order_rejects::RejectRecord};
 use crate::strategy_hub::StrategyHub;
 
 /// The name the OrderRouter is registered under.
@@ -81,7 +81,7 @@ impl Actor for OrderRouter {
     ) -> Result<Self::State, ActorProcessingErr> {
         // the kill switch survives restarts; if the database cannot say, start halted
         let kill = match args.pool.get().await {
-            Ok(client) => match store::orders::kill_switch(&**client).await {
+            Ok(client) => match store::kill_switch::kill_switch(&**client).await {
                 Ok((state, _)) => state,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the kill switch; starting halted");
@@ -231,7 +231,7 @@ impl Actor for OrderRouter {
             } => {
                 let result = match state.args.pool.get().await {
                     Ok(client) => {
-                        match store::orders::set_kill_switch(
+                        match store::kill_switch::set_kill_switch(
                             &**client,
                             kill,
                             reason.as_deref(),
@@ -746,13 +746,14 @@ async fn reject_writer(
                 continue;
             }
         };
-        match store::orders::insert_rejects(&mut client, &batch).await {
+        match store::order_rejects::insert_rejects(&mut client, &batch).await {
             Ok(()) => {}
             // one record the database refuses does not cost the others theirs
             Err(e) if e.is_refusal() && batch.len() > 1 => {
                 for r in &batch {
                     if let Err(e) =
-                        store::orders::insert_rejects(&mut client, std::slice::from_ref(r)).await
+                        store::order_rejects::insert_rejects(&mut client, std::slice::from_ref(r))
+                            .await
                     {
                         unrecorded(1, &e.to_string());
                     }

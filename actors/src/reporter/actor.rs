@@ -7,9 +7,10 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use super::alerts::{self, RaisedAlert};
+use super::alerts;
 use super::config::ReporterConfig;
 use super::messages::ReporterMessage;
+use crate::store::alerts::RaisedAlert;
 use crate::store::retention;
 
 /// The registry name of the Reporter.
@@ -63,11 +64,11 @@ async fn check_alerts(state: &mut ReporterState) -> Result<Vec<RaisedAlert>, Rep
     // forwarding starts with the alerts raised after the Reporter started
     let after = match state.forwarded {
         Some(id) => id,
-        None => alerts::newest_alert_id(&**client).await?,
+        None => crate::store::alerts::newest_alert_id(&**client).await?,
     };
     let raised = alerts::check(&**client, &state.args.config, Utc::now()).await?;
     alerts::announce(&state.http, &state.args.config, &raised).await;
-    let elsewhere = alerts::raised_elsewhere(&**client, after).await?;
+    let elsewhere = crate::store::alerts::raised_elsewhere(&**client, after).await?;
     alerts::post(&state.http, &state.args.config, &elsewhere).await;
     let newest = raised.iter().chain(&elsewhere).map(|a| a.id).max();
     state.forwarded = Some(newest.map_or(after, |n| n.max(after)));
@@ -106,7 +107,7 @@ impl Actor for Reporter {
         // alerts raised from now on are forwarded (best effort: without the database now,
         // the first check starts from the newest alert then)
         let forwarded = match args.pool.get().await {
-            Ok(client) => alerts::newest_alert_id(&**client).await.ok(),
+            Ok(client) => crate::store::alerts::newest_alert_id(&**client).await.ok(),
             Err(_) => None,
         };
         let http = args

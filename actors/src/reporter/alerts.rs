@@ -6,30 +6,16 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
 use serde_json::json;
 
 use super::config::ReporterConfig;
-use crate::store::ingestion::{NewAlert, insert_alert};
+use crate::store::alerts::{NewAlert, RaisedAlert, insert_alert};
 use crate::store::{StoreError, reports};
 
 /// Kind of the failure-rate alert.
 pub const FAILURE_RATE: &str = "orders.failure_rate";
 /// Kind of the API-errors alert.
 pub const API_ERRORS: &str = "broker.api_errors";
-
-/// An alert that was raised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RaisedAlert {
-    /// Its row
-    pub id: i64,
-    /// Its kind
-    pub kind: String,
-    /// For a person
-    pub message: String,
-    /// Structured context
-    pub details: serde_json::Value,
-}
 
 fn window_key(now: DateTime<Utc>, window_secs: u64) -> String {
     let w = i64::try_from(window_secs).unwrap_or(i64::MAX).max(1);
@@ -101,46 +87,6 @@ pub async fn check(
         }
     }
     Ok(raised)
-}
-
-/// The alerts other actors raised (zero-record ingestion runs, from the IngestionLogger) with
-/// an id above `after`, oldest first: they are logged and counted where they are raised, and
-/// the Reporter forwards them to the webhook.
-pub async fn raised_elsewhere(
-    client: &impl tokio_postgres::GenericClient,
-    after: i64,
-) -> Result<Vec<RaisedAlert>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT id, kind, message, details FROM alerts \
-             WHERE id > $1 AND kind = ANY($2) ORDER BY id",
-            &[
-                &after,
-                &[crate::store::ingestion::ZERO_RECORDS_ALERT].as_slice(),
-            ],
-        )
-        .await
-        .map_err(StoreError::new("reading new alerts"))?;
-    Ok(rows
-        .iter()
-        .map(|r| RaisedAlert {
-            id: r.get(0),
-            kind: r.get(1),
-            message: r.get(2),
-            details: r.get(3),
-        })
-        .collect())
-}
-
-/// The newest alert id (0 when there is none): where forwarding starts.
-pub async fn newest_alert_id(
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<i64, StoreError> {
-    Ok(client
-        .query_one("SELECT coalesce(max(id), 0) FROM alerts", &[])
-        .await
-        .map_err(StoreError::new("reading the newest alert"))?
-        .get(0))
 }
 
 /// Posts `alerts` to the webhook, when one is configured (best effort: a failure is logged).

@@ -3,7 +3,7 @@
 use ractor::RpcReplyPort;
 
 use super::actor::ReporterError;
-use super::alerts::RaisedAlert;
+use crate::store::alerts::RaisedAlert;
 
 /// Messages of the Reporter.
 #[derive(Debug)]

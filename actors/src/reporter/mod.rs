@@ -7,7 +7,7 @@ pub mod alerts;
 mod config;
 mod messages;
 
+pub use crate::store::alerts::RaisedAlert;
 pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterError};
-pub use alerts::RaisedAlert;
 pub use config::ReporterConfig;
 pub use messages::ReporterMessage;

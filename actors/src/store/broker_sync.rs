@@ -823,6 +823,22 @@ pub async fn stored_exec_ids(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The id of the fill `account` stores under `exec_id`, if any.
+pub async fn fill_id_by_exec_id(
+    client: &impl GenericClient,
+    account: &str,
+    exec_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT id FROM broker_fills WHERE account_id = $1 AND exec_id = $2",
+            &[&account, &exec_id],
+        )
+        .await
+        .map_err(StoreError::new("reading a fill by its exec id"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Recomputes the aggregates of trades `ids` from their canonical fills.
 pub async fn recompute_trades(
     tx: &Transaction<'_>,

@@ -1,4 +1,5 @@
-//! Data ingestion runs, their records and API call logs, API payloads, and alerts.
+//! Data ingestion runs, their records and API call logs (payloads are in [`super::payloads`],
+//! the zero-records alert goes through [`super::alerts`]).
 //!
 //! The run state machine is enforced twice: here (a finished run is locked, read and refused with
 //! a clear error) and by the database's triggers (so no other writer can bypass it).
@@ -6,16 +7,16 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::db::Db;
+use super::alerts::{NewAlert, insert_alert};
+use super::payloads::insert_payload;
 use crate::domain::ingestion::Invalid;
 use crate::domain::{
-    ApiCall, ApiCallIds, ApiPayload, ApiPayloadKind, IngestionRun, NewRun, RecordOperation,
-    RecordsOutcome, RunCounts, RunRecord, RunStatus,
+    ApiCall, ApiCallIds, IngestionRun, NewRun, RecordOperation, RecordsOutcome, RunCounts,
+    RunRecord, RunStatus,
 };
 
 /// Alert kind raised when a run completes having fetched nothing.
@@ -144,21 +145,6 @@ pub struct Finished {
     pub run: IngestionRun,
     /// The id of the zero-records alert this completion raised
     pub zero_records_alert: Option<i64>,
-}
-
-/// An `alerts` row to raise.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAlert {
-    /// e.g. `ingestion.zero_records`
-    pub kind: String,
-    /// info, warning or critical
-    pub severity: &'static str,
-    /// For a person
-    pub message: String,
-    /// Structured context
-    pub details: Value,
-    /// Raised at most once per (kind, dedupe key)
-    pub dedupe_key: Option<String>,
 }
 
 /// An `api_call_logs` row.
@@ -383,88 +369,6 @@ pub async fn list_run_records(
         .collect())
 }
 
-/// Stores one API request or response; returns its id.
-pub async fn insert_payload(
-    client: &impl GenericClient,
-    payload: &ApiPayload,
-) -> Result<i64, StoreError> {
-    let row = client
-        .query_one(
-            "INSERT INTO api_payloads (type, payload, source, captured_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
-            &[
-                &payload.kind.as_str(),
-                &payload.payload,
-                &payload.source,
-                &payload.captured_at,
-            ],
-        )
-        .await
-        .map_err(StoreError::new("storing an API payload"))?;
-    Ok(row.get(0))
-}
-
-/// Stores several payloads in one statement; their ids, in the order given.
-pub async fn insert_payloads(
-    db: &impl Db,
-    payloads: &[ApiPayload],
-) -> Result<Vec<i64>, StoreError> {
-    if payloads.is_empty() {
-        return Ok(Vec::new());
-    }
-    let kinds: Vec<&str> = payloads.iter().map(|p| p.kind.as_str()).collect();
-    let bodies: Vec<&Value> = payloads.iter().map(|p| &p.payload).collect();
-    let sources: Vec<&str> = payloads.iter().map(|p| p.source.as_str()).collect();
-    let captured: Vec<DateTime<Utc>> = payloads.iter().map(|p| p.captured_at).collect();
-    // rows are inserted in ordinality order, so identity values rise with it: the ids sorted
-    // ascending are the ids of the payloads in the order given
-    let rows = db
-        .client()
-        .query(
-            &db.statement(
-                "INSERT INTO api_payloads (type, payload, source, captured_at) \
-             SELECT k, p, s, c FROM unnest($1::text[], $2::jsonb[], $3::text[], \
-                 $4::timestamptz[]) WITH ORDINALITY AS u(k, p, s, c, n) ORDER BY n \
-             RETURNING id",
-                &[
-                    Type::TEXT_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TIMESTAMPTZ_ARRAY,
-                ],
-            )
-            .await
-            .map_err(StoreError::new("preparing the payloads insert"))?,
-            &[&kinds, &bodies, &sources, &captured],
-        )
-        .await
-        .map_err(StoreError::new("storing API payloads"))?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-/// One stored payload.
-pub async fn get_payload(
-    client: &impl GenericClient,
-    id: i64,
-) -> Result<Option<ApiPayload>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT type, source, payload, captured_at FROM api_payloads WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(StoreError::new("reading an API payload"))?;
-    Ok(row.map(|row| ApiPayload {
-        // the CHECK constraint admits only the two type names
-        kind: ApiPayloadKind::parse(row.get(0)).unwrap_or(ApiPayloadKind::ApiResponse),
-        source: row.get(1),
-        payload: row.get(2),
-        captured_at: row.get(3),
-    }))
-}
-
 /// Stores API calls of a running run: for each, its request and response payloads and the
 /// `api_call_logs` row linking them to the run, in one transaction.
 pub async fn record_api_calls(
@@ -680,28 +584,4 @@ async fn counts_from_records(
         updated: count(2),
         skipped: count(3),
     })
-}
-
-/// Raises an alert; with a dedupe key already raised for its kind, nothing happens and `None`
-/// is returned.
-pub async fn insert_alert(
-    client: &impl GenericClient,
-    alert: &NewAlert,
-) -> Result<Option<i64>, StoreError> {
-    let row = client
-        .query_opt(
-            "INSERT INTO alerts (kind, severity, message, details, dedupe_key) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (kind, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
-            &[
-                &alert.kind,
-                &alert.severity,
-                &alert.message,
-                &alert.details,
-                &alert.dedupe_key,
-            ],
-        )
-        .await
-        .map_err(StoreError::new("raising an alert"))?;
-    Ok(row.map(|r| r.get(0)))
 }

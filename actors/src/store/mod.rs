@@ -1,16 +1,23 @@
 //! All SQL that reads or writes tradegate's tables: one documented function per statement,
 //! parameters always bound.
 
+pub mod alerts;
 pub mod broker_sync;
 pub mod db;
 pub mod decisions;
 pub mod group;
 pub mod ingestion;
 pub mod jobs;
+pub mod kill_switch;
 pub mod operator_actions;
+pub mod order_events;
+pub mod order_rejects;
 pub mod orders;
+pub mod payloads;
 pub mod reports;
 pub mod retention;
+pub mod seed;
+pub mod setup;
 pub mod tradelog;
 
 use chrono::NaiveDate;

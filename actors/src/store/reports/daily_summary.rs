@@ -1,0 +1,149 @@
+//! The daily summary: one day's decisions, outcomes, failures and alerts.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use super::{
+    API_ERROR_REASONS, Count, FAILURE_REASON, OUTCOME_COLUMNS, Outcomes, Range, counts,
+    failures_by_reason, rejects_by_code,
+};
+use crate::store::StoreError;
+
+/// One day's activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailySummary {
+    /// The day (UTC)
+    pub day: NaiveDate,
+    /// Decisions by outcome
+    pub decisions: Outcomes,
+    /// Executions by status
+    pub executions: Vec<Count>,
+    /// Failures by normalized reason
+    pub failures: Vec<Count>,
+    /// Refused orders by reason code
+    pub rejects: Vec<Count>,
+    /// Ingestion runs started that day, by status
+    pub ingestion_runs: Vec<Count>,
+    /// Completed runs that fetched nothing
+    pub zero_record_runs: i64,
+    /// What operators changed that day (kill switch, syncs, jobs, purges), oldest first, at
+    /// most 1,000
+    pub operator_actions: Vec<crate::domain::OperatorAction>,
+}
+
+/// The summary of `day` (UTC).
+pub async fn daily_summary(
+    client: &impl GenericClient,
+    day: NaiveDate,
+) -> Result<DailySummary, StoreError> {
+    let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let range = Range {
+        from: start,
+        to: start + chrono::Duration::days(1),
+    };
+    let (from, to) = (&range.from, &range.to);
+    let decisions = client
+        .query_one(
+            &format!(
+                "SELECT {OUTCOME_COLUMNS} FROM trade_decisions d \
+                 WHERE d.created_at >= $1 AND d.created_at < $2"
+            ),
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("summing a day's decisions"))?;
+    let executions = client
+        .query(
+            "SELECT e.status, count(*) FROM trade_decisions d \
+             JOIN trade_executions e ON e.trade_decision_id = d.id \
+             WHERE d.created_at >= $1 AND d.created_at < $2 GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's executions"))?;
+    let failures = failures_by_reason(client, None, range).await?;
+    let rejects = rejects_by_code(client, None, range).await?;
+    let runs = client
+        .query(
+            "SELECT status, count(*) FROM data_ingestion_runs \
+             WHERE started_at >= $1 AND started_at < $2 GROUP BY 1 ORDER BY 1",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's ingestion runs"))?;
+    let zero: i64 = client
+        .query_one(
+            "SELECT count(*) FROM data_ingestion_runs \
+             WHERE started_at >= $1 AND started_at < $2 \
+               AND status = 'completed' AND records_fetched = 0",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's empty runs"))?
+        .get(0);
+    let mut operator_actions = crate::store::operator_actions::list(
+        client,
+        &crate::store::operator_actions::ActionFilter {
+            since: Some(range.from),
+            until: Some(range.to),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    operator_actions.reverse();
+    Ok(DailySummary {
+        day,
+        decisions: Outcomes::from_row(&decisions, 0),
+        executions: counts(&executions),
+        failures,
+        rejects,
+        ingestion_runs: counts(&runs),
+        zero_record_runs: zero,
+        operator_actions,
+    })
+}
+
+/// Decisions created since `since` that have an outcome: (executed, failed).
+pub async fn outcomes_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM trade_decisions \
+                     WHERE status = 'executed' AND created_at >= $1), \
+                    (SELECT count(*) FROM trade_decisions \
+                     WHERE status = 'failed' AND created_at >= $1)",
+            &[&since],
+        )
+        .await
+        .map_err(StoreError::new("counting recent outcomes"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// API errors since `since`: orders that failed for an API reason (see
+/// [`API_ERROR_REASONS`]) plus data jobs' API calls answered 5xx or not answered at all.
+pub async fn api_errors_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), StoreError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM trade_decisions d \
+                         LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+                         WHERE d.status = 'failed' AND d.created_at >= $1 \
+                           AND {FAILURE_REASON} = ANY($2)), \
+                        (SELECT count(*) FROM api_call_logs \
+                         WHERE created_at >= $1 \
+                           AND (http_status_code >= 500 \
+                                OR (http_status_code IS NULL AND error_message IS NOT NULL)))"
+            ),
+            &[&since, &API_ERROR_REASONS.as_slice()],
+        )
+        .await
+        .map_err(StoreError::new("counting recent API errors"))?;
+    Ok((row.get(0), row.get(1)))
+}

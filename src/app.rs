@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tradegate_actors::alpaca_session::{self, AlpacaSession, AlpacaSessionArgs};
 use tradegate_actors::gateway::{ChildSpec, Gateway, GatewayHandle};
-use tradegate_actors::ibkr_syncer::{IbkrConfig, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
+use tradegate_actors::ibkr_syncer::{IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs};
 use tradegate_actors::ingestion_logger::{
     self, IngestionClient, IngestionLogger, IngestionLoggerArgs,
 };
@@ -113,6 +113,7 @@ fn children(
         pool: pool.clone(),
         lineage: config.ingestion.lineage(),
         hub: hub.clone(),
+        prepare: alpaca_session::prepare_submission,
     };
     children.push(ChildSpec::new(order_router::NAME, move || {
         (OrderRouter, router.clone())
@@ -156,12 +157,6 @@ fn flex_backfill(
             interval: Duration::from_secs(flex.interval_secs),
         },
     ))
-}
-
-/// How long an on-request sync is waited for: a fetch may take up to the read timeout per
-/// frame, and a large window takes a while to store.
-pub fn sync_call_timeout(config: &IbkrConfig) -> Duration {
-    config.connect_timeout() + config.read_timeout() * 4 + Duration::from_secs(120)
 }
 
 /// A running gateway.
@@ -225,7 +220,7 @@ impl Running {
             gateway: gateway.actor().clone(),
             metrics,
             ingestion: IngestionClient::new(ingestion_logger::NAME),
-            ibkr: IbkrSyncClient::new(sync_call_timeout(&config.ibkr)),
+            ibkr: IbkrSyncClient::new(config.ibkr.sync_call_timeout()),
             ibkr_accounts: config.ibkr.all_accounts(),
             orders: config.orders.clone(),
             hub: hub.clone(),

@@ -19,7 +19,8 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tradegate::app::Running;
 use tradegate::sim::alpaca::{Faults, SimConfig};
-use tradegate_actors::store::{self, orders::OrderRow};
+use tradegate_actors::domain::PlacedOrder;
+use tradegate_actors::store;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -761,7 +762,7 @@ async fn an_answer_cut_after_its_status_is_looked_up_not_failed() {
 }
 
 /// A decision with a working execution, written directly; its order row.
-async fn working_order(client: &tokio_postgres::Client, qty: &str) -> OrderRow {
+async fn working_order(client: &tokio_postgres::Client, qty: &str) -> PlacedOrder {
     let decision = Uuid::now_v7();
     client
         .execute(
@@ -786,7 +787,7 @@ async fn working_order(client: &tokio_postgres::Client, qty: &str) -> OrderRow {
 /// (a recovered one), and the order's cumulative filled quantity and average price.
 async fn record_fill(
     client: &tokio_postgres::Client,
-    row: &OrderRow,
+    row: &PlacedOrder,
     key: &str,
     own: Option<(&str, &str)>,
     cumulative: (&str, &str),
@@ -922,7 +923,7 @@ async fn fills_count_once_whatever_order_they_arrive_in() {
 /// afterwards (`None`: the event was a repeat).
 async fn record_status(
     client: &tokio_postgres::Client,
-    row: &OrderRow,
+    row: &PlacedOrder,
     key: &str,
     (event, execution_status): (&str, &str),
     filled: &str,

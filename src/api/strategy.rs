@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
-use tradegate_actors::domain::{OrderRequest, ReplaceRequest, StrategyEvent};
+use tradegate_actors::domain::{OrderRequest, RejectCode, ReplaceRequest, StrategyEvent};
 use tradegate_actors::order_router::OrderRouterClient;
 use uuid::Uuid;
 
@@ -203,23 +203,30 @@ fn is_too_long(e: &axum::Error) -> bool {
     text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
 }
 
-fn error(request_id: Option<String>, code: &str, message: impl Into<String>) -> StrategyEvent {
+fn error(
+    request_id: Option<String>,
+    code: RejectCode,
+    message: impl Into<String>,
+) -> StrategyEvent {
     StrategyEvent::Error {
         request_id,
-        code: code.into(),
+        code: code.as_str().into(),
         message: message.into(),
     }
 }
 
 /// One order of a `submit_order` or `submit_batch`: the fields of [`OrderRequest`]; the
 /// strategy defaults to the connection's.
-fn order_of(strategy: &str, mut fields: Map<String, Value>) -> Result<OrderRequest, String> {
+fn order_of(
+    strategy: &str,
+    mut fields: Map<String, Value>,
+) -> Result<OrderRequest, serde_json::Error> {
     fields.remove("type");
     fields.remove("request_id");
     fields
         .entry("strategy")
         .or_insert_with(|| Value::String(strategy.to_string()));
-    serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+    serde_json::from_value(Value::Object(fields))
 }
 
 /// Handles one frame; answers go into the connection's own queue, in order with pushes.
@@ -228,7 +235,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
         metrics::counter!("tradegate_api_refused_total", "reason" => "too_deep").increment(1);
         let _ = out.send(error(
             None,
-            "too_deep",
+            RejectCode::TooDeep,
             format!(
                 "JSON nested deeper than {} levels",
                 super::error::MAX_JSON_DEPTH
@@ -239,12 +246,16 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
-            let _ = out.send(error(None, "malformed", format!("not JSON: {e}")));
+            let _ = out.send(error(None, RejectCode::Malformed, format!("not JSON: {e}")));
             return;
         }
     };
     let Value::Object(mut fields) = value else {
-        let _ = out.send(error(None, "malformed", "a message must be a JSON object"));
+        let _ = out.send(error(
+            None,
+            RejectCode::Malformed,
+            "a message must be a JSON object",
+        ));
         return;
     };
     let request_id = match fields.get("request_id") {
@@ -253,7 +264,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
         _ => {
             let _ = out.send(error(
                 None,
-                "invalid",
+                RejectCode::Invalid,
                 "request_id (a non-empty string) is required",
             ));
             return;
@@ -272,7 +283,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
             let order = match order_of(&strategy, fields) {
                 Ok(o) => o,
                 Err(e) => {
-                    let _ = out.send(error(Some(request_id), "invalid", e));
+                    let _ = out.send(error(Some(request_id), RejectCode::Invalid, e.to_string()));
                     return;
                 }
             };
@@ -302,7 +313,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
             let Some(Value::Array(items)) = fields.remove("orders") else {
                 let _ = out.send(error(
                     Some(request_id),
-                    "invalid",
+                    RejectCode::Invalid,
                     "submit_batch needs orders: [...]",
                 ));
                 return;
@@ -310,7 +321,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
             if items.is_empty() {
                 let _ = out.send(error(
                     Some(request_id),
-                    "invalid",
+                    RejectCode::Invalid,
                     "submit_batch has no orders",
                 ));
                 return;
@@ -320,7 +331,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                 let Value::Object(item) = item else {
                     let _ = out.send(error(
                         Some(request_id),
-                        "invalid",
+                        RejectCode::Invalid,
                         format!("orders[{i}] must be an object"),
                     ));
                     return;
@@ -331,7 +342,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                         // a batch is checked whole before any of it is committed
                         let _ = out.send(error(
                             Some(request_id),
-                            "invalid",
+                            RejectCode::Invalid,
                             format!("orders[{i}]: {e}"),
                         ));
                         return;
@@ -367,7 +378,7 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                 _ => {
                     let _ = out.send(error(
                         Some(request_id),
-                        "invalid",
+                        RejectCode::Invalid,
                         "decision_id (a UUID) is required",
                     ));
                     return;
@@ -380,7 +391,8 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                 match serde_json::from_value::<ReplaceRequest>(Value::Object(fields)) {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        let _ = out.send(error(Some(request_id), "invalid", e.to_string()));
+                        let _ =
+                            out.send(error(Some(request_id), RejectCode::Invalid, e.to_string()));
                         return;
                     }
                 }
@@ -400,7 +412,11 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                         broker_order_id,
                         cancels: None,
                     },
-                    Err(r) => error(Some(request_id), &r.code, r.message),
+                    Err(r) => StrategyEvent::Error {
+                        request_id: Some(request_id),
+                        code: r.code,
+                        message: r.message,
+                    },
                 });
             });
         }
@@ -414,21 +430,25 @@ fn handle(strategy: &str, bytes: &[u8], out: &mpsc::UnboundedSender<StrategyEven
                         broker_order_id: None,
                         cancels: Some(n),
                     },
-                    Err(r) => error(Some(request_id), &r.code, r.message),
+                    Err(r) => StrategyEvent::Error {
+                        request_id: Some(request_id),
+                        code: r.code,
+                        message: r.message,
+                    },
                 });
             });
         }
         "" => {
             let _ = out.send(error(
                 Some(request_id),
-                "unknown_type",
+                RejectCode::UnknownType,
                 "a message needs a type",
             ));
         }
         other => {
             let _ = out.send(error(
                 Some(request_id),
-                "unknown_type",
+                RejectCode::UnknownType,
                 format!(
                     "unknown message type `{other}` (submit_order, submit_batch, cancel_order, \
                      replace_order, cancel_all)"

@@ -14,7 +14,7 @@ use tradegate_actors::domain::{
 use tradegate_actors::ibkr_syncer::IbkrSyncClient;
 use tradegate_actors::ingestion_logger::{self, IngestionClient};
 
-use crate::app::{Running, check_health, sync_call_timeout};
+use crate::app::{Running, check_health};
 use crate::config::Config;
 use crate::database::DatabaseOrigin;
 use crate::postgres::ClusterStart;
@@ -105,7 +105,7 @@ pub async fn demo(config: &Config) -> Result<()> {
         run.run_id, run.task_name, run.status, run.counts.fetched
     );
     println!("  ibkr:       simulated TWS on {tws_addr}, {served} executions");
-    let syncs = IbkrSyncClient::new(sync_call_timeout(&config.ibkr));
+    let syncs = IbkrSyncClient::new(config.ibkr.sync_call_timeout());
     for account in &demo_accounts {
         let first = syncs.sync(account, None).await?;
         let again = syncs.sync(account, None).await?;

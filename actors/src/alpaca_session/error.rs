@@ -62,6 +62,23 @@ pub enum SessionError {
     /// The session is stopping
     #[error("the session is stopping")]
     Stopping,
+    /// The stream's connect did not complete within the wait
+    #[error("connect timed out after {0} s")]
+    ConnectTimeout(u64),
+    /// The stream's TLS handshake failed (an untrusted or mismatched certificate, ...)
+    #[error("TLS handshake with {url} failed: {source}")]
+    TlsHandshake {
+        /// The stream's URL
+        url: String,
+        /// Why
+        source: tokio_tungstenite::tungstenite::error::TlsError,
+    },
+    /// The stream refused the credentials
+    #[error("not authorized: {0}")]
+    NotAuthorized(serde_json::Value),
+    /// The stream did not confirm the subscription
+    #[error("listen was not confirmed: {0}")]
+    NotListening(serde_json::Value),
     /// The WebSocket failed
     #[error(transparent)]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),

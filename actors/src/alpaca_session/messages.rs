@@ -2,8 +2,8 @@
 
 use ractor::RpcReplyPort;
 
+use crate::domain::PlacedOrder;
 use crate::domain::{OrderReject, ReplaceRequest, RoutedOrder};
-use crate::store::orders::OrderRow;
 
 /// Messages of an AlpacaSession.
 #[derive(Debug)]
@@ -19,14 +19,14 @@ pub enum AlpacaSessionMessage {
     /// Cancel one order (the strategy asked).
     Cancel {
         /// The order
-        order: OrderRow,
+        order: PlacedOrder,
         /// Reply for RPC
         reply: RpcReplyPort<Result<(), OrderReject>>,
     },
     /// Replace one order.
     Replace {
         /// The order
-        order: OrderRow,
+        order: PlacedOrder,
         /// The new values
         changes: ReplaceRequest,
         /// Reply for RPC: the new broker order id

@@ -6,7 +6,7 @@ pub mod config;
 pub mod error;
 pub mod mapping;
 mod messages;
-pub mod orders;
+mod orders;
 pub mod rest;
 mod stream;
 
@@ -14,4 +14,4 @@ pub use actor::{AlpacaSession, AlpacaSessionArgs, AlpacaSessionState, find, name
 pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
 pub use error::SessionError;
 pub use messages::AlpacaSessionMessage;
-pub use orders::submission_request;
+pub use orders::prepare_submission;

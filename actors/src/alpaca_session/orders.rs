@@ -14,51 +14,52 @@ use super::error::SessionError;
 use super::mapping::{self, decimal, error_of, execution_status};
 use super::rest::{AlpacaRest, CallError, Exchange};
 use crate::domain::{
-    ApiPayload, ApiPayloadKind, ExecutionFields, NewDecision, OrderIds, OrderReject, RawJson,
-    RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request,
+    ApiPayload, ApiPayloadKind, ExecutionFields, NewDecision, OrderIds, OrderReject, PlacedOrder,
+    PreparedRequest, RawJson, RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent,
+    TradeLogEvent, encode_http_request,
 };
 use crate::store;
 use crate::store::group::{BatchCommit, GroupCommit};
 use crate::store::order_events::EventApplied;
-use crate::store::orders::{DecisionOutcome, NOT_RECEIVED_BY_BROKER, OrderRow, Submission};
+use crate::store::orders::{DecisionOutcome, NOT_RECEIVED_BY_BROKER, Submission};
 use crate::strategy_hub::StrategyHub;
 use crate::trade_log_writer::TradeLog;
 
 /// The broker name stored with executions and payloads.
-pub const BROKER: &str = "alpaca";
+pub(crate) const BROKER: &str = "alpaca";
 
 /// What one session's tasks share.
 #[derive(Debug)]
-pub struct SessionCtx {
+pub(crate) struct SessionCtx {
     /// The account
-    pub account: String,
+    pub(crate) account: String,
     /// REST calls
-    pub rest: AlpacaRest,
+    pub(crate) rest: AlpacaRest,
     /// The stream authenticates with these
-    pub credentials: super::config::Credentials,
+    pub(crate) credentials: super::config::Credentials,
     /// The audit database
-    pub pool: deadpool_postgres::Pool,
+    pub(crate) pool: deadpool_postgres::Pool,
     /// The trade log
-    pub trade_log: Option<TradeLog>,
+    pub(crate) trade_log: Option<TradeLog>,
     /// The strategies' connections
-    pub hub: StrategyHub,
+    pub(crate) hub: StrategyHub,
     /// Decisions being submitted right now (recovery leaves them alone)
-    pub in_flight: Mutex<HashSet<Uuid>>,
+    pub(crate) in_flight: Mutex<HashSet<Uuid>>,
     /// Woken whenever a submission leaves `in_flight` (the stream waits on it for the
     /// execution row of an order it hears about early)
-    pub submitted: tokio::sync::Notify,
+    pub(crate) submitted: tokio::sync::Notify,
     /// Submission outcomes, written in group commits
-    pub submissions: BatchCommit<Submission, Option<i64>>,
+    pub(crate) submissions: BatchCommit<Submission, Option<i64>>,
     /// Stream events, written in group commits
-    pub events: GroupCommit<Option<EventApplied>>,
+    pub(crate) events: GroupCommit<Option<EventApplied>>,
     /// Asks for another recovery pass (a permit is kept when none is waiting, so a request
     /// during a pass makes exactly one more)
-    pub reconcile: tokio::sync::Notify,
+    pub(crate) reconcile: tokio::sync::Notify,
     /// Set when the session stops: stream events still unwritten become dead letters instead
     /// of waiting for the database
-    pub closing: std::sync::atomic::AtomicBool,
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     /// The stream's connects so far: a catch-up gives way to a newer connect's
-    pub catch_up_generation: std::sync::atomic::AtomicU64,
+    pub(crate) catch_up_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Alpaca's order endpoint.
@@ -86,10 +87,16 @@ fn request_payload(
     Ok(ApiPayload::request(BROKER, payload)?)
 }
 
-/// The request a decision is submitted as (`POST /v2/orders` with its order body), as stored
-/// in `api_payloads`: the router stores it with the decision.
-pub fn submission_request(decision: &NewDecision) -> Option<ApiPayload> {
-    request_payload("POST", ORDERS, &[], Some(&mapping::order_body(decision))).ok()
+/// The request a decision is submitted as (`POST /v2/orders` with its order body): the
+/// router stores it with the decision, and the submission sends its body as is.
+pub fn prepare_submission(decision: &NewDecision) -> Option<PreparedRequest> {
+    let body = mapping::order_body(decision);
+    let text = body.to_string();
+    let payload = request_payload("POST", ORDERS, &[], Some(&body)).ok()?;
+    Some(PreparedRequest {
+        payload,
+        body: text.into(),
+    })
 }
 
 /// On drop, takes out of `in_flight` the submissions of one `execute` still there (only a
@@ -194,7 +201,7 @@ impl SessionCtx {
 
     /// `orders` are under way (in `in_flight`) from now: called before their task is spawned,
     /// so a stop that follows waits for them.
-    pub fn begin(&self, orders: &[RoutedOrder]) {
+    pub(crate) fn begin(&self, orders: &[RoutedOrder]) {
         if let Ok(mut f) = self.in_flight.lock() {
             f.extend(orders.iter().map(|o| o.decision.decision_id));
         }
@@ -204,7 +211,7 @@ impl SessionCtx {
     /// `sequential` (a batch: each answered before the next is sent), else all at once. All
     /// their request payloads are stored first, in one statement; if that fails nothing is
     /// sent.
-    pub async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
+    pub(crate) async fn execute(self: &Arc<Self>, orders: Vec<RoutedOrder>, sequential: bool) {
         // a submission that never finished (a panic) must not stay under way: it would hold
         // every stop for the whole drain and keep its decision from the look-up
         let _settled = Settled {
@@ -290,8 +297,11 @@ impl SessionCtx {
     ) -> Result<bool, SessionError> {
         let d = &order.decision;
         let cl = d.decision_id.to_string();
-        let body = mapping::order_body(d);
-        let text = body.to_string();
+        // the body stored with the decision, as stored; built here only when it was not
+        let text = order
+            .body
+            .clone()
+            .unwrap_or_else(|| mapping::order_body(d).to_string().into());
         // the request is logged and timed when it really leaves, after its slot
         let _slot = self.rest.submission_slot().await;
         self.log([TradeLogEvent::request_order_new(
@@ -302,7 +312,10 @@ impl SessionCtx {
             encode_http_request("POST", ORDERS, &[], &[], Some(&text)),
         )]);
         let submitted_at = Utc::now();
-        let answer = self.rest.call(Method::POST, ORDERS, &[], Some(&body)).await;
+        let answer = self
+            .rest
+            .call_text(Method::POST, ORDERS, &[], Some(&text))
+            .await;
         let execution_id = Uuid::now_v7();
         let recorded = record(
             self,
@@ -340,7 +353,7 @@ impl SessionCtx {
 
     /// Cancels `order` at the broker (the strategy asked: its cancel ends the decision as
     /// cancelled once the broker confirms).
-    pub async fn cancel(&self, order: &OrderRow) -> Result<(), OrderReject> {
+    pub(crate) async fn cancel(&self, order: &PlacedOrder) -> Result<(), OrderReject> {
         let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
         else {
             return Err(OrderReject::new(
@@ -380,9 +393,9 @@ impl SessionCtx {
 
     /// Replaces `order` (`PATCH /v2/orders/{id}`); the new order's id, which the execution
     /// row takes.
-    pub async fn replace(
+    pub(crate) async fn replace(
         &self,
-        order: &OrderRow,
+        order: &PlacedOrder,
         changes: &ReplaceRequest,
     ) -> Result<String, OrderReject> {
         let (Some(execution_pk), Some(broker_id)) = (order.execution_pk, &order.broker_order_id)
@@ -457,7 +470,7 @@ impl SessionCtx {
 
     /// Cancels every working order of `strategy` in this account, one by one (Alpaca's own
     /// cancel-all would also cancel other strategies' orders); how many cancels succeeded.
-    pub async fn cancel_all(&self, strategy: &str) -> Result<usize, OrderReject> {
+    pub(crate) async fn cancel_all(&self, strategy: &str) -> Result<usize, OrderReject> {
         let orders = {
             let client = self.pool.get().await.map_err(|e| {
                 OrderReject::new(crate::domain::RejectCode::AuditUnavailable, e.to_string())
@@ -534,7 +547,7 @@ impl SessionCtx {
 
     /// Looks `decision` up at the broker by client order id (never resends it): `Some` with
     /// the order when the broker has it, `None` when it answers 404.
-    pub async fn look_up(
+    pub(crate) async fn look_up(
         &self,
         decision: &NewDecision,
     ) -> Result<Option<(Exchange, i64)>, SessionError> {
@@ -591,7 +604,7 @@ impl SessionCtx {
     /// Records an order found by a look-up as the decision's execution: a new execution when
     /// none was recorded (the gateway died around the send), or the resolution of the one
     /// whose answer was lost (`unknown`: its key and why the answer was lost).
-    pub async fn record_found(
+    pub(crate) async fn record_found(
         &self,
         decision_pk: i64,
         decision: &NewDecision,

@@ -128,13 +128,25 @@ impl AlpacaRest {
         self.timeout
     }
 
-    /// Sends one call.
+    /// Sends one call with a JSON body.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(String, String)],
         body: Option<&Value>,
+    ) -> Result<Exchange, CallError> {
+        let text = body.map(Value::to_string);
+        self.call_text(method, path, query, text.as_deref()).await
+    }
+
+    /// Sends one call whose JSON body is already serialized.
+    pub async fn call_text(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&str>,
     ) -> Result<Exchange, CallError> {
         let started = Instant::now();
         let mut request = self
@@ -147,7 +159,9 @@ impl AlpacaRest {
             request = request.query(query);
         }
         if let Some(body) = body {
-            request = request.json(body);
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_owned());
         }
         let response = request.send().await.map_err(|e| self.error(e))?;
         let status = response.status().as_u16();

@@ -25,8 +25,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::error::SessionError;
 use super::mapping::{decimal, decision_of, execution_status, is_known_status};
 use super::orders::{BROKER, SessionCtx};
+use crate::domain::PlacedOrder;
 use crate::domain::{ExecutionFields, OrderIds, RawJson, Side, StrategyEvent, TradeLogEvent};
-use crate::store::{self, group, order_events::OrderEvent, orders::OrderRow};
+use crate::store::{self, group, order_events::OrderEvent};
 use crate::tls::ClientTls;
 
 /// Events are handled by this many workers, each owning the orders that hash to it, so one
@@ -52,7 +53,7 @@ pub(crate) struct Received {
 
 /// The stream's tasks: the reader (connect, listen, reconnect) and the workers that record.
 #[derive(Debug)]
-pub struct StreamTasks {
+pub(crate) struct StreamTasks {
     reader: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     closing: watch::Sender<bool>,
@@ -61,7 +62,7 @@ pub struct StreamTasks {
 impl StreamTasks {
     /// Stops reading, then lets the workers finish every event already received (an event
     /// whose write fails meanwhile becomes a dead letter, not a retry) for up to `deadline`.
-    pub async fn drain(self, ctx: &SessionCtx, deadline: Duration) {
+    pub(crate) async fn drain(self, ctx: &SessionCtx, deadline: Duration) {
         self.reader.abort();
         let _ = self.reader.await;
         ctx.closing.store(true, Ordering::SeqCst);
@@ -77,7 +78,7 @@ impl StreamTasks {
 }
 
 /// Starts the stream for good: connect, listen, handle, reconnect.
-pub fn start(
+pub(crate) fn start(
     ctx: Arc<SessionCtx>,
     url: String,
     tls: ClientTls,
@@ -128,11 +129,19 @@ async fn run(
                 failures = failures.saturating_add(1);
                 if e.connected {
                     connected_once = true;
-                    connectivity(&ctx, "disconnected", json!({"reason": e.message}));
+                    connectivity(
+                        &ctx,
+                        "disconnected",
+                        json!({"reason": e.source.to_string()}),
+                    );
                 } else {
-                    connectivity(&ctx, "connect_failed", json!({"reason": e.message}));
+                    connectivity(
+                        &ctx,
+                        "connect_failed",
+                        json!({"reason": e.source.to_string()}),
+                    );
                 }
-                tracing::warn!(account = %ctx.account, error = %e.message, "trade_updates stream down");
+                tracing::warn!(account = %ctx.account, error = %e.source, "trade_updates stream down");
             }
         }
         let delay = backoff(failures, max_backoff);
@@ -163,15 +172,16 @@ fn connectivity(ctx: &SessionCtx, event: &str, details: Value) {
     }
 }
 
+/// Why a stream session ended, and whether it had been listening.
 struct StreamError {
     connected: bool,
-    message: String,
+    source: SessionError,
 }
 
-fn err(connected: bool, message: impl Into<String>) -> StreamError {
+fn err(connected: bool, source: impl Into<SessionError>) -> StreamError {
     StreamError {
         connected,
-        message: message.into(),
+        source: source.into(),
     }
 }
 
@@ -202,12 +212,16 @@ async fn session(
         ),
     )
     .await
-    .map_err(|_| err(false, "connect timed out"))?
+    .map_err(|_| err(false, SessionError::ConnectTimeout(10)))?
     .map_err(|e| match e {
-        tokio_tungstenite::tungstenite::Error::Tls(t) => {
-            err(false, format!("TLS handshake with {url} failed: {t}"))
-        }
-        e => err(false, e.to_string()),
+        tokio_tungstenite::tungstenite::Error::Tls(source) => err(
+            false,
+            SessionError::TlsHandshake {
+                url: url.to_string(),
+                source,
+            },
+        ),
+        e => err(false, e),
     })?;
     let auth = json!({"action": "authenticate", "data": {
         "key_id": ctx.credentials.key_id(),
@@ -215,22 +229,18 @@ async fn session(
     }});
     ws.send(Message::text(auth.to_string()))
         .await
-        .map_err(|e| err(false, e.to_string()))?;
-    let authorized = next_json(&mut ws)
-        .await
-        .map_err(|m| err(false, m.to_string()))?;
+        .map_err(|e| err(false, e))?;
+    let authorized = next_json(&mut ws).await.map_err(|e| err(false, e))?;
     if authorized["stream"] != "authorization" || authorized["data"]["status"] != "authorized" {
-        return Err(err(false, format!("not authorized: {authorized}")));
+        return Err(err(false, SessionError::NotAuthorized(authorized)));
     }
     let listen = json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
     ws.send(Message::text(listen.to_string()))
         .await
-        .map_err(|e| err(false, e.to_string()))?;
-    let listening = next_json(&mut ws)
-        .await
-        .map_err(|m| err(false, m.to_string()))?;
+        .map_err(|e| err(false, e))?;
+    let listening = next_json(&mut ws).await.map_err(|e| err(false, e))?;
     if listening["stream"] != "listening" {
-        return Err(err(false, format!("listen was not confirmed: {listening}")));
+        return Err(err(false, SessionError::NotListening(listening)));
     }
     connectivity(
         ctx,
@@ -251,7 +261,7 @@ async fn session(
         tokio::spawn(async move { catch_up(&ctx, &workers, generation).await });
     }
     while let Some(msg) = ws.next().await {
-        let msg = msg.map_err(|e| err(true, e.to_string()))?;
+        let msg = msg.map_err(|e| err(true, e))?;
         let at = Utc::now();
         if let Message::Close(_) = msg {
             return Ok(());
@@ -455,7 +465,7 @@ fn dead_letter(ctx: &SessionCtx, r: &Received, reason: &str) {
 /// Finds the order an event is about (were its submission in flight, the worker parked the
 /// event until it was recorded). "Not ours" (`Ok(None)`) is decided only on the database's
 /// answer: while it is away the look-up is retried. `Err` only when the gateway is stopping.
-async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<OrderRow>, SessionError> {
+async fn find_order(ctx: &SessionCtx, order: &Value) -> Result<Option<PlacedOrder>, SessionError> {
     let decision = order["client_order_id"].as_str().and_then(decision_of);
     let broker_id = order["id"].as_str();
     if decision.is_none() && broker_id.is_none() {
@@ -839,7 +849,7 @@ async fn recover_missed(
     }
     let mut failed = None;
     // each working order, and the orders that replaced it (a replace whose answer was lost)
-    let mut chains: Vec<(String, &OrderRow)> = working
+    let mut chains: Vec<(String, &PlacedOrder)> = working
         .iter()
         .filter_map(|row| {
             let id = row.broker_order_id.as_deref().filter(|id| !id.is_empty())?;
@@ -986,7 +996,7 @@ async fn recover_missed(
 struct EventRecord {
     account: String,
     key: String,
-    order: OrderRow,
+    order: PlacedOrder,
     broker_order_id: Option<String>,
     event: String,
     order_status: Option<String>,

@@ -21,8 +21,8 @@ pub use ingestion::{
 };
 pub use operator::{NewOperatorAction, Operator, OperatorAction};
 pub use order::{
-    KillSwitch, OrderOutcome, OrderReject, OrderRequest, RejectCode, ReplaceRequest, RoutedOrder,
-    StrategyEvent,
+    KillSwitch, OrderOutcome, OrderReject, OrderRequest, PlacedOrder, PrepareRequest,
+    PreparedRequest, RejectCode, ReplaceRequest, RoutedOrder, StrategyEvent,
 };
 pub use trade_log::{
     EventType, ExecutionFields, OrderIds, RawJson, Side, TradeLogEvent, encode_http_request,

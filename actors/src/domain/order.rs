@@ -1,12 +1,15 @@
 //! Orders as strategies send them, what the gateway answers and pushes back, and the kill
 //! switch: the payloads shared by the strategy API, the OrderRouter and the broker sessions.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::decision::{NewDecision, OrderType, PrimarySignal, TimeInForce};
+use super::ingestion::ApiPayload;
 use super::trade_log::Side;
 
 /// `buy` / `sell` on the wire (the trade log stores sides as numbers).
@@ -234,6 +237,12 @@ pub enum RejectCode {
     LineageRunNotCompleted,
     /// A decision with this id is stored already
     DuplicateDecision,
+    /// A strategy message that is not JSON, or not a JSON object
+    Malformed,
+    /// A strategy message whose `type` the gateway does not know
+    UnknownType,
+    /// A strategy message nested deeper than the gateway reads
+    TooDeep,
 }
 
 impl RejectCode {
@@ -241,7 +250,7 @@ impl RejectCode {
     pub const BROKER_PREFIX: &'static str = "broker.";
 
     /// Every code.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 25] = [
         Self::Invalid,
         Self::OutOfRange,
         Self::MaxQty,
@@ -264,6 +273,9 @@ impl RejectCode {
         Self::LineageUnknownRun,
         Self::LineageRunNotCompleted,
         Self::DuplicateDecision,
+        Self::Malformed,
+        Self::UnknownType,
+        Self::TooDeep,
     ];
 
     /// The code as the wire and the audit trail spell it.
@@ -291,6 +303,9 @@ impl RejectCode {
             Self::LineageUnknownRun => "lineage.unknown_run",
             Self::LineageRunNotCompleted => "lineage.run_not_completed",
             Self::DuplicateDecision => "duplicate_decision",
+            Self::Malformed => "malformed",
+            Self::UnknownType => "unknown_type",
+            Self::TooDeep => "too_deep",
         }
     }
 }
@@ -456,4 +471,49 @@ pub struct RoutedOrder {
     pub decision: NewDecision,
     /// The broker request, stored with the decision (when it was)
     pub request_payload_id: Option<i64>,
+    /// The wire body of that stored request, sent as is (`None`: the session builds it)
+    pub body: Option<Arc<str>>,
+}
+
+/// A broker request prepared for a decision before the decision is committed: stored with it
+/// (`payload`, as `api_payloads` keeps it) and later sent as is (`body`, the wire text), so it
+/// is built once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRequest {
+    /// The stored form: endpoint, method, body
+    pub payload: ApiPayload,
+    /// The body as sent
+    pub body: Arc<str>,
+}
+
+/// How a broker session prepares a decision's request (each broker provides its own); `None`
+/// when it cannot be prepared ahead (the session then builds and stores it itself).
+pub type PrepareRequest = fn(&NewDecision) -> Option<PreparedRequest>;
+
+/// An order of ours as the stream, cancels and replaces need it: its decision and, once
+/// submitted, its execution at the broker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacedOrder {
+    /// Decision surrogate key
+    pub decision_pk: i64,
+    /// The decision (= client order id)
+    pub decision_id: Uuid,
+    /// The strategy that sent it
+    pub strategy: String,
+    /// The account
+    pub account: String,
+    /// The instrument
+    pub symbol: String,
+    /// The decision's status
+    pub decision_status: String,
+    /// The execution's surrogate key, once submitted
+    pub execution_pk: Option<i64>,
+    /// The execution's id
+    pub execution_id: Option<Uuid>,
+    /// The execution's status
+    pub execution_status: Option<String>,
+    /// The broker's current order id
+    pub broker_order_id: Option<String>,
+    /// Filled so far
+    pub filled_qty: Decimal,
 }

@@ -218,6 +218,12 @@ impl IbkrConfig {
         Duration::from_secs(self.read_timeout_secs)
     }
 
+    /// How long an on-request sync is waited for: a fetch may take up to the read timeout per
+    /// frame, and a large window takes a while to store.
+    pub fn sync_call_timeout(&self) -> Duration {
+        self.connect_timeout() + self.read_timeout() * 4 + Duration::from_secs(120)
+    }
+
     /// The look-back window.
     pub fn lookback(&self) -> chrono::Duration {
         chrono::Duration::days(i64::from(self.lookback_days))

@@ -4,12 +4,16 @@
 //! the router and the broker sessions both push to.
 
 mod actor;
+mod amend;
 pub mod client;
 pub mod config;
+pub mod error;
 mod messages;
+mod outbox;
 pub mod risk;
 
 pub use actor::{NAME, OrderRouter, OrderRouterArgs, OrderRouterState};
 pub use client::{OrderRouterClient, StrategyHandle};
 pub use config::{OrdersConfig, RiskLimits, StrategyConfig};
+pub use error::RouterError;
 pub use messages::OrderRouterMessage;

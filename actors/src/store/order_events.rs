@@ -1,4 +1,5 @@
-//! The events brokers push for our orders (`broker_order_events`), and the execution and\ndecision changes each one makes, in the same statement.
+//! The events brokers push for our orders (`broker_order_events`), and the execution and
+//! decision changes each one makes, in the same statement.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -7,7 +8,7 @@ use tokio_postgres::GenericClient;
 
 use super::StoreError;
 use super::db::Db;
-use super::orders::OrderRow;
+use crate::domain::PlacedOrder;
 
 // The execution follows the broker: a status never moves back from a final one, except that an
 // execution recorded as rejected takes a fill (or, if the gateway itself concluded the broker
@@ -146,7 +147,7 @@ pub struct OrderEvent<'a> {
     /// Dedupe key: the broker's execution id, or a synthetic key for recovered changes
     pub event_key: &'a str,
     /// The order
-    pub order: &'a OrderRow,
+    pub order: &'a PlacedOrder,
     /// The broker's order id in the event
     pub broker_order_id: Option<&'a str>,
     /// The event name (`fill`, `canceled`, ...)

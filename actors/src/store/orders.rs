@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -15,7 +14,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::db::Db;
-use crate::domain::{ApiPayload, NewDecision, OrderType, PrimarySignal, Side, TimeInForce};
+use crate::domain::{
+    ApiPayload, NewDecision, OrderType, PlacedOrder, PrimarySignal, Side, TimeInForce,
+};
 
 /// Reason a decision failed when recovery found no order at the broker.
 pub const NOT_RECEIVED_BY_BROKER: &str = "not_received_by_broker";
@@ -360,39 +361,12 @@ pub async fn fail_unknown_execution(
     Ok(row.get::<_, i64>(0) == 1)
 }
 
-/// An order of ours as the stream and cancels need it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OrderRow {
-    /// Decision surrogate key
-    pub decision_pk: i64,
-    /// The decision (= client order id)
-    pub decision_id: Uuid,
-    /// The strategy that sent it
-    pub strategy: String,
-    /// The account
-    pub account: String,
-    /// The instrument
-    pub symbol: String,
-    /// The decision's status
-    pub decision_status: String,
-    /// The execution's surrogate key, once submitted
-    pub execution_pk: Option<i64>,
-    /// The execution's id
-    pub execution_id: Option<Uuid>,
-    /// The execution's status
-    pub execution_status: Option<String>,
-    /// The broker's current order id
-    pub broker_order_id: Option<String>,
-    /// Filled so far
-    pub filled_qty: Decimal,
-}
-
 const ORDER_COLUMNS: &str = "d.id, d.decision_id, d.strategy_name, d.account, d.symbol, \
      d.status, e.id, e.execution_id, e.status, e.broker_order_id, \
      COALESCE(e.filled_quantity, 0)";
 
-fn order_row(row: &Row) -> OrderRow {
-    OrderRow {
+fn order_row(row: &Row) -> PlacedOrder {
+    PlacedOrder {
         decision_pk: row.get(0),
         decision_id: row.get(1),
         strategy: row.get(2),
@@ -411,7 +385,7 @@ fn order_row(row: &Row) -> OrderRow {
 pub async fn order_by_decision(
     db: &impl Db,
     decision_id: Uuid,
-) -> Result<Option<OrderRow>, StoreError> {
+) -> Result<Option<PlacedOrder>, StoreError> {
     let sql = format!(
         "SELECT {ORDER_COLUMNS} FROM trade_decisions d \
                  LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
@@ -433,7 +407,7 @@ pub async fn order_by_decision(
 pub async fn order_by_broker_id(
     db: &impl Db,
     broker_order_id: &str,
-) -> Result<Option<OrderRow>, StoreError> {
+) -> Result<Option<PlacedOrder>, StoreError> {
     let sql = format!(
         "SELECT {ORDER_COLUMNS} FROM trade_executions e \
                  JOIN trade_decisions d ON d.id = e.trade_decision_id \
@@ -456,7 +430,7 @@ pub async fn open_orders(
     client: &impl GenericClient,
     account: &str,
     strategy: &str,
-) -> Result<Vec<OrderRow>, StoreError> {
+) -> Result<Vec<PlacedOrder>, StoreError> {
     Ok(working_orders(client, account)
         .await?
         .into_iter()
@@ -469,7 +443,7 @@ pub async fn open_orders(
 pub async fn working_orders(
     client: &impl GenericClient,
     account: &str,
-) -> Result<Vec<OrderRow>, StoreError> {
+) -> Result<Vec<PlacedOrder>, StoreError> {
     let rows = client
         .query(
             &format!(

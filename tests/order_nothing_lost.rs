@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use common::orders::{
-    StrategyWs, decision_outcome, gateway_at, gateway_config, one_gateway, start_venue,
+    StrategyWs, decision_outcome, gateway_at, gateway_config, one_gateway, start_venue, venue_posts,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -1042,4 +1042,74 @@ async fn a_submission_answered_while_the_gateway_stops_is_recorded_before_it_sto
         ("executed", "filled")
     );
     assert_eq!(filled, dec("3"));
+}
+
+// Found in the house issue: a batch is sent one order after another by a task of its own, and
+// the stop used to leave that task running: after the session stopped (its writers gone), the
+// rest of the batch was still sent, each outcome unrecordable. Now the stop ends the batch:
+// the order under way is answered and recorded, the others are never sent and stay pending,
+// for the next start's look-up (which fails them as never received by the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_stops_sending_when_the_gateway_stops() {
+    let mut gw = gateway_at(
+        "stop-mid-batch",
+        start_venue(SimConfig::default()).await,
+        |_| {},
+    )
+    .await;
+    gw.venue.set_faults(Faults {
+        delay_ms: 1_500,
+        ..Faults::default()
+    });
+    let orders: Vec<Value> = (0..4)
+        .map(|i| {
+            json!({"strategy": "alpha", "symbol": "AAPL", "side": "buy",
+                "qty": (i + 1).to_string(), "order_type": "market", "time_in_force": "day",
+                "signal_strength": (10 - i).to_string()})
+        })
+        .collect();
+    gw.alpha
+        .send(json!({"type": "submit_batch", "request_id": "batch", "orders": orders}))
+        .await;
+    let mut decisions = Vec::new();
+    for i in 0..4 {
+        let ack = gw
+            .alpha
+            .wait_for(WAIT, |v| v["request_id"] == "batch" && v["index"] == i)
+            .await
+            .unwrap_or_else(|| panic!("no answer for index {i}"));
+        assert_eq!(ack["type"], "ack", "{ack}");
+        decisions.push(Uuid::parse_str(ack["decision_id"].as_str().unwrap()).unwrap());
+    }
+    // the strongest signal goes first; the venue holds its answer for 1.5 s, and the stop
+    // begins while it does
+    at_venue(&gw.venue, decisions[0]).await;
+    gw.running.stop().await.unwrap();
+    // well past the time the rest would have taken to go out one by one
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(venue_posts(&gw.venue), 1, "orders were sent after the stop");
+    let first = decision_outcome(&gw.client, decisions[0]).await;
+    let (status, execution, ..) = first.expect("the order under way was not recorded");
+    assert_eq!(
+        (status.as_str(), execution.as_str()),
+        ("executed", "filled")
+    );
+    for d in &decisions[1..] {
+        assert!(
+            gw.venue.order_by_client_id(&d.to_string()).is_none(),
+            "{d} reached the venue"
+        );
+        let status: String = gw
+            .client
+            .query_one(
+                "SELECT d.status || '/' || count(e.id) FROM trade_decisions d \
+                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
+                 WHERE d.decision_id = $1 GROUP BY d.status",
+                &[d],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "pending/0", "{d}: left pending, no execution");
+    }
 }

@@ -153,8 +153,8 @@ async fn get_decision(State(state): State<ApiState>, Path(id): Path<String>) -> 
             format!("{id:?} is not a UUID: {e}"),
         )
     })?;
-    let client = state.pool.get().await.map_err(unavailable)?;
-    match store::reports::decision_view(&**client, id)
+    let mut client = state.pool.get().await.map_err(unavailable)?;
+    match store::reports::decision_view(&mut client, id)
         .await
         .map_err(unavailable)?
     {

@@ -123,6 +123,7 @@ impl Actor for AlpacaSession {
             events,
             reconcile: tokio::sync::Notify::new(),
             closing: Default::default(),
+            stopping: Default::default(),
             catch_up_generation: Default::default(),
         });
         let mut tasks = vec![submissions_task, events_task];
@@ -150,6 +151,10 @@ impl Actor for AlpacaSession {
         // submissions under way finish, and their outcomes commit, before the writers stop:
         // each leaves `in_flight` once its row is written (the router, stopped first, sends
         // nothing more)
+        state
+            .ctx
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + SUBMISSION_DRAIN;
         loop {
             let left = state.ctx.submitted.notified();

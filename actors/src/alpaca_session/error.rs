@@ -1,6 +1,5 @@
 //! Why an AlpacaSession step did not complete: typed, with its source, so a caller can tell a
-//! database failure from the broker's answer (each is told as it was before: the source's own
-//! words).
+//! database failure from the broker's answer (each told in the source's own words).
 
 use crate::domain::ingestion::Invalid;
 use crate::store::StoreError;
@@ -73,12 +72,16 @@ pub enum SessionError {
         /// Why
         source: tokio_tungstenite::tungstenite::error::TlsError,
     },
-    /// The stream refused the credentials
+    /// The stream refused the credentials (its answer, redacted)
     #[error("not authorized: {0}")]
-    NotAuthorized(serde_json::Value),
-    /// The stream did not confirm the subscription
+    NotAuthorized(String),
+    /// The stream did not confirm the subscription (its answer, redacted)
     #[error("listen was not confirmed: {0}")]
-    NotListening(serde_json::Value),
+    NotListening(String),
+    /// The stream's write buffer is full (the frame it held is not kept: it may carry the
+    /// credentials)
+    #[error("the stream's write buffer is full")]
+    WriteBufferFull,
     /// The WebSocket failed
     #[error(transparent)]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),

@@ -198,6 +198,7 @@ pub(super) async fn get_order(
         rl,
     )
 }
+
 pub(super) async fn cancel_order(
     State(sim): State<SimAlpaca>,
     headers: HeaderMap,

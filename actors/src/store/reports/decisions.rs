@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, Row};
 use uuid::Uuid;
 
 use crate::store::StoreError;
@@ -138,8 +138,28 @@ pub struct RecentDecision {
     pub created_at: DateTime<Utc>,
 }
 
-/// Decision `decision_id` with its execution and events.
+/// Decision `decision_id` with its execution and events, read in one snapshot (a read-only
+/// repeatable-read transaction), so a fill committed meanwhile shows in all three or none.
 pub async fn decision_view(
+    client: &mut Client,
+    decision_id: Uuid,
+) -> Result<Option<DecisionView>, StoreError> {
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(StoreError::new("starting a decision's snapshot"))?;
+    let view = read_decision(&snapshot, decision_id).await?;
+    snapshot
+        .commit()
+        .await
+        .map_err(StoreError::new("ending a decision's snapshot"))?;
+    Ok(view)
+}
+
+async fn read_decision(
     client: &impl GenericClient,
     decision_id: Uuid,
 ) -> Result<Option<DecisionView>, StoreError> {
@@ -158,7 +178,9 @@ pub async fn decision_view(
     else {
         return Ok(None);
     };
-    let pk: i64 = d.get(0);
+    let pk: i64 = d
+        .try_get(0)
+        .map_err(StoreError::new("reading a decision"))?;
     let execution = client
         .query_opt(
             "SELECT e.execution_id, e.status, e.broker, e.broker_order_id, e.http_status_code, \
@@ -170,21 +192,25 @@ pub async fn decision_view(
         )
         .await
         .map_err(StoreError::new("reading a decision's execution"))?
-        .map(|e| ExecutionLine {
-            execution_id: e.get(0),
-            status: e.get(1),
-            broker: e.get(2),
-            broker_order_id: e.get(3),
-            http_status: e.get(4),
-            error_code: e.get(5),
-            error_message: e.get(6),
-            filled_qty: e.get(7),
-            filled_avg_price: e.get(8),
-            request_payload_id: e.get(9),
-            response_payload_id: e.get(10),
-            submitted_at: e.get(11),
-            filled_at: e.get(12),
-        });
+        .map(|e| {
+            Ok::<_, tokio_postgres::Error>(ExecutionLine {
+                execution_id: e.try_get(0)?,
+                status: e.try_get(1)?,
+                broker: e.try_get(2)?,
+                broker_order_id: e.try_get(3)?,
+                http_status: e.try_get(4)?,
+                error_code: e.try_get(5)?,
+                error_message: e.try_get(6)?,
+                filled_qty: e.try_get(7)?,
+                filled_avg_price: e.try_get(8)?,
+                request_payload_id: e.try_get(9)?,
+                response_payload_id: e.try_get(10)?,
+                submitted_at: e.try_get(11)?,
+                filled_at: e.try_get(12)?,
+            })
+        })
+        .transpose()
+        .map_err(StoreError::new("reading a decision's execution"))?;
     let events = client
         .query(
             "SELECT v.event, v.order_status, v.qty, v.price, v.event_at \
@@ -194,57 +220,72 @@ pub async fn decision_view(
         .await
         .map_err(StoreError::new("reading a decision's broker events"))?
         .iter()
-        .map(|v| EventLine {
-            event: v.get(0),
-            order_status: v.get(1),
-            qty: v.get(2),
-            price: v.get(3),
-            event_at: v.get(4),
+        .map(|v| {
+            Ok(EventLine {
+                event: v.try_get(0)?,
+                order_status: v.try_get(1)?,
+                qty: v.try_get(2)?,
+                price: v.try_get(3)?,
+                event_at: v.try_get(4)?,
+            })
         })
-        .collect();
-    Ok(Some(DecisionView {
-        decision_id: d.get(1),
-        strategy: d.get(2),
-        strategy_version: d.get(3),
-        account: d.get(4),
-        symbol: d.get(5),
-        side: d.get(6),
-        qty: d.get(7),
-        notional: d.get(8),
-        order_type: d.get(9),
-        limit_price: d.get(10),
-        stop_price: d.get(11),
-        time_in_force: d.get(12),
-        signal_strength: d.get(13),
-        status: d.get(14),
-        failure_reason: d.get(15),
-        rationale: d.get(16),
-        created_at: d.get(17),
-        executed_at: d.get(18),
-        failed_at: d.get(19),
-        cancelled_at: d.get(20),
-        execution,
-        events,
-    }))
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(StoreError::new("reading a decision's broker events"))?;
+    decision_of(&d, execution, events)
+        .map(Some)
+        .map_err(StoreError::new("reading a decision"))
 }
 
-fn recent_decision(r: &Row) -> RecentDecision {
-    RecentDecision {
-        decision_id: r.get(0),
-        strategy: r.get(1),
-        symbol: r.get(2),
-        side: r.get(3),
-        qty: r.get(4),
-        signal_strength: r.get(5),
-        status: r.get(6),
-        failure_reason: r.get(7),
-        execution_status: r.get(8),
-        http_status: r.get(9),
-        error_message: r.get(10),
-        filled_qty: r.get(11),
-        filled_avg_price: r.get(12),
-        created_at: r.get(13),
-    }
+// every column through `try_get`: a NUMERIC written by hand beyond what a Decimal holds is an
+// error, never a panic in the handler
+fn decision_of(
+    d: &Row,
+    execution: Option<ExecutionLine>,
+    events: Vec<EventLine>,
+) -> Result<DecisionView, tokio_postgres::Error> {
+    Ok(DecisionView {
+        decision_id: d.try_get(1)?,
+        strategy: d.try_get(2)?,
+        strategy_version: d.try_get(3)?,
+        account: d.try_get(4)?,
+        symbol: d.try_get(5)?,
+        side: d.try_get(6)?,
+        qty: d.try_get(7)?,
+        notional: d.try_get(8)?,
+        order_type: d.try_get(9)?,
+        limit_price: d.try_get(10)?,
+        stop_price: d.try_get(11)?,
+        time_in_force: d.try_get(12)?,
+        signal_strength: d.try_get(13)?,
+        status: d.try_get(14)?,
+        failure_reason: d.try_get(15)?,
+        rationale: d.try_get(16)?,
+        created_at: d.try_get(17)?,
+        executed_at: d.try_get(18)?,
+        failed_at: d.try_get(19)?,
+        cancelled_at: d.try_get(20)?,
+        execution,
+        events,
+    })
+}
+
+fn recent_decision(r: &Row) -> Result<RecentDecision, tokio_postgres::Error> {
+    Ok(RecentDecision {
+        decision_id: r.try_get(0)?,
+        strategy: r.try_get(1)?,
+        symbol: r.try_get(2)?,
+        side: r.try_get(3)?,
+        qty: r.try_get(4)?,
+        signal_strength: r.try_get(5)?,
+        status: r.try_get(6)?,
+        failure_reason: r.try_get(7)?,
+        execution_status: r.try_get(8)?,
+        http_status: r.try_get(9)?,
+        error_message: r.try_get(10)?,
+        filled_qty: r.try_get(11)?,
+        filled_avg_price: r.try_get(12)?,
+        created_at: r.try_get(13)?,
+    })
 }
 
 /// The most recent decisions, newest first.
@@ -264,5 +305,8 @@ pub async fn recent_decisions(
         )
         .await
         .map_err(StoreError::new("listing decisions"))?;
-    Ok(rows.iter().map(recent_decision).collect())
+    rows.iter()
+        .map(recent_decision)
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::new("listing decisions"))
 }

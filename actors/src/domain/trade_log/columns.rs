@@ -54,9 +54,19 @@ impl From<EventType> for i16 {
     }
 }
 
+/// A stored code that names no value of its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown trade-log {column} {code}")]
+pub struct UnknownCode {
+    /// The column: `event type` or `side`
+    pub column: &'static str,
+    /// The code found
+    pub code: i16,
+}
+
 impl TryFrom<i16> for EventType {
-    type Error = String;
-    fn try_from(code: i16) -> Result<Self, String> {
+    type Error = UnknownCode;
+    fn try_from(code: i16) -> Result<Self, UnknownCode> {
         Ok(match code {
             10 => Self::RequestOrderNew,
             11 => Self::RequestOrderCancel,
@@ -67,7 +77,12 @@ impl TryFrom<i16> for EventType {
             31 => Self::ApiEventOrderUpdate,
             32 => Self::ApiEventTradeLite,
             90 => Self::ConnectivityInfo,
-            other => return Err(format!("unknown trade-log event type {other}")),
+            other => {
+                return Err(UnknownCode {
+                    column: "event type",
+                    code: other,
+                });
+            }
         })
     }
 }
@@ -102,12 +117,15 @@ impl From<Side> for i16 {
 }
 
 impl TryFrom<i16> for Side {
-    type Error = String;
-    fn try_from(code: i16) -> Result<Self, String> {
+    type Error = UnknownCode;
+    fn try_from(code: i16) -> Result<Self, UnknownCode> {
         match code {
             1 => Ok(Self::Buy),
             2 => Ok(Self::Sell),
-            other => Err(format!("unknown side {other}")),
+            other => Err(UnknownCode {
+                column: "side",
+                code: other,
+            }),
         }
     }
 }

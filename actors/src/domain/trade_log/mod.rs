@@ -11,7 +11,7 @@ mod columns;
 mod events;
 mod redact;
 
-pub use columns::{EventType, ExecutionFields, OrderIds, RawJson, Side};
+pub use columns::{EventType, ExecutionFields, OrderIds, RawJson, Side, UnknownCode};
 pub use redact::{encode_http_request, is_sensitive_key, redact_json};
 
 /// Microseconds since the Unix epoch, now (UTC).

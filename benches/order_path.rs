@@ -101,8 +101,11 @@ async fn drive(
             let reader = tokio::spawn(async move {
                 let mut acks = HashMap::new();
                 while acks.len() < per_conn {
-                    let Some(Ok(Message::Text(text))) = rx.next().await else {
-                        break;
+                    // the gateway pings (its first at once); only text frames are answers
+                    let text = match rx.next().await {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => continue,
                     };
                     let v: Value = serde_json::from_str(text.as_str()).unwrap();
                     if v["type"] == "ack" || v["type"] == "reject" {

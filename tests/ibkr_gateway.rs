@@ -223,12 +223,123 @@ async fn the_gateway_syncs_on_request_by_jobs_and_after_a_disconnect_and_serves_
     )
     .await;
     assert_eq!(synced, 1);
-    // a job with an override the syncer does not take fails loudly
+    // a job may name its own connection (the spec's overrides): this one syncs GA1 through a
+    // second TWS, with its own client id, once, and leaves the configured session alone
+    let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let other_tws = spawn(
+        other,
+        Scenario {
+            accounts: vec!["GA1".into()],
+            executions: vec![with_commission(execution(
+                "0000e0d5.95.01.01",
+                "GA1",
+                9500,
+                4,
+                12_000,
+            ))],
+            ..Scenario::default()
+        },
+    );
+    let (status, enqueued) = post(
+        &http,
+        &format!("{base}/api/v1/jobs/trades.sync"),
+        &json!({"account_id": "GA1", "host": "127.0.0.1", "port": other_addr.port(),
+            "client_id": 77, "connect_timeout_seconds": 5, "lookback_days": 2})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{enqueued}");
+    assert_eq!(enqueued["job"]["payload"]["client_id"], 77, "{enqueued}");
+    let job_id = enqueued["job"]["id"].as_i64().unwrap();
+    let done = wait_until(Duration::from_secs(20), || async {
+        let job = jobs::get(&client, job_id).await.unwrap()?;
+        (job.status != "pending" && job.status != "running").then_some(job)
+    })
+    .await
+    .expect("the job finishes");
+    assert_eq!(done.status, "completed", "{done:?}");
+    let synced: i64 = count(
+        &client,
+        "SELECT count(*) FROM broker_fills WHERE exec_id = '0000e0d5.95.01.01' \
+         AND account_id = 'GA1'",
+    )
+    .await;
+    assert_eq!(synced, 1, "the fill only the other TWS holds");
+    {
+        let s = other_tws.lock().unwrap();
+        assert_eq!(s.stats.sessions, 1, "{:?}", s.stats);
+        assert!(
+            s.stats.in_use.is_empty(),
+            "the one-off session is closed: {:?}",
+            s.stats
+        );
+    }
+    // bad overrides: refused by the API with the key named, nothing enqueued
+    for (body, key) in [
+        (json!({"account_id": "GA1", "port": 0}), "port"),
+        (json!({"account_id": "GA1", "port": 70_000}), "port"),
+        (json!({"account_id": "GA1", "host": ""}), "host"),
+        (json!({"account_id": "GA1", "client_id": -1}), "client_id"),
+        (
+            json!({"account_id": "GA1", "connect_timeout_seconds": 0}),
+            "connect_timeout_seconds",
+        ),
+        (
+            json!({"account_id": "GA1", "lookback_days": 400}),
+            "lookback_days",
+        ),
+    ] {
+        let (status, error) = post(
+            &http,
+            &format!("{base}/api/v1/jobs/trades.sync"),
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (422, Some("invalid")),
+            "{body}: {error}"
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains(key),
+            "{body}: {error}"
+        );
+    }
+    // enqueued by another writer, a job with a bad value fails with the key named and writes
+    // nothing
+    let fills_before: i64 = count(&client, "SELECT count(*) FROM broker_fills").await;
+    let runs_before: i64 = count(&client, "SELECT count(*) FROM sync_runs").await;
+    let bad_port = jobs::enqueue(&client, jobs::TRADES_SYNC, "GA1", &json!({"port": "4002"}))
+        .await
+        .unwrap();
+    let failed = wait_until(Duration::from_secs(20), || async {
+        let job = jobs::get(&client, bad_port.job.id).await.unwrap()?;
+        (job.status == "failed").then_some(job)
+    })
+    .await
+    .expect("the bad job fails");
+    assert_eq!(failed.attempts, 1);
+    let error: Option<String> = client
+        .query_one("SELECT error FROM jobs WHERE id = $1", &[&bad_port.job.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.as_deref().unwrap().contains("port"), "{error:?}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM broker_fills").await,
+        fills_before
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM sync_runs").await,
+        runs_before
+    );
+    // a job with a key the syncer does not take fails loudly
     let bad = jobs::enqueue(
         &client,
         jobs::TRADES_SYNC,
         "GA1",
-        &json!({"host": "10.0.0.1"}),
+        &json!({"hots": "127.0.0.1"}),
     )
     .await
     .unwrap();

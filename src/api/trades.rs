@@ -5,7 +5,8 @@
 //! - `GET /api/v1/trades/{id}/executions` (canonical and superseded fills)
 //! - `POST /api/v1/trades/sync` `{"account_id"?, "lookback_days"?}`: sync now (every configured
 //!   account without `account_id`) and answer with the reports
-//! - `POST /api/v1/jobs/trades.sync` `{"account_id", "lookback_days"?}`: enqueue a sync job
+//! - `POST /api/v1/jobs/trades.sync` `{"account_id", "lookback_days"?, "host"?, "port"?,
+//!   "client_id"?, "connect_timeout_seconds"?}`: enqueue a sync job
 //!   (idempotent: while one is pending for the account, that one is returned, 200 instead of 202)
 
 use axum::Router;
@@ -16,7 +17,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tradegate_actors::domain::{NewOperatorAction, SyncReport, TradeFilter};
-use tradegate_actors::ibkr_syncer::{SyncError, job_lookback};
+use tradegate_actors::ibkr_syncer::{JobOverrides, SyncError};
 use tradegate_actors::store::{broker_sync, jobs};
 
 use super::auth::Caller;
@@ -40,6 +41,7 @@ impl From<SyncError> for ApiError {
             SyncError::UnknownAccount(_) => StatusCode::NOT_FOUND,
             SyncError::Tws(_) | SyncError::NotManaged { .. } => StatusCode::BAD_GATEWAY,
             SyncError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            SyncError::Job(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SyncError::Store(_) | SyncError::Ingestion(_) | SyncError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -219,11 +221,13 @@ async fn sync_now(
     json_answer(status, json!({ "accounts": outcomes }))
 }
 
+/// The account, and the job's overrides (each checked by [`JobOverrides::parse`]: any other
+/// key is refused).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EnqueueBody {
     account_id: String,
-    lookback_days: Option<u32>,
+    #[serde(flatten)]
+    overrides: serde_json::Map<String, Value>,
 }
 
 async fn enqueue(
@@ -233,11 +237,8 @@ async fn enqueue(
 ) -> Answer {
     let body: EnqueueBody = parse_body(&body)?;
     known_account(&state, &body.account_id)?;
-    let payload = match body.lookback_days {
-        Some(days) => json!({ "lookback_days": days }),
-        None => json!({}),
-    };
-    job_lookback(&payload).map_err(ApiError::invalid)?;
+    let payload = Value::Object(body.overrides);
+    JobOverrides::parse(&payload).map_err(|e| ApiError::invalid(e.to_string()))?;
     // the job and its record commit together, on one connection: no job without its record
     let mut client = connection(&state).await?;
     let tx = client.transaction().await.map_err(unavailable)?;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::backfill::{FlexBackfill, run_backfill};
 use super::client::{NoticeKind, TwsSession};
 use super::config::{IbkrConfig, SessionConfig};
+use super::job::JobOverrides;
 use super::messages::IbkrSyncerMessage;
 use super::sync::{SyncError, SyncRequest, sync_account};
 use crate::domain::{RawJson, SyncReport, TradeLogEvent};
@@ -334,6 +335,52 @@ impl IbkrSyncerState {
         }
     }
 
+    /// A sync through a connection the job names (the spec's overrides: host, port, client
+    /// id, connect timeout), opened for it alone and closed after it; what the job does not
+    /// name is the session's (the client id: the CLI's, so it never takes the session's own).
+    /// The session itself is left as it is.
+    async fn sync_once(
+        &mut self,
+        account: &str,
+        overrides: &JobOverrides,
+    ) -> Result<SyncReport, SyncError> {
+        if !self.args.session.accounts.iter().any(|a| a == account) {
+            return Err(SyncError::UnknownAccount(account.to_string()));
+        }
+        let config = &self.args.config;
+        let host = overrides
+            .host
+            .clone()
+            .unwrap_or_else(|| self.args.session.host.clone());
+        let port = overrides.port.unwrap_or(self.args.session.port);
+        let client_id = overrides.client_id.unwrap_or(config.cli_client_id);
+        let mut timeouts = config.timeouts();
+        if let Some(secs) = overrides.connect_timeout_secs {
+            timeouts.connect = Duration::from_secs(secs);
+        }
+        let addr = format!("{host}:{port}");
+        let socket = tokio::net::lookup_host(&addr)
+            .await
+            .map_err(super::tws::TwsError::Io)?
+            .next()
+            .ok_or_else(|| {
+                super::tws::TwsError::Io(std::io::Error::other(format!(
+                    "{addr} resolves to no address"
+                )))
+            })?;
+        let mut session = TwsSession::open(socket, client_id, timeouts).await?;
+        tracing::info!(account, %addr, client_id, "trades.sync job over its own connection");
+        let request = SyncRequest {
+            account_id: account.to_string(),
+            lookback: chrono::Duration::days(i64::from(
+                overrides.lookback_days.unwrap_or(config.lookback_days),
+            )),
+            zone: self.args.session.zone,
+        };
+        // the session is dropped, and its socket closed, when this returns
+        sync_account(&self.args.pool, &mut session, &request).await
+    }
+
     async fn run_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
         let claimed = match self.args.pool.get().await {
             Ok(client) => jobs::claim(&**client, TRADES_SYNC, account).await,
@@ -350,13 +397,13 @@ impl IbkrSyncerState {
                 return;
             }
         };
-        let outcome = match job_lookback(&job.payload) {
-            Ok(lookback) => self
-                .sync(myself, account, lookback)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        // a bad override fails the job, with its key named, before anything is fetched
+        let outcome = match JobOverrides::parse(&job.payload) {
+            Ok(o) if o.names_connection() => self.sync_once(account, &o).await,
+            Ok(o) => self.sync(myself, account, o.lookback_days).await,
+            Err(e) => Err(SyncError::Job(e)),
+        }
+        .map_err(|e| e.to_string());
         let error = outcome.as_ref().err().map(String::as_str);
         tracing::info!(account, job = job.id, error, "trades.sync job finished");
         if let Ok(client) = self.args.pool.get().await
@@ -365,33 +412,6 @@ impl IbkrSyncerState {
             tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
         }
     }
-}
-
-/// The look-back override of a `trades.sync` job's payload (`{"lookback_days": N}`); other
-/// keys are refused so a mistyped override fails loudly instead of being ignored.
-pub fn job_lookback(payload: &Value) -> Result<Option<u32>, String> {
-    let Some(map) = payload.as_object() else {
-        return Err("a trades.sync payload must be a JSON object".into());
-    };
-    let mut lookback = None;
-    for (key, value) in map {
-        match key.as_str() {
-            "lookback_days" => {
-                let days = value
-                    .as_u64()
-                    .filter(|d| (1..=365).contains(d))
-                    .ok_or_else(|| format!("lookback_days must be 1 to 365, got {value}"))?;
-                lookback = u32::try_from(days).ok();
-            }
-            other => {
-                return Err(format!(
-                    "unsupported trades.sync payload key {other:?} (only lookback_days; the \
-                     connection comes from the account's [ibkr] configuration)"
-                ));
-            }
-        }
-    }
-    Ok(lookback)
 }
 
 impl Actor for IbkrSyncer {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fills;
 pub mod flex;
 pub mod flex_service;
+pub mod job;
 pub mod matching;
 mod messages;
 pub mod sync;
@@ -18,8 +19,9 @@ pub mod tws;
 
 pub use actor::{
     ACCOUNT_NOT_MANAGED_ALERT, CLIENT_ID_IN_USE_ALERT, IbkrSyncClient, IbkrSyncer, IbkrSyncerArgs,
-    IbkrSyncerState, group_for, job_lookback,
+    IbkrSyncerState, group_for,
 };
 pub use config::{FlexConfig, IbkrConfig, IbkrGateway, SessionConfig};
+pub use job::{JobOverrides, JobPayloadError};
 pub use messages::IbkrSyncerMessage;
 pub use sync::{SyncError, SyncRequest, sync_account};

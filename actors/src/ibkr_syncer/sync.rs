@@ -59,6 +59,9 @@ pub enum SyncError {
     /// The account is not one this gateway syncs
     #[error("account {0} is not configured in [ibkr] accounts")]
     UnknownAccount(String),
+    /// A job's payload was refused (its key named); nothing was fetched or written
+    #[error(transparent)]
+    Job(#[from] super::job::JobPayloadError),
 }
 
 impl SyncError {
@@ -76,6 +79,7 @@ impl SyncError {
             Self::Unavailable(_) => "audit_unavailable",
             Self::UnknownAccount(_) => "unknown_account",
             Self::TimedOut(_) => "sync_timeout",
+            Self::Job(_) => "invalid",
         }
     }
 

@@ -128,6 +128,17 @@ def main() -> None:
     except APIError as e:
         out["too_big"] = {"status_code": e.status_code, "code": e.code, "message": str(e)}
 
+    # the SDK's own Position model over GET /v2/positions: the 3 AAPL bought above
+    out["positions"] = [
+        {
+            "symbol": p.symbol,
+            "qty": str(p.qty),
+            "side": str(p.side.value),
+            "avg_entry_price": str(p.avg_entry_price),
+        }
+        for p in client.get_all_positions()
+    ]
+
     try:
         client.get_order_by_client_id("no-such-order")
         out["unknown"] = "found"

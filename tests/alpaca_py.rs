@@ -62,6 +62,14 @@ async fn alpaca_py_trades_against_the_simulated_venue() {
         all.contains(&"sdk-market-1") && all.contains(&"sdk-limit-1"),
         "{all:?}"
     );
+    // the position the fills make, parsed by the SDK's own Position model
+    assert_eq!(
+        out["positions"],
+        serde_json::json!([{"symbol": "AAPL", "qty": "3", "side": "long",
+            "avg_entry_price": "187.5"}]),
+        "{}",
+        out["positions"]
+    );
     // Alpaca's error shapes reach the SDK's APIError intact
     assert_eq!(out["too_big"]["status_code"], 403, "{}", out["too_big"]);
     assert_eq!(out["too_big"]["code"], 40310000);

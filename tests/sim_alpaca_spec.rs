@@ -539,6 +539,57 @@ async fn every_answer_of_the_venue_validates_against_alpacas_published_definitio
         "fields of the published example missing: {missing:?}"
     );
 
+    // positions: the net of the fills the venue made (the AAPL market buy above), then one
+    // changed without a fill (a trade made elsewhere), short
+    let (s, _, positions) = v.call(Method::GET, "/v2/positions", None).await;
+    assert_eq!(s, 200, "{positions}");
+    spec.check("Position", true, &positions, "the positions");
+    let held = |positions: &Value, symbol: &str| {
+        positions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["symbol"] == symbol)
+            .cloned()
+    };
+    let aapl = held(&positions, "AAPL").expect("the AAPL bought is held");
+    assert_eq!(aapl["side"], "long", "{aapl}");
+    let changed = v
+        .http
+        .post(format!("{}/sim/control", v.base))
+        .json(&json!({"positions": {"ZZZ": {"qty": "-3", "avg_entry_price": "20"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let (s, _, positions) = v.call(Method::GET, "/v2/positions", None).await;
+    assert_eq!(s, 200, "{positions}");
+    spec.check(
+        "Position",
+        true,
+        &positions,
+        "the positions after a trade elsewhere",
+    );
+    let zzz = held(&positions, "ZZZ").expect("the position set without a fill");
+    assert_eq!(
+        (
+            &zzz["qty"],
+            &zzz["side"],
+            &zzz["avg_entry_price"],
+            &zzz["cost_basis"]
+        ),
+        (&json!("-3"), &json!("short"), &json!("20"), &json!("-60")),
+        "{zzz}"
+    );
+    let refused = v
+        .http
+        .post(format!("{}/sim/control", v.base))
+        .json(&json!({"positions": {"ZZZ": {"qty": "1", "avg_entry_price": "0"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+
     // no credentials, an unknown endpoint, the rate limit
     let no_auth = v
         .http

@@ -230,6 +230,15 @@ pub(super) async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Respon
         faults: Option<Faults>,
         #[serde(default)]
         prices: HashMap<String, Decimal>,
+        /// Positions changed without a fill (a trade made elsewhere)
+        #[serde(default)]
+        positions: HashMap<String, SetPosition>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SetPosition {
+        qty: Decimal,
+        avg_entry_price: Decimal,
     }
     let control: Control = match serde_json::from_slice(&body) {
         Ok(c) => c,
@@ -245,8 +254,22 @@ pub(super) async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Respon
     if let Some(faults) = control.faults {
         sim.set_faults(faults);
     }
+    if let Some((symbol, _)) = control
+        .positions
+        .iter()
+        .find(|(_, p)| p.avg_entry_price <= Decimal::ZERO)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42210000,
+            &format!("the average entry price of {symbol} must be positive"),
+        );
+    }
     for (symbol, price) in control.prices {
         sim.set_price(&symbol, price);
+    }
+    for (symbol, p) in control.positions {
+        sim.set_position(&symbol, p.qty, p.avg_entry_price);
     }
     status(State(sim)).await
 }
@@ -257,6 +280,7 @@ pub(super) async fn status(State(sim): State<SimAlpaca>) -> Response {
         "faults": sim.faults(),
         "buying_power": sim.buying_power().to_string(),
         "stream_listeners": sim.stream_listeners(),
+        "positions": sim.positions(),
     }))
     .into_response()
 }

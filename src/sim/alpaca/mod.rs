@@ -31,6 +31,7 @@ use crate::sim::tls::{HandshakeStats, ServerTls, TlsListener};
 
 mod http;
 mod orders;
+mod positions;
 mod state;
 mod stream;
 mod submit;
@@ -162,7 +163,7 @@ impl SimAlpaca {
                 orders: IndexMap::new(),
                 by_client: HashMap::new(),
                 buying_power,
-                positions: HashMap::new(),
+                holdings: HashMap::new(),
                 seen: Vec::new(),
                 answers: Vec::new(),
                 window: VecDeque::new(),
@@ -215,6 +216,24 @@ impl SimAlpaca {
             }
         }
         state.faults = faults;
+    }
+
+    /// Sets the position in `symbol` to `qty` shares (negative: short) at `avg_entry_price`,
+    /// without a fill and without an event: a trade made elsewhere, as a reconciliation must
+    /// notice. Zero closes it.
+    pub fn set_position(&self, symbol: &str, qty: Decimal, avg_entry_price: Decimal) {
+        self.lock().holdings.insert(
+            symbol.to_string(),
+            positions::Holding {
+                qty,
+                cost: qty * avg_entry_price,
+            },
+        );
+    }
+
+    /// The open positions, as `GET /v2/positions` answers them.
+    pub fn positions(&self) -> Vec<Value> {
+        self.lock().positions_json()
     }
 
     /// Sets a symbol's price and fills the resting orders it makes marketable.
@@ -361,6 +380,7 @@ pub fn router(sim: SimAlpaca) -> Router {
             get(get_order).delete(cancel_order).patch(replace_order),
         )
         .route("/v2/account", get(account))
+        .route("/v2/positions", get(positions::list_positions))
         .route("/stream", get(stream))
         .route("/sim/control", get(status).post(control))
         .route("/sim/requests", get(requests))

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::http::{error, not_found};
+use super::positions::Holding;
 use super::{EmittedEvent, Faults, KEPT_ANSWERS, SeenRequest, SentAnswer, SimConfig};
 
 #[derive(Debug, Clone)]
@@ -127,7 +128,8 @@ pub(super) struct VenueState {
     pub(super) orders: IndexMap<Uuid, Order>,
     pub(super) by_client: HashMap<String, Uuid>,
     pub(super) buying_power: Decimal,
-    pub(super) positions: HashMap<String, Decimal>,
+    /// Each symbol's position and its cost, from the fills made (and the switch)
+    pub(super) holdings: HashMap<String, Holding>,
     pub(super) seen: Vec<SeenRequest>,
     pub(super) answers: Vec<SentAnswer>,
     pub(super) window: VecDeque<Instant>,
@@ -166,9 +168,9 @@ impl VenueState {
             data["qty"] = Value::String(qty.normalize().to_string());
             data["price"] = Value::String(price.normalize().to_string());
             data["position_qty"] = Value::String(
-                self.positions
+                self.holdings
                     .get(&order.symbol)
-                    .copied()
+                    .map(|h| h.qty)
                     .unwrap_or_default()
                     .normalize()
                     .to_string(),
@@ -256,7 +258,8 @@ impl VenueState {
             }
             let signed = if o.side == "buy" { part } else { -part };
             let snapshot = o.clone();
-            *self.positions.entry(snapshot.symbol.clone()).or_default() += signed;
+            let holding = self.holdings.entry(snapshot.symbol.clone()).or_default();
+            *holding = holding.fill(signed, price);
             if snapshot.side == "buy" {
                 // the reservation was at the order's reference price; settle at the fill price
                 self.buying_power += (snapshot.reserved_price - price) * part;

@@ -135,6 +135,10 @@ impl Actor for AlpacaSession {
                 Duration::from_secs(args.config.reconnect_max_backoff_secs),
             )
         });
+        tasks.push(tokio::spawn(super::positions::job_runner(
+            Arc::clone(&ctx),
+            Duration::from_secs(args.config.job_poll_secs),
+        )));
         tasks.push(tokio::spawn(reconciler(
             Arc::clone(&ctx),
             Duration::from_secs(args.config.recovery_grace_secs),

@@ -74,6 +74,8 @@ pub struct AlpacaConfig {
     pub reconnect_max_backoff_secs: u64,
     /// Listen to trade_updates (fills and order updates)
     pub stream: bool,
+    /// How often each session looks for its account's `positions.sync` jobs, in seconds
+    pub job_poll_secs: u64,
 }
 
 impl Default for AlpacaConfig {
@@ -84,6 +86,7 @@ impl Default for AlpacaConfig {
             recovery_grace_secs: 30,
             reconnect_max_backoff_secs: 30,
             stream: true,
+            job_poll_secs: 5,
         }
     }
 }
@@ -107,6 +110,9 @@ impl AlpacaConfig {
                 "alpaca.reconnect_max_backoff_secs".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if self.job_poll_secs == 0 {
+            return Err(("alpaca.job_poll_secs".into(), "must be at least 1".into()));
         }
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {

@@ -49,6 +49,12 @@ pub enum SessionError {
         /// What it answered (`answered 503: ...`), or why it did not (`: ...`)
         problem: String,
     },
+    /// A position the broker sent cannot be read (the snapshot is not recorded)
+    #[error("a position the broker sent cannot be read: {0}")]
+    BadPosition(String),
+    /// A `positions.sync` job with a payload it does not take (it takes none)
+    #[error("a positions.sync job takes no payload, got {0}")]
+    BadJob(String),
     /// A stream frame that is not JSON
     #[error("not JSON: {0}")]
     NotJson(#[source] serde_json::Error),

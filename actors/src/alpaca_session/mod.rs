@@ -7,6 +7,7 @@ pub mod error;
 pub mod mapping;
 mod messages;
 mod orders;
+mod positions;
 pub mod rest;
 mod stream;
 
@@ -15,3 +16,4 @@ pub use config::{AlpacaAccountConfig, AlpacaConfig, Credentials};
 pub use error::SessionError;
 pub use messages::AlpacaSessionMessage;
 pub use orders::prepare_submission;
+pub use positions::PositionsSynced;

@@ -11,6 +11,9 @@ use super::StoreError;
 /// The job type of an IBKR trades sync (its key is the account id).
 pub const TRADES_SYNC: &str = "trades.sync";
 
+/// The job type of a broker positions snapshot (its key is the account).
+pub const POSITIONS_SYNC: &str = "positions.sync";
+
 /// An enqueued or claimed job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {

@@ -14,6 +14,7 @@ pub mod order_events;
 pub mod order_rejects;
 pub mod orders;
 pub mod payloads;
+pub mod positions;
 pub mod reports;
 pub mod retention;
 pub mod seed;

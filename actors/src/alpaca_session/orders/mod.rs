@@ -122,7 +122,7 @@ impl SessionCtx {
     }
 
     /// Stores the request payload; its id.
-    async fn store_request(
+    pub(crate) async fn store_request(
         &self,
         method: &str,
         path: &str,
@@ -187,7 +187,7 @@ fn with_meta(mut events: Vec<TradeLogEvent>, meta: RawJson) -> Vec<TradeLogEvent
 }
 
 /// The response payload of a call: status, body and rate-limit headers, or why there was none.
-fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayload {
+pub(crate) fn response_payload(path: &str, answer: &Result<Exchange, CallError>) -> ApiPayload {
     let payload = match answer {
         Ok(ex) => json!({
             "endpoint": path,

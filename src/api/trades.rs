@@ -245,6 +245,17 @@ async fn enqueue(
     let enqueued = jobs::enqueue(&*tx, jobs::TRADES_SYNC, &body.account_id, &payload)
         .await
         .map_err(unavailable)?;
+    // the job already pending keeps its own overrides: different ones are not silently dropped
+    if !enqueued.created && enqueued.job.payload != payload {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_pending",
+            format!(
+                "job {} is pending for {} with other overrides ({}); enqueue again once it ran",
+                enqueued.job.id, body.account_id, enqueued.job.payload
+            ),
+        ));
+    }
     tradegate_actors::store::operator_actions::record(
         &*tx,
         &NewOperatorAction {

@@ -124,6 +124,7 @@ impl Actor for AlpacaSession {
             reconcile: tokio::sync::Notify::new(),
             closing: Default::default(),
             stopping: Default::default(),
+            positions_due: Default::default(),
             catch_up_generation: Default::default(),
         });
         let mut tasks = vec![submissions_task, events_task];

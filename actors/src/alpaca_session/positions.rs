@@ -3,15 +3,16 @@
 //! account's `positions.sync` jobs, claimed every `[alpaca] job_poll_secs`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::Method;
+use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::error::SessionError;
-use super::mapping::decimal;
 use super::orders::{BROKER, SessionCtx, response_payload};
 use crate::store::jobs::{self, POSITIONS_SYNC};
 use crate::store::positions::{NewPosition, NewSnapshot, record_snapshot};
@@ -29,8 +30,14 @@ pub struct PositionsSynced {
     pub positions: usize,
 }
 
-/// The open positions of an answer; an entry that cannot be read refuses the whole answer
-/// (a snapshot missing a position would look like a position closed).
+/// An exact decimal sent as a string (Alpaca sends every number of a position as one).
+fn exact(p: &Value, key: &str) -> Option<Decimal> {
+    p.get(key)?.as_str()?.parse().ok()
+}
+
+/// The open positions of an answer; an entry that cannot be read, or whose side and sign
+/// disagree, refuses the whole answer (a snapshot missing a position would read as a position
+/// closed, a wrong sign as a trade).
 fn positions_of(body: &Value) -> Result<Vec<NewPosition>, SessionError> {
     let items = body
         .as_array()
@@ -38,22 +45,31 @@ fn positions_of(body: &Value) -> Result<Vec<NewPosition>, SessionError> {
     items
         .iter()
         .map(|p| {
+            let bad = |why: &str| SessionError::BadPosition(format!("{why}: {p}"));
             let symbol = p["symbol"]
                 .as_str()
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| SessionError::BadPosition(format!("no symbol: {p}")))?;
-            let qty = decimal(p.get("qty"))
-                .ok_or_else(|| SessionError::BadPosition(format!("no exact qty: {p}")))?;
+                .ok_or_else(|| bad("no symbol"))?;
+            let qty = exact(p, "qty").ok_or_else(|| bad("no exact qty"))?;
             // Alpaca signs a short's qty; one sent unsigned with side short is signed here
-            let quantity = if p["side"] == "short" && qty.is_sign_positive() {
-                -qty
-            } else {
-                qty
+            let quantity = match p["side"].as_str() {
+                Some("long") if qty.is_sign_positive() && !qty.is_zero() => qty,
+                Some("short") if qty.is_sign_negative() => qty,
+                Some("short") if !qty.is_zero() => -qty,
+                _ => return Err(bad("side and qty disagree, or qty is zero")),
+            };
+            let average_cost = match p.get("avg_entry_price") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(
+                    exact(p, "avg_entry_price")
+                        .filter(|c| !c.is_sign_negative())
+                        .ok_or_else(|| bad("an avg_entry_price that is not an exact price"))?,
+                ),
             };
             Ok(NewPosition {
                 symbol: symbol.to_string(),
                 quantity,
-                average_cost: decimal(p.get("avg_entry_price")),
+                average_cost,
                 raw: p.clone(),
             })
         })
@@ -66,6 +82,7 @@ impl SessionCtx {
     /// one of them could be read.
     pub(crate) async fn sync_positions(&self) -> Result<PositionsSynced, SessionError> {
         let request_payload_id = self.store_request("GET", POSITIONS, &[], None).await?;
+        let requested_at = Utc::now();
         let answer = self.rest.call(Method::GET, POSITIONS, &[], None).await;
         let as_of = Utc::now();
         let response = response_payload(POSITIONS, &answer);
@@ -84,9 +101,10 @@ impl SessionCtx {
             &NewSnapshot {
                 broker: BROKER,
                 account: &self.account,
+                requested_at,
                 as_of,
-                request_payload_id: Some(request_payload_id),
-                response_payload_id: Some(response_payload_id),
+                request_payload_id,
+                response_payload_id,
                 positions: &positions,
             },
         )
@@ -97,6 +115,36 @@ impl SessionCtx {
             positions: positions.len(),
         })
     }
+}
+
+/// Enqueues a `positions.sync` job for the account (an order of it reached its final state, or
+/// filled more after it), in the background: idempotent, so while one is pending no other is
+/// added, and while one enqueue is under way the others are skipped (it covers them: the
+/// job, claimed later, asks for the positions after all of them).
+pub(crate) fn positions_due(ctx: &SessionCtx) {
+    // one enqueue under way at a time: a burst of orders ending (a cancel-all) costs one
+    if ctx.positions_due.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let due = Arc::clone(&ctx.positions_due);
+    let (pool, account) = (ctx.pool.clone(), ctx.account.clone());
+    tokio::spawn(async move {
+        let enqueued = async {
+            let client = pool.get().await?;
+            let empty = Value::Object(serde_json::Map::new());
+            Ok::<_, SessionError>(jobs::enqueue(&**client, POSITIONS_SYNC, &account, &empty).await?)
+        }
+        .await;
+        match enqueued {
+            Ok(e) if e.created => {
+                tracing::debug!(%account, job = e.job.id, "positions.sync enqueued");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%account, error = %e,
+                "a positions.sync job could not be enqueued after an order's end"),
+        }
+        due.store(false, Ordering::SeqCst);
+    });
 }
 
 /// Claims and runs the account's `positions.sync` jobs, one at a time, every `poll`.
@@ -142,6 +190,68 @@ pub(crate) async fn job_runner(ctx: Arc<SessionCtx>, poll: Duration) {
             && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
         {
             tracing::warn!(account = %ctx.account, job = job.id, error = %e, "could not finish a job");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn positions_are_read_exactly_with_their_sign() {
+        let read = positions_of(&json!([
+            {"symbol": "AAPL", "qty": "3", "side": "long", "avg_entry_price": "187.5"},
+            {"symbol": "ZZZ", "qty": "-3", "side": "short", "avg_entry_price": "20"},
+            {"symbol": "UNS", "qty": "2", "side": "short", "avg_entry_price": "5"},
+            {"symbol": "NOC", "qty": "1.5", "side": "long"},
+        ]))
+        .unwrap();
+        let got: Vec<(&str, Decimal, Option<Decimal>)> = read
+            .iter()
+            .map(|p| (p.symbol.as_str(), p.quantity, p.average_cost))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("AAPL", d("3"), Some(d("187.5"))),
+                ("ZZZ", d("-3"), Some(d("20"))),
+                ("UNS", d("-2"), Some(d("5"))),
+                ("NOC", d("1.5"), None),
+            ]
+        );
+        assert!(positions_of(&json!([])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_answer_with_one_unreadable_position_is_refused_whole() {
+        for body in [
+            json!({"positions": []}),
+            json!([{"qty": "1", "side": "long"}]),
+            json!([{"symbol": "", "qty": "1", "side": "long"}]),
+            json!([{"symbol": "A", "qty": 1, "side": "long"}]),
+            json!([{"symbol": "A", "qty": "x", "side": "long"}]),
+            json!([{"symbol": "A", "qty": "-1", "side": "long"}]),
+            json!([{"symbol": "A", "qty": "0", "side": "long"}]),
+            json!([{"symbol": "A", "qty": "1", "side": "flat"}]),
+            json!([{"symbol": "A", "qty": "1"}]),
+            json!([{"symbol": "A", "qty": "1", "side": "long", "avg_entry_price": 1.5}]),
+            json!([{"symbol": "A", "qty": "1", "side": "long", "avg_entry_price": "-1"}]),
+            json!([
+                {"symbol": "A", "qty": "1", "side": "long"},
+                {"symbol": "B", "side": "long"},
+            ]),
+        ] {
+            assert!(
+                matches!(positions_of(&body), Err(SessionError::BadPosition(_))),
+                "{body}"
+            );
         }
     }
 }

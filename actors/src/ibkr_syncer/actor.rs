@@ -336,30 +336,24 @@ impl IbkrSyncerState {
     }
 
     /// A sync through a connection the job names (the spec's overrides: host, port, client
-    /// id, connect timeout), opened for it alone and closed after it; what the job does not
-    /// name is the session's (the client id: the CLI's, so it never takes the session's own).
-    /// The session itself is left as it is.
+    /// id, connect timeout; see [`JobOverrides::connection`]), opened for it alone and closed
+    /// after it. The session itself is left as it is.
     async fn sync_once(
         &mut self,
         account: &str,
         overrides: &JobOverrides,
+        (host, port, client_id): (String, u16, i64),
     ) -> Result<SyncReport, SyncError> {
         if !self.args.session.accounts.iter().any(|a| a == account) {
             return Err(SyncError::UnknownAccount(account.to_string()));
         }
         let config = &self.args.config;
-        let host = overrides
-            .host
-            .clone()
-            .unwrap_or_else(|| self.args.session.host.clone());
-        let port = overrides.port.unwrap_or(self.args.session.port);
-        let client_id = overrides.client_id.unwrap_or(config.cli_client_id);
         let mut timeouts = config.timeouts();
         if let Some(secs) = overrides.connect_timeout_secs {
             timeouts.connect = Duration::from_secs(secs);
         }
         let addr = format!("{host}:{port}");
-        let socket = tokio::net::lookup_host(&addr)
+        let socket = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(super::tws::TwsError::Io)?
             .next()
@@ -399,8 +393,10 @@ impl IbkrSyncerState {
         };
         // a bad override fails the job, with its key named, before anything is fetched
         let outcome = match JobOverrides::parse(&job.payload) {
-            Ok(o) if o.names_connection() => self.sync_once(account, &o).await,
-            Ok(o) => self.sync(myself, account, o.lookback_days).await,
+            Ok(o) => match o.connection(&self.args.session) {
+                Some(connection) => self.sync_once(account, &o, connection).await,
+                None => self.sync(myself, account, o.lookback_days).await,
+            },
             Err(e) => Err(SyncError::Job(e)),
         }
         .map_err(|e| e.to_string());

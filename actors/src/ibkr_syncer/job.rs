@@ -1,7 +1,8 @@
 //! The payload of a `trades.sync` job: the overrides the trades-and-executions sync spec names
 //! (`host`, `port`, `client_id`, `connect_timeout_seconds`, `lookback_days`), each checked, so a
 //! bad value fails the job with its key named before anything is fetched or written. Any other
-//! key is refused too: a mistyped override fails loudly instead of being ignored.
+//! key is refused too: a mistyped override fails loudly instead of being ignored. A job whose
+//! connection is the session's own syncs through the session.
 
 use serde_json::Value;
 
@@ -124,13 +125,17 @@ impl JobOverrides {
         Ok(overrides)
     }
 
-    /// Whether the job names a connection of its own (then it syncs through a session opened
-    /// for it alone).
-    pub fn names_connection(&self) -> bool {
-        self.host.is_some()
-            || self.port.is_some()
-            || self.client_id.is_some()
-            || self.connect_timeout_secs.is_some()
+    /// The connection the job asks for when it is not the session's own: host, port and
+    /// client id, what the job does not name taken from `session` (on another TWS the
+    /// session's client id, the one TWS knows as the Master API client). `None`: the job
+    /// syncs through the session (it names no connection, or the session's own; a connect
+    /// timeout alone changes no connection).
+    pub fn connection(&self, session: &super::SessionConfig) -> Option<(String, u16, i64)> {
+        let host = self.host.clone().unwrap_or_else(|| session.host.clone());
+        let port = self.port.unwrap_or(session.port);
+        let client_id = self.client_id.unwrap_or(session.client_id);
+        let own = host == session.host && port == session.port && client_id == session.client_id;
+        (!own).then_some((host, port, client_id))
     }
 }
 
@@ -155,9 +160,30 @@ mod tests {
                 lookback_days: Some(3),
             }
         );
-        assert!(o.names_connection());
+        let session = crate::ibkr_syncer::SessionConfig {
+            host: "127.0.0.1".into(),
+            port: 4002,
+            client_id: 7,
+            zone: None,
+            accounts: vec!["DU1".into()],
+        };
+        // the session's own connection, named or not, is the session
+        assert_eq!(o.connection(&session), None);
         let only_days = JobOverrides::parse(&json!({"lookback_days": 365})).unwrap();
-        assert!(!only_days.names_connection());
+        assert_eq!(only_days.connection(&session), None);
+        let timeout = JobOverrides::parse(&json!({"connect_timeout_seconds": 3})).unwrap();
+        assert_eq!(timeout.connection(&session), None);
+        // another TWS: the session's client id unless the job names one
+        let other = JobOverrides::parse(&json!({"port": 4001})).unwrap();
+        assert_eq!(
+            other.connection(&session),
+            Some(("127.0.0.1".into(), 4001, 7))
+        );
+        let other_id = JobOverrides::parse(&json!({"client_id": 8})).unwrap();
+        assert_eq!(
+            other_id.connection(&session),
+            Some(("127.0.0.1".into(), 4002, 8))
+        );
         assert_eq!(
             JobOverrides::parse(&json!({})).unwrap(),
             JobOverrides::default()

@@ -29,12 +29,14 @@ pub struct NewSnapshot<'a> {
     pub broker: &'a str,
     /// The account
     pub account: &'a str,
+    /// When the request was sent
+    pub requested_at: DateTime<Utc>,
     /// When the answer was received
     pub as_of: DateTime<Utc>,
     /// The stored request
-    pub request_payload_id: Option<i64>,
+    pub request_payload_id: i64,
     /// The stored answer
-    pub response_payload_id: Option<i64>,
+    pub response_payload_id: i64,
     /// The open positions
     pub positions: &'a [NewPosition],
 }
@@ -72,8 +74,8 @@ pub async fn record_snapshot(
         .query_one(
             "WITH s AS ( \
                  INSERT INTO position_snapshots (broker, account, as_of, positions_count, \
-                     request_payload_id, response_payload_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id), \
+                     request_payload_id, response_payload_id, requested_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $11) RETURNING id), \
              p AS ( \
                  INSERT INTO broker_positions (snapshot_id, broker, account, symbol, quantity, \
                      average_cost, as_of, raw) \
@@ -92,6 +94,7 @@ pub async fn record_snapshot(
                 &quantities,
                 &costs,
                 &raws,
+                &snapshot.requested_at,
             ],
         )
         .await
@@ -109,7 +112,7 @@ pub async fn latest_positions(
     let Some(snapshot) = client
         .query_opt(
             "SELECT id FROM position_snapshots WHERE broker = $1 AND account = $2 \
-             ORDER BY as_of DESC, id DESC LIMIT 1",
+             ORDER BY id DESC LIMIT 1",
             &[&broker, &account],
         )
         .await

@@ -1,5 +1,6 @@
 //! Retention of stored API payloads: old ones go, in batches, except any still referenced by a
-//! kept row (an execution's request or response, an API call log's request or response). The
+//! kept row (an execution's request or response, an API call log's or a position snapshot's
+//! request or response). The
 //! foreign keys would refuse such a delete anyway; the query never tries it.
 
 use chrono::{DateTime, Utc};
@@ -27,6 +28,10 @@ pub async fn purge_payload_batch(
                                    WHERE c.api_request_payload_id = p.id) \
                    AND NOT EXISTS (SELECT 1 FROM api_call_logs c \
                                    WHERE c.api_response_payload_id = p.id) \
+                   AND NOT EXISTS (SELECT 1 FROM position_snapshots s \
+                                   WHERE s.request_payload_id = p.id) \
+                   AND NOT EXISTS (SELECT 1 FROM position_snapshots s \
+                                   WHERE s.response_payload_id = p.id) \
                  ORDER BY p.captured_at LIMIT $2)",
             &[&before, &batch],
         )

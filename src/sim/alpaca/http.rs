@@ -251,9 +251,6 @@ pub(super) async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Respon
             &format!("the price of {symbol} must be positive"),
         );
     }
-    if let Some(faults) = control.faults {
-        sim.set_faults(faults);
-    }
     if let Some((symbol, _)) = control
         .positions
         .iter()
@@ -264,6 +261,9 @@ pub(super) async fn control(State(sim): State<SimAlpaca>, body: Bytes) -> Respon
             42210000,
             &format!("the average entry price of {symbol} must be positive"),
         );
+    }
+    if let Some(faults) = control.faults {
+        sim.set_faults(faults);
     }
     for (symbol, price) in control.prices {
         sim.set_price(&symbol, price);

@@ -63,6 +63,8 @@ pub(crate) struct SessionCtx {
     /// nothing more (its remaining decisions stay pending and are looked up, never sent, at
     /// the next start)
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Set while a `positions.sync` enqueue is under way (orders ending meanwhile add none)
+    pub(crate) positions_due: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The stream's connects so far: a catch-up gives way to a newer connect's
     pub(crate) catch_up_generation: std::sync::atomic::AtomicU64,
 }

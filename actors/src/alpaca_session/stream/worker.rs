@@ -266,6 +266,17 @@ pub(crate) async fn handle(
     };
     metrics::counter!("tradegate_alpaca_trade_updates_total", "event" => event.to_string())
         .increment(1);
+    // an order that reached its final state here, or filled more after it (a look-up or the
+    // submission's answer may have recorded the final state first): the account's positions
+    // are asked again
+    let is_final =
+        |status: Option<&str>| matches!(status, Some("filled" | "rejected" | "cancelled"));
+    let counted_fill = applied.fill.is_some_and(|(q, _)| q > Decimal::ZERO);
+    if is_final(applied.execution_status.as_deref())
+        && (!is_final(row.execution_status.as_deref()) || counted_fill)
+    {
+        crate::alpaca_session::positions::positions_due(ctx);
+    }
     // the part of the fill not counted before (a fill the catch-up already recorded counts
     // nothing again), at the price that keeps the order's average right
     let counted = applied.fill.filter(|(q, _)| *q > Decimal::ZERO);

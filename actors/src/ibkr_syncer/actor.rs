@@ -398,12 +398,17 @@ impl IbkrSyncerState {
                 None => self.sync(myself, account, o.lookback_days).await,
             },
             Err(e) => Err(SyncError::Job(e)),
-        }
-        .map_err(|e| e.to_string());
-        let error = outcome.as_ref().err().map(String::as_str);
-        tracing::info!(account, job = job.id, error, "trades.sync job finished");
+        };
+        // the job's row keeps the error as its text
+        let error = outcome.err().map(|e| e.to_string());
+        tracing::info!(
+            account,
+            job = job.id,
+            error = error.as_deref(),
+            "trades.sync job finished"
+        );
         if let Ok(client) = self.args.pool.get().await
-            && let Err(e) = jobs::finish(&**client, job.id, error).await
+            && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
         {
             tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
         }

@@ -220,39 +220,33 @@ pub(super) async fn committer(
                 outcomes,
             );
             if job.batch {
-                // strongest signal first; orders without a strength go last, in the order given
-                routed.sort_by(|a, b| {
-                    let key = |o: &RoutedOrder| o.decision.signal_strength;
-                    match (key(a), key(b)) {
-                        (Some(x), Some(y)) => y.cmp(&x),
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (None, None) => std::cmp::Ordering::Equal,
-                    }
-                });
-                let mut by_account: BTreeMap<String, Vec<RoutedOrder>> = BTreeMap::new();
-                for order in routed {
-                    by_account
-                        .entry(order.decision.account.clone())
-                        .or_default()
-                        .push(order);
-                }
-                for (account, orders) in by_account {
+                // strongest signal first; orders without a strength go last, in the order
+                // given (a stable sort, and None orders below every Some)
+                routed.sort_by_key(|o| std::cmp::Reverse(o.decision.signal_strength));
+                for (account, orders) in by_account(BTreeMap::new(), routed) {
                     route(&account, orders, true);
                 }
             } else {
-                for order in routed {
-                    singles
-                        .entry(order.decision.account.clone())
-                        .or_default()
-                        .push(order);
-                }
+                singles = by_account(singles, routed);
             }
         }
         for (account, orders) in singles {
             route(&account, orders, false);
         }
     }
+}
+
+/// `orders` added to `into`, by account, each account's in the order given.
+fn by_account(
+    mut into: BTreeMap<String, Vec<RoutedOrder>>,
+    orders: Vec<RoutedOrder>,
+) -> BTreeMap<String, Vec<RoutedOrder>> {
+    for order in orders {
+        into.entry(order.decision.account.clone())
+            .or_default()
+            .push(order);
+    }
+    into
 }
 
 /// A decision as written: its surrogate key, and its request when that was stored with it.

@@ -94,12 +94,17 @@ fn request_payload(
     Ok(ApiPayload::request(BROKER, payload)?)
 }
 
+/// The stored form of a submission with order body `body`.
+pub(crate) fn submission_payload(body: &Value) -> Result<ApiPayload, SessionError> {
+    request_payload("POST", ORDERS, &[], Some(body))
+}
+
 /// The request a decision is submitted as (`POST /v2/orders` with its order body): the
 /// router stores it with the decision, and the submission sends its body as is.
 pub fn prepare_submission(decision: &NewDecision) -> Option<PreparedRequest> {
     let body = mapping::order_body(decision);
     let text = body.to_string();
-    let payload = request_payload("POST", ORDERS, &[], Some(&body)).ok()?;
+    let payload = submission_payload(&body).ok()?;
     Some(PreparedRequest {
         payload,
         body: text.into(),

@@ -8,7 +8,7 @@ use reqwest::Method;
 use uuid::Uuid;
 
 use super::outcome::record;
-use super::{ORDERS, SessionCtx, request_payload};
+use super::{ORDERS, SessionCtx, submission_payload};
 use crate::alpaca_session::error::SessionError;
 use crate::alpaca_session::mapping::{self};
 use crate::domain::{RoutedOrder, StrategyEvent, TradeLogEvent, encode_http_request};
@@ -49,7 +49,7 @@ impl SessionCtx {
         let missing = orders
             .iter()
             .filter(|o| o.request_payload_id.is_none())
-            .map(|o| request_payload("POST", ORDERS, &[], Some(&mapping::order_body(&o.decision))))
+            .map(|o| submission_payload(&mapping::order_body(&o.decision)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut stored = if missing.is_empty() {
             Vec::new()

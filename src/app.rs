@@ -96,6 +96,7 @@ fn children(
             trade_log: Some(trade_log.clone()),
             hub: hub.clone(),
             tls: tls.clone(),
+            reconcile: config.reconcile,
         };
         children.push(ChildSpec::new(
             alpaca_session::name_for(&account.name),
@@ -222,6 +223,13 @@ impl Running {
             ingestion: IngestionClient::new(ingestion_logger::NAME),
             ibkr: IbkrSyncClient::new(config.ibkr.sync_call_timeout()),
             ibkr_accounts: config.ibkr.all_accounts(),
+            alpaca_accounts: config
+                .alpaca
+                .accounts
+                .iter()
+                .map(|a| a.name.clone())
+                .collect(),
+            reconcile: config.reconcile,
             orders: config.orders.clone(),
             hub: hub.clone(),
             router: OrderRouterClient,

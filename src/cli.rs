@@ -59,6 +59,17 @@ pub enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// Reconcile positions with the brokers: enqueue a positions.sync for each account (the
+    /// running gateway records fresh snapshots and reconciles them) and check now every window
+    /// whose fills are all on record. Exits 1 when a break was found.
+    Reconcile {
+        /// Only this account (default: every Alpaca and IBKR account)
+        #[arg(long)]
+        account: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::output::Format,
+    },
     /// Audit reports: a symbol's activity, a decision's lineage, why an order failed, strategy
     /// performance, failure patterns, a day's summary. Tables by default, --format json.
     Report {
@@ -267,6 +278,22 @@ pub enum ReportCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::output::Format,
     },
+    /// The position windows reconciled with the fills on record, and the breaks found (a
+    /// broker's position that changed by other than its fills), newest first.
+    Reconciliation {
+        /// Only this account
+        #[arg(long)]
+        account: Option<String>,
+        /// The range
+        #[command(flatten)]
+        days: DaysArgs,
+        /// At most this many windows and breaks
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::output::Format,
+    },
     /// What operators changed (kill switch, sync triggers, jobs, purges): who (the token's
     /// name), when, from where, the value before and after, and the reason; newest first.
     Actions {
@@ -409,6 +436,19 @@ impl ReportCommand {
             } => (
                 ReportRequest::Actions {
                     range: day_range(days.from, days.to)?,
+                    limit,
+                },
+                format,
+            ),
+            Self::Reconciliation {
+                account,
+                days,
+                limit,
+                format,
+            } => (
+                ReportRequest::Reconciliation {
+                    range: day_range(days.from, days.to)?,
+                    account,
                     limit,
                 },
                 format,

@@ -90,6 +90,9 @@ fn main() -> ExitCode {
                 payload_days,
                 format,
             } => tradegate::commands::report::purge_command(&config, payload_days, format).await,
+            cli::Command::Reconcile { account, format } => {
+                tradegate::commands::reconcile::reconcile_command(&config, account, format).await
+            }
             cli::Command::Report { command } => {
                 let (request, format) = command.into_request()?;
                 tradegate::commands::report::report_command(&config, request, format).await

@@ -1,5 +1,5 @@
 //! The audit reports for people: `tradegate report
-//! symbol|decision|order|strategy|failures|daily|actions`
+//! symbol|decision|order|strategy|failures|daily|actions|reconciliation`
 //! as readable tables or JSON, and the same reports for the HTTP API. The queries are in
 //! `tradegate_actors::store::reports`.
 
@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio_postgres::GenericClient;
 use tradegate_actors::domain::OperatorAction;
 use tradegate_actors::store::StoreError;
+use tradegate_actors::store::reconciliation::{self, Reconciliations};
 use tradegate_actors::store::reports::{
     self, Count, DailySummary, FailureAnalysis, Lineage, OrderFailure, Outcomes, Range,
     StrategyLine, SymbolActivity,
@@ -51,6 +52,15 @@ pub enum ReportRequest {
         /// At most this many
         limit: i64,
     },
+    /// The position windows reconciled and the breaks found over a range, newest first
+    Reconciliation {
+        /// The range
+        range: Range,
+        /// Only this account
+        account: Option<String>,
+        /// At most this many of each
+        limit: i64,
+    },
 }
 
 /// A produced report.
@@ -70,6 +80,8 @@ pub enum Report {
     Daily(DailySummary),
     /// `report actions`, newest first
     Actions(Vec<OperatorAction>),
+    /// `report reconciliation`, newest first
+    Reconciliation(Reconciliations),
 }
 
 /// Why a report could not be produced.
@@ -147,6 +159,19 @@ pub async fn produce(
             )
             .await?,
         ),
+        ReportRequest::Reconciliation {
+            range,
+            account,
+            limit,
+        } => Report::Reconciliation(
+            reconciliation::recent(
+                client,
+                account.as_deref(),
+                *range,
+                (*limit).clamp(1, 10_000),
+            )
+            .await?,
+        ),
     })
 }
 
@@ -161,6 +186,7 @@ impl Report {
             Self::Failures(r) => serde_json::to_value(r),
             Self::Daily(r) => serde_json::to_value(r),
             Self::Actions(r) => serde_json::to_value(r),
+            Self::Reconciliation(r) => serde_json::to_value(r),
         };
         value.unwrap_or(Value::Null)
     }
@@ -176,6 +202,7 @@ impl Report {
             Self::Daily(r) => daily_text(r),
             Self::Actions(r) if r.is_empty() => "no operator actions\n".into(),
             Self::Actions(r) => actions_text(r),
+            Self::Reconciliation(r) => reconciliation_text(r),
         }
     }
 }
@@ -534,6 +561,17 @@ fn daily_text(d: &DailySummary) -> String {
         "completed runs with no records: {}\n",
         d.zero_record_runs
     ));
+    let breaks: i64 = d.reconciliation_breaks.iter().map(|c| c.count).sum();
+    out.push_str(&format!(
+        "reconciliation: {} window(s) checked, {breaks} break(s)\n",
+        d.reconciled_windows
+    ));
+    if breaks > 0 {
+        out.push_str(&counts_text(
+            "reconciliation breaks",
+            &d.reconciliation_breaks,
+        ));
+    }
     out.push_str(&format!("operator actions: {}\n", d.operator_actions.len()));
     if !d.operator_actions.is_empty() {
         out.push_str(&actions_text(&d.operator_actions));
@@ -565,6 +603,83 @@ fn actions_text(actions: &[OperatorAction]) -> String {
         ],
         &rows,
     )
+}
+
+fn reconciliation_text(r: &Reconciliations) -> String {
+    let at = |t: &chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+    let num = |d: &rust_decimal::Decimal| d.normalize().to_string();
+    let mut out = format!(
+        "{} window(s) checked, {} break(s)\n",
+        r.runs.len(),
+        r.breaks.len()
+    );
+    if !r.breaks.is_empty() {
+        out.push_str("\nbreaks\n");
+        let rows: Vec<Vec<String>> = r
+            .breaks
+            .iter()
+            .map(|b| {
+                vec![
+                    at(&b.detected_at),
+                    format!("{} {}", b.broker, b.account),
+                    b.symbol.clone(),
+                    format!("{} .. {}", at(&b.window_start), at(&b.window_end)),
+                    format!("{} -> {}", num(&b.broker_before), num(&b.broker_after)),
+                    num(&b.broker_change),
+                    num(&b.expected_change),
+                    num(&b.uncertain_change),
+                    b.fills_considered.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "found (UTC)",
+                "account",
+                "symbol",
+                "window",
+                "broker",
+                "change",
+                "fills add",
+                "uncertain",
+                "fills",
+            ],
+            &rows,
+        ));
+    }
+    if !r.runs.is_empty() {
+        out.push_str("\nwindows\n");
+        let rows: Vec<Vec<String>> = r
+            .runs
+            .iter()
+            .map(|w| {
+                vec![
+                    at(&w.checked_at),
+                    format!("{} {}", w.broker, w.account),
+                    format!("{} -> {}", w.from_snapshot_id, w.to_snapshot_id),
+                    format!("{} .. {}", at(&w.window_start), at(&w.window_end)),
+                    w.symbols_checked.to_string(),
+                    w.fills_considered.to_string(),
+                    w.breaks_count.to_string(),
+                    w.trigger.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "checked (UTC)",
+                "account",
+                "snapshots",
+                "window",
+                "symbols",
+                "fills",
+                "breaks",
+                "trigger",
+            ],
+            &rows,
+        ));
+    }
+    out
 }
 
 /// A decision's quantity, or `notional` for a dollar order (its amount is in the decision).

@@ -317,6 +317,8 @@ impl Secured {
             ("GET", "/api/v1/reports/strategy") => (route.into(), None, 200),
             ("GET", "/api/v1/reports/failures") => (route.into(), None, 200),
             ("GET", "/api/v1/reports/daily") => (route.into(), None, 200),
+            ("POST", "/api/v1/reconcile") => (route.into(), Some(json!({"account": "GA1"})), 202),
+            ("GET", "/api/v1/reconciliation") => (route.into(), None, 200),
             _ => panic!(
                 "no example request for {method} {route}: add one here, with what its role \
                  gets back"

@@ -72,6 +72,8 @@ impl Logger {
                 std::time::Duration::from_secs(60),
             ),
             ibkr_accounts: Vec::new(),
+            alpaca_accounts: Vec::new(),
+            reconcile: Default::default(),
             orders: Default::default(),
             hub: Default::default(),
             router: Default::default(),

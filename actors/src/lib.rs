@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod ibkr_syncer;
 pub mod ingestion_logger;
 pub mod order_router;
+pub mod reconciliation;
 pub mod reporter;
 pub mod store;
 pub mod strategy_hub;

@@ -88,6 +88,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/trades/{id}", AUDITOR),
     route("GET", "/api/v1/trades/{id}/executions", AUDITOR),
     route("POST", "/api/v1/jobs/trades.sync", OPERATOR),
+    route("POST", "/api/v1/reconcile", OPERATOR),
+    route("GET", "/api/v1/reconciliation", AUDITOR),
     route("GET", "/api/v1/reports/symbol/{symbol}", AUDITOR),
     route("GET", "/api/v1/reports/decision/{id}", AUDITOR),
     route("GET", "/api/v1/reports/order/{id}", AUDITOR),

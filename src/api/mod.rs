@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod ingestion;
 pub mod orders;
+pub mod reconcile;
 pub mod reports;
 mod serve;
 mod strategy;
@@ -45,6 +46,10 @@ pub struct ApiState {
     pub ibkr: IbkrSyncClient,
     /// The configured IBKR accounts (`[ibkr] accounts`)
     pub ibkr_accounts: Vec<String>,
+    /// The configured Alpaca accounts (`[alpaca] accounts`)
+    pub alpaca_accounts: Vec<String>,
+    /// How position windows are reconciled (`[reconcile]`)
+    pub reconcile: tradegate_actors::reconciliation::ReconcileConfig,
     /// Strategy tokens and accounts
     pub orders: tradegate_actors::order_router::OrdersConfig,
     /// The strategies' connections
@@ -113,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(trades::routes())
         .merge(reports::routes())
         .merge(orders::routes())
+        .merge(reconcile::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.max_body_bytes,
         ))

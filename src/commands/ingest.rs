@@ -108,6 +108,8 @@ pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
                 std::time::Duration::from_secs(60),
             ),
             ibkr_accounts: Vec::new(),
+            alpaca_accounts: Vec::new(),
+            reconcile: Default::default(),
             orders: Default::default(),
             hub: Default::default(),
             router: Default::default(),

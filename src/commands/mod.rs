@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod kill_switch;
 pub mod load;
 pub mod migrate;
+pub mod reconcile;
 pub mod report;
 pub mod run;
 pub mod seed;

@@ -48,6 +48,8 @@ pub struct Config {
     pub reporter: tradegate_actors::reporter::ReporterConfig,
     /// How brokers and webhooks are verified (TLS)
     pub tls: tradegate_actors::tls::TlsConfig,
+    /// How position windows are reconciled with the fills on record
+    pub reconcile: tradegate_actors::reconciliation::ReconcileConfig,
     /// Alpaca credentials, read from the environment only
     #[serde(skip)]
     pub alpaca_credentials: Option<AlpacaCredentials>,

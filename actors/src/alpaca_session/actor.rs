@@ -64,6 +64,8 @@ pub struct AlpacaSessionArgs {
     pub hub: StrategyHub,
     /// How brokers are verified
     pub tls: ClientTls,
+    /// How position windows are reconciled
+    pub reconcile: crate::reconciliation::ReconcileConfig,
 }
 
 /// A session's state.
@@ -126,6 +128,7 @@ impl Actor for AlpacaSession {
             stopping: Default::default(),
             positions_due: Default::default(),
             catch_up_generation: Default::default(),
+            reconciliation: args.reconcile,
         });
         let mut tasks = vec![submissions_task, events_task];
         let stream = args.config.stream.then(|| {
@@ -136,6 +139,10 @@ impl Actor for AlpacaSession {
                 Duration::from_secs(args.config.reconnect_max_backoff_secs),
             )
         });
+        if stream.is_none() {
+            // without a stream to catch up, the start's snapshot is taken now
+            super::positions::sync_and_reconcile(&ctx, "start");
+        }
         tasks.push(tokio::spawn(super::positions::job_runner(
             Arc::clone(&ctx),
             Duration::from_secs(args.config.job_poll_secs),

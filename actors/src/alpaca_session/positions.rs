@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::error::SessionError;
 use super::orders::{BROKER, SessionCtx, response_payload};
+use crate::reconciliation;
 use crate::store::jobs::{self, POSITIONS_SYNC};
 use crate::store::positions::{NewPosition, NewSnapshot, record_snapshot};
 use crate::store::{self};
@@ -147,6 +148,56 @@ pub(crate) fn positions_due(ctx: &SessionCtx) {
     });
 }
 
+/// Reconciles the account's windows once the one the new snapshot closes has settled (its
+/// fills have had time to arrive on the stream), in the background.
+fn reconcile_later(ctx: &Arc<SessionCtx>, trigger: &'static str) {
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        tokio::time::sleep(ctx.reconciliation.settle() + Duration::from_millis(50)).await;
+        let done = async {
+            let client = ctx.pool.get().await?;
+            Ok::<_, SessionError>(
+                reconciliation::reconcile(
+                    &**client,
+                    Some(BROKER),
+                    Some(&ctx.account),
+                    &ctx.reconciliation,
+                    trigger,
+                )
+                .await?,
+            )
+        }
+        .await;
+        match done {
+            Ok(windows) => {
+                let breaks: usize = windows.iter().map(|w| w.breaks.len()).sum();
+                tracing::info!(account = %ctx.account, windows = windows.len(), breaks,
+                    "positions reconciled");
+            }
+            Err(e) => tracing::warn!(account = %ctx.account, error = %e,
+                "could not reconcile positions; the next snapshot's run checks this window too"),
+        }
+    });
+}
+
+/// Records a snapshot now and reconciles it (at the session's start, after the stream caught up
+/// with what it missed, `trigger` "start" or "reconnect"), in the background; not a job, so it
+/// neither waits for nor stands in for the jobs of orders ending.
+pub(crate) fn sync_and_reconcile(ctx: &Arc<SessionCtx>, trigger: &'static str) {
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        match ctx.sync_positions().await {
+            Ok(synced) => {
+                tracing::info!(account = %ctx.account, trigger, snapshot = synced.snapshot_id,
+                    positions = synced.positions, "positions recorded");
+                reconcile_later(&ctx, trigger);
+            }
+            Err(e) => tracing::warn!(account = %ctx.account, trigger, error = %e,
+                "could not record the positions; the next positions.sync reconciles"),
+        }
+    });
+}
+
 /// Claims and runs the account's `positions.sync` jobs, one at a time, every `poll`.
 pub(crate) async fn job_runner(ctx: Arc<SessionCtx>, poll: Duration) {
     // a job left running by a stop or crash is failed, not left running forever
@@ -183,6 +234,9 @@ pub(crate) async fn job_runner(ctx: Arc<SessionCtx>, poll: Duration) {
             Some(map) if map.is_empty() => ctx.sync_positions().await.map(|_| ()),
             _ => Err(SessionError::BadJob(job.payload.to_string())),
         };
+        if outcome.is_ok() {
+            reconcile_later(&ctx, POSITIONS_SYNC);
+        }
         let error = outcome.as_ref().err().map(ToString::to_string);
         tracing::info!(account = %ctx.account, job = job.id, error = error.as_deref(),
             "positions.sync job finished");

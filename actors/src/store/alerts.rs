@@ -45,7 +45,8 @@ pub struct NewAlert {
     pub dedupe_key: Option<String>,
 }
 
-/// The alerts other actors raised (zero-record ingestion runs, from the IngestionLogger) with
+/// The alerts other actors raised (zero-record ingestion runs, from the IngestionLogger;
+/// reconciliation breaks, from the sessions and syncers) with
 /// an id above `after`, oldest first: they are logged and counted where they are raised, and
 /// the Reporter forwards them to the webhook.
 pub async fn raised_elsewhere(
@@ -58,7 +59,11 @@ pub async fn raised_elsewhere(
              WHERE id > $1 AND kind = ANY($2) ORDER BY id",
             &[
                 &after,
-                &[crate::store::ingestion::ZERO_RECORDS_ALERT].as_slice(),
+                &[
+                    crate::store::ingestion::ZERO_RECORDS_ALERT,
+                    crate::reconciliation::BREAK_ALERT,
+                ]
+                .as_slice(),
             ],
         )
         .await

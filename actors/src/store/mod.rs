@@ -15,6 +15,7 @@ pub mod order_rejects;
 pub mod orders;
 pub mod payloads;
 pub mod positions;
+pub mod reconciliation;
 pub mod reports;
 pub mod retention;
 pub mod seed;

@@ -67,6 +67,8 @@ pub(crate) struct SessionCtx {
     pub(crate) positions_due: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The stream's connects so far: a catch-up gives way to a newer connect's
     pub(crate) catch_up_generation: std::sync::atomic::AtomicU64,
+    /// How the account's position windows are judged
+    pub(crate) reconciliation: crate::reconciliation::ReconcileConfig,
 }
 
 /// Alpaca's order endpoint.

@@ -80,6 +80,16 @@ pub(super) async fn catch_up(
         match recover_missed(ctx, workers).await {
             Ok(recovered) => {
                 tracing::info!(account = %ctx.account, recovered, "orders caught up after connecting");
+                // the positions after what the stream missed, reconciled against the last
+                // snapshot before it
+                crate::alpaca_session::positions::sync_and_reconcile(
+                    ctx,
+                    if generation == 1 {
+                        "start"
+                    } else {
+                        "reconnect"
+                    },
+                );
                 return;
             }
             Err(e) => {

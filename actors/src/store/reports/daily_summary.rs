@@ -30,6 +30,10 @@ pub struct DailySummary {
     /// What operators changed that day (kill switch, syncs, jobs, purges), oldest first, at
     /// most 1,000
     pub operator_actions: Vec<crate::domain::OperatorAction>,
+    /// Position windows reconciled that day
+    pub reconciled_windows: i64,
+    /// Reconciliation breaks found that day, by account and symbol
+    pub reconciliation_breaks: Vec<Count>,
 }
 
 /// The summary of `day` (UTC).
@@ -93,6 +97,23 @@ pub async fn daily_summary(
     )
     .await?;
     operator_actions.reverse();
+    let reconciled_windows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM reconciliation_runs WHERE checked_at >= $1 AND checked_at < $2",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's reconciliations"))?
+        .get(0);
+    let breaks = client
+        .query(
+            "SELECT broker || ' ' || account || ' ' || symbol, count(*) \
+             FROM reconciliation_breaks WHERE detected_at >= $1 AND detected_at < $2 \
+             GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's reconciliation breaks"))?;
     Ok(DailySummary {
         day,
         decisions: Outcomes::from_row(&decisions, 0),
@@ -102,6 +123,8 @@ pub async fn daily_summary(
         ingestion_runs: counts(&runs),
         zero_record_runs: zero,
         operator_actions,
+        reconciled_windows,
+        reconciliation_breaks: counts(&breaks),
     })
 }
 

@@ -1,0 +1,322 @@
+//! Reconciliation over the real protocols: normal trading through the simulated Alpaca venue
+//! (fills in parts, a sell, a resting order partly filled and then cancelled) leaves every
+//! window between two position snapshots explained by the fills on record; a position changed
+//! at the venue without a fill is exactly one break with its numbers and one alert, and the
+//! next window is clean again. Asked for over HTTP (operators only) and from the command line;
+//! the results read back over HTTP and as a report.
+
+mod common;
+
+use std::time::Duration;
+
+use common::api::{AUDITOR, OPERATOR, client};
+use common::orders::{decision_outcome, gateway_at, start_venue};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tradegate::sim::alpaca::SimConfig;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The newest snapshot's positions, by symbol, and its id.
+async fn newest(client: &tokio_postgres::Client) -> Option<(i64, Vec<(String, Decimal)>)> {
+    let (id, positions) =
+        tradegate_actors::store::positions::latest_positions(client, "alpaca", "paper")
+            .await
+            .unwrap()?;
+    Some((
+        id,
+        positions
+            .into_iter()
+            .map(|p| (p.symbol, p.quantity))
+            .collect(),
+    ))
+}
+
+/// Waits until a snapshot holding `want` exists and the window it closes was reconciled; that
+/// snapshot's id.
+async fn reconciled_at(client: &tokio_postgres::Client, want: &[(&str, &str)]) -> i64 {
+    let want: Vec<(String, Decimal)> = want.iter().map(|(s, q)| ((*s).into(), dec(q))).collect();
+    common::wait_until(WAIT, || async {
+        let (id, held) = newest(client).await?;
+        if held != want {
+            return None;
+        }
+        let checked: i64 = client
+            .query_one(
+                "SELECT count(*) FROM reconciliation_runs WHERE to_snapshot_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (checked == 1).then_some(id)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no reconciled snapshot holding {want:?}"))
+}
+
+async fn submit(gw: &mut common::orders::Gateway, order: Value) -> Uuid {
+    let id = order["request_id"].as_str().unwrap().to_string();
+    gw.alpha.send(order).await;
+    let answer = gw.alpha.answer(&id).await;
+    assert_eq!(answer["type"], "ack", "{answer}");
+    Uuid::parse_str(answer["decision_id"].as_str().unwrap()).unwrap()
+}
+
+/// Waits until the decision's execution has status `want` (one of them, `|`-separated).
+async fn until_status(gw: &common::orders::Gateway, decision: Uuid, want: &str) {
+    let reached = common::wait_until(WAIT, || async {
+        let (_, status, ..) = decision_outcome(&gw.client, decision).await?;
+        want.split('|').any(|w| w == status).then_some(())
+    })
+    .await;
+    assert!(reached.is_some(), "{decision} never became {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trading_reconciles_clean_and_a_change_without_a_fill_is_one_break() {
+    let venue = start_venue(SimConfig {
+        partial_fills: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut gw = gateway_at("reconcile", venue, |c| {
+        c.alpaca.job_poll_secs = 1;
+        c.reconcile.settle_ms = 300;
+        c.reconcile.tolerance_ms = 200;
+    })
+    .await;
+    let api = format!("http://{}", gw.running.api_addr());
+    // the start's snapshot: flat
+    let start = common::wait_until(WAIT, || async { newest(&gw.client).await })
+        .await
+        .expect("a snapshot at the start");
+    assert!(start.1.is_empty(), "{start:?}");
+
+    // a buy filled in two parts, a sell, a resting limit order partly filled then cancelled
+    let buy = submit(
+        &mut gw,
+        json!({"type": "submit_order", "request_id": "buy", "strategy": "alpha",
+            "symbol": "AAPL", "side": "buy", "qty": "10", "order_type": "market",
+            "time_in_force": "day"}),
+    )
+    .await;
+    until_status(&gw, buy, "filled").await;
+    let sell = submit(
+        &mut gw,
+        json!({"type": "submit_order", "request_id": "sell", "strategy": "alpha",
+            "symbol": "AAPL", "side": "sell", "qty": "4", "order_type": "market",
+            "time_in_force": "day"}),
+    )
+    .await;
+    until_status(&gw, sell, "filled").await;
+    let rest = submit(
+        &mut gw,
+        json!({"type": "submit_order", "request_id": "rest", "strategy": "alpha",
+            "symbol": "MSFT", "side": "buy", "qty": "6", "order_type": "limit",
+            "limit_price": "50", "time_in_force": "gtc"}),
+    )
+    .await;
+    until_status(&gw, rest, "submitted|accepted").await;
+    assert!(gw.venue.fill_part(&rest.to_string(), dec("2"), dec("49")));
+    until_status(&gw, rest, "partial_fill").await;
+    gw.alpha
+        .send(json!({"type": "cancel_order", "request_id": "cancel", "decision_id": rest}))
+        .await;
+    until_status(&gw, rest, "cancelled").await;
+    let traded = reconciled_at(&gw.client, &[("AAPL", "6"), ("MSFT", "2")]).await;
+    // every window so far is explained by the fills on record
+    assert_eq!(
+        count(&gw.client, "SELECT count(*) FROM reconciliation_breaks").await,
+        0
+    );
+    let fills: i64 = count(
+        &gw.client,
+        "SELECT COALESCE(sum(fills_considered), 0)::bigint FROM reconciliation_runs",
+    )
+    .await;
+    assert!(fills >= 4, "the windows considered {fills} fills");
+
+    // a trade made elsewhere: the position changes without a fill
+    gw.venue.set_position("AAPL", dec("9"), dec("100"));
+    let operator = client(OPERATOR);
+    let auditor = client(AUDITOR);
+    // only operators ask for a reconciliation
+    let refused = auditor
+        .post(format!("{api}/api/v1/reconcile"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let unknown = operator
+        .post(format!("{api}/api/v1/reconcile"))
+        .json(&json!({"account": "nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let asked = operator
+        .post(format!("{api}/api/v1/reconcile"))
+        .json(&json!({"account": "paper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status().as_u16(), 202);
+    let asked: Value = asked.json().await.unwrap();
+    assert_eq!(
+        asked["jobs"][0]["job"]["job_type"], "positions.sync",
+        "{asked}"
+    );
+    let changed = reconciled_at(&gw.client, &[("AAPL", "9"), ("MSFT", "2")]).await;
+    assert!(changed > traded);
+    let breaks = gw
+        .client
+        .query(
+            "SELECT b.symbol, b.broker_before, b.broker_after, b.broker_change, \
+                    b.expected_change, r.to_snapshot_id \
+             FROM reconciliation_breaks b JOIN reconciliation_runs r ON r.id = b.run_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(breaks.len(), 1);
+    let b = &breaks[0];
+    assert_eq!(b.get::<_, String>(0), "AAPL");
+    assert_eq!(
+        (
+            b.get::<_, Decimal>(1),
+            b.get::<_, Decimal>(2),
+            b.get::<_, Decimal>(3),
+            b.get::<_, Decimal>(4)
+        ),
+        (dec("6"), dec("9"), dec("3"), dec("0"))
+    );
+    assert_eq!(b.get::<_, i64>(5), changed);
+    assert_eq!(
+        count(
+            &gw.client,
+            "SELECT count(*) FROM alerts WHERE kind = 'reconcile.position_break'"
+        )
+        .await,
+        1
+    );
+
+    // the next window (9 -> 9) is clean: still one break, one alert
+    let again = operator
+        .post(format!("{api}/api/v1/reconcile"))
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    common::wait_until(WAIT, || async {
+        let (id, _) = newest(&gw.client).await?;
+        let checked = gw
+            .client
+            .query_one(
+                "SELECT count(*) FROM reconciliation_runs WHERE to_snapshot_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        (id > changed && checked == 1).then_some(())
+    })
+    .await
+    .expect("the next window reconciled");
+    assert_eq!(
+        count(&gw.client, "SELECT count(*) FROM reconciliation_breaks").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &gw.client,
+            "SELECT count(*) FROM alerts WHERE kind = 'reconcile.position_break'"
+        )
+        .await,
+        1
+    );
+    // the requests are on record under the token's name
+    assert_eq!(
+        count(
+            &gw.client,
+            "SELECT count(*) FROM operator_actions WHERE action = 'reconcile' AND actor = 'ops'"
+        )
+        .await,
+        2
+    );
+
+    // the results over HTTP, for auditors
+    let results: Value = auditor
+        .get(format!("{api}/api/v1/reconciliation?account=paper"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(results["breaks"].as_array().unwrap().len(), 1, "{results}");
+    assert_eq!(results["breaks"][0]["symbol"], "AAPL");
+    assert_eq!(results["breaks"][0]["broker_change"], "3");
+    assert!(results["runs"].as_array().unwrap().len() >= 3, "{results}");
+    let bad = auditor
+        .get(format!("{api}/api/v1/reconciliation?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+    // and the day's summary names it
+    let summary = tradegate_actors::store::reports::daily_summary(
+        &gw.client,
+        chrono::Utc::now().date_naive(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.reconciliation_breaks.len(), 1);
+    assert_eq!(summary.reconciliation_breaks[0].key, "alpaca paper AAPL");
+    assert!(summary.reconciled_windows >= 3);
+    gw.running.stop().await.unwrap();
+
+    // from the command line: the report, and a reconcile that finds no new window to check
+    let dir = common::scratch_dir("reconcile-cli");
+    std::fs::write(
+        dir.join("config.toml"),
+        "[[alpaca.accounts]]\nname = \"paper\"\nbase_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
+            .env("TRADEGATE_CONFIG", dir.join("config.toml"))
+            .env("DATABASE_URL", &gw.db.conninfo)
+            .env("RUST_LOG", "warn")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["report", "reconciliation", "--account", "paper"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1 break(s)"), "{out}");
+    assert!(out.contains("AAPL"), "{out}");
+    let (code, out, err) = run(&["reconcile", "--account", "paper"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("positions.sync job"), "{out}");
+    let (code, _, err) = run(&["reconcile", "--account", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown account"), "{err}");
+}

@@ -152,8 +152,7 @@ async fn generate(client: &tokio_postgres::Client, fills: i32) {
 }
 
 async fn run(fills: i32) {
-    let (mut cluster, _, client, _) =
-        support::bench_database("bench-reconcile", Vec::new()).await;
+    let (mut cluster, _, client, _) = support::bench_database("bench-reconcile", Vec::new()).await;
     generate(&client, fills).await;
     let config = ReconcileConfig {
         tolerance_ms: 1000,

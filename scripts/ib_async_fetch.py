@@ -2,7 +2,8 @@
 tests to prove the simulated TWS speaks the protocol real clients speak).
 
 Usage: python3 scripts/ib_async_fetch.py HOST PORT CLIENT_ID
-Prints one JSON object: the managed accounts and every fill with its commission report.
+Prints one JSON object: the managed accounts, every fill with its commission report, and the
+positions (reqPositions).
 """
 import json
 import sys
@@ -18,7 +19,22 @@ def main() -> None:
         ib.reqExecutions(ExecutionFilter())
         ib.sleep(0.5)  # commission reports trail the executions
         fills = ib.fills()
+        positions = ib.reqPositions()
         out = {
+            "positions": sorted(
+                [
+                    {
+                        "account": p.account,
+                        "symbol": p.contract.symbol,
+                        "sec_type": p.contract.secType,
+                        "con_id": p.contract.conId,
+                        "position": str(p.position),
+                        "avg_cost": str(p.avgCost),
+                    }
+                    for p in positions
+                ],
+                key=lambda p: (p["account"], p["symbol"]),
+            ),
             "accounts": ib.managedAccounts(),
             "fills": [
                 {

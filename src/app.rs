@@ -73,6 +73,7 @@ fn children(
             pool: pool.clone(),
             trade_log: Some(trade_log.clone()),
             flex: flex.take(),
+            reconcile: config.reconcile,
         };
         children.push(ChildSpec::new(name, move || (IbkrSyncer, args.clone())));
     }

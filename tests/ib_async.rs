@@ -1,5 +1,5 @@
 //! The widely used Python client `ib_async` connects to the simulated TWS over TCP and reads
-//! its executions and commission reports (`scripts/ib_async_fetch.py`). The test installs the
+//! its executions, commission reports and positions (`scripts/ib_async_fetch.py`). The test installs the
 //! client into a private virtual environment under `target/` when the machine's Python lacks it
 //! (pinned version, from PyPI with pip), so it runs the same in CI as on a workstation.
 
@@ -85,6 +85,8 @@ async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
                 commission("0000e0d5.78.01.01", None),
             ),
         ],
+        // a position no fill shows (a transfer in)
+        trades_elsewhere: vec![("DU7002".into(), "MSFT".into(), Decimal::from(3))],
         ..Scenario::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,4 +125,17 @@ async fn ib_async_reads_executions_and_commissions_from_the_simulated_tws() {
     assert_eq!(fills[2]["shares"], "7.0");
     // an unset commission travels as Java's Double.MAX_VALUE, and ib_async reads exactly that
     assert_eq!(fills[2]["commission"], "1.7976931348623157e+308");
+    // reqPositions: the net of the canonical fills (the correction replaces the 60 it
+    // corrects, it is not 60 more), at the correction's price, and the position made elsewhere
+    assert_eq!(
+        out["positions"],
+        serde_json::json!([
+            {"account": "DU7001", "symbol": "AAPL", "sec_type": "STK", "con_id": 265_598,
+             "position": "60.0", "avg_cost": "185.13"},
+            {"account": "DU7002", "symbol": "AAPL", "sec_type": "STK", "con_id": 265_598,
+             "position": "7.0", "avg_cost": "411.3"},
+            {"account": "DU7002", "symbol": "MSFT", "sec_type": "STK", "con_id": 0,
+             "position": "3.0", "avg_cost": "0.0"},
+        ])
+    );
 }

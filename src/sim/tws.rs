@@ -12,24 +12,31 @@
 //!   locale's zone is GB2312);
 //! - data farm notices (2104/2106/2158) at connect and the 1100/1102 of IB's nightly reset in
 //!   the middle of an answer;
-//! - executions pushed with reqId -1 in between;
+//! - executions pushed with reqId -1 in between, and live: [`push_execution`] adds a fill
+//!   and sends it at once to every session that sees it, as TWS does for a new fill;
+//! - positions (REQ_POSITIONS): the net of the canonical executions served (a correction
+//!   replaces the revision it corrects), per account and instrument, plus the scenario's
+//!   `trades_elsewhere` (a position changed without a fill the API would show);
 //! - faults: a disconnect or a malformed frame mid-answer, or a hang (no end marker, a notice
 //!   trickled now and then).
 //!
 //! Times are read here with the simulator's own small parser, not tradegate's, so the two
 //! cannot agree on a mistake.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use rust_decimal::Decimal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tradegate_actors::ibkr_syncer::tws::{
-    self, CommissionReport, Execution, MAX_VERSION, MIN_VERSION,
+    self, CommissionReport, Contract, Execution, MAX_VERSION, MIN_VERSION, Position,
 };
 
 /// A fault to inject while serving executions.
@@ -63,6 +70,8 @@ pub struct Stats {
     pub refused: usize,
     /// Executions requests answered
     pub requests: usize,
+    /// Positions requests answered
+    pub position_requests: usize,
     /// Client ids in use now, with how many sessions use each
     pub in_use: HashMap<i64, usize>,
 }
@@ -93,8 +102,18 @@ pub struct Scenario {
     pub notices: bool,
     /// Push the last execution and its report with reqId -1 before each answer
     pub push_unsolicited: bool,
+    /// Position changes no execution shows (a transfer, a trade at another broker given up,
+    /// an exercise): (account, symbol, signed quantity), added to a stock position of that
+    /// symbol
+    pub trades_elsewhere: Vec<(String, String, Decimal)>,
+    /// TWS is down (restarting, say): every session is closed within 100 ms and a new
+    /// connection is closed as soon as it is accepted, until this is cleared
+    pub down: bool,
     /// What the server has seen
     pub stats: Stats,
+    /// Live fills, to the sessions that see them (public only so that a scenario can be built
+    /// with `..Scenario::default()`; [`push_execution`] sends on it)
+    pub pushes: broadcast::Sender<(Execution, Option<CommissionReport>)>,
 }
 
 impl Default for Scenario {
@@ -110,9 +129,95 @@ impl Default for Scenario {
             handshake_zone: None,
             notices: true,
             push_unsolicited: false,
+            trades_elsewhere: Vec::new(),
+            down: false,
             stats: Stats::default(),
+            pushes: broadcast::channel(1024).0,
         }
     }
+}
+
+impl Scenario {
+    /// The positions the executions imply, with the trades made elsewhere: per account and
+    /// instrument, the canonical executions (of each execution, the highest revision, by the
+    /// simulator's own reading of an exec id) netted, bought positive, at a running average
+    /// cost. A position netted to zero is still reported (TWS reports positions closed today
+    /// as zero).
+    pub fn positions(&self) -> Vec<Position> {
+        let mut canonical: BTreeMap<(String, String), (u32, &Execution)> = BTreeMap::new();
+        for (e, _) in &self.executions {
+            let (base, revision) = match e.exec_id.rsplit_once('.') {
+                Some((base, rev)) => (base, u32::from_str_radix(rev, 16).unwrap_or(0)),
+                None => (e.exec_id.as_str(), 0),
+            };
+            let key = (e.account.clone(), base.to_string());
+            if canonical.get(&key).is_none_or(|(r, _)| *r <= revision) {
+                canonical.insert(key, (revision, e));
+            }
+        }
+        let mut fills: Vec<&Execution> = canonical.into_values().map(|(_, e)| e).collect();
+        fills.sort_by_key(|e| instant(&e.time.text, self.login_zone));
+        let mut held: BTreeMap<(String, String, String), Position> = BTreeMap::new();
+        for e in fills {
+            let key = (
+                e.account.clone(),
+                e.contract.symbol.clone(),
+                e.contract.sec_type.clone(),
+            );
+            let p = held.entry(key).or_insert_with(|| Position {
+                account: e.account.clone(),
+                contract: e.contract.clone(),
+                position: Decimal::ZERO,
+                avg_cost: None,
+            });
+            let signed = if e.side == "SLD" { -e.shares } else { e.shares };
+            let before = p.position;
+            p.position += signed;
+            let cost = p.avg_cost.unwrap_or_default();
+            p.avg_cost = if p.position.is_zero() {
+                None
+            } else if before.is_zero() || before.is_sign_negative() != p.position.is_sign_negative()
+            {
+                // opened, or crossed through flat: the cost is this fill's price
+                Some(e.price)
+            } else if before.abs() < p.position.abs() {
+                // added to: the weighted average of what it held and what it bought
+                Some((cost * before.abs() + e.price * e.shares) / p.position.abs())
+            } else {
+                Some(cost)
+            };
+        }
+        for (account, symbol, quantity) in &self.trades_elsewhere {
+            let key = (account.clone(), symbol.clone(), "STK".to_string());
+            let p = held.entry(key).or_insert_with(|| Position {
+                account: account.clone(),
+                contract: Contract {
+                    symbol: symbol.clone(),
+                    sec_type: "STK".into(),
+                    currency: "USD".into(),
+                    local_symbol: symbol.clone(),
+                    ..Contract::default()
+                },
+                position: Decimal::ZERO,
+                avg_cost: None,
+            });
+            p.position += *quantity;
+        }
+        held.into_values().collect()
+    }
+}
+
+/// Adds a fill to the scenario and pushes it (reqId -1, with its commission report) to every
+/// session that sees it now, as TWS pushes a fill of an order as it happens.
+pub fn push_execution(
+    shared: &SharedScenario,
+    execution: Execution,
+    commission: Option<CommissionReport>,
+) {
+    let mut s = lock(shared);
+    s.executions.push((execution.clone(), commission.clone()));
+    // no session listening is no error: the fill waits for the next executions request
+    let _ = s.pushes.send((execution, commission));
 }
 
 /// A scenario shared with the server, so a test can add executions (corrections, say) or
@@ -124,6 +229,10 @@ pub type SharedScenario = Arc<Mutex<Scenario>>;
 pub async fn serve(listener: TcpListener, scenario: SharedScenario) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
+        if lock(&scenario).down {
+            drop(stream);
+            continue;
+        }
         let scenario = scenario.clone();
         tokio::spawn(async move {
             let mut client_id = None;
@@ -267,8 +376,49 @@ async fn session(
         .to_vec();
     framed.extend_from_slice(&hello);
     stream.write_all(&framed).await?;
+    let mut pushes = lock(shared).pushes.subscribe();
+    let (read, mut stream) = stream.into_split();
+    let mut reader = tws::FrameReader::new(read);
     let mut client_id: i64 = 0;
-    while let Some(frame) = tws::read_frame(&mut stream).await? {
+    loop {
+        // the reader is cancel-safe: a push between two reads of a frame cuts nothing
+        let frame = tokio::select! {
+            frame = reader.next_frame() => match frame? {
+                Some(frame) => frame,
+                None => break,
+            },
+            pushed = pushes.recv() => {
+                match pushed {
+                    Ok((e, c)) if *claimed == Some(client_id) => {
+                        let master = lock(shared).master_client_id;
+                        if master.is_none_or(|m| m == client_id) || e.client_id == client_id {
+                            let mut e = e;
+                            e.req_id = -1;
+                            let mut out = tws::encode_fields(&tws::execution_fields(&e, version));
+                            if let Some(c) = c {
+                                out.extend_from_slice(&tws::encode_fields(&tws::commission_fields(&c)));
+                            }
+                            stream.write_all(&out).await?;
+                        }
+                    }
+                    Ok(_) => {}
+                    // a session too slow for the pushes misses some, as one that lags behind
+                    // TWS would; the fills stay in the scenario for its next request
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // the test replaced the whole scenario: listen to the new one
+                    Err(broadcast::error::RecvError::Closed) => {
+                        pushes = lock(shared).pushes.subscribe();
+                    }
+                }
+                continue;
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if lock(shared).down {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
         let mut f = tws::Fields::parse(&frame)?;
         let id: u32 = f.int("message id")?;
         let s = |v: &str| v.to_string();
@@ -336,8 +486,23 @@ async fn session(
                     return Ok(());
                 }
             }
-            // positions, open orders, completed orders, account updates, account updates multi
-            61 => tws::write_fields(&mut stream, &[s("62"), s("1")]).await?,
+            // REQ_POSITIONS: every account's, then the end marker
+            61 => {
+                let positions = {
+                    let mut sc = lock(shared);
+                    sc.stats.position_requests += 1;
+                    sc.positions()
+                };
+                let mut out = Vec::new();
+                for p in &positions {
+                    out.extend_from_slice(&tws::encode_fields(&tws::position_fields(p)));
+                }
+                out.extend_from_slice(&tws::encode_fields(&[s("62"), s("1")]));
+                stream.write_all(&out).await?;
+            }
+            // CANCEL_POSITIONS: no answer
+            64 => {}
+            // open orders, completed orders, account updates, account updates multi
             5 => tws::write_fields(&mut stream, &[s("53"), s("1")]).await?,
             99 => tws::write_fields(&mut stream, &[s("102")]).await?,
             6 => {
@@ -367,7 +532,7 @@ async fn session(
 
 /// Answers one executions request; false when the connection is to be closed (a fault).
 async fn answer(
-    stream: &mut TcpStream,
+    stream: &mut OwnedWriteHalf,
     scenario: &Scenario,
     version: u32,
     client_id: i64,
@@ -479,7 +644,7 @@ async fn answer(
 
 /// A TWS that never ends its answer: a notice every 200 ms, for at most ten minutes, until the
 /// client goes away.
-async fn hang(stream: &mut TcpStream) -> Result<(), tws::TwsError> {
+async fn hang(stream: &mut OwnedWriteHalf) -> Result<(), tws::TwsError> {
     for _ in 0..3000 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let notice = tws::encode_fields(&error_fields(

@@ -8,9 +8,19 @@
 //! It holds no state a restart could lose: syncs are idempotent and jobs live in PostgreSQL (a
 //! job left running by a crash is failed on start and the next job or scheduled sync covers
 //! its window).
+//!
+//! Positions: each time the session connects (at start, after every reconnect) and for each
+//! `positions.sync` job, the syncer records a snapshot of every account's positions and then
+//! syncs the executions, so the window the snapshot closes has all its fills on record; after
+//! every completed sync the windows that are ready are reconciled. Live: between requests the
+//! session is read every [`LIVE_READ`] for what TWS pushes; a fill it pushes (an order of this
+//! client, or of any with the Master API client id) enqueues a `trades.sync` and a
+//! `positions.sync` of its account once TWS has been quiet for [`LIVE_QUIET`] (at most
+//! [`LIVE_MAX_WAIT`] after the first), and runs them at once; a connection TWS closed while
+//! idle is noticed there too, and the reconnect syncs the look-back window at once.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::Rng;
@@ -24,9 +34,17 @@ use super::job::JobOverrides;
 use super::messages::IbkrSyncerMessage;
 use super::sync::{SyncError, SyncRequest, sync_account};
 use crate::domain::{RawJson, SyncReport, TradeLogEvent};
+use crate::reconciliation::ReconcileConfig;
 use crate::store::alerts::{NewAlert, insert_alert};
-use crate::store::jobs::{self, TRADES_SYNC};
+use crate::store::jobs::{self, POSITIONS_SYNC, TRADES_SYNC};
 use crate::trade_log_writer::TradeLog;
+
+/// How often the session is read for what TWS pushed while no request was under way.
+pub const LIVE_READ: Duration = Duration::from_millis(250);
+/// How long TWS must be quiet after a pushed fill before its account is synced.
+pub const LIVE_QUIET: Duration = Duration::from_millis(500);
+/// How long a stream of pushed fills may delay its account's sync at most.
+pub const LIVE_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The kind of the alert raised when TWS refuses the session's client id.
 pub const CLIENT_ID_IN_USE_ALERT: &str = "ibkr.client_id_in_use";
@@ -52,6 +70,8 @@ pub struct IbkrSyncerArgs {
     /// The backfill from IB's Flex Web Service this syncer runs (one syncer of the gateway
     /// runs it, for every account)
     pub flex: Option<FlexBackfill>,
+    /// `[reconcile]`
+    pub reconcile: ReconcileConfig,
 }
 
 impl std::fmt::Debug for IbkrSyncerArgs {
@@ -82,6 +102,13 @@ pub struct IbkrSyncerState {
     backfill: Option<JoinHandle<()>>,
     /// Warnings told already over this session (each is logged once per session)
     warned: HashSet<String>,
+    /// The live read's schedule
+    live: Option<JoinHandle<()>>,
+    /// When the session was last read for pushes (a backlog of read messages after a long
+    /// sync is skipped, not read one by one)
+    last_live_read: Option<Instant>,
+    /// Accounts with pushed fills not synced yet: when the first and the latest came
+    pushed: HashMap<String, (Instant, Instant)>,
 }
 
 impl IbkrSyncerState {
@@ -275,6 +302,7 @@ impl IbkrSyncerState {
         }
         if self.session.is_none() {
             self.connect(myself).await?;
+            self.snapshot_all(myself).await?;
         }
         let config = &self.args.config;
         let request = SyncRequest {
@@ -297,22 +325,153 @@ impl IbkrSyncerState {
                         tracing::warn!(session = %self.args.session.name(), account, "{warning}");
                     }
                 }
+                super::positions::reconcile_account(
+                    &self.args.pool,
+                    &self.args.reconcile,
+                    account,
+                    "sync",
+                )
+                .await;
             }
-            Err(e) if e.breaks_session() => {
-                self.session = None;
-                self.warned.clear();
-                self.failures += 1;
-                let retry = self.backoff();
-                self.connectivity(
-                    Some(account),
-                    "disconnected",
-                    json!({"error": e.to_string(), "retry_in_ms": retry.as_millis() as u64}),
-                );
-                self.schedule(myself, retry);
-            }
+            Err(e) if e.breaks_session() => self.broken(myself, Some(account), e),
             Err(_) => {}
         }
         outcome
+    }
+
+    /// The session broke: it is dropped, and a reconnect scheduled after the backoff.
+    fn broken(
+        &mut self,
+        myself: &ActorRef<IbkrSyncerMessage>,
+        account: Option<&str>,
+        e: &SyncError,
+    ) {
+        self.session = None;
+        self.warned.clear();
+        self.failures += 1;
+        let retry = self.backoff();
+        self.connectivity(
+            account,
+            "disconnected",
+            json!({"error": e.to_string(), "retry_in_ms": retry.as_millis() as u64}),
+        );
+        self.schedule(myself, retry);
+    }
+
+    /// Records a positions snapshot of `account` over the session.
+    async fn snapshot(
+        &mut self,
+        myself: &ActorRef<IbkrSyncerMessage>,
+        account: &str,
+    ) -> Result<i64, SyncError> {
+        let Some(session) = self.session.as_mut() else {
+            return Err(SyncError::Unavailable("no TWS session".into()));
+        };
+        let s = &self.args.session;
+        let outcome =
+            super::positions::snapshot(&self.args.pool, session, (&s.host, s.port), account).await;
+        self.log_notices();
+        if let Err(e) = &outcome
+            && e.breaks_session()
+        {
+            self.broken(myself, Some(account), e);
+        }
+        outcome
+    }
+
+    /// A snapshot of every account the new session serves, before anything is synced over it
+    /// (so the sync that follows completes each window). A failure that breaks the session
+    /// ends it; any other is logged, and the next connect or `positions.sync` snapshots again.
+    async fn snapshot_all(
+        &mut self,
+        myself: &ActorRef<IbkrSyncerMessage>,
+    ) -> Result<(), SyncError> {
+        let managed: Vec<String> = match &self.session {
+            Some(session) => session.accounts().to_vec(),
+            None => return Ok(()),
+        };
+        for account in self.args.session.accounts.clone() {
+            if !managed.contains(&account) {
+                continue;
+            }
+            match self.snapshot(myself, &account).await {
+                Ok(_) => {}
+                Err(e) if e.breaks_session() => return Err(e),
+                Err(e) => tracing::warn!(account, error = %e,
+                    "could not record the IBKR positions at connect"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what TWS pushed since the last look; the accounts whose pushed fills are due
+    /// (TWS quiet for [`LIVE_QUIET`], or the first [`LIVE_MAX_WAIT`] ago) get their jobs,
+    /// and the jobs run now.
+    async fn read_live(&mut self, myself: &ActorRef<IbkrSyncerMessage>) {
+        if self
+            .last_live_read
+            .is_some_and(|at| at.elapsed() < LIVE_READ / 2)
+        {
+            return;
+        }
+        self.last_live_read = Some(Instant::now());
+        if let Some(session) = self.session.as_mut() {
+            let read = session.read_pushed(Duration::from_millis(1)).await;
+            let accounts = session.take_pushed();
+            self.log_notices();
+            if let Err(e) = read {
+                self.broken(myself, None, &e.into());
+            }
+            let now = Instant::now();
+            for account in accounts {
+                if self.args.session.accounts.contains(&account) {
+                    self.pushed
+                        .entry(account)
+                        .and_modify(|(_, last)| *last = now)
+                        .or_insert((now, now));
+                }
+            }
+        }
+        let due: Vec<String> = self
+            .pushed
+            .iter()
+            .filter(|(_, (first, last))| {
+                last.elapsed() >= LIVE_QUIET || first.elapsed() >= LIVE_MAX_WAIT
+            })
+            .map(|(a, _)| a.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let client = match self.args.pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "no database connection to enqueue the syncs of pushed fills; retried");
+                return;
+            }
+        };
+        let empty = Value::Object(serde_json::Map::new());
+        for account in &due {
+            let mut enqueued = true;
+            for kind in [TRADES_SYNC, POSITIONS_SYNC] {
+                if let Err(e) = jobs::enqueue(&**client, kind, account, &empty).await {
+                    tracing::warn!(account, kind, error = %e, "could not enqueue the sync of a pushed fill; retried");
+                    enqueued = false;
+                }
+            }
+            if enqueued {
+                self.pushed.remove(account);
+                tracing::info!(
+                    account,
+                    "TWS pushed fills: trades.sync and positions.sync enqueued"
+                );
+            }
+        }
+        drop(client);
+        for account in due {
+            self.run_positions_job(myself, &account).await;
+            self.run_job(myself, &account).await;
+        }
     }
 
     /// Syncs every account of the session in turn; whether any failure scheduled a retry.
@@ -331,7 +490,59 @@ impl IbkrSyncerState {
 
     async fn run_jobs(&mut self, myself: &ActorRef<IbkrSyncerMessage>) {
         for account in self.args.session.accounts.clone() {
+            self.run_positions_job(myself, &account).await;
             self.run_job(myself, &account).await;
+        }
+    }
+
+    /// Claims and runs a pending `positions.sync` job of `account`: a snapshot, then an
+    /// executions sync (which completes the window the snapshot closes and reconciles it). It
+    /// takes no overrides; a payload with any fails, naming what it got.
+    async fn run_positions_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
+        let claimed = match self.args.pool.get().await {
+            Ok(client) => jobs::claim(&**client, POSITIONS_SYNC, account).await,
+            Err(e) => {
+                tracing::debug!(account, error = %e, "no connection to look for jobs");
+                return;
+            }
+        };
+        let job = match claimed {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(account, error = %e, "could not claim a positions.sync job");
+                return;
+            }
+        };
+        let outcome = match job.payload.as_object() {
+            Some(map) if map.is_empty() => {
+                let snapped = if self.session.is_some() {
+                    self.snapshot(myself, account).await.map(|_| ())
+                } else {
+                    // a new session snapshots every account as it starts
+                    Ok(())
+                };
+                match snapped {
+                    Ok(()) => self.sync(myself, account, None).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Err(SyncError::Unavailable(format!(
+                "a positions.sync job takes no payload, got {}",
+                job.payload
+            ))),
+        };
+        let error = outcome.err().map(|e| e.to_string());
+        tracing::info!(
+            account,
+            job = job.id,
+            error = error.as_deref(),
+            "positions.sync job finished"
+        );
+        if let Ok(client) = self.args.pool.get().await
+            && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
+        {
+            tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
         }
     }
 
@@ -372,7 +583,17 @@ impl IbkrSyncerState {
             zone: self.args.session.zone,
         };
         // the session is dropped, and its socket closed, when this returns
-        sync_account(&self.args.pool, &mut session, &request).await
+        let outcome = sync_account(&self.args.pool, &mut session, &request).await;
+        if outcome.is_ok() {
+            super::positions::reconcile_account(
+                &self.args.pool,
+                &self.args.reconcile,
+                account,
+                "sync",
+            )
+            .await;
+        }
+        outcome
     }
 
     async fn run_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
@@ -428,12 +649,14 @@ impl Actor for IbkrSyncer {
         match args.pool.get().await {
             Ok(client) => {
                 for account in &args.session.accounts {
-                    match jobs::fail_interrupted(&**client, TRADES_SYNC, account).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(account = %account, jobs = n,
-                            "trades.sync jobs interrupted by a stop were marked failed"),
-                        Err(e) => tracing::warn!(account = %account, error = %e,
-                            "could not check for interrupted jobs"),
+                    for kind in [TRADES_SYNC, POSITIONS_SYNC] {
+                        match jobs::fail_interrupted(&**client, kind, account).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(account = %account, jobs = n, kind,
+                                "jobs interrupted by a stop were marked failed"),
+                            Err(e) => tracing::warn!(account = %account, error = %e,
+                                "could not check for interrupted jobs"),
+                        }
                     }
                 }
             }
@@ -445,6 +668,7 @@ impl Actor for IbkrSyncer {
         }
         let poll = Duration::from_secs(args.config.job_poll_secs.max(1));
         let poller = myself.send_interval(poll, || IbkrSyncerMessage::PollJobs);
+        let live = myself.send_interval(LIVE_READ, || IbkrSyncerMessage::ReadLive);
         // the backfill runs beside the syncs (it waits for an account's lock while a sync
         // stores), never inside a message, so a slow Flex Web Service holds up no sync
         let backfill = args.flex.clone().map(|backfill| {
@@ -468,6 +692,9 @@ impl Actor for IbkrSyncer {
             poller: Some(poller),
             backfill,
             warned: HashSet::new(),
+            live: Some(live),
+            last_live_read: None,
+            pushed: HashMap::new(),
         };
         if state.args.config.sync_interval_secs > 0 {
             state.schedule(&myself, Duration::from_millis(200));
@@ -483,8 +710,11 @@ impl Actor for IbkrSyncer {
         if let Some(backfill) = state.backfill.take() {
             backfill.abort();
         }
-        if let Some(poller) = state.poller.take() {
-            poller.abort();
+        for task in [state.poller.take(), state.live.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         Ok(())
     }
@@ -521,6 +751,7 @@ impl Actor for IbkrSyncer {
                 }
             }
             IbkrSyncerMessage::PollJobs => state.run_jobs(&myself).await,
+            IbkrSyncerMessage::ReadLive => state.read_live(&myself).await,
         }
         Ok(())
     }

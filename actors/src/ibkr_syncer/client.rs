@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::tws::{
-    self, CommissionReport, Execution, FrameReader, Incoming, MAX_VERSION, MIN_VERSION, TwsError,
+    self, CommissionReport, Execution, FrameReader, Incoming, MAX_VERSION, MIN_VERSION, Position,
+    TwsError,
 };
 
 /// How long commission reports that trail the end of an executions request are waited for;
@@ -131,6 +132,8 @@ pub struct TwsSession {
     next_req_id: i64,
     notices: Vec<Notice>,
     pending_commissions: VecDeque<(Instant, CommissionReport)>,
+    /// Executions TWS pushed (reqId -1) since the owner last asked, by account
+    pushed: Vec<String>,
 }
 
 fn timed_out(what: impl Into<String>) -> TwsError {
@@ -199,6 +202,7 @@ impl TwsSession {
             next_req_id: 1,
             notices: Vec::new(),
             pending_commissions: VecDeque::new(),
+            pushed: Vec::new(),
         };
         let hello = session.frame(None).await?;
         let mut fields = tws::Fields::parse(&hello)?;
@@ -332,7 +336,10 @@ impl TwsSession {
         loop {
             match self.next_message(Some(deadline)).await? {
                 Incoming::Execution(e) if e.req_id == req_id => out.executions.push(*e),
-                Incoming::Execution(_) => out.unsolicited += 1,
+                Incoming::Execution(e) => {
+                    out.unsolicited += 1;
+                    self.pushed(&e);
+                }
                 Incoming::Commission(c) => out.commissions.push(c),
                 Incoming::ExecutionDataEnd { req_id: r } if r == req_id => break,
                 Incoming::Error { id, code, message } if id == req_id => {
@@ -353,12 +360,93 @@ impl TwsSession {
             let Some(frame) = frame? else { break };
             match tws::decode(&frame, self.server_version)? {
                 Incoming::Commission(c) => out.commissions.push(c),
-                Incoming::Execution(_) => out.unsolicited += 1,
+                Incoming::Execution(e) => {
+                    out.unsolicited += 1;
+                    self.pushed(&e);
+                }
                 Incoming::Error { id, code, message } => self.note(id, code, message),
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// Asks TWS for the positions of every account of the login (REQ_POSITIONS) and collects
+    /// them until POSITION_END, within the request deadline; then cancels the subscription (TWS
+    /// would push every later change otherwise). Positions TWS reports as zero (closed today)
+    /// are part of the answer; what they mean is the caller's to say.
+    pub async fn positions(&mut self) -> Result<Vec<Position>, TwsError> {
+        let deadline = Instant::now() + self.timeouts.request;
+        tws::write_fields(
+            &mut self.writer,
+            &[tws::out::REQ_POSITIONS.to_string(), "1".into()],
+        )
+        .await?;
+        let mut out = Vec::new();
+        let outcome = loop {
+            match self.next_message(Some(deadline)).await {
+                Ok(Incoming::Position(p)) => out.push(*p),
+                Ok(Incoming::PositionEnd) => break Ok(()),
+                Ok(Incoming::Commission(c)) => self.keep_commissions(vec![c]),
+                Ok(Incoming::Execution(e)) => self.pushed(&e),
+                Ok(Incoming::Error { id, code, message }) => self.note(id, code, message),
+                Ok(_) => {}
+                Err(TwsError::Deadline { limit, .. }) => {
+                    break Err(TwsError::Deadline {
+                        what: "the positions request",
+                        limit,
+                    });
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        outcome?;
+        tws::write_fields(
+            &mut self.writer,
+            &[tws::out::CANCEL_POSITIONS.to_string(), "1".into()],
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads what TWS pushed while no request was under way, for at most `wait`: executions
+    /// (their accounts are kept for [`take_pushed`](Self::take_pushed)), commission reports
+    /// (kept for the next request) and notices. An error is a broken session (TWS closed it,
+    /// or sent a frame that cannot be read).
+    pub async fn read_pushed(&mut self, wait: Duration) -> Result<(), TwsError> {
+        let until = Instant::now() + wait;
+        // the reader is cancel-safe: a frame cut by the wait's end is read whole next time
+        while let Ok(frame) = tokio::time::timeout_at(until.into(), self.reader.next_frame()).await
+        {
+            let Some(frame) = frame? else {
+                return Err(TwsError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "TWS closed the connection",
+                )));
+            };
+            match tws::decode(&frame, self.server_version)? {
+                Incoming::Execution(e) => self.pushed(&e),
+                Incoming::Commission(c) => self.keep_commissions(vec![c]),
+                Incoming::Error { id, code, message } => self.note(id, code, message),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The accounts of the executions TWS pushed since the last call (each once).
+    pub fn take_pushed(&mut self) -> Vec<String> {
+        let mut accounts = std::mem::take(&mut self.pushed);
+        accounts.sort();
+        accounts.dedup();
+        accounts
+    }
+
+    fn pushed(&mut self, e: &Execution) {
+        metrics::counter!("tradegate_ibkr_pushed_executions_total").increment(1);
+        if !self.pushed.contains(&e.account) {
+            self.pushed.push(e.account.clone());
+        }
     }
 
     fn note(&mut self, id: i64, code: i64, message: String) {

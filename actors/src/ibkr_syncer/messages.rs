@@ -19,6 +19,8 @@ pub enum IbkrSyncerMessage {
     },
     /// A scheduled or retry sync of every account; only the latest scheduled generation runs
     Tick(u64),
-    /// Look for pending `trades.sync` jobs of the accounts
+    /// Look for pending `trades.sync` and `positions.sync` jobs of the accounts
     PollJobs,
+    /// Read what TWS pushed while idle (fills, notices, a closed connection)
+    ReadLive,
 }

@@ -14,6 +14,7 @@ pub mod flex_service;
 pub mod job;
 pub mod matching;
 mod messages;
+pub mod positions;
 pub mod sync;
 pub mod tws;
 

@@ -123,18 +123,27 @@ const ALPACA_FILLS: &str = "SELECT d.symbol, CASE d.side WHEN 'buy' THEN e.qty E
      WHERE x.broker = 'alpaca' AND d.account = $1 AND x.filled_quantity > 0 \
        AND x.submitted_at <= $3 AND COALESCE(p.captured_at, x.updated_at) > $2 AND r.rest > 0";
 
-/// IBKR: the canonical fills of the account (a corrected execution counts as its newest
-/// revision), whose time TWS gives to the second. An instrument other than a stock is keyed
-/// by its symbol and security type, as its position is.
-const IBKR_FILLS: &str = "SELECT CASE WHEN f.sec_type IS NULL OR f.sec_type = 'STK' THEN f.symbol \
+/// IBKR: every revision of the account's executions, whose time TWS gives to the second, each
+/// counting what it changed: its signed quantity less that of the revision it corrects (the
+/// next lower one of its execution). A fill's first revision counts whole; a correction inside
+/// the window of a fill made before it counts the difference, so a window's sum is what the
+/// canonical fills at its end add to those at its start. An instrument other than a stock is
+/// keyed by its symbol and security type, as its position is.
+const IBKR_FILLS: &str = "SELECT * FROM ( \
+     SELECT CASE WHEN f.sec_type IS NULL OR f.sec_type = 'STK' THEN f.symbol \
                  ELSE f.symbol || ' ' || f.sec_type END AS symbol, \
-            CASE f.side WHEN 'buy' THEN f.quantity ELSE -f.quantity END AS q, \
+            CASE f.side WHEN 'buy' THEN f.quantity ELSE -f.quantity END - COALESCE(( \
+                SELECT CASE c.side WHEN 'buy' THEN c.quantity ELSE -c.quantity END \
+                FROM broker_fills c \
+                WHERE c.account_id = f.account_id AND c.exec_id_base = f.exec_id_base \
+                  AND c.exec_revision < f.exec_revision AND c.side IS NOT NULL \
+                ORDER BY c.exec_revision DESC LIMIT 1), 0) AS q, \
             f.executed_at AS lo, f.executed_at + interval '1 second' AS hi, \
             'broker_fill' AS source, f.id AS ref \
      FROM broker_fills f \
-     WHERE f.account_id = $1 AND f.is_canonical AND f.symbol IS NOT NULL AND f.side IS NOT NULL \
-       AND f.quantity > 0 \
-       AND f.executed_at > $2 - interval '1 second' AND f.executed_at <= $3";
+     WHERE f.account_id = $1 AND f.symbol IS NOT NULL AND f.side IS NOT NULL \
+       AND f.executed_at > $2::timestamptz - interval '1 second' AND f.executed_at <= $3::timestamptz) w \
+     WHERE w.q <> 0";
 
 fn fills_of(broker: &str) -> &'static str {
     if broker == IBKR {

@@ -17,7 +17,8 @@ pub use framing::{
     FrameReader, client_hello, encode_fields, parse_version_range, read_frame, write_fields,
 };
 pub use wire::{
-    CommissionReport, Contract, Execution, Incoming, commission_fields, decode, execution_fields,
+    CommissionReport, Contract, Execution, Incoming, Position, commission_fields, decode,
+    execution_fields, position_fields,
 };
 
 /// Lowest server version tradegate accepts (the range `ib_async` advertises starts here too).
@@ -33,6 +34,10 @@ const VERSION_PENDING_PRICE_REVISION: u32 = 178;
 pub mod out {
     /// REQ_EXECUTIONS
     pub const REQ_EXECUTIONS: u32 = 7;
+    /// REQ_POSITIONS
+    pub const REQ_POSITIONS: u32 = 61;
+    /// CANCEL_POSITIONS
+    pub const CANCEL_POSITIONS: u32 = 64;
     /// START_API
     pub const START_API: u32 = 71;
 }
@@ -51,6 +56,10 @@ pub mod inc {
     pub const EXECUTION_DATA_END: u32 = 55;
     /// COMMISSION_REPORT
     pub const COMMISSION_REPORT: u32 = 59;
+    /// POSITION_DATA
+    pub const POSITION_DATA: u32 = 61;
+    /// POSITION_END
+    pub const POSITION_END: u32 = 62;
 }
 
 /// TWS's answer when another session uses the client id already.
@@ -145,6 +154,42 @@ mod tests {
         assert_eq!(e178, e);
     }
 
+    /// A position as ib_async's decoder unpacks it: sixteen fields, the average cost last.
+    #[test]
+    fn positions_decode_exactly_and_round_trip() {
+        let frame = encode_fields(&[
+            "61", "3", "DU1", "265598", "AAPL", "STK", "", "0.0", "", "", "NASDAQ", "USD", "AAPL",
+            "NMS", "-12.5", "185.1234",
+        ]);
+        let Incoming::Position(p) = decode(&frame[4..], 176).unwrap() else {
+            panic!("not a position")
+        };
+        assert_eq!(p.account, "DU1");
+        assert_eq!(p.contract.con_id, 265_598);
+        assert_eq!(p.contract.symbol, "AAPL");
+        assert_eq!(p.contract.trading_class, "NMS");
+        assert_eq!(p.position, Decimal::new(-125, 1));
+        assert_eq!(p.avg_cost, Some(Decimal::new(1_851_234, 4)));
+        let again = encode_fields(&position_fields(&p));
+        assert_eq!(decode(&again[4..], 176).unwrap(), Incoming::Position(p));
+        for (i, bad) in [(1, "2"), (14, ""), (14, "1e400x"), (4, "")] {
+            let mut fields: Vec<String> = position_fields(&Position {
+                account: "DU1".into(),
+                contract: Contract {
+                    symbol: "AAPL".into(),
+                    ..Contract::default()
+                },
+                position: Decimal::ONE,
+                avg_cost: None,
+            });
+            fields[i] = bad.into();
+            assert!(
+                decode(&encode_fields(&fields)[4..], 176).is_err(),
+                "field {i} = {bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn times_with_and_without_a_zone_name() {
         let plain = TwsTime::parse("20221017  16:49:50").unwrap();
@@ -220,7 +265,12 @@ mod tests {
                 message: "Market data farm connection is OK:usfarm".into()
             }
         );
-        assert_eq!(d(&["61", "3"]), Incoming::Other(61));
+        assert_eq!(d(&["62", "1"]), Incoming::PositionEnd);
+        assert_eq!(d(&["53", "1"]), Incoming::Other(53));
+        assert!(
+            decode(&encode_fields(&["61", "3"])[4..], 176).is_err(),
+            "cut short"
+        );
     }
 
     #[test]
@@ -387,7 +437,7 @@ mod tests {
 
         #[test]
         fn no_field_list_makes_the_decoder_panic(
-            id in prop_oneof![Just("4"), Just("9"), Just("11"), Just("15"), Just("55"), Just("59")],
+            id in prop_oneof![Just("4"), Just("9"), Just("11"), Just("15"), Just("55"), Just("59"), Just("61"), Just("62")],
             fields in proptest::collection::vec("[0-9A-Za-z.:, -]{0,12}", 0..40),
         ) {
             let mut all = vec![id.to_string()];

@@ -92,6 +92,19 @@ pub struct CommissionReport {
     pub realized_pnl: Option<Decimal>,
 }
 
+/// One POSITION_DATA message: what the login holds in one instrument of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The account
+    pub account: String,
+    /// The instrument (its `exchange` is often empty: TWS names the primary exchange only)
+    pub contract: Contract,
+    /// Shares or contracts, negative when short; zero for a position closed today
+    pub position: Decimal,
+    /// TWS's average cost (per share for a stock; times the multiplier for a derivative)
+    pub avg_cost: Option<Decimal>,
+}
+
 /// One incoming message, as far as sync cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -108,6 +121,10 @@ pub enum Incoming {
     },
     /// A commission report
     Commission(CommissionReport),
+    /// One position of a positions request (or an update TWS pushes until it is cancelled)
+    Position(Box<Position>),
+    /// The end of the positions TWS holds now
+    PositionEnd,
     /// An error or notice
     Error {
         /// The request it concerns (-1 for none)
@@ -163,6 +180,11 @@ pub fn decode(payload: &[u8], server_version: u32) -> Result<Incoming, TwsError>
                 realized_pnl,
             })
         }
+        inc::POSITION_DATA => Incoming::Position(Box::new(decode_position(&mut f)?)),
+        inc::POSITION_END => {
+            let _version: i64 = f.int("version")?;
+            Incoming::PositionEnd
+        }
         inc::ERROR => {
             let _version: i64 = f.int("version")?;
             Incoming::Error {
@@ -174,6 +196,49 @@ pub fn decode(payload: &[u8], server_version: u32) -> Result<Incoming, TwsError>
         other => Incoming::Other(other),
     };
     Ok(message)
+}
+
+/// POSITION_DATA, version 3 (what every server version of the text protocol sends): the
+/// account, the contract with its trading class, the position and the average cost.
+fn decode_position(f: &mut Fields<'_>) -> Result<Position, TwsError> {
+    let version: i64 = f.int("version")?;
+    if version < 3 {
+        return Err(malformed(format!(
+            "position message version {version}: tradegate reads version 3"
+        )));
+    }
+    let account = f.string("account")?.to_string();
+    let contract = Contract {
+        con_id: f.int("con id")?,
+        symbol: f.string("symbol")?.to_string(),
+        sec_type: f.string("sec type")?.to_string(),
+        last_trade_date: f.string("last trade date")?.to_string(),
+        strike: f.decimal("strike")?,
+        right: f.string("right")?.to_string(),
+        multiplier: f.string("multiplier")?.to_string(),
+        exchange: f.string("exchange")?.to_string(),
+        currency: f.string("currency")?.to_string(),
+        local_symbol: f.string("local symbol")?.to_string(),
+        trading_class: f.string("trading class")?.to_string(),
+    };
+    if contract.symbol.is_empty() {
+        return Err(malformed(format!(
+            "a position of {account} without a symbol"
+        )));
+    }
+    let position = f.decimal("position")?.ok_or_else(|| {
+        malformed(format!(
+            "the {} position of {account} without a quantity",
+            contract.symbol
+        ))
+    })?;
+    let avg_cost = f.decimal_or_unset("average cost")?;
+    Ok(Position {
+        account,
+        contract,
+        position,
+        avg_cost,
+    })
 }
 
 pub(super) fn decode_execution(
@@ -290,6 +355,29 @@ pub fn execution_fields(e: &Execution, server_version: u32) -> Vec<String> {
         fields.push(if e.pending_price_revision { "1" } else { "0" }.to_string());
     }
     fields
+}
+
+/// The fields of a POSITION_DATA message as a server sends them (used by the simulated TWS).
+pub fn position_fields(p: &Position) -> Vec<String> {
+    let c = &p.contract;
+    vec![
+        inc::POSITION_DATA.to_string(),
+        "3".into(),
+        p.account.clone(),
+        c.con_id.to_string(),
+        c.symbol.clone(),
+        c.sec_type.clone(),
+        c.last_trade_date.clone(),
+        c.strike.map(|d| d.to_string()).unwrap_or_default(),
+        c.right.clone(),
+        c.multiplier.clone(),
+        c.exchange.clone(),
+        c.currency.clone(),
+        c.local_symbol.clone(),
+        c.trading_class.clone(),
+        p.position.to_string(),
+        p.avg_cost.map(|d| d.to_string()).unwrap_or_default(),
+    ]
 }
 
 /// The fields of a COMMISSION_REPORT message as a server sends them; an unknown commission or

@@ -609,10 +609,44 @@ fn reconciliation_text(r: &Reconciliations) -> String {
     let at = |t: &chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
     let num = |d: &rust_decimal::Decimal| d.normalize().to_string();
     let mut out = format!(
-        "{} window(s) checked, {} break(s)\n",
+        "{} window(s) checked, {} break(s), {} external order(s)\n",
         r.runs.len(),
-        r.breaks.len()
+        r.breaks.len(),
+        r.external_orders.len()
     );
+    if !r.external_orders.is_empty() {
+        out.push_str("\nexternal orders (at the broker, placed outside the gateway)\n");
+        let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+        let rows: Vec<Vec<String>> = r
+            .external_orders
+            .iter()
+            .map(|o| {
+                vec![
+                    at(&o.first_seen_at),
+                    format!("{} {}", o.broker, o.account),
+                    o.broker_order_id.clone(),
+                    opt(&o.symbol),
+                    opt(&o.side),
+                    o.quantity.as_ref().map(num).unwrap_or_default(),
+                    o.filled_quantity.as_ref().map(num).unwrap_or_default(),
+                    o.status.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "found (UTC)",
+                "account",
+                "order",
+                "symbol",
+                "side",
+                "qty",
+                "filled",
+                "status",
+            ],
+            &rows,
+        ));
+    }
     if !r.breaks.is_empty() {
         out.push_str("\nbreaks\n");
         let rows: Vec<Vec<String>> = r

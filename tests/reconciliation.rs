@@ -320,3 +320,218 @@ async fn trading_reconciles_clean_and_a_change_without_a_fill_is_one_break() {
     assert_eq!(code, Some(1));
     assert!(err.contains("unknown account"), "{err}");
 }
+
+/// Places an order at the venue directly, as the broker's own app or another program would.
+async fn place_elsewhere(base_url: &str, symbol: &str, client_order_id: &str) -> String {
+    let _ = tradegate_actors::tls::provider();
+    let placed: Value = reqwest::Client::new()
+        .post(format!("{base_url}/v2/orders"))
+        .header("APCA-API-KEY-ID", "SIMKEY")
+        .header("APCA-API-SECRET-KEY", "SIMSECRET")
+        .json(
+            &json!({"symbol": symbol, "qty": "3", "side": "buy", "type": "limit",
+                      "limit_price": "1", "time_in_force": "gtc",
+                      "client_order_id": client_order_id}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    placed["id"]
+        .as_str()
+        .expect("the venue took the order")
+        .to_string()
+}
+
+async fn external_ids(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT broker_order_id FROM external_orders ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Open orders compared over the real protocol: an order placed at the venue outside the
+/// gateway is recorded as external (at start, after a restart, and by a positions.sync), with
+/// one alert each; an order of the gateway left working while it was down, and filled in part
+/// meanwhile, is found at the restart and its fill recorded; the gateway's own orders are
+/// never external.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_placed_elsewhere_are_external_and_one_left_working_while_down_is_found_at_start() {
+    let (venue, base_url) = start_venue(SimConfig::default()).await;
+    let before = place_elsewhere(&base_url, "TSLA", "by-hand-1").await;
+    let tune = |c: &mut tradegate::config::Config| {
+        c.alpaca.job_poll_secs = 1;
+        c.reconcile.settle_ms = 300;
+    };
+    let mut gw = gateway_at("reconcile-external", (venue, base_url.clone()), tune).await;
+    let found = common::wait_until(WAIT, || async {
+        let ids = external_ids(&gw.client).await;
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await
+    .expect("the order placed elsewhere is found at start");
+    assert_eq!(found, std::slice::from_ref(&before));
+    let (symbol, status, client_id): (String, String, String) = {
+        let r = gw
+            .client
+            .query_one(
+                "SELECT symbol, status, client_order_id FROM external_orders",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((symbol.as_str(), client_id.as_str()), ("TSLA", "by-hand-1"));
+    assert!(["new", "accepted"].contains(&status.as_str()), "{status}");
+
+    // the gateway's own resting order: working when the gateway stops
+    let rest = submit(
+        &mut gw,
+        json!({"type": "submit_order", "request_id": "rest", "strategy": "alpha",
+            "symbol": "MSFT", "side": "buy", "qty": "6", "order_type": "limit",
+            "limit_price": "50", "time_in_force": "gtc"}),
+    )
+    .await;
+    until_status(&gw, rest, "submitted|accepted").await;
+    gw.running.stop().await.unwrap();
+
+    // while it is down: the order fills in part, and another order is placed by hand
+    assert!(gw.venue.fill_part(&rest.to_string(), dec("2"), dec("49")));
+    let during = place_elsewhere(&base_url, "NVDA", "by-hand-2").await;
+    let mut config = common::orders::gateway_config(
+        &gw.db.conninfo,
+        &base_url,
+        &[("alpha", "alpha-token")],
+        &common::scratch_dir("reconcile-external-2").join("spill"),
+    );
+    tune(&mut config);
+    let running =
+        tradegate::app::Running::start(&config, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+    let filled = common::wait_until(WAIT, || async {
+        let row = gw
+            .client
+            .query_one(
+                "SELECT x.status, x.filled_quantity FROM trade_executions x \
+                 JOIN trade_decisions d ON d.id = x.trade_decision_id WHERE d.decision_id = $1",
+                &[&rest],
+            )
+            .await
+            .unwrap();
+        let (status, qty): (String, Decimal) = (row.get(0), row.get(1));
+        (qty == dec("2")).then_some(status)
+    })
+    .await
+    .expect("the fill made while the gateway was down is recorded at start");
+    assert_eq!(filled, "partial_fill");
+    let found = common::wait_until(WAIT, || async {
+        let ids = external_ids(&gw.client).await;
+        (ids.len() == 2).then_some(ids)
+    })
+    .await
+    .expect("the order placed while the gateway was down is found at start");
+    assert_eq!(
+        found,
+        [before.clone(), during.clone()],
+        "one row per order, ours never"
+    );
+
+    // a positions.sync compares the open orders too
+    let third = place_elsewhere(&base_url, "AMD", "by-hand-3").await;
+    let asked = client(OPERATOR)
+        .post(format!("http://{}/api/v1/reconcile", running.api_addr()))
+        .json(&json!({"account": "paper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status().as_u16(), 202);
+    common::wait_until(WAIT, || async {
+        (external_ids(&gw.client).await.len() == 3).then_some(())
+    })
+    .await
+    .expect("a positions.sync finds the third");
+    assert_eq!(
+        count(
+            &gw.client,
+            "SELECT count(*) FROM alerts WHERE kind = 'reconcile.external_order'"
+        )
+        .await,
+        3,
+        "one alert per order, however often it is listed"
+    );
+    let results: Value = client(AUDITOR)
+        .get(format!(
+            "http://{}/api/v1/reconciliation?account=paper",
+            running.api_addr()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = results["external_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["broker_order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [third.as_str(), during.as_str(), before.as_str()]);
+
+    // reduce-only protects the position the broker shows: 5 AAPL bought elsewhere (no fill of
+    // the gateway's) may be sold down, not added to or crossed through
+    gw.venue.set_position("AAPL", dec("5"), dec("100"));
+    let asked = client(OPERATOR)
+        .post(format!("http://{}/api/v1/reconcile", running.api_addr()))
+        .json(&json!({"account": "paper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status().as_u16(), 202);
+    common::wait_until(WAIT, || async {
+        let (_, held) = newest(&gw.client).await?;
+        held.contains(&("AAPL".to_string(), dec("5"))).then_some(())
+    })
+    .await
+    .expect("a snapshot showing the 5 AAPL");
+    let switched = client(OPERATOR)
+        .post(format!("http://{}/api/v1/kill-switch", running.api_addr()))
+        .body(r#"{"state":"reduce_only"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status().as_u16(), 200);
+    let mut alpha = common::orders::StrategyWs::connect(running.api_addr(), "alpha-token")
+        .await
+        .unwrap();
+    let mut ask = async |id: &str, side: &str, qty: &str| {
+        alpha
+            .send(
+                json!({"type": "submit_order", "request_id": id, "strategy": "alpha",
+                "symbol": "AAPL", "side": side, "qty": qty, "order_type": "market",
+                "time_in_force": "day"}),
+            )
+            .await;
+        alpha.answer(id).await
+    };
+    let more = ask("more", "buy", "1").await;
+    assert_eq!(more["code"], "risk.reduce_only", "{more}");
+    let through = ask("through", "sell", "6").await;
+    assert_eq!(through["code"], "risk.reduce_only", "{through}");
+    let down = ask("down", "sell", "3").await;
+    assert_eq!(
+        down["type"], "ack",
+        "selling what the broker shows is reducing: {down}"
+    );
+    running.stop().await.unwrap();
+}

@@ -29,6 +29,56 @@ use crate::store::reconciliation::{
 
 /// The alert kind of a break.
 pub const BREAK_ALERT: &str = "reconcile.position_break";
+/// The alert kind of an order at a broker that no decision explains.
+pub const EXTERNAL_ORDER_ALERT: &str = "reconcile.external_order";
+
+/// Records the orders a broker listed for `account` that no decision explains, and raises one
+/// alert for each found for the first time (a metric counts them too); the orders recorded.
+pub async fn record_external(
+    client: &impl GenericClient,
+    broker: &str,
+    account: &str,
+    listed: &[crate::store::external_orders::ListedOrder],
+) -> Result<Vec<crate::store::external_orders::ExternalOrder>, StoreError> {
+    let found =
+        crate::store::external_orders::record_unexplained(client, broker, account, listed).await?;
+    for order in found.iter().filter(|o| o.new) {
+        let listed = listed
+            .iter()
+            .find(|l| l.broker_order_id == order.broker_order_id);
+        metrics::counter!("tradegate_external_orders_total", "broker" => broker.to_string())
+            .increment(1);
+        tracing::error!(broker, account, order = %order.broker_order_id,
+            symbol = order.symbol.as_deref(), status = %order.status,
+            "an order at the broker that no decision explains");
+        let alert = NewAlert {
+            kind: EXTERNAL_ORDER_ALERT.into(),
+            severity: "critical",
+            message: format!(
+                "{broker} {account}: order {} ({} {} {}, {}) was not placed by the gateway",
+                order.broker_order_id,
+                listed.and_then(|l| l.side.as_deref()).unwrap_or("?"),
+                listed
+                    .and_then(|l| l.quantity)
+                    .map_or_else(|| "?".to_string(), |q| q.to_string()),
+                order.symbol.as_deref().unwrap_or("?"),
+                order.status,
+            ),
+            details: json!({
+                "broker": broker,
+                "account": account,
+                "external_order_id": order.id,
+                "broker_order_id": order.broker_order_id,
+                "client_order_id": listed.and_then(|l| l.client_order_id.as_deref()),
+                "symbol": order.symbol,
+                "status": order.status,
+            }),
+            dedupe_key: Some(format!("external:{broker}:{}", order.broker_order_id)),
+        };
+        insert_alert(client, &alert).await?;
+    }
+    Ok(found)
+}
 
 /// At most this many uncertain fills of one symbol are tried in every combination; beyond, the
 /// change is explained when it lies between the sums of their negative and positive parts.

@@ -68,6 +68,36 @@ pub fn decimal(v: Option<&Value>) -> Option<Decimal> {
     }
 }
 
+/// An order as Alpaca lists it, read for the external-order look-up; `None` without an id.
+pub fn listed_order(order: &Value) -> Option<crate::store::external_orders::ListedOrder> {
+    let text = |key: &str| {
+        order[key]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let broker_order_id = text("id")?;
+    let client_order_id = text("client_order_id");
+    Some(crate::store::external_orders::ListedOrder {
+        decision: client_order_id.as_deref().and_then(decision_of),
+        broker_order_id,
+        client_order_id,
+        replaces: text("replaces"),
+        symbol: text("symbol"),
+        side: text("side"),
+        // a quantity that is not a non-negative number is not stored as one
+        quantity: decimal(order.get("qty")).filter(|q| !q.is_sign_negative()),
+        filled_quantity: decimal(order.get("filled_qty")).filter(|q| !q.is_sign_negative()),
+        order_type: text("type").or_else(|| text("order_type")),
+        status: text("status").unwrap_or_else(|| "unknown".into()),
+        submitted_at: order["submitted_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        raw: order.clone(),
+    })
+}
+
 /// Alpaca's error code and message from an error body (`{"code": 40310000, "message": ...}`).
 pub fn error_of(body: &Value) -> (Option<String>, Option<String>) {
     let code = match body.get("code") {

@@ -236,6 +236,17 @@ pub(crate) async fn job_runner(ctx: Arc<SessionCtx>, poll: Duration) {
         };
         if outcome.is_ok() {
             reconcile_later(&ctx, POSITIONS_SYNC);
+            // the open orders compared too: one no decision explains is an external order
+            let mut seen = std::collections::HashSet::new();
+            let compared =
+                match super::stream::catch_up::list_orders(&ctx, "open", None, &mut seen).await {
+                    Ok(open) => super::stream::catch_up::record_external(&ctx, &open).await,
+                    Err(e) => Err(e),
+                };
+            if let Err(e) = compared {
+                tracing::warn!(account = %ctx.account, error = %e,
+                    "could not compare the open orders; the next catch-up or positions.sync does");
+            }
         }
         let error = outcome.as_ref().err().map(ToString::to_string);
         tracing::info!(account = %ctx.account, job = job.id, error = error.as_deref(),

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod broker_sync;
 pub mod db;
 pub mod decisions;
+pub mod external_orders;
 pub mod group;
 pub mod ingestion;
 pub mod jobs;

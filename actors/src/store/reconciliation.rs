@@ -145,6 +145,46 @@ const IBKR_FILLS: &str = "SELECT * FROM ( \
        AND f.executed_at > $2::timestamptz - interval '1 second' AND f.executed_at <= $3::timestamptz) w \
      WHERE w.q <> 0";
 
+/// What `account` holds in `symbol` by the freshest knowledge on record: the newest snapshot's
+/// position (none is zero) plus the fills on record that may have happened after its answer;
+/// `None` when the account has no snapshot yet.
+pub async fn position_since_snapshot(
+    client: &impl GenericClient,
+    broker: &str,
+    account: &str,
+    symbol: &str,
+) -> Result<Option<Decimal>, StoreError> {
+    let Some(snapshot) = client
+        .query_opt(
+            "SELECT s.as_of, COALESCE((SELECT p.quantity FROM broker_positions p \
+                                       WHERE p.snapshot_id = s.id AND p.symbol = $3), 0) \
+             FROM position_snapshots s WHERE s.broker = $1 AND s.account = $2 \
+             ORDER BY s.id DESC LIMIT 1",
+            &[&broker, &account, &symbol],
+        )
+        .await
+        .map_err(StoreError::new("reading the newest position snapshot"))?
+    else {
+        return Ok(None);
+    };
+    let (as_of, held): (DateTime<Utc>, Decimal) = (snapshot.get(0), snapshot.get(1));
+    let sql = format!(
+        "SELECT COALESCE(sum(q), 0) FROM ({}) f WHERE symbol = $4 AND hi > $2",
+        fills_of(broker)
+    );
+    let until = Utc::now() + chrono::Duration::days(1);
+    let row = client
+        .query_one(&sql, &[&account, &as_of, &until, &symbol])
+        .await
+        .map_err(StoreError::new(
+            "reading the fills since the newest snapshot",
+        ))?;
+    let since: Decimal = row.try_get(0).map_err(StoreError::new(
+        "reading the fills since the newest snapshot",
+    ))?;
+    Ok(Some(held + since))
+}
+
 fn fills_of(broker: &str) -> &'static str {
     if broker == IBKR {
         IBKR_FILLS
@@ -551,7 +591,12 @@ pub async fn recent(
         })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(StoreError::new("reading reconciliation breaks"))?;
-    Ok(Reconciliations { runs, breaks })
+    let external_orders = super::external_orders::recent(client, account, range, limit).await?;
+    Ok(Reconciliations {
+        runs,
+        breaks,
+        external_orders,
+    })
 }
 
 /// The windows checked and the breaks found over a range, newest first.
@@ -561,4 +606,6 @@ pub struct Reconciliations {
     pub runs: Vec<RunRow>,
     /// The breaks found
     pub breaks: Vec<BreakRow>,
+    /// The orders found at a broker that no decision explains
+    pub external_orders: Vec<super::external_orders::ExternalOrderRow>,
 }

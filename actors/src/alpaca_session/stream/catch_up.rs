@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{CATCH_UP_MARGIN, PAGE, Received, dead_letter, dispatch, log_received, received_row};
 use crate::alpaca_session::error::SessionError;
-use crate::alpaca_session::mapping::{decimal, decision_of};
+use crate::alpaca_session::mapping::{decimal, decision_of, listed_order};
 use crate::alpaca_session::orders::{BROKER, SessionCtx};
 use crate::domain::PlacedOrder;
 use crate::store;
@@ -67,6 +67,23 @@ pub(super) fn look_up_later(
     });
 }
 
+/// Records the listed orders that no decision explains as external orders, with an alert for
+/// each found for the first time.
+pub(crate) async fn record_external(
+    ctx: &SessionCtx,
+    orders: &[Value],
+) -> Result<(), SessionError> {
+    let listed: Vec<_> = orders.iter().filter_map(listed_order).collect();
+    let client = ctx.pool.get().await?;
+    let found =
+        crate::reconciliation::record_external(&**client, BROKER, &ctx.account, &listed).await?;
+    if !found.is_empty() {
+        tracing::warn!(account = %ctx.account, external = found.len(),
+            "orders at the broker that the gateway did not place");
+    }
+    Ok(())
+}
+
 /// The catch-up after a connect, retried until it completes or a newer connect starts its own.
 pub(super) async fn catch_up(
     ctx: &Arc<SessionCtx>,
@@ -104,7 +121,7 @@ pub(super) async fn catch_up(
 /// Every order of `status` submitted after `after` (all of them when `None`), page by page
 /// (Alpaca answers at most 500 per call; a page is asked for from the last submission time
 /// seen, so orders submitted in the same instant are not skipped, and repeats are dropped).
-pub(super) async fn list_orders(
+pub(crate) async fn list_orders(
     ctx: &SessionCtx,
     status: &str,
     after: Option<DateTime<Utc>>,
@@ -247,6 +264,8 @@ pub(super) async fn recover_missed(
         }
     }
 
+    // what no decision explains is an external order (placed outside the gateway)
+    record_external(ctx, &orders).await?;
     let mut recovered = 0;
     for order in orders {
         let Some(id) = order["id"].as_str().map(str::to_string) else {

@@ -22,7 +22,7 @@ use super::orders::{BROKER, SessionCtx};
 use crate::domain::{OrderIds, RawJson, TradeLogEvent};
 use crate::tls::ClientTls;
 
-mod catch_up;
+pub(crate) mod catch_up;
 mod connection;
 mod worker;
 

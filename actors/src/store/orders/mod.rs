@@ -28,13 +28,20 @@ pub use terms::decision_terms;
 /// Reason a decision failed when recovery found no order at the broker.
 pub const NOT_RECEIVED_BY_BROKER: &str = "not_received_by_broker";
 
-/// The net filled position of `account` in `symbol` from our own executions (buys minus
-/// sells), as reduce-only checks need it.
+/// The position of `account` in `symbol` that the reduce-only kill switch protects: the
+/// broker's newest snapshot with the fills on record since it (so a position changed outside
+/// the gateway counts once the broker has shown it); before any snapshot, the net of the
+/// gateway's own executions (buys minus sells).
 pub async fn position(
     client: &impl GenericClient,
     account: &str,
     symbol: &str,
 ) -> Result<Decimal, StoreError> {
+    if let Some(held) =
+        super::reconciliation::position_since_snapshot(client, "alpaca", account, symbol).await?
+    {
+        return Ok(held);
+    }
     let row = client
         .query_one(
             "SELECT COALESCE(sum(CASE d.side WHEN 'buy' THEN e.filled_quantity \

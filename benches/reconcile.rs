@@ -152,7 +152,8 @@ async fn generate(client: &tokio_postgres::Client, fills: i32) {
 }
 
 async fn run(fills: i32) {
-    let (mut cluster, _, client, _) = support::bench_database("bench-reconcile", Vec::new()).await;
+    let (mut cluster, _, mut client, _) =
+        support::bench_database("bench-reconcile", Vec::new()).await;
     generate(&client, fills).await;
     let config = ReconcileConfig {
         tolerance_ms: 1000,
@@ -177,7 +178,7 @@ async fn run(fills: i32) {
         drop(rows);
 
         let started = Instant::now();
-        let done = reconcile(&client, Some("alpaca"), Some(ACCOUNT), &config, "bench")
+        let done = reconcile(&mut client, Some("alpaca"), Some(ACCOUNT), &config, "bench")
             .await
             .unwrap();
         checks.push(started.elapsed());

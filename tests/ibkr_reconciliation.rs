@@ -298,13 +298,13 @@ async fn ibkr_positions_reconcile_live_fills_corrections_and_an_outage() {
         "9 - 2 - 1 is explained"
     );
 
-    // a correction of a fill made before the window (the hour-old sale of 4 is 3 after all):
-    // the window counts the difference
+    // a correction of a fill made before the window (the sale of 4 is 3 after all), with the
+    // original execution's time, as TWS may send it: the window counts the difference
     tokio::time::sleep(Duration::from_millis(1200)).await;
     pushed_and_stored(
         &tws,
         &client,
-        fill("0000e0d5.a2.01.03", "SLD", 3, now_ago()),
+        fill("0000e0d5.a2.01.03", "SLD", 3, chrono::Duration::minutes(50)),
     )
     .await;
     assert!(

@@ -499,11 +499,17 @@ async fn orders_placed_elsewhere_are_external_and_one_left_working_while_down_is
         .unwrap();
     assert_eq!(asked.status().as_u16(), 202);
     common::wait_until(WAIT, || async {
-        let (_, held) = newest(&gw.client).await?;
-        held.contains(&("AAPL".to_string(), dec("5"))).then_some(())
+        (count(
+            &gw.client,
+            "SELECT count(*) FROM reconciliation_breaks WHERE symbol = 'AAPL' \
+             AND broker_change = 5",
+        )
+        .await
+            == 1)
+            .then_some(())
     })
     .await
-    .expect("a snapshot showing the 5 AAPL");
+    .expect("the 5 AAPL bought elsewhere found as a break");
     let switched = client(OPERATOR)
         .post(format!("http://{}/api/v1/kill-switch", running.api_addr()))
         .body(r#"{"state":"reduce_only"}"#)
@@ -514,24 +520,35 @@ async fn orders_placed_elsewhere_are_external_and_one_left_working_while_down_is
     let mut alpha = common::orders::StrategyWs::connect(running.api_addr(), "alpha-token")
         .await
         .unwrap();
-    let mut ask = async |id: &str, side: &str, qty: &str| {
-        alpha
-            .send(
-                json!({"type": "submit_order", "request_id": id, "strategy": "alpha",
-                "symbol": "AAPL", "side": side, "qty": qty, "order_type": "market",
-                "time_in_force": "day"}),
-            )
-            .await;
+    let mut ask = async |id: &str, side: &str, qty: &str, limit: Option<&str>| {
+        let mut order = json!({"type": "submit_order", "request_id": id, "strategy": "alpha",
+            "symbol": "AAPL", "side": side, "qty": qty, "order_type": "market",
+            "time_in_force": "day"});
+        if let Some(price) = limit {
+            order["order_type"] = json!("limit");
+            order["limit_price"] = json!(price);
+            order["time_in_force"] = json!("gtc");
+        }
+        alpha.send(order).await;
         alpha.answer(id).await
     };
-    let more = ask("more", "buy", "1").await;
+    let more = ask("more", "buy", "1", None).await;
     assert_eq!(more["code"], "risk.reduce_only", "{more}");
-    let through = ask("through", "sell", "6").await;
+    let through = ask("through", "sell", "6", None).await;
     assert_eq!(through["code"], "risk.reduce_only", "{through}");
-    let down = ask("down", "sell", "3").await;
+    // a resting sell of 3 (far above the market, so it works) is reducing ...
+    let down = ask("down", "sell", "3", Some("1000")).await;
     assert_eq!(
         down["type"], "ack",
-        "selling what the broker shows is reducing: {down}"
+        "selling what the broker shows reduces: {down}"
     );
+    // ... and while it works, only 2 more may be sold
+    let beyond = ask("beyond", "sell", "3", None).await;
+    assert_eq!(
+        beyond["code"], "risk.reduce_only",
+        "5 - 3 working leaves 2: {beyond}"
+    );
+    let rest = ask("rest", "sell", "2", None).await;
+    assert_eq!(rest["type"], "ack", "{rest}");
     running.stop().await.unwrap();
 }

@@ -35,13 +35,18 @@ pub const EXTERNAL_ORDER_ALERT: &str = "reconcile.external_order";
 /// Records the orders a broker listed for `account` that no decision explains, and raises one
 /// alert for each found for the first time (a metric counts them too); the orders recorded.
 pub async fn record_external(
-    client: &impl GenericClient,
+    client: &mut impl GenericClient,
     broker: &str,
     account: &str,
     listed: &[crate::store::external_orders::ListedOrder],
 ) -> Result<Vec<crate::store::external_orders::ExternalOrder>, StoreError> {
+    // the rows and their alerts together: a row found new is alerted, or not recorded at all
+    let client = client
+        .transaction()
+        .await
+        .map_err(StoreError::new("beginning to record external orders"))?;
     let found =
-        crate::store::external_orders::record_unexplained(client, broker, account, listed).await?;
+        crate::store::external_orders::record_unexplained(&client, broker, account, listed).await?;
     for order in found.iter().filter(|o| o.new) {
         let listed = listed
             .iter()
@@ -75,8 +80,12 @@ pub async fn record_external(
             }),
             dedupe_key: Some(format!("external:{broker}:{}", order.broker_order_id)),
         };
-        insert_alert(client, &alert).await?;
+        insert_alert(&client, &alert).await?;
     }
+    client
+        .commit()
+        .await
+        .map_err(StoreError::new("recording external orders"))?;
     Ok(found)
 }
 
@@ -284,9 +293,11 @@ pub async fn check_window(
 }
 
 /// Checks every window whose fills are all on record by now, oldest first; `broker` and
-/// `account` narrow them.
+/// `account` narrow them. Each window is checked in a transaction of its own (its run, its
+/// breaks and their alerts, all or none); a window whose check fails is logged and counted and
+/// the next run tries it again, and the windows after it are checked all the same.
 pub async fn reconcile(
-    client: &impl GenericClient,
+    client: &mut impl GenericClient,
     broker: Option<&str>,
     account: Option<&str>,
     config: &ReconcileConfig,
@@ -296,7 +307,28 @@ pub async fn reconcile(
     let windows = open_windows(client, broker, account, Utc::now() - settle).await?;
     let mut done = Vec::with_capacity(windows.len());
     for w in windows {
-        done.push(check_window(client, w, config, trigger).await?);
+        let (broker, account, to) = (w.broker.clone(), w.account.clone(), w.to.id);
+        let checked = async {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(StoreError::new("beginning a reconciliation"))?;
+            let checked = check_window(&tx, w, config, trigger).await?;
+            tx.commit()
+                .await
+                .map_err(StoreError::new("committing a reconciliation"))?;
+            Ok::<_, StoreError>(checked)
+        }
+        .await;
+        match checked {
+            Ok(checked) => done.push(checked),
+            Err(e) => {
+                metrics::counter!("tradegate_reconciliation_failures_total", "broker" => broker.clone())
+                    .increment(1);
+                tracing::error!(%broker, %account, to_snapshot = to, error = %e,
+                    "a reconciliation window could not be checked; the next run tries it again");
+            }
+        }
     }
     Ok(done)
 }
@@ -311,29 +343,46 @@ pub struct Requested {
     pub checked: Vec<Reconciled>,
 }
 
+/// Enqueues a `positions.sync` job for each of `accounts` (idempotently: one pending per
+/// account).
+pub async fn enqueue_syncs(
+    client: &impl GenericClient,
+    accounts: &[String],
+) -> Result<Vec<Enqueued>, StoreError> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let mut enqueued = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        enqueued.push(jobs::enqueue(client, jobs::POSITIONS_SYNC, account, &empty).await?);
+    }
+    Ok(enqueued)
+}
+
+/// Checks the ready windows of each of `accounts`.
+pub async fn check_accounts(
+    client: &mut impl GenericClient,
+    accounts: &[String],
+    config: &ReconcileConfig,
+    trigger: &str,
+) -> Result<Vec<Reconciled>, StoreError> {
+    let mut checked = Vec::new();
+    for account in accounts {
+        checked.extend(reconcile(client, None, Some(account), config, trigger).await?);
+    }
+    Ok(checked)
+}
+
 /// A reconciliation asked for (`tradegate reconcile`, `POST /api/v1/reconcile`): a
-/// `positions.sync` job enqueued for each of `accounts` (idempotently), and the windows of
+/// `positions.sync` job enqueued for each of `accounts` (idempotently), then the windows of
 /// those accounts whose fills are all on record checked now.
 pub async fn request(
-    client: &impl GenericClient,
+    client: &mut impl GenericClient,
     accounts: &[String],
     config: &ReconcileConfig,
     trigger: &str,
 ) -> Result<Requested, StoreError> {
-    let empty = serde_json::Value::Object(serde_json::Map::new());
-    let mut requested = Requested {
-        jobs: Vec::with_capacity(accounts.len()),
-        checked: Vec::new(),
-    };
-    for account in accounts {
-        requested
-            .jobs
-            .push(jobs::enqueue(client, jobs::POSITIONS_SYNC, account, &empty).await?);
-        requested
-            .checked
-            .extend(reconcile(client, None, Some(account), config, trigger).await?);
-    }
-    Ok(requested)
+    let jobs = enqueue_syncs(client, accounts).await?;
+    let checked = check_accounts(client, accounts, config, trigger).await?;
+    Ok(Requested { jobs, checked })
 }
 
 #[cfg(test)]

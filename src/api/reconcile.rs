@@ -84,12 +84,24 @@ async fn reconcile(
     )
     .await
     .map_err(unavailable)?;
-    let requested =
-        tradegate_actors::reconciliation::request(&*tx, &accounts, &state.reconcile, "api")
-            .await
-            .map_err(unavailable)?;
+    let jobs = tradegate_actors::reconciliation::enqueue_syncs(&*tx, &accounts)
+        .await
+        .map_err(unavailable)?;
     tx.commit().await.map_err(unavailable)?;
-    json_answer(StatusCode::ACCEPTED, requested)
+    // the windows ready now, checked after the request is on record: a window that cannot be
+    // checked is logged and tried again, it does not refuse the request
+    let checked = tradegate_actors::reconciliation::check_accounts(
+        &mut **client,
+        &accounts,
+        &state.reconcile,
+        "api",
+    )
+    .await
+    .map_err(unavailable)?;
+    json_answer(
+        StatusCode::ACCEPTED,
+        tradegate_actors::reconciliation::Requested { jobs, checked },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]

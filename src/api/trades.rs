@@ -39,7 +39,9 @@ impl From<SyncError> for ApiError {
         let status = match e {
             SyncError::InProgress(_) => StatusCode::CONFLICT,
             SyncError::UnknownAccount(_) => StatusCode::NOT_FOUND,
-            SyncError::Tws(_) | SyncError::NotManaged { .. } => StatusCode::BAD_GATEWAY,
+            SyncError::Tws(_) | SyncError::Positions(_) | SyncError::NotManaged { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             SyncError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             SyncError::Job(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SyncError::Store(_) | SyncError::Ingestion(_) | SyncError::Unavailable(_) => {

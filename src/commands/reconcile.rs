@@ -34,7 +34,7 @@ pub async fn reconcile_command(
         bail!("no accounts to reconcile: configure [alpaca] accounts or [ibkr] accounts");
     }
     let requested = with_database(config, async |database| {
-        let client = database.connect().await?;
+        let mut client = database.connect().await?;
         // on record before anything is asked for
         tradegate_actors::store::operator_actions::record(
             &client,
@@ -49,7 +49,7 @@ pub async fn reconcile_command(
         )
         .await?;
         Ok(tradegate_actors::reconciliation::request(
-            &client,
+            &mut client,
             &accounts,
             &config.reconcile,
             "command",

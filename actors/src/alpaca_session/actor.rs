@@ -127,7 +127,10 @@ impl Actor for AlpacaSession {
             closing: Default::default(),
             stopping: Default::default(),
             positions_due: Default::default(),
+            positions_lock: tokio::sync::Mutex::new(()),
             catch_up_generation: Default::default(),
+            caught_up_generation: Default::default(),
+            streaming: args.config.stream,
             reconciliation: args.reconcile,
         });
         let mut tasks = vec![submissions_task, events_task];

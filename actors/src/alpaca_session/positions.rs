@@ -82,6 +82,7 @@ impl SessionCtx {
     /// before the call, the answer after it (whatever it was), the positions only when every
     /// one of them could be read.
     pub(crate) async fn sync_positions(&self) -> Result<PositionsSynced, SessionError> {
+        let _one = self.positions_lock.lock().await;
         let request_payload_id = self.store_request("GET", POSITIONS, &[], None).await?;
         let requested_at = Utc::now();
         let answer = self.rest.call(Method::GET, POSITIONS, &[], None).await;
@@ -154,11 +155,20 @@ fn reconcile_later(ctx: &Arc<SessionCtx>, trigger: &'static str) {
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         tokio::time::sleep(ctx.reconciliation.settle() + Duration::from_millis(50)).await;
+        if ctx.streaming
+            && ctx.caught_up_generation.load(Ordering::SeqCst)
+                != ctx.catch_up_generation.load(Ordering::SeqCst)
+        {
+            // the stream is down or catching up: the window waits for the reconcile that
+            // follows the catch-up (what it recovers may be the window's fills)
+            tracing::debug!(account = %ctx.account, trigger, "reconciliation waits for the catch-up");
+            return;
+        }
         let done = async {
-            let client = ctx.pool.get().await?;
+            let mut client = ctx.pool.get().await?;
             Ok::<_, SessionError>(
                 reconciliation::reconcile(
-                    &**client,
+                    &mut **client,
                     Some(BROKER),
                     Some(&ctx.account),
                     &ctx.reconciliation,

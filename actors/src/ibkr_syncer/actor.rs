@@ -302,7 +302,11 @@ impl IbkrSyncerState {
         }
         if self.session.is_none() {
             self.connect(myself).await?;
-            self.snapshot_all(myself).await?;
+            if !self.snapshot_all(myself).await {
+                // the positions request ended the session: the executions sync goes on over a
+                // new one, without positions (the next connect or positions.sync asks again)
+                self.connect(myself).await?;
+            }
         }
         let config = &self.args.config;
         let request = SyncRequest {
@@ -358,50 +362,47 @@ impl IbkrSyncerState {
         self.schedule(myself, retry);
     }
 
-    /// Records a positions snapshot of `account` over the session.
+    /// Records a positions snapshot of each of `accounts` over the session (one request).
     async fn snapshot(
         &mut self,
         myself: &ActorRef<IbkrSyncerMessage>,
-        account: &str,
-    ) -> Result<i64, SyncError> {
+        accounts: &[String],
+    ) -> Result<(), SyncError> {
         let Some(session) = self.session.as_mut() else {
             return Err(SyncError::Unavailable("no TWS session".into()));
         };
         let s = &self.args.session;
         let outcome =
-            super::positions::snapshot(&self.args.pool, session, (&s.host, s.port), account).await;
+            super::positions::snapshot(&self.args.pool, session, (&s.host, s.port), accounts).await;
         self.log_notices();
-        if let Err(e) = &outcome
-            && e.breaks_session()
-        {
-            self.broken(myself, Some(account), e);
+        match &outcome {
+            Err(e) if e.breaks_session() => self.broken(myself, None, e),
+            Err(e) => tracing::warn!(session = %self.args.session.name(), error = %e,
+                "could not record the IBKR positions; the next connect or positions.sync asks again"),
+            Ok(_) => {}
         }
-        outcome
+        outcome.map(|_| ())
     }
 
     /// A snapshot of every account the new session serves, before anything is synced over it
-    /// (so the sync that follows completes each window). A failure that breaks the session
-    /// ends it; any other is logged, and the next connect or `positions.sync` snapshots again.
-    async fn snapshot_all(
-        &mut self,
-        myself: &ActorRef<IbkrSyncerMessage>,
-    ) -> Result<(), SyncError> {
+    /// (so the sync that follows completes each window); whether the session survived it.
+    async fn snapshot_all(&mut self, myself: &ActorRef<IbkrSyncerMessage>) -> bool {
         let managed: Vec<String> = match &self.session {
             Some(session) => session.accounts().to_vec(),
-            None => return Ok(()),
+            None => return false,
         };
-        for account in self.args.session.accounts.clone() {
-            if !managed.contains(&account) {
-                continue;
-            }
-            match self.snapshot(myself, &account).await {
-                Ok(_) => {}
-                Err(e) if e.breaks_session() => return Err(e),
-                Err(e) => tracing::warn!(account, error = %e,
-                    "could not record the IBKR positions at connect"),
-            }
+        let accounts: Vec<String> = self
+            .args
+            .session
+            .accounts
+            .iter()
+            .filter(|a| managed.contains(a))
+            .cloned()
+            .collect();
+        if !accounts.is_empty() {
+            let _ = self.snapshot(myself, &accounts).await;
         }
-        Ok(())
+        self.session.is_some()
     }
 
     /// Reads what TWS pushed since the last look; the accounts whose pushed fills are due
@@ -517,7 +518,7 @@ impl IbkrSyncerState {
         let outcome = match job.payload.as_object() {
             Some(map) if map.is_empty() => {
                 let snapped = if self.session.is_some() {
-                    self.snapshot(myself, account).await.map(|_| ())
+                    self.snapshot(myself, &[account.to_string()]).await
                 } else {
                     // a new session snapshots every account as it starts
                     Ok(())

@@ -373,8 +373,11 @@ impl TwsSession {
 
     /// Asks TWS for the positions of every account of the login (REQ_POSITIONS) and collects
     /// them until POSITION_END, within the request deadline; then cancels the subscription (TWS
-    /// would push every later change otherwise). Positions TWS reports as zero (closed today)
-    /// are part of the answer; what they mean is the caller's to say.
+    /// would push every later change otherwise), also when the answer failed. A position sent
+    /// twice (an update pushed while the answer was under way) counts once, as its last word.
+    /// Positions TWS reports as zero (closed today) are part of the answer; what they mean is
+    /// the caller's to say. A frame that cannot be read fails the answer, not the session: the
+    /// rest is read to its end marker.
     pub async fn positions(&mut self) -> Result<Vec<Position>, TwsError> {
         let deadline = Instant::now() + self.timeouts.request;
         tws::write_fields(
@@ -382,31 +385,52 @@ impl TwsSession {
             &[tws::out::REQ_POSITIONS.to_string(), "1".into()],
         )
         .await?;
-        let mut out = Vec::new();
+        let mut out: Vec<Position> = Vec::new();
+        let mut unreadable = None;
         let outcome = loop {
-            match self.next_message(Some(deadline)).await {
-                Ok(Incoming::Position(p)) => out.push(*p),
-                Ok(Incoming::PositionEnd) => break Ok(()),
-                Ok(Incoming::Commission(c)) => self.keep_commissions(vec![c]),
-                Ok(Incoming::Execution(e)) => self.pushed(&e),
-                Ok(Incoming::Error { id, code, message }) => self.note(id, code, message),
-                Ok(_) => {}
+            let frame = match self.frame(Some(deadline)).await {
+                Ok(frame) => frame,
                 Err(TwsError::Deadline { limit, .. }) => {
                     break Err(TwsError::Deadline {
                         what: "the positions request",
                         limit,
                     });
                 }
-                Err(e) => break Err(e),
+                Err(e) => return Err(e),
+            };
+            match tws::decode(&frame, self.server_version) {
+                Ok(Incoming::Position(p)) => {
+                    let same = |q: &Position| {
+                        q.account == p.account
+                            && q.contract.con_id == p.contract.con_id
+                            && q.contract.symbol == p.contract.symbol
+                            && q.contract.sec_type == p.contract.sec_type
+                    };
+                    match out.iter_mut().find(|q| same(q)) {
+                        Some(q) => *q = *p,
+                        None => out.push(*p),
+                    }
+                }
+                Ok(Incoming::PositionEnd) => break Ok(()),
+                Ok(Incoming::Commission(c)) => self.keep_commissions(vec![c]),
+                Ok(Incoming::Execution(e)) => self.pushed(&e),
+                Ok(Incoming::Error { id, code, message }) => self.note(id, code, message),
+                Ok(_) => {}
+                Err(e) => {
+                    unreadable.get_or_insert(e);
+                }
             }
         };
-        outcome?;
         tws::write_fields(
             &mut self.writer,
             &[tws::out::CANCEL_POSITIONS.to_string(), "1".into()],
         )
         .await?;
-        Ok(out)
+        outcome?;
+        match unreadable {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Reads what TWS pushed while no request was under way, for at most `wait`: executions

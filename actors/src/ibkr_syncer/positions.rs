@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::client::TwsSession;
 use super::sync::SyncError;
-use super::tws::Position;
+use super::tws::{Position, TwsError};
 use crate::domain::ApiPayload;
 use crate::reconciliation::{self, ReconcileConfig};
 use crate::store::positions::{NewPosition, NewSnapshot, record_snapshot};
@@ -83,14 +83,17 @@ fn payload_error(e: impl std::fmt::Display) -> SyncError {
     SyncError::Unavailable(format!("storing a positions payload: {e}"))
 }
 
-/// Asks TWS for the positions and records the snapshot of `account`: the request stored
-/// before it is sent, the answer (or the failure) after. The snapshot's id.
+/// Asks TWS once for the positions of the login and records a snapshot of each of
+/// `accounts`: the request stored before it is sent, the answer (or the failure) after, both
+/// shared by the snapshots they made. The snapshots' ids, by account. An answer TWS could not
+/// give whole records no snapshot ([`SyncError::Positions`]; the session goes on); a closed
+/// connection or an answer not finished in time is [`SyncError::Tws`] (the session is over).
 pub async fn snapshot(
     pool: &deadpool_postgres::Pool,
     session: &mut TwsSession,
     (host, port): (&str, u16),
-    account: &str,
-) -> Result<i64, SyncError> {
+    accounts: &[String],
+) -> Result<Vec<(String, i64)>, SyncError> {
     let client = pool
         .get()
         .await
@@ -101,7 +104,7 @@ pub async fn snapshot(
             "endpoint": ENDPOINT,
             "method": "GET",
             "params": {"host": host, "port": port, "client_id": session.client_id(),
-                       "account": account, "message": ["61", "1"]},
+                       "accounts": accounts, "message": ["61", "1"]},
         }),
     )
     .map_err(payload_error)?;
@@ -112,7 +115,7 @@ pub async fn snapshot(
     let body = match &answer {
         Ok(all) => json!({
             "status_code": 200,
-            "body": {"positions": all.iter().filter(|p| p.account == account).map(raw)
+            "body": {"positions": all.iter().filter(|p| accounts.contains(&p.account)).map(raw)
                 .collect::<Vec<_>>()},
         }),
         // a TWS that failed the request: what it did, as a gateway's failure would read
@@ -121,29 +124,36 @@ pub async fn snapshot(
     let mut response = ApiPayload::response(IBKR, body).map_err(payload_error)?;
     response.captured_at = as_of;
     let response_payload_id = store::payloads::insert_payload(&**client, &response).await?;
-    let all = answer?;
-    let positions = positions_of(account, &all);
-    let id = record_snapshot(
-        &**client,
-        &NewSnapshot {
-            broker: IBKR,
+    let all = answer.map_err(|e| match e {
+        TwsError::Malformed(_) => SyncError::Positions(e),
+        other => SyncError::Tws(other),
+    })?;
+    let mut ids = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let positions = positions_of(account, &all);
+        let id = record_snapshot(
+            &**client,
+            &NewSnapshot {
+                broker: IBKR,
+                account,
+                requested_at,
+                as_of,
+                request_payload_id,
+                response_payload_id,
+                positions: &positions,
+            },
+        )
+        .await?;
+        metrics::counter!("tradegate_position_snapshots_total", "broker" => IBKR).increment(1);
+        tracing::info!(
             account,
-            requested_at,
-            as_of,
-            request_payload_id,
-            response_payload_id,
-            positions: &positions,
-        },
-    )
-    .await?;
-    metrics::counter!("tradegate_position_snapshots_total", "broker" => IBKR).increment(1);
-    tracing::info!(
-        account,
-        snapshot = id,
-        positions = positions.len(),
-        "IBKR positions recorded"
-    );
-    Ok(id)
+            snapshot = id,
+            positions = positions.len(),
+            "IBKR positions recorded"
+        );
+        ids.push((account.clone(), id));
+    }
+    Ok(ids)
 }
 
 /// Checks the account's windows whose fills are all on record (a sync completed after the
@@ -155,12 +165,12 @@ pub async fn reconcile_account(
     trigger: &str,
 ) {
     let done = async {
-        let client = pool
+        let mut client = pool
             .get()
             .await
             .map_err(|e| SyncError::Unavailable(format!("no database connection: {e}")))?;
         Ok::<_, SyncError>(
-            reconciliation::reconcile(&**client, Some(IBKR), Some(account), config, trigger)
+            reconciliation::reconcile(&mut **client, Some(IBKR), Some(account), config, trigger)
                 .await?,
         )
     }

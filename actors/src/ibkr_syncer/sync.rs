@@ -62,6 +62,10 @@ pub enum SyncError {
     /// A job's payload was refused (its key named); nothing was fetched or written
     #[error(transparent)]
     Job(#[from] super::job::JobPayloadError),
+    /// TWS answered the positions request with something unusable, or not in time; the
+    /// session goes on (a closed connection is [`SyncError::Tws`])
+    #[error("the positions request failed: {0}")]
+    Positions(TwsError),
 }
 
 impl SyncError {
@@ -80,6 +84,7 @@ impl SyncError {
             Self::UnknownAccount(_) => "unknown_account",
             Self::TimedOut(_) => "sync_timeout",
             Self::Job(_) => "invalid",
+            Self::Positions(_) => "tws_positions",
         }
     }
 

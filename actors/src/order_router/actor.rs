@@ -335,7 +335,7 @@ impl OrderRouterState {
 
     async fn position(&self, account: &str, symbol: &str) -> Result<Decimal, RouterError> {
         let client = self.args.pool.get().await?;
-        Ok(store::orders::position(&**client, account, symbol).await?)
+        Ok(store::orders::position(&**client, account, symbol, None).await?)
     }
 }
 

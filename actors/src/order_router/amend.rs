@@ -86,9 +86,15 @@ async fn check_amendment(
         .validate()
         .map_err(OrderReject::from_decision)?;
     let position = if kill == KillSwitch::ReduceOnly {
-        store::orders::position(&**client, &decided.account, &decided.symbol)
-            .await
-            .map_err(RouterError::from)?
+        // the order being replaced leaves the broker: what it may still take off is not counted
+        store::orders::position(
+            &**client,
+            &decided.account,
+            &decided.symbol,
+            Some(order.decision_id),
+        )
+        .await
+        .map_err(RouterError::from)?
     } else {
         Decimal::ZERO
     };

@@ -91,7 +91,8 @@ pub async fn record_unexplained(
                           otype, status, submitted, raw, n)), \
              x AS ( \
                  SELECT u.* FROM u \
-                 WHERE NOT EXISTS (SELECT 1 FROM trade_decisions d WHERE d.decision_id = u.decision) \
+                 WHERE NOT EXISTS (SELECT 1 FROM trade_decisions d \
+                                   WHERE d.decision_id = u.decision AND d.account = $2) \
                    AND NOT EXISTS (SELECT 1 FROM trade_executions e \
                                    WHERE e.broker_order_id = u.id OR e.broker_order_id = u.replaces)) \
              INSERT INTO external_orders AS o (broker, account, broker_order_id, client_order_id, \

@@ -67,7 +67,8 @@ pub async fn open_windows(
                AND NOT EXISTS (SELECT 1 FROM reconciliation_runs r WHERE r.to_snapshot_id = p.id) \
                AND CASE WHEN p.broker = $4 THEN EXISTS ( \
                             SELECT 1 FROM sync_runs y WHERE y.account_id = p.account \
-                              AND y.status = 'completed' AND y.started_at >= p.as_of) \
+                              AND y.status = 'completed' AND y.window_end >= p.as_of \
+                              AND y.window_start <= p.prev_requested) \
                         ELSE p.as_of <= $3 END \
              ORDER BY p.id",
             &[&broker, &account, &settled_before, &IBKR],
@@ -121,68 +122,79 @@ const ALPACA_FILLS: &str = "SELECT d.symbol, CASE d.side WHEN 'buy' THEN e.qty E
              SELECT sum(e.qty) FROM broker_order_events e \
              WHERE e.trade_decision_id = d.id AND e.event IN ('fill', 'partial_fill')), 0) AS rest) r \
      WHERE x.broker = 'alpaca' AND d.account = $1 AND x.filled_quantity > 0 \
-       AND x.submitted_at <= $3 AND COALESCE(p.captured_at, x.updated_at) > $2 AND r.rest > 0";
+       AND x.submitted_at <= $3 AND x.updated_at > $2::timestamptz - interval '1 minute' \
+       AND COALESCE(p.captured_at, x.updated_at) > $2 AND r.rest > 0";
 
 /// IBKR: every revision of the account's executions, whose time TWS gives to the second, each
 /// counting what it changed: its signed quantity less that of the revision it corrects (the
-/// next lower one of its execution). A fill's first revision counts whole; a correction inside
-/// the window of a fill made before it counts the difference, so a window's sum is what the
+/// next lower one of its execution). A fill's first revision counts whole, at its time; a
+/// correction counts the difference, sometime between its execution's time and when it was
+/// recorded (TWS may keep the original time on a correction), so a window's sum is what the
 /// canonical fills at its end add to those at its start. An instrument other than a stock is
 /// keyed by its symbol and security type, as its position is.
-const IBKR_FILLS: &str = "SELECT * FROM ( \
-     SELECT CASE WHEN f.sec_type IS NULL OR f.sec_type = 'STK' THEN f.symbol \
+const IBKR_FILLS: &str = "SELECT symbol, q, lo, hi, source, ref FROM ( \
+     SELECT CASE WHEN COALESCE(NULLIF(f.sec_type, ''), 'STK') = 'STK' THEN f.symbol \
                  ELSE f.symbol || ' ' || f.sec_type END AS symbol, \
-            CASE f.side WHEN 'buy' THEN f.quantity ELSE -f.quantity END - COALESCE(( \
-                SELECT CASE c.side WHEN 'buy' THEN c.quantity ELSE -c.quantity END \
-                FROM broker_fills c \
-                WHERE c.account_id = f.account_id AND c.exec_id_base = f.exec_id_base \
-                  AND c.exec_revision < f.exec_revision AND c.side IS NOT NULL \
-                ORDER BY c.exec_revision DESC LIMIT 1), 0) AS q, \
-            f.executed_at AS lo, f.executed_at + interval '1 second' AS hi, \
+            CASE f.side WHEN 'buy' THEN f.quantity ELSE -f.quantity END - COALESCE(c.q, 0) AS q, \
+            f.executed_at AS lo, \
+            CASE WHEN c.q IS NULL THEN f.executed_at + interval '1 second' \
+                 ELSE GREATEST(f.executed_at + interval '1 second', f.created_at) END AS hi, \
             'broker_fill' AS source, f.id AS ref \
      FROM broker_fills f \
-     WHERE f.account_id = $1 AND f.symbol IS NOT NULL AND f.side IS NOT NULL \
-       AND f.executed_at > $2::timestamptz - interval '1 second' AND f.executed_at <= $3::timestamptz) w \
-     WHERE w.q <> 0";
+     LEFT JOIN LATERAL ( \
+         SELECT CASE p.side WHEN 'buy' THEN p.quantity ELSE -p.quantity END AS q \
+         FROM broker_fills p \
+         WHERE p.account_id = f.account_id AND p.exec_id_base = f.exec_id_base \
+           AND p.exec_revision < f.exec_revision AND p.side IS NOT NULL \
+         ORDER BY p.exec_revision DESC LIMIT 1) c ON true \
+     WHERE f.account_id = $1 AND NULLIF(f.symbol, '') IS NOT NULL AND f.side IS NOT NULL \
+       AND f.executed_at <= $3::timestamptz \
+       AND (f.executed_at > $2::timestamptz - interval '1 second' \
+            OR f.created_at > $2::timestamptz)) w \
+     WHERE w.q <> 0 AND w.hi > $2::timestamptz";
 
-/// What `account` holds in `symbol` by the freshest knowledge on record: the newest snapshot's
-/// position (none is zero) plus the fills on record that may have happened after its answer;
-/// `None` when the account has no snapshot yet.
-pub async fn position_since_snapshot(
+/// What `account` holds in `symbol` at `broker` beyond the fills of the gateway on record:
+/// what the first snapshot showed beyond the gateway's fills before it (a position the account
+/// had before the gateway traded it), plus every break's unexplained change since (trades made
+/// elsewhere, as reconciliation found them). Zero before the first snapshot. The gateway's own
+/// fills plus this is the position by the freshest of both: the gateway's fills as they come,
+/// the broker's word as each snapshot is reconciled.
+pub async fn outside_position(
     client: &impl GenericClient,
     broker: &str,
     account: &str,
     symbol: &str,
-) -> Result<Option<Decimal>, StoreError> {
-    let Some(snapshot) = client
+) -> Result<Decimal, StoreError> {
+    let what = "reading the position outside the gateway's fills";
+    let Some(first) = client
         .query_opt(
             "SELECT s.as_of, COALESCE((SELECT p.quantity FROM broker_positions p \
                                        WHERE p.snapshot_id = s.id AND p.symbol = $3), 0) \
              FROM position_snapshots s WHERE s.broker = $1 AND s.account = $2 \
-             ORDER BY s.id DESC LIMIT 1",
+             ORDER BY s.id LIMIT 1",
             &[&broker, &account, &symbol],
         )
         .await
-        .map_err(StoreError::new("reading the newest position snapshot"))?
+        .map_err(StoreError::new(what))?
     else {
-        return Ok(None);
+        return Ok(Decimal::ZERO);
     };
-    let (as_of, held): (DateTime<Utc>, Decimal) = (snapshot.get(0), snapshot.get(1));
+    let (as_of, held): (DateTime<Utc>, Decimal) = (first.get(0), first.get(1));
     let sql = format!(
-        "SELECT COALESCE(sum(q), 0) FROM ({}) f WHERE symbol = $4 AND hi > $2",
+        "SELECT COALESCE((SELECT sum(q) FROM ({}) f WHERE symbol = $4), 0), \
+                COALESCE((SELECT sum(b.broker_change - b.expected_change) \
+                          FROM reconciliation_breaks b \
+                          WHERE b.broker = $5 AND b.account = $1 AND b.symbol = $4), 0)",
         fills_of(broker)
     );
-    let until = Utc::now() + chrono::Duration::days(1);
+    let since = DateTime::<Utc>::UNIX_EPOCH;
     let row = client
-        .query_one(&sql, &[&account, &as_of, &until, &symbol])
+        .query_one(&sql, &[&account, &since, &as_of, &symbol, &broker])
         .await
-        .map_err(StoreError::new(
-            "reading the fills since the newest snapshot",
-        ))?;
-    let since: Decimal = row.try_get(0).map_err(StoreError::new(
-        "reading the fills since the newest snapshot",
-    ))?;
-    Ok(Some(held + since))
+        .map_err(StoreError::new(what))?;
+    let before: Decimal = row.try_get(0).map_err(StoreError::new(what))?;
+    let breaks: Decimal = row.try_get(1).map_err(StoreError::new(what))?;
+    Ok(held - before + breaks)
 }
 
 fn fills_of(broker: &str) -> &'static str {

@@ -65,8 +65,16 @@ pub(crate) struct SessionCtx {
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Set while a `positions.sync` enqueue is under way (orders ending meanwhile add none)
     pub(crate) positions_due: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// The stream's connects so far: a catch-up gives way to a newer connect's
+    /// One positions request of the account at a time, so snapshots are recorded in the order
+    /// they were taken (a window runs from one to the next)
+    pub(crate) positions_lock: tokio::sync::Mutex<()>,
+    /// The stream's connects and disconnects so far: a catch-up gives way to a newer connect's
     pub(crate) catch_up_generation: std::sync::atomic::AtomicU64,
+    /// The generation whose catch-up completed: the stream is caught up while this equals
+    /// `catch_up_generation` (or there is no stream)
+    pub(crate) caught_up_generation: std::sync::atomic::AtomicU64,
+    /// Whether the session has a stream at all
+    pub(crate) streaming: bool,
     /// How the account's position windows are judged
     pub(crate) reconciliation: crate::reconciliation::ReconcileConfig,
 }

@@ -74,9 +74,10 @@ pub(crate) async fn record_external(
     orders: &[Value],
 ) -> Result<(), SessionError> {
     let listed: Vec<_> = orders.iter().filter_map(listed_order).collect();
-    let client = ctx.pool.get().await?;
+    let mut client = ctx.pool.get().await?;
     let found =
-        crate::reconciliation::record_external(&**client, BROKER, &ctx.account, &listed).await?;
+        crate::reconciliation::record_external(&mut **client, BROKER, &ctx.account, &listed)
+            .await?;
     if !found.is_empty() {
         tracing::warn!(account = %ctx.account, external = found.len(),
             "orders at the broker that the gateway did not place");
@@ -97,6 +98,7 @@ pub(super) async fn catch_up(
         match recover_missed(ctx, workers).await {
             Ok(recovered) => {
                 tracing::info!(account = %ctx.account, recovered, "orders caught up after connecting");
+                ctx.caught_up_generation.store(generation, Ordering::SeqCst);
                 // the positions after what the stream missed, reconciled against the last
                 // snapshot before it
                 crate::alpaca_session::positions::sync_and_reconcile(
@@ -264,8 +266,13 @@ pub(super) async fn recover_missed(
         }
     }
 
-    // what no decision explains is an external order (placed outside the gateway)
-    record_external(ctx, &orders).await?;
+    // what no decision explains is an external order (placed outside the gateway); a failure
+    // to record them holds up no recovered fill: the next catch-up or positions.sync lists
+    // them again
+    if let Err(e) = record_external(ctx, &orders).await {
+        tracing::warn!(account = %ctx.account, error = %e,
+            "could not compare the listed orders with the decisions; they are compared again next time");
+    }
     let mut recovered = 0;
     for order in orders {
         let Some(id) = order["id"].as_str().map(str::to_string) else {

@@ -28,7 +28,11 @@ pub(super) async fn run(
     let mut failures: u32 = 0;
     let mut connected_once = false;
     loop {
-        match session(&ctx, &url, &tls, &workers, connected_once).await {
+        let outcome = session(&ctx, &url, &tls, &workers, connected_once).await;
+        // no stream listens until the next connect's catch-up completes: windows closed
+        // meanwhile wait for it (their fills may be among what it recovers)
+        ctx.catch_up_generation.fetch_add(1, Ordering::SeqCst);
+        match outcome {
             Ok(()) => {
                 failures = 0;
                 connected_once = true;

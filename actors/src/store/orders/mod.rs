@@ -28,20 +28,70 @@ pub use terms::decision_terms;
 /// Reason a decision failed when recovery found no order at the broker.
 pub const NOT_RECEIVED_BY_BROKER: &str = "not_received_by_broker";
 
-/// The position of `account` in `symbol` that the reduce-only kill switch protects: the
-/// broker's newest snapshot with the fills on record since it (so a position changed outside
-/// the gateway counts once the broker has shown it); before any snapshot, the net of the
-/// gateway's own executions (buys minus sells).
+/// The position of `account` in `symbol` that the reduce-only kill switch lets an order
+/// reduce: what the account holds, less what the gateway's working orders (other than
+/// `except`, an order being replaced) may still take off it. What it holds is the net of the
+/// gateway's own fills (as fresh as they come) plus what the broker showed beyond them (its
+/// first snapshot's position before the gateway traded, and every break reconciliation found
+/// since; see [`outside_position`](super::reconciliation::outside_position)).
 pub async fn position(
     client: &impl GenericClient,
     account: &str,
     symbol: &str,
+    except: Option<uuid::Uuid>,
 ) -> Result<Decimal, StoreError> {
-    if let Some(held) =
-        super::reconciliation::position_since_snapshot(client, "alpaca", account, symbol).await?
-    {
-        return Ok(held);
-    }
+    let held = own_position(client, account, symbol).await?
+        + super::reconciliation::outside_position(client, "alpaca", account, symbol).await?;
+    let (buying, selling) = working_quantities(client, account, symbol, except).await?;
+    Ok(if held > Decimal::ZERO {
+        (held - selling).max(Decimal::ZERO)
+    } else if held < Decimal::ZERO {
+        (held + buying).min(Decimal::ZERO)
+    } else {
+        Decimal::ZERO
+    })
+}
+
+/// What the gateway's orders in `symbol` that may still fill (a decision not sent yet, an
+/// order the broker works) may still buy and sell; a notional order's shares are unknown and
+/// not counted.
+async fn working_quantities(
+    client: &impl GenericClient,
+    account: &str,
+    symbol: &str,
+    except: Option<uuid::Uuid>,
+) -> Result<(Decimal, Decimal), StoreError> {
+    let what = "reading the working orders of a position";
+    let row = client
+        .query_one(
+            "SELECT COALESCE(sum(r.rest) FILTER (WHERE d.side = 'buy'), 0), \
+                    COALESCE(sum(r.rest) FILTER (WHERE d.side = 'sell'), 0) \
+             FROM trade_decisions d \
+             LEFT JOIN LATERAL (SELECT e.status, e.filled_quantity FROM trade_executions e \
+                                WHERE e.trade_decision_id = d.id ORDER BY e.id DESC LIMIT 1) x \
+                 ON true \
+             CROSS JOIN LATERAL (SELECT GREATEST(d.quantity - COALESCE(x.filled_quantity, 0), 0) \
+                                 AS rest) r \
+             WHERE d.account = $1 AND d.symbol = $2 AND d.quantity IS NOT NULL \
+               AND ($3::uuid IS NULL OR d.decision_id <> $3) \
+               AND ((x.status IS NULL AND d.status = 'pending') \
+                    OR x.status IN ('submitted', 'accepted', 'partial_fill'))",
+            &[&account, &symbol, &except],
+        )
+        .await
+        .map_err(StoreError::new(what))?;
+    Ok((
+        row.try_get(0).map_err(StoreError::new(what))?,
+        row.try_get(1).map_err(StoreError::new(what))?,
+    ))
+}
+
+/// The net of the gateway's own executions of `account` in `symbol` (buys minus sells).
+async fn own_position(
+    client: &impl GenericClient,
+    account: &str,
+    symbol: &str,
+) -> Result<Decimal, StoreError> {
     let row = client
         .query_one(
             "SELECT COALESCE(sum(CASE d.side WHEN 'buy' THEN e.filled_quantity \

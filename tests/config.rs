@@ -151,6 +151,23 @@ fn a_bad_environment_override_names_the_variable() {
         message.contains("ibkr.timezone") && message.contains("unknown time zone"),
         "{message}"
     );
+    for (key, value, named) in [
+        (
+            "TRADEGATE_REPORTER__DAILY_SUMMARY_AT",
+            "5pm",
+            "reporter.daily_summary_at",
+        ),
+        (
+            "TRADEGATE_REPORTER__DAILY_SUMMARY_TIMEZONE",
+            "Mars/Base",
+            "reporter.daily_summary_timezone",
+        ),
+    ] {
+        let message = Config::load_with_env(Some(&path), env(&[(key, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(named), "{key}={value}: {message}");
+    }
     let message =
         Config::load_with_env(Some(&path), env(&[("TRADEGATE_IBKR__CLI_CLIENT_ID", "17")]))
             .unwrap_err()

@@ -103,6 +103,10 @@ impl Actor for Reporter {
                 Duration::from_secs(args.config.retention_interval_secs),
                 || ReporterMessage::PurgePayloads { reply: None },
             ),
+            myself.send_interval(
+                Duration::from_secs(args.config.daily_summary_check_secs.max(1)),
+                || ReporterMessage::DailySummary,
+            ),
         ];
         // alerts raised from now on are forwarded (best effort: without the database now,
         // the first check starts from the newest alert then)
@@ -153,6 +157,13 @@ impl Actor for Reporter {
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
+                }
+            }
+            ReporterMessage::DailySummary => {
+                if let Err(e) =
+                    super::daily::run(&state.http, &state.args.config, &state.args.pool).await
+                {
+                    tracing::warn!(error = %e, "the daily summary check failed; it runs again at the next check");
                 }
             }
             ReporterMessage::PurgePayloads { reply } => {

@@ -95,12 +95,16 @@ pub async fn post(http: &reqwest::Client, config: &ReporterConfig, alerts: &[Rai
         return;
     };
     for alert in alerts {
+        let body = match config.webhook_format {
+            super::config::WebhookFormat::Json => json!({"id": alert.id, "kind": alert.kind,
+                "message": alert.message, "details": alert.details}),
+            super::config::WebhookFormat::Slack => {
+                json!({"text": format!("tradegate alert {}: {}", alert.kind, alert.message)})
+            }
+        };
         let sent = http
             .post(url)
-            .json(
-                &json!({"id": alert.id, "kind": alert.kind, "message": alert.message,
-                "details": alert.details}),
-            )
+            .json(&body)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status);

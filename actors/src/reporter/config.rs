@@ -27,6 +27,37 @@ pub struct ReporterConfig {
     pub purge_batch_size: i64,
     /// How often the payload purge runs inside the gateway, in seconds.
     pub retention_interval_secs: u64,
+    /// When the day's summary is built, stored and sent to the webhook: `HH:MM` in
+    /// `daily_summary_timezone` (after the close); empty: never on its own
+    pub daily_summary_at: String,
+    /// The zone of `daily_summary_at` (an IANA name)
+    pub daily_summary_timezone: String,
+    /// How often the Reporter looks whether the summary is due, in seconds
+    pub daily_summary_check_secs: u64,
+    /// The webhook's body: `json` (tradegate's own objects) or `slack` (`{"text": ...}`, what
+    /// Slack's and compatible incoming webhooks take)
+    pub webhook_format: WebhookFormat,
+}
+
+/// The form of what is POSTed to the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// tradegate's own JSON objects
+    #[default]
+    Json,
+    /// `{"text": ...}`
+    Slack,
+}
+
+impl ReporterConfig {
+    /// `daily_summary_at` read, with its zone; `None` when the summary is not delivered on its
+    /// own. Call after [`validate`](Self::validate).
+    pub fn daily_summary_time(&self) -> Option<(chrono::NaiveTime, chrono_tz::Tz)> {
+        let at = chrono::NaiveTime::parse_from_str(self.daily_summary_at.trim(), "%H:%M").ok()?;
+        let zone = self.daily_summary_timezone.parse().ok()?;
+        Some((at, zone))
+    }
 }
 
 impl Default for ReporterConfig {
@@ -42,6 +73,10 @@ impl Default for ReporterConfig {
             payload_retention_days: 730,
             purge_batch_size: 10_000,
             retention_interval_secs: 86_400,
+            daily_summary_at: "17:30".into(),
+            daily_summary_timezone: "America/New_York".into(),
+            daily_summary_check_secs: 30,
+            webhook_format: WebhookFormat::Json,
         }
     }
 }
@@ -61,6 +96,10 @@ impl ReporterConfig {
                 "reporter.payload_retention_days",
                 u64::from(self.payload_retention_days),
             ),
+            (
+                "reporter.daily_summary_check_secs",
+                self.daily_summary_check_secs,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -77,6 +116,30 @@ impl ReporterConfig {
         }
         if self.purge_batch_size < 1 {
             return Err(("reporter.purge_batch_size", "must be at least 1".into()));
+        }
+        if !self.daily_summary_at.trim().is_empty()
+            && chrono::NaiveTime::parse_from_str(self.daily_summary_at.trim(), "%H:%M").is_err()
+        {
+            return Err((
+                "reporter.daily_summary_at",
+                format!(
+                    "{:?} is not a time of day as HH:MM (e.g. \"17:30\"), or empty for none",
+                    self.daily_summary_at
+                ),
+            ));
+        }
+        if self
+            .daily_summary_timezone
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            return Err((
+                "reporter.daily_summary_timezone",
+                format!(
+                    "{:?} is not an IANA time zone (e.g. \"America/New_York\")",
+                    self.daily_summary_timezone
+                ),
+            ));
         }
         if let Some(url) = &self.webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

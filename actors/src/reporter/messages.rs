@@ -13,6 +13,8 @@ pub enum ReporterMessage {
         /// Reply for RPC (none for the scheduled run)
         reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, ReporterError>>>,
     },
+    /// Build, store and deliver the daily summary when it is due
+    DailySummary,
     /// Purge API payloads past retention now; how many were deleted.
     PurgePayloads {
         /// Reply for RPC (none for the scheduled run)

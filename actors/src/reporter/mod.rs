@@ -5,9 +5,10 @@
 mod actor;
 pub mod alerts;
 mod config;
+pub mod daily;
 mod messages;
 
 pub use crate::store::alerts::RaisedAlert;
 pub use actor::{NAME, Reporter, ReporterArgs, ReporterClient, ReporterError};
-pub use config::ReporterConfig;
+pub use config::{ReporterConfig, WebhookFormat};
 pub use messages::ReporterMessage;

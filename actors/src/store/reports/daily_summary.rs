@@ -34,6 +34,149 @@ pub struct DailySummary {
     pub reconciled_windows: i64,
     /// Reconciliation breaks found that day, by account and symbol
     pub reconciliation_breaks: Vec<Count>,
+    /// Alerts raised that day, by kind
+    pub alerts: Vec<Count>,
+}
+
+impl DailySummary {
+    /// The summary as a few lines of text (what a chat message of it says).
+    pub fn text(&self) -> String {
+        let d = &self.decisions;
+        let list = |counts: &[Count]| {
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts
+                    .iter()
+                    .map(|c| format!("{} {}", c.key, c.count))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let rate = d.success_rate.map_or_else(
+            || "n/a".to_string(),
+            |r| format!("{}%", (r * rust_decimal::Decimal::ONE_HUNDRED).round_dp(1)),
+        );
+        let mut out = format!(
+            "tradegate daily summary {}\n\
+             decisions: {} (executed {}, failed {}, cancelled {}, pending {}; success {rate})\n\
+             executions: {}\n\
+             failures: {}\n\
+             refused orders: {}\n\
+             alerts: {}\n\
+             operator actions: {}\n\
+             ingestion runs: {} ({} fetched nothing)",
+            self.day,
+            d.decisions,
+            d.executed,
+            d.failed,
+            d.cancelled,
+            d.pending,
+            list(&self.executions),
+            list(&self.failures),
+            list(&self.rejects),
+            list(&self.alerts),
+            self.operator_actions.len(),
+            list(&self.ingestion_runs),
+            self.zero_record_runs,
+        );
+        if self.reconciled_windows > 0 || !self.reconciliation_breaks.is_empty() {
+            out.push_str(&format!(
+                "\nreconciliation: {} window(s) checked, breaks: {}",
+                self.reconciled_windows,
+                list(&self.reconciliation_breaks)
+            ));
+        }
+        out
+    }
+}
+
+/// A summary delivered, or waiting to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSummary {
+    /// Its day
+    pub day: NaiveDate,
+    /// The summary
+    pub summary: serde_json::Value,
+    /// Its text
+    pub text: String,
+    /// Deliveries tried so far
+    pub attempts: i32,
+}
+
+/// Stores the summary of its day unless one is stored already; whether this stored it.
+pub async fn store_summary(
+    client: &impl GenericClient,
+    summary: &DailySummary,
+) -> Result<bool, StoreError> {
+    // plain data: serialising it cannot fail, and if it ever did the row says so
+    let value = serde_json::to_value(summary)
+        .unwrap_or_else(|e| serde_json::json!({"unserialisable": e.to_string()}));
+    let stored = client
+        .execute(
+            "INSERT INTO daily_summaries (day, summary, text) VALUES ($1, $2, $3) \
+             ON CONFLICT (day) DO NOTHING",
+            &[&summary.day, &value, &summary.text()],
+        )
+        .await
+        .map_err(StoreError::new("storing a daily summary"))?;
+    Ok(stored == 1)
+}
+
+/// Whether the summary of `day` is stored.
+pub async fn summary_stored(
+    client: &impl GenericClient,
+    day: NaiveDate,
+) -> Result<bool, StoreError> {
+    Ok(client
+        .query_opt("SELECT 1 FROM daily_summaries WHERE day = $1", &[&day])
+        .await
+        .map_err(StoreError::new("reading the daily summaries"))?
+        .is_some())
+}
+
+/// The summaries of the last week not delivered yet that have been tried fewer than
+/// `max_attempts` times, oldest first.
+pub async fn undelivered_summaries(
+    client: &impl GenericClient,
+    max_attempts: i32,
+) -> Result<Vec<StoredSummary>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT day, summary, text, attempts FROM daily_summaries \
+             WHERE delivered_at IS NULL AND attempts < $1 AND day > current_date - 7 \
+             ORDER BY day",
+            &[&max_attempts],
+        )
+        .await
+        .map_err(StoreError::new("reading the daily summaries"))?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredSummary {
+            day: r.get(0),
+            summary: r.get(1),
+            text: r.get(2),
+            attempts: r.get(3),
+        })
+        .collect())
+}
+
+/// Records a delivery attempt of the summary of `day`: delivered, or failed with `error`.
+pub async fn record_delivery(
+    client: &impl GenericClient,
+    day: NaiveDate,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE daily_summaries SET attempts = attempts + 1, last_error = $2, \
+                 delivered_at = CASE WHEN $2::text IS NULL THEN now() END \
+             WHERE day = $1",
+            &[&day, &error],
+        )
+        .await
+        .map_err(StoreError::new("recording a daily summary's delivery"))?;
+    Ok(())
 }
 
 /// The summary of `day` (UTC).
@@ -114,7 +257,16 @@ pub async fn daily_summary(
         )
         .await
         .map_err(StoreError::new("counting a day's reconciliation breaks"))?;
+    let alerts = client
+        .query(
+            "SELECT kind, count(*) FROM alerts WHERE raised_at >= $1 AND raised_at < $2 \
+             GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[from, to],
+        )
+        .await
+        .map_err(StoreError::new("counting a day's alerts"))?;
     Ok(DailySummary {
+        alerts: counts(&alerts),
         day,
         decisions: Outcomes::from_row(&decisions, 0),
         executions: counts(&executions),

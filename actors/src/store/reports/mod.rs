@@ -23,7 +23,10 @@ mod order_failure;
 mod strategy_performance;
 mod symbol_activity;
 
-pub use daily_summary::{DailySummary, api_errors_since, daily_summary, outcomes_since};
+pub use daily_summary::{
+    DailySummary, StoredSummary, api_errors_since, daily_summary, outcomes_since, record_delivery,
+    store_summary, summary_stored, undelivered_summaries,
+};
 pub use decisions::{
     DecisionView, EventLine, ExecutionLine, RecentDecision, decision_view, recent_decisions,
 };

@@ -134,11 +134,40 @@ pub enum Command {
         #[command(flatten)]
         gateway: tradegate::commands::kill_switch::GatewayCall,
     },
+    /// The audit trail for regulators and compliance desks.
+    Audit {
+        /// What to do with it
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The unified trade log.
     Tradelog {
         /// What to do with it
         #[command(subcommand)]
         command: TradelogCommand,
+    },
+}
+
+/// `tradegate audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every event of every order's life over a UTC day or range, one JSON object per line,
+    /// oldest first: refusals, new orders, routes to the broker, cancel requests, and what the
+    /// broker reported (accepted, fills, modifications, cancels, rejects), with the gateway's
+    /// and the broker's ids and each event's time to the microsecond (UTC).
+    Lifecycle {
+        /// One day, YYYY-MM-DD (UTC)
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        day: Option<chrono::NaiveDate>,
+        /// The first day of a range (UTC)
+        #[arg(long, requires = "to")]
+        from: Option<chrono::NaiveDate>,
+        /// The last day of a range, included (UTC)
+        #[arg(long, requires = "from")]
+        to: Option<chrono::NaiveDate>,
+        /// Write to this file instead of standard output
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

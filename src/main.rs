@@ -176,6 +176,12 @@ fn main() -> ExitCode {
             cli::Command::Run => tradegate::commands::run::run(&config).await,
             cli::Command::Migrate => tradegate::commands::migrate::migrate_command(&config).await,
             cli::Command::Demo { .. } => tradegate::commands::demo::demo(&config).await,
+            cli::Command::Audit {
+                command: cli::AuditCommand::Lifecycle { day, from, to, out },
+            } => {
+                tradegate::commands::audit::lifecycle(&config, day, from.zip(to), out.as_deref())
+                    .await
+            }
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Export { day, out },
             } => {

@@ -1,7 +1,7 @@
 //! The daily summary delivered by a running gateway, over real HTTP and PostgreSQL: at
 //! `[reporter] daily_summary_at` (a short clock here: due at once) the Reporter builds the
 //! day's summary, stores it and POSTs it to the webhook in Slack's form; a delivery the webhook
-//! refuses is tried again; a restart sends nothing twice.
+//! refuses is tried again; a restart sends nothing twice. The payload purge runs at start.
 
 mod common;
 
@@ -58,7 +58,8 @@ fn summaries(received: &Mutex<Vec<Value>>) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart() {
+async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart_and_the_purge_runs_at_start()
+ {
     let db = TestDb::new().await;
     let client = db.client().await;
     // something for the summary to tell
@@ -69,6 +70,19 @@ async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart()
         )
         .await
         .unwrap();
+    // a payload past retention (unreferenced) and a fresh one: the purge at start takes the
+    // first, at once rather than a whole retention interval later
+    for days in [800, 1] {
+        client
+            .execute(
+                "INSERT INTO api_payloads (type, payload, source, captured_at) \
+                 VALUES ('ApiRequest', '{\"endpoint\": \"/x\", \"method\": \"GET\"}', 'test', \
+                         now() - make_interval(days => $1))",
+                &[&days],
+            )
+            .await
+            .unwrap();
+    }
     let (url, received) = webhook().await;
     let mut config = Config::default();
     config.database.url = db.conninfo.clone();
@@ -83,6 +97,22 @@ async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart()
     let running = Running::start(&config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
+    let purged = wait_until(WAIT, || async {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM api_payloads WHERE source = 'test'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (left == 1).then_some(())
+    })
+    .await;
+    assert!(
+        purged.is_some(),
+        "the purge at start took the old payload, and only it"
+    );
     // the first delivery is refused, the next one taken
     let sent = wait_until(WAIT, || async {
         let s = summaries(&received);

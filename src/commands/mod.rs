@@ -2,6 +2,7 @@
 //! `cli.rs`; what the commands share lives beside this folder: the database, the output
 //! formats, the running gateway in `app`).
 
+pub mod audit;
 pub mod demo;
 pub mod ibkr;
 pub mod ingest;

@@ -1,5 +1,5 @@
-//! The Reporter actor: the alert checks on a schedule (and on request), the payload purge on
-//! a schedule (and on request).
+//! The Reporter actor: the alert checks on a schedule (and on request), the payload purge at
+//! start and on a schedule (and on request), the daily summary at its time.
 
 use std::time::Duration;
 
@@ -108,6 +108,9 @@ impl Actor for Reporter {
                 || ReporterMessage::DailySummary,
             ),
         ];
+        // the purge runs at start too, not first a whole interval later (a gateway restarted
+        // daily would never purge)
+        let _ = myself.send_message(ReporterMessage::PurgePayloads { reply: None });
         // alerts raised from now on are forwarded (best effort: without the database now,
         // the first check starts from the newest alert then)
         let forwarded = match args.pool.get().await {

@@ -18,6 +18,7 @@ use super::StoreError;
 mod daily_summary;
 mod decisions;
 mod failure_analysis;
+mod lifecycle;
 mod lineage;
 mod order_failure;
 mod strategy_performance;
@@ -31,6 +32,7 @@ pub use decisions::{
     DecisionView, EventLine, ExecutionLine, RecentDecision, decision_view, recent_decisions,
 };
 pub use failure_analysis::{FailureAnalysis, failure_analysis};
+pub use lifecycle::order_lifecycle;
 pub use lineage::{CallView, ExecutionView, Lineage, PayloadView, RunView, TimelineEntry, lineage};
 pub use order_failure::{OrderFailure, order_failure};
 pub use strategy_performance::{StrategyLine, strategy_performance};

@@ -496,24 +496,28 @@ impl IbkrSyncerState {
         }
     }
 
+    /// Claims the oldest pending job of `kind` for `account`, if any (a failure to look is
+    /// logged: the next poll looks again).
+    async fn claim(&self, kind: &'static str, account: &str) -> Option<jobs::Job> {
+        let claimed = match self.args.pool.get().await {
+            Ok(client) => jobs::claim(&**client, kind, account).await,
+            Err(e) => {
+                tracing::debug!(account, error = %e, "no connection to look for jobs");
+                return None;
+            }
+        };
+        claimed.unwrap_or_else(|e| {
+            tracing::warn!(account, kind, error = %e, "could not claim a job");
+            None
+        })
+    }
+
     /// Claims and runs a pending `positions.sync` job of `account`: a snapshot, then an
     /// executions sync (which completes the window the snapshot closes and reconciles it). It
     /// takes no overrides; a payload with any fails, naming what it got.
     async fn run_positions_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
-        let claimed = match self.args.pool.get().await {
-            Ok(client) => jobs::claim(&**client, POSITIONS_SYNC, account).await,
-            Err(e) => {
-                tracing::debug!(account, error = %e, "no connection to look for jobs");
-                return;
-            }
-        };
-        let job = match claimed {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(account, error = %e, "could not claim a positions.sync job");
-                return;
-            }
+        let Some(job) = self.claim(POSITIONS_SYNC, account).await else {
+            return;
         };
         let outcome = match job.payload.as_object() {
             Some(map) if map.is_empty() => {
@@ -598,20 +602,8 @@ impl IbkrSyncerState {
     }
 
     async fn run_job(&mut self, myself: &ActorRef<IbkrSyncerMessage>, account: &str) {
-        let claimed = match self.args.pool.get().await {
-            Ok(client) => jobs::claim(&**client, TRADES_SYNC, account).await,
-            Err(e) => {
-                tracing::debug!(account, error = %e, "no connection to look for jobs");
-                return;
-            }
-        };
-        let job = match claimed {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(account, error = %e, "could not claim a trades.sync job");
-                return;
-            }
+        let Some(job) = self.claim(TRADES_SYNC, account).await else {
+            return;
         };
         // a bad override fails the job, with its key named, before anything is fetched
         let outcome = match JobOverrides::parse(&job.payload) {

@@ -198,17 +198,10 @@ pub fn decode(payload: &[u8], server_version: u32) -> Result<Incoming, TwsError>
     Ok(message)
 }
 
-/// POSITION_DATA, version 3 (what every server version of the text protocol sends): the
-/// account, the contract with its trading class, the position and the average cost.
-fn decode_position(f: &mut Fields<'_>) -> Result<Position, TwsError> {
-    let version: i64 = f.int("version")?;
-    if version < 3 {
-        return Err(malformed(format!(
-            "position message version {version}: tradegate reads version 3"
-        )));
-    }
-    let account = f.string("account")?.to_string();
-    let contract = Contract {
+/// A contract as executions and positions carry it: id, symbol, type, expiry, strike, right,
+/// multiplier, exchange, currency, local symbol, trading class.
+fn decode_contract(f: &mut Fields<'_>) -> Result<Contract, TwsError> {
+    Ok(Contract {
         con_id: f.int("con id")?,
         symbol: f.string("symbol")?.to_string(),
         sec_type: f.string("sec type")?.to_string(),
@@ -220,7 +213,20 @@ fn decode_position(f: &mut Fields<'_>) -> Result<Position, TwsError> {
         currency: f.string("currency")?.to_string(),
         local_symbol: f.string("local symbol")?.to_string(),
         trading_class: f.string("trading class")?.to_string(),
-    };
+    })
+}
+
+/// POSITION_DATA, version 3 (what every server version of the text protocol sends): the
+/// account, the contract with its trading class, the position and the average cost.
+fn decode_position(f: &mut Fields<'_>) -> Result<Position, TwsError> {
+    let version: i64 = f.int("version")?;
+    if version < 3 {
+        return Err(malformed(format!(
+            "position message version {version}: tradegate reads version 3"
+        )));
+    }
+    let account = f.string("account")?.to_string();
+    let contract = decode_contract(f)?;
     if contract.symbol.is_empty() {
         return Err(malformed(format!(
             "a position of {account} without a symbol"
@@ -247,19 +253,7 @@ pub(super) fn decode_execution(
 ) -> Result<Execution, TwsError> {
     let req_id = f.int("request id")?;
     let order_id = f.int("order id")?;
-    let contract = Contract {
-        con_id: f.int("con id")?,
-        symbol: f.string("symbol")?.to_string(),
-        sec_type: f.string("sec type")?.to_string(),
-        last_trade_date: f.string("last trade date")?.to_string(),
-        strike: f.decimal("strike")?,
-        right: f.string("right")?.to_string(),
-        multiplier: f.string("multiplier")?.to_string(),
-        exchange: f.string("exchange")?.to_string(),
-        currency: f.string("currency")?.to_string(),
-        local_symbol: f.string("local symbol")?.to_string(),
-        trading_class: f.string("trading class")?.to_string(),
-    };
+    let contract = decode_contract(f)?;
     let exec_id = f.string("exec id")?.to_string();
     if exec_id.is_empty() {
         return Err(malformed("execution without exec id"));
@@ -316,23 +310,14 @@ pub(super) fn decode_execution(
 /// The fields of an EXECUTION_DATA message as a server of `server_version` sends them (used by
 /// the simulated TWS; `decode` reads them back).
 pub fn execution_fields(e: &Execution, server_version: u32) -> Vec<String> {
-    let c = &e.contract;
     let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
     let mut fields = vec![
         inc::EXECUTION_DATA.to_string(),
         e.req_id.to_string(),
         e.order_id.to_string(),
-        c.con_id.to_string(),
-        c.symbol.clone(),
-        c.sec_type.clone(),
-        c.last_trade_date.clone(),
-        opt(c.strike),
-        c.right.clone(),
-        c.multiplier.clone(),
-        c.exchange.clone(),
-        c.currency.clone(),
-        c.local_symbol.clone(),
-        c.trading_class.clone(),
+    ];
+    fields.extend(contract_fields(&e.contract));
+    fields.extend([
         e.exec_id.clone(),
         e.time.to_string(),
         e.account.clone(),
@@ -350,7 +335,7 @@ pub fn execution_fields(e: &Execution, server_version: u32) -> Vec<String> {
         opt(e.ev_multiplier),
         e.model_code.clone(),
         e.last_liquidity.to_string(),
-    ];
+    ]);
     if server_version >= VERSION_PENDING_PRICE_REVISION {
         fields.push(if e.pending_price_revision { "1" } else { "0" }.to_string());
     }
@@ -359,11 +344,20 @@ pub fn execution_fields(e: &Execution, server_version: u32) -> Vec<String> {
 
 /// The fields of a POSITION_DATA message as a server sends them (used by the simulated TWS).
 pub fn position_fields(p: &Position) -> Vec<String> {
-    let c = &p.contract;
-    vec![
+    let mut fields = vec![
         inc::POSITION_DATA.to_string(),
         "3".into(),
         p.account.clone(),
+    ];
+    fields.extend(contract_fields(&p.contract));
+    fields.push(p.position.to_string());
+    fields.push(p.avg_cost.map(|d| d.to_string()).unwrap_or_default());
+    fields
+}
+
+/// A contract's fields as [`decode_contract`] reads them.
+fn contract_fields(c: &Contract) -> [String; 11] {
+    [
         c.con_id.to_string(),
         c.symbol.clone(),
         c.sec_type.clone(),
@@ -375,8 +369,6 @@ pub fn position_fields(p: &Position) -> Vec<String> {
         c.currency.clone(),
         c.local_symbol.clone(),
         c.trading_class.clone(),
-        p.position.to_string(),
-        p.avg_cost.map(|d| d.to_string()).unwrap_or_default(),
     ]
 }
 

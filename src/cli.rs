@@ -151,20 +151,25 @@ pub enum Command {
 /// `tradegate audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Every event of every order's life over a UTC day or range, one JSON object per line,
-    /// oldest first: refusals, new orders, routes to the broker, cancel requests, and what the
-    /// broker reported (accepted, fills, modifications, cancels, rejects), with the gateway's
-    /// and the broker's ids and each event's time to the microsecond (UTC).
+    /// Every event of every order's life over a trade date or a range of them, one JSON
+    /// object per line, oldest first: refusals, new orders, routes to the broker, cancel
+    /// requests, and what the broker reported (accepted, fills, modifications, cancels,
+    /// rejects), with the gateway's and the broker's ids and each event's time to the
+    /// microsecond (UTC).
     Lifecycle {
-        /// One day, YYYY-MM-DD (UTC)
+        /// One trade date, YYYY-MM-DD
         #[arg(long, conflicts_with_all = ["from", "to"])]
         day: Option<chrono::NaiveDate>,
-        /// The first day of a range (UTC)
+        /// The first trade date of a range
         #[arg(long, requires = "to")]
         from: Option<chrono::NaiveDate>,
-        /// The last day of a range, included (UTC)
+        /// The last trade date of a range, included
         #[arg(long, requires = "from")]
         to: Option<chrono::NaiveDate>,
+        /// The zone whose midnights bound a trade date (US desks and FINRA CAT use Eastern
+        /// time)
+        #[arg(long, default_value = "America/New_York")]
+        timezone: String,
         /// Write to this file instead of standard output
         #[arg(long)]
         out: Option<PathBuf>,

@@ -177,10 +177,22 @@ fn main() -> ExitCode {
             cli::Command::Migrate => tradegate::commands::migrate::migrate_command(&config).await,
             cli::Command::Demo { .. } => tradegate::commands::demo::demo(&config).await,
             cli::Command::Audit {
-                command: cli::AuditCommand::Lifecycle { day, from, to, out },
+                command:
+                    cli::AuditCommand::Lifecycle {
+                        day,
+                        from,
+                        to,
+                        timezone,
+                        out,
+                    },
             } => {
-                tradegate::commands::audit::lifecycle(&config, day, from.zip(to), out.as_deref())
-                    .await
+                tradegate::commands::audit::lifecycle(
+                    &config,
+                    (day, from.zip(to)),
+                    &timezone,
+                    out.as_deref(),
+                )
+                .await
             }
             cli::Command::Tradelog {
                 command: cli::TradelogCommand::Export { day, out },

@@ -95,6 +95,8 @@ async fn every_event_of_an_orders_life_is_exported_in_order_with_its_ids() {
         "lifecycle",
         "--day",
         &today,
+        "--timezone",
+        "UTC",
         "--out",
         file.to_str().unwrap(),
     ]);
@@ -182,7 +184,16 @@ async fn every_event_of_an_orders_life_is_exported_in_order_with_its_ids() {
     sorted.sort_unstable();
     assert_eq!(times, sorted);
     // to standard output, and a range the wrong way round refused
-    let (code, out, _) = run(&["audit", "lifecycle", "--from", &today, "--to", &today]);
+    let (code, out, _) = run(&[
+        "audit",
+        "lifecycle",
+        "--from",
+        &today,
+        "--to",
+        &today,
+        "--timezone",
+        "UTC",
+    ]);
     assert_eq!(code, Some(0));
     assert_eq!(out.lines().count(), events.len());
     let (code, _, err) = run(&[
@@ -195,6 +206,16 @@ async fn every_event_of_an_orders_life_is_exported_in_order_with_its_ids() {
     ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("is after"), "{err}");
+    let (code, _, err) = run(&[
+        "audit",
+        "lifecycle",
+        "--day",
+        &today,
+        "--timezone",
+        "Mars/Base",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--timezone"), "{err}");
     gw.running.stop().await.unwrap();
 }
 

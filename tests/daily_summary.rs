@@ -23,7 +23,7 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
     let received = Arc::new(Mutex::new(Vec::<Value>::new()));
     let keep = received.clone();
     let app = axum::Router::new().route(
-        "/hook",
+        "/hook/T0SECRET42",
         axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
             let keep = keep.clone();
             async move {
@@ -38,7 +38,8 @@ async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    // the path stands for the secret a Slack webhook's URL is
+    let url = format!("http://{}/hook/T0SECRET42", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
 }
@@ -113,6 +114,21 @@ async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart_a
         purged.is_some(),
         "the purge at start took the old payload, and only it"
     );
+    // the refusal is kept with the summary, without the webhook's URL (a credential)
+    let refused: String = wait_until(WAIT, || async {
+        client
+            .query_opt(
+                "SELECT last_error FROM daily_summaries WHERE last_error IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0))
+    })
+    .await
+    .expect("the refused delivery on record");
+    assert!(refused.contains("500"), "{refused}");
+    assert!(!refused.contains("T0SECRET42"), "{refused}");
     // the first delivery is refused, the next one taken
     let sent = wait_until(WAIT, || async {
         let s = summaries(&received);

@@ -4,58 +4,65 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
-use tradegate_actors::store::reports::{Range, order_lifecycle};
+use tradegate_actors::store::reports::{Range, local_day, order_lifecycle};
 
 use crate::config::Config;
 use crate::database::with_database;
 
-/// `tradegate audit lifecycle (--day D | --from D --to D) [--out FILE]`: the order lifecycle
-/// events of the days, one JSON object per line, to `out` or standard output; how many on
-/// standard error.
+/// `tradegate audit lifecycle (--day D | --from D --to D) [--timezone Z] [--out FILE]`: the
+/// order lifecycle events of the trade dates (each from midnight to midnight in `timezone`),
+/// one JSON object per line, to `out` (written whole or not at all: a temporary file renamed
+/// into place) or standard output; how many on standard error.
 pub async fn lifecycle(
     config: &Config,
-    day: Option<NaiveDate>,
-    range: Option<(NaiveDate, NaiveDate)>,
+    (day, range): (Option<NaiveDate>, Option<(NaiveDate, NaiveDate)>),
+    timezone: &str,
     out: Option<&std::path::Path>,
 ) -> Result<()> {
+    let zone: chrono_tz::Tz = timezone
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--timezone {timezone:?} is not an IANA time zone"))?;
     let (first, last) = match (day, range) {
         (Some(day), None) => (day, day),
         (None, Some((from, to))) if from <= to => (from, to),
         (None, Some((from, to))) => bail!("--from {from} is after --to {to}"),
         _ => bail!("name a day (--day D) or a range (--from D --to D)"),
     };
-    let start = first.and_time(chrono::NaiveTime::MIN).and_utc();
-    let end = last.and_time(chrono::NaiveTime::MIN).and_utc() + chrono::Duration::days(1);
+    let range = Range {
+        from: local_day(first, zone).from,
+        to: local_day(last, zone).to,
+    };
     let events = with_database(config, async |database| {
         let client = database.connect().await?;
-        Ok(order_lifecycle(
-            &client,
-            Range {
-                from: start,
-                to: end,
-            },
-        )
-        .await?)
+        Ok(order_lifecycle(&client, range).await?)
     })
     .await?;
-    let mut text = String::with_capacity(events.len() * 400);
-    for event in &events {
-        text.push_str(&event.to_string());
-        text.push('\n');
-    }
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        for event in &events {
+            serde_json::to_writer(&mut *w, event)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+    };
     match out {
         Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
+            let partial = path.with_extension("partial");
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            let mut buffered = std::io::BufWriter::new(file);
+            write(&mut buffered)
+                .and_then(|()| buffered.into_inner().map_err(|e| e.into_error()))
+                .and_then(|file| file.sync_all())
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("renaming {} into place", partial.display()))?;
         }
-        None => std::io::stdout()
-            .lock()
-            .write_all(text.as_bytes())
+        None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))
             .context("writing the events")?,
     }
-    eprintln!("{} lifecycle event(s) from {first} to {last}", events.len());
+    eprintln!(
+        "{} lifecycle event(s) from {first} to {last} ({zone})",
+        events.len()
+    );
     Ok(())
 }

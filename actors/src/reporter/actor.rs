@@ -33,6 +33,8 @@ pub struct ReporterState {
     args: ReporterArgs,
     http: reqwest::Client,
     purge: Option<JoinHandle<()>>,
+    /// The daily summary's build and delivery under way
+    daily: Option<JoinHandle<()>>,
     timers: Vec<JoinHandle<()>>,
     /// The newest alert id already forwarded to the webhook
     forwarded: Option<i64>,
@@ -127,6 +129,7 @@ impl Actor for Reporter {
             args,
             http,
             purge: None,
+            daily: None,
             timers,
             forwarded,
         })
@@ -137,7 +140,10 @@ impl Actor for Reporter {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(task) = state.purge.take() {
+        for task in [state.purge.take(), state.daily.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         for timer in state.timers.drain(..) {
@@ -148,7 +154,7 @@ impl Actor for Reporter {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -174,10 +180,19 @@ impl Actor for Reporter {
                     return Ok(());
                 }
                 let args = state.args.clone();
+                let retry = myself.clone();
+                let scheduled = reply.is_none();
                 state.purge = Some(tokio::spawn(async move {
                     let result = purge(args).await;
                     if let Err(e) = &result {
-                        tracing::warn!(error = %e, "the payload purge failed; it runs again at the next interval");
+                        tracing::warn!(error = %e, "the payload purge failed; it runs again in a minute");
+                        // a scheduled purge that failed (the database not up yet at start,
+                        // say) is tried again soon, not a whole interval later
+                        if scheduled {
+                            retry.send_after(Duration::from_secs(60), || {
+                                ReporterMessage::PurgePayloads { reply: None }
+                            });
+                        }
                     }
                     if let Some(reply) = reply {
                         let _ = reply.send(result);

@@ -110,6 +110,8 @@ pub async fn post(http: &reqwest::Client, config: &ReporterConfig, alerts: &[Rai
             .and_then(reqwest::Response::error_for_status);
         if let Err(e) = sent {
             metrics::counter!("tradegate_alert_webhook_failures_total").increment(1);
+            // the webhook's URL is a credential (Slack's is): never in the log
+            let e = e.without_url();
             tracing::warn!(alert_id = alert.id, error = %e, "the alert webhook failed");
         }
     }

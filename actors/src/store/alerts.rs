@@ -63,6 +63,7 @@ pub async fn raised_elsewhere(
                     crate::store::ingestion::ZERO_RECORDS_ALERT,
                     crate::reconciliation::BREAK_ALERT,
                     crate::reconciliation::EXTERNAL_ORDER_ALERT,
+                    crate::reporter::daily::UNDELIVERED_ALERT,
                 ]
                 .as_slice(),
             ],

@@ -13,7 +13,7 @@ use crate::store::StoreError;
 /// One day's activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DailySummary {
-    /// The day (UTC)
+    /// The day (UTC, or the trading day of the Reporter's zone for a delivered summary)
     pub day: NaiveDate,
     /// Decisions by outcome
     pub decisions: Outcomes,
@@ -135,48 +135,90 @@ pub async fn summary_stored(
         .is_some())
 }
 
-/// The summaries of the last week not delivered yet that have been tried fewer than
-/// `max_attempts` times, oldest first.
-pub async fn undelivered_summaries(
+/// The newest day with a stored summary.
+pub async fn newest_summary_day(
     client: &impl GenericClient,
-    max_attempts: i32,
-) -> Result<Vec<StoredSummary>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT day, summary, text, attempts FROM daily_summaries \
-             WHERE delivered_at IS NULL AND attempts < $1 AND day > current_date - 7 \
-             ORDER BY day",
-            &[&max_attempts],
-        )
+) -> Result<Option<NaiveDate>, StoreError> {
+    Ok(client
+        .query_one("SELECT max(day) FROM daily_summaries", &[])
         .await
-        .map_err(StoreError::new("reading the daily summaries"))?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredSummary {
-            day: r.get(0),
-            summary: r.get(1),
-            text: r.get(2),
-            attempts: r.get(3),
-        })
-        .collect())
+        .map_err(StoreError::new("reading the daily summaries"))?
+        .get(0))
 }
 
-/// Records a delivery attempt of the summary of `day`: delivered, or failed with `error`.
+/// Claims the oldest summary of the last week that is waiting to be delivered (not delivered,
+/// tried fewer than `max_attempts` times, its next attempt due, not claimed by another sender
+/// within `hold`), counting the attempt; `None` when none waits.
+pub async fn claim_undelivered(
+    client: &impl GenericClient,
+    max_attempts: i32,
+    hold: chrono::Duration,
+) -> Result<Option<StoredSummary>, StoreError> {
+    let row = client
+        .query_opt(
+            "UPDATE daily_summaries SET attempts = attempts + 1, \
+                 claimed_until = now() + $2::bigint * interval '1 millisecond' \
+             WHERE day = (SELECT day FROM daily_summaries \
+                          WHERE delivered_at IS NULL AND attempts < $1 \
+                            AND next_attempt_at <= now() \
+                            AND (claimed_until IS NULL OR claimed_until < now()) \
+                            AND day > current_date - 7 \
+                          ORDER BY day LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING day, summary, text, attempts",
+            &[&max_attempts, &hold.num_milliseconds()],
+        )
+        .await
+        .map_err(StoreError::new("claiming a daily summary"))?;
+    Ok(row.map(|r| StoredSummary {
+        day: r.get(0),
+        summary: r.get(1),
+        text: r.get(2),
+        attempts: r.get(3),
+    }))
+}
+
+/// Records the outcome of a claimed delivery of the summary of `day`: delivered, or failed
+/// with `error` and tried again after `retry_after`.
 pub async fn record_delivery(
     client: &impl GenericClient,
     day: NaiveDate,
     error: Option<&str>,
+    retry_after: chrono::Duration,
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "UPDATE daily_summaries SET attempts = attempts + 1, last_error = $2, \
-                 delivered_at = CASE WHEN $2::text IS NULL THEN now() END \
+            "UPDATE daily_summaries SET last_error = $2, claimed_until = NULL, \
+                 delivered_at = CASE WHEN $2::text IS NULL THEN now() END, \
+                 next_attempt_at = now() + $3::bigint * interval '1 millisecond' \
              WHERE day = $1",
-            &[&day, &error],
+            &[&day, &error, &retry_after.num_milliseconds()],
         )
         .await
         .map_err(StoreError::new("recording a daily summary's delivery"))?;
     Ok(())
+}
+
+/// The UTC range of `day` in `zone`: from its local midnight to the next (23 or 25 hours on
+/// the days clocks change).
+pub fn local_day(day: NaiveDate, zone: chrono_tz::Tz) -> Range {
+    let midnight = |d: NaiveDate| {
+        let local = d.and_time(chrono::NaiveTime::MIN);
+        use chrono::TimeZone;
+        match zone.from_local_datetime(&local) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                t.with_timezone(&Utc)
+            }
+            // a zone whose clocks jump over midnight: the day starts an hour in
+            chrono::LocalResult::None => zone
+                .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                .earliest()
+                .map_or_else(|| local.and_utc(), |t| t.with_timezone(&Utc)),
+        }
+    };
+    Range {
+        from: midnight(day),
+        to: midnight(day + chrono::Duration::days(1)),
+    }
 }
 
 /// The summary of `day` (UTC).
@@ -189,6 +231,23 @@ pub async fn daily_summary(
         from: start,
         to: start + chrono::Duration::days(1),
     };
+    summary_of(client, day, range).await
+}
+
+/// The summary of `day` as the trading day of `zone` (its local midnight to the next).
+pub async fn daily_summary_in(
+    client: &impl GenericClient,
+    day: NaiveDate,
+    zone: chrono_tz::Tz,
+) -> Result<DailySummary, StoreError> {
+    summary_of(client, day, local_day(day, zone)).await
+}
+
+async fn summary_of(
+    client: &impl GenericClient,
+    day: NaiveDate,
+    range: Range,
+) -> Result<DailySummary, StoreError> {
     let (from, to) = (&range.from, &range.to);
     let decisions = client
         .query_one(
@@ -321,4 +380,25 @@ pub async fn api_errors_since(
         .await
         .map_err(StoreError::new("counting recent API errors"))?;
     Ok((row.get(0), row.get(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_day_is_its_zones_midnight_to_the_next() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let ny = chrono_tz::Tz::America__New_York;
+        let r = local_day(d(2026, 12, 3), ny);
+        assert_eq!(r.from.to_rfc3339(), "2026-12-03T05:00:00+00:00");
+        assert_eq!(r.to.to_rfc3339(), "2026-12-04T05:00:00+00:00");
+        // the day clocks go forward has 23 hours, the day they go back 25
+        let spring = local_day(d(2026, 3, 8), ny);
+        assert_eq!((spring.to - spring.from).num_hours(), 23);
+        let autumn = local_day(d(2026, 11, 1), ny);
+        assert_eq!((autumn.to - autumn.from).num_hours(), 25);
+        let tokyo = local_day(d(2026, 12, 3), chrono_tz::Tz::Asia__Tokyo);
+        assert_eq!(tokyo.from.to_rfc3339(), "2026-12-02T15:00:00+00:00");
+    }
 }

@@ -6,10 +6,16 @@
 //! never became a decision, are events of their own.
 //!
 //! Events: `refusal` (order_rejects), `new_order` (the decision), `route` (the submission to
-//! the broker), `broker_reject` (the broker refused the submission), `cancel_request` (the
-//! strategy asked to cancel), and each event the broker reported: `accepted`, `fill` (the
-//! quantity and price of that fill), `modification` (replaced), `cancel`, `expired`,
-//! `broker_reject`, or `broker_<event>` for any other. `source` names the row each came from.
+//! the broker, with the order id its answer gave), `send_failed` (a submission that surely
+//! never reached the broker), `decision_failed` (a decision that never became a submission),
+//! `broker_reject` (the broker refused the submission), `cancel_request` (the strategy asked to
+//! cancel), and each event the broker reported: `accepted` (Alpaca's `new`: routed to the
+//! venue), `fill` (that fill's quantity and price), `modification` (replaced, with the id of
+//! the order that replaced it), `cancel`, `expired`, `broker_reject`, or `broker_<event>` for
+//! any other (`broker_accepted`, ...). A fill known only from a submission's answer or a
+//! look-up (no event of it) is a `fill` from the execution (`recorded_from: "execution"`);
+//! a fill event repeating one recorded that way (quantity 0) is left out. `source` names the
+//! row each came from.
 
 use serde_json::Value;
 use tokio_postgres::GenericClient;
@@ -62,14 +68,42 @@ const LIFECYCLE: &str = concat!(
     ", \
          'decision_id', d.decision_id, 'client_order_id', d.decision_id::text, \
          'execution_id', x.execution_id, 'broker', x.broker, \
-         'broker_order_id', x.broker_order_id, 'strategy', d.strategy_name, \
+         'broker_order_id', COALESCE(p.payload->'body'->>'id', x.broker_order_id), \
+         'strategy', d.strategy_name, \
          'account', d.account, 'symbol', d.symbol, 'side', d.side, \
          'quantity', d.quantity::text, 'notional', d.notional::text, \
          'order_type', d.order_type, 'limit_price', d.limit_price::text, \
          'stop_price', d.stop_price::text, 'time_in_force', d.time_in_force, \
          'source', 'trade_executions:' || x.id) \
      FROM trade_executions x JOIN trade_decisions d ON d.id = x.trade_decision_id \
+     LEFT JOIN api_payloads p ON p.id = x.api_response_payload_id \
      WHERE x.submitted_at >= $1 AND x.submitted_at < $2 \
+       AND NOT (x.status = 'rejected' AND x.http_status_code IS NULL \
+                AND x.broker_order_id IS NULL) \
+     UNION ALL \
+     SELECT COALESCE(x.rejected_at, x.updated_at), 3, x.id, json_build_object( \
+         'event', 'send_failed', 'event_at', ",
+    ts!("COALESCE(x.rejected_at, x.updated_at)"),
+    ", \
+         'decision_id', d.decision_id, 'execution_id', x.execution_id, 'broker', x.broker, \
+         'strategy', d.strategy_name, 'account', d.account, 'symbol', d.symbol, \
+         'side', d.side, 'reason', x.error_message, 'error_code', x.error_code, \
+         'source', 'trade_executions:' || x.id) \
+     FROM trade_executions x JOIN trade_decisions d ON d.id = x.trade_decision_id \
+     WHERE x.status = 'rejected' AND x.http_status_code IS NULL AND x.broker_order_id IS NULL \
+       AND COALESCE(x.rejected_at, x.updated_at) >= $1 \
+       AND COALESCE(x.rejected_at, x.updated_at) < $2 \
+     UNION ALL \
+     SELECT d.failed_at, 3, d.id, json_build_object( \
+         'event', 'decision_failed', 'event_at', ",
+    ts!("d.failed_at"),
+    ", \
+         'decision_id', d.decision_id, 'strategy', d.strategy_name, 'account', d.account, \
+         'symbol', d.symbol, 'side', d.side, 'reason', d.failure_reason, \
+         'source', 'trade_decisions:' || d.id) \
+     FROM trade_decisions d \
+     WHERE d.status = 'failed' AND d.failed_at >= $1 AND d.failed_at < $2 \
+       AND NOT EXISTS (SELECT 1 FROM trade_executions x WHERE x.trade_decision_id = d.id) \
      UNION ALL \
      SELECT x.rejected_at, 3, x.id, json_build_object( \
          'event', 'broker_reject', 'event_at', ",
@@ -82,6 +116,7 @@ const LIFECYCLE: &str = concat!(
          'source', 'trade_executions:' || x.id) \
      FROM trade_executions x JOIN trade_decisions d ON d.id = x.trade_decision_id \
      WHERE x.status = 'rejected' AND x.rejected_at >= $1 AND x.rejected_at < $2 \
+       AND (x.http_status_code IS NOT NULL OR x.broker_order_id IS NOT NULL) \
        AND NOT EXISTS (SELECT 1 FROM broker_order_events e \
                        WHERE e.trade_decision_id = d.id AND e.event = 'rejected') \
      UNION ALL \
@@ -97,7 +132,7 @@ const LIFECYCLE: &str = concat!(
      WHERE x.cancel_requested_at >= $1 AND x.cancel_requested_at < $2 \
      UNION ALL \
      SELECT COALESCE(e.event_at, e.recorded_at), 5, e.id, json_build_object( \
-         'event', CASE e.event WHEN 'new' THEN 'accepted' WHEN 'accepted' THEN 'accepted' \
+         'event', CASE e.event WHEN 'new' THEN 'accepted' \
                       WHEN 'fill' THEN 'fill' WHEN 'partial_fill' THEN 'fill' \
                       WHEN 'replaced' THEN 'modification' WHEN 'canceled' THEN 'cancel' \
                       WHEN 'expired' THEN 'expired' WHEN 'rejected' THEN 'broker_reject' \
@@ -114,9 +149,30 @@ const LIFECYCLE: &str = concat!(
          'side', d.side, 'order_status', e.order_status, \
          'fill_quantity', CASE WHEN e.event IN ('fill', 'partial_fill') THEN e.qty::text END, \
          'fill_price', CASE WHEN e.event IN ('fill', 'partial_fill') THEN e.price::text END, \
+         'replaced_by', e.body->'order'->>'replaced_by', \
          'source', 'broker_order_events:' || e.id) \
      FROM broker_order_events e LEFT JOIN trade_decisions d ON d.id = e.trade_decision_id \
      WHERE COALESCE(e.event_at, e.recorded_at) >= $1 AND COALESCE(e.event_at, e.recorded_at) < $2 \
+       AND NOT (e.event IN ('fill', 'partial_fill') AND COALESCE(e.qty, 0) = 0) \
+     UNION ALL \
+     SELECT COALESCE(x.filled_at, x.updated_at), 6, x.id, json_build_object( \
+         'event', 'fill', 'event_at', ",
+    ts!("COALESCE(x.filled_at, x.updated_at)"),
+    ", \
+         'recorded_from', 'execution', \
+         'decision_id', d.decision_id, 'client_order_id', d.decision_id::text, \
+         'execution_id', x.execution_id, 'broker', x.broker, \
+         'broker_order_id', x.broker_order_id, 'strategy', d.strategy_name, \
+         'account', d.account, 'symbol', d.symbol, 'side', d.side, \
+         'fill_quantity', r.rest::text, 'fill_price', x.filled_avg_price::text, \
+         'source', 'trade_executions:' || x.id) \
+     FROM trade_executions x JOIN trade_decisions d ON d.id = x.trade_decision_id \
+     CROSS JOIN LATERAL ( \
+         SELECT x.filled_quantity - COALESCE(( \
+             SELECT sum(e.qty) FROM broker_order_events e \
+             WHERE e.trade_decision_id = d.id AND e.event IN ('fill', 'partial_fill')), 0) AS rest) r \
+     WHERE x.filled_quantity > 0 AND r.rest > 0 \
+       AND COALESCE(x.filled_at, x.updated_at) >= $1 AND COALESCE(x.filled_at, x.updated_at) < $2 \
      ) t ORDER BY at, ord, rid"
 );
 

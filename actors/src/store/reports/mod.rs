@@ -25,8 +25,9 @@ mod strategy_performance;
 mod symbol_activity;
 
 pub use daily_summary::{
-    DailySummary, StoredSummary, api_errors_since, daily_summary, outcomes_since, record_delivery,
-    store_summary, summary_stored, undelivered_summaries,
+    DailySummary, StoredSummary, api_errors_since, claim_undelivered, daily_summary,
+    daily_summary_in, local_day, newest_summary_day, outcomes_since, record_delivery,
+    store_summary, summary_stored,
 };
 pub use decisions::{
     DecisionView, EventLine, ExecutionLine, RecentDecision, decision_view, recent_decisions,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
-use tradegate_actors::store::reports::{Range, local_day, order_lifecycle};
+use tradegate_actors::store::reports::{Range, each_lifecycle_event, local_day};
 
 use crate::config::Config;
 use crate::database::with_database;
@@ -32,37 +32,47 @@ pub async fn lifecycle(
         from: local_day(first, zone).from,
         to: local_day(last, zone).to,
     };
+    // each event written as it arrives: a day of any size is never held whole
     let events = with_database(config, async |database| {
         let client = database.connect().await?;
-        Ok(order_lifecycle(&client, range).await?)
+        let write = async |w: &mut dyn Write| -> Result<u64> {
+            let n = each_lifecycle_event(&client, range, |line| {
+                w.write_all(line.as_bytes())?;
+                w.write_all(b"\n")
+            })
+            .await?;
+            w.flush()?;
+            Ok(n)
+        };
+        match out {
+            Some(path) => {
+                let partial = path.with_extension("partial");
+                let file = std::fs::File::create(&partial)
+                    .with_context(|| format!("creating {}", partial.display()))?;
+                let mut buffered = std::io::BufWriter::new(file);
+                let n = write(&mut buffered)
+                    .await
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                buffered
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|file| file.sync_all())
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                std::fs::rename(&partial, path)
+                    .with_context(|| format!("renaming {} into place", partial.display()))?;
+                Ok(n)
+            }
+            None => {
+                let stdout = std::io::stdout();
+                let mut buffered = std::io::BufWriter::new(stdout.lock());
+                write(&mut buffered).await.context("writing the events")
+            }
+        }
     })
     .await?;
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        for event in &events {
-            serde_json::to_writer(&mut *w, event)?;
-            w.write_all(b"\n")?;
-        }
-        w.flush()
-    };
-    match out {
-        Some(path) => {
-            let partial = path.with_extension("partial");
-            let file = std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            let mut buffered = std::io::BufWriter::new(file);
-            write(&mut buffered)
-                .and_then(|()| buffered.into_inner().map_err(|e| e.into_error()))
-                .and_then(|file| file.sync_all())
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::rename(&partial, path)
-                .with_context(|| format!("renaming {} into place", partial.display()))?;
-        }
-        None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))
-            .context("writing the events")?,
-    }
     eprintln!(
         "{} lifecycle event(s) from {first} to {last} ({zone})",
-        events.len()
+        events
     );
     Ok(())
 }

@@ -22,6 +22,7 @@ use tokio_postgres::GenericClient;
 
 use super::Range;
 use crate::store::StoreError;
+use crate::store::tradelog::ExportError;
 
 /// A timestamp as the export writes it: UTC, microseconds.
 macro_rules! ts {
@@ -35,7 +36,7 @@ macro_rules! ts {
 }
 
 const LIFECYCLE: &str = concat!(
-    "SELECT line FROM ( \
+    "SELECT line::text FROM ( \
      SELECT r.rejected_at AS at, 0 AS ord, r.id AS rid, json_build_object( \
          'event', 'refusal', 'event_at', ",
     ts!("r.rejected_at"),
@@ -176,17 +177,44 @@ const LIFECYCLE: &str = concat!(
      ) t ORDER BY at, ord, rid"
 );
 
-/// The lifecycle events of `range`, oldest first (ties in the order an order lives them).
+/// Hands each lifecycle event of `range` to `sink` as a line of JSON (no newline), oldest
+/// first (ties in the order an order lives them), as the rows arrive: a day of any size is
+/// written without being held; how many there were.
+pub async fn each_lifecycle_event(
+    client: &impl GenericClient,
+    range: Range,
+    mut sink: impl FnMut(&str) -> std::io::Result<()>,
+) -> Result<u64, ExportError> {
+    let what = "reading the order lifecycle";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&range.from, &range.to];
+    let stream = client
+        .query_raw(LIFECYCLE, params)
+        .await
+        .map_err(|e| ExportError::Db(StoreError::new(what)(e)))?;
+    futures_util::pin_mut!(stream);
+    let mut events = 0;
+    while let Some(row) = futures_util::StreamExt::next(&mut stream).await {
+        let row = row.map_err(|e| ExportError::Db(StoreError::new(what)(e)))?;
+        let line: &str = row
+            .try_get(0)
+            .map_err(|e| ExportError::Db(StoreError::new(what)(e)))?;
+        sink(line).map_err(ExportError::Io)?;
+        events += 1;
+    }
+    Ok(events)
+}
+
+/// The lifecycle events of `range`, oldest first, parsed (for tests and small ranges; an
+/// export streams them with [`each_lifecycle_event`]).
 pub async fn order_lifecycle(
     client: &impl GenericClient,
     range: Range,
-) -> Result<Vec<Value>, StoreError> {
-    let rows = client
-        .query(LIFECYCLE, &[&range.from, &range.to])
-        .await
-        .map_err(StoreError::new("reading the order lifecycle"))?;
-    rows.iter()
-        .map(|r| r.try_get::<_, Value>(0))
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::new("reading the order lifecycle"))
+) -> Result<Vec<Value>, ExportError> {
+    let mut events = Vec::new();
+    each_lifecycle_event(client, range, |line| {
+        events.push(serde_json::from_str(line).map_err(std::io::Error::other)?);
+        Ok(())
+    })
+    .await?;
+    Ok(events)
 }

@@ -33,7 +33,7 @@ pub use decisions::{
     DecisionView, EventLine, ExecutionLine, RecentDecision, decision_view, recent_decisions,
 };
 pub use failure_analysis::{FailureAnalysis, failure_analysis};
-pub use lifecycle::order_lifecycle;
+pub use lifecycle::{each_lifecycle_event, order_lifecycle};
 pub use lineage::{CallView, ExecutionView, Lineage, PayloadView, RunView, TimelineEntry, lineage};
 pub use order_failure::{OrderFailure, order_failure};
 pub use strategy_performance::{StrategyLine, strategy_performance};

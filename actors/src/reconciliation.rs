@@ -333,6 +333,39 @@ pub async fn reconcile(
     Ok(done)
 }
 
+/// Checks the ready windows of `account` at `broker` with a connection of `pool`, logging what
+/// was found; a failure is logged too (the windows stay open: the next run checks them).
+pub async fn reconcile_logged(
+    pool: &deadpool_postgres::Pool,
+    broker: &str,
+    account: &str,
+    config: &ReconcileConfig,
+    trigger: &str,
+) {
+    let done = match pool.get().await {
+        Ok(mut client) => reconcile(&mut **client, Some(broker), Some(account), config, trigger)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("no database connection: {e}")),
+    };
+    match done {
+        Ok(windows) if windows.is_empty() => {}
+        Ok(windows) => {
+            let breaks: usize = windows.iter().map(|w| w.breaks.len()).sum();
+            tracing::info!(
+                broker,
+                account,
+                windows = windows.len(),
+                breaks,
+                trigger,
+                "positions reconciled"
+            );
+        }
+        Err(e) => tracing::warn!(broker, account, error = %e, trigger,
+            "could not reconcile positions; the next run checks these windows again"),
+    }
+}
+
 /// What a reconciliation request did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Requested {

@@ -164,29 +164,14 @@ fn reconcile_later(ctx: &Arc<SessionCtx>, trigger: &'static str) {
             tracing::debug!(account = %ctx.account, trigger, "reconciliation waits for the catch-up");
             return;
         }
-        let done = async {
-            let mut client = ctx.pool.get().await?;
-            Ok::<_, SessionError>(
-                reconciliation::reconcile(
-                    &mut **client,
-                    Some(BROKER),
-                    Some(&ctx.account),
-                    &ctx.reconciliation,
-                    trigger,
-                )
-                .await?,
-            )
-        }
+        reconciliation::reconcile_logged(
+            &ctx.pool,
+            BROKER,
+            &ctx.account,
+            &ctx.reconciliation,
+            trigger,
+        )
         .await;
-        match done {
-            Ok(windows) => {
-                let breaks: usize = windows.iter().map(|w| w.breaks.len()).sum();
-                tracing::info!(account = %ctx.account, windows = windows.len(), breaks,
-                    "positions reconciled");
-            }
-            Err(e) => tracing::warn!(account = %ctx.account, error = %e,
-                "could not reconcile positions; the next snapshot's run checks this window too"),
-        }
     });
 }
 

@@ -329,10 +329,12 @@ impl IbkrSyncerState {
                         tracing::warn!(session = %self.args.session.name(), account, "{warning}");
                     }
                 }
-                super::positions::reconcile_account(
+                // the windows a completed sync makes ready (their fills all on record)
+                crate::reconciliation::reconcile_logged(
                     &self.args.pool,
-                    &self.args.reconcile,
+                    crate::store::reconciliation::IBKR,
                     account,
+                    &self.args.reconcile,
                     "sync",
                 )
                 .await;
@@ -512,6 +514,18 @@ impl IbkrSyncerState {
         })
     }
 
+    /// Finishes a job with its outcome: the row keeps the error as its text.
+    async fn finish<T>(&self, account: &str, job: &jobs::Job, outcome: Result<T, SyncError>) {
+        let error = outcome.err().map(|e| e.to_string());
+        tracing::info!(account, job = job.id, kind = %job.job_type, error = error.as_deref(),
+            "job finished");
+        if let Ok(client) = self.args.pool.get().await
+            && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
+        {
+            tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
+        }
+    }
+
     /// Claims and runs a pending `positions.sync` job of `account`: a snapshot, then an
     /// executions sync (which completes the window the snapshot closes and reconciles it). It
     /// takes no overrides; a payload with any fails, naming what it got.
@@ -537,18 +551,7 @@ impl IbkrSyncerState {
                 job.payload
             ))),
         };
-        let error = outcome.err().map(|e| e.to_string());
-        tracing::info!(
-            account,
-            job = job.id,
-            error = error.as_deref(),
-            "positions.sync job finished"
-        );
-        if let Ok(client) = self.args.pool.get().await
-            && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
-        {
-            tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
-        }
+        self.finish(account, &job, outcome).await;
     }
 
     /// A sync through a connection the job names (the spec's overrides: host, port, client
@@ -590,10 +593,11 @@ impl IbkrSyncerState {
         // the session is dropped, and its socket closed, when this returns
         let outcome = sync_account(&self.args.pool, &mut session, &request).await;
         if outcome.is_ok() {
-            super::positions::reconcile_account(
+            crate::reconciliation::reconcile_logged(
                 &self.args.pool,
-                &self.args.reconcile,
+                crate::store::reconciliation::IBKR,
                 account,
+                &self.args.reconcile,
                 "sync",
             )
             .await;
@@ -613,19 +617,7 @@ impl IbkrSyncerState {
             },
             Err(e) => Err(SyncError::Job(e)),
         };
-        // the job's row keeps the error as its text
-        let error = outcome.err().map(|e| e.to_string());
-        tracing::info!(
-            account,
-            job = job.id,
-            error = error.as_deref(),
-            "trades.sync job finished"
-        );
-        if let Ok(client) = self.args.pool.get().await
-            && let Err(e) = jobs::finish(&**client, job.id, error.as_deref()).await
-        {
-            tracing::warn!(account, job = job.id, error = %e, "could not finish a job");
-        }
+        self.finish(account, &job, outcome).await;
     }
 }
 

@@ -13,7 +13,6 @@ use super::client::TwsSession;
 use super::sync::SyncError;
 use super::tws::{Position, TwsError};
 use crate::domain::ApiPayload;
-use crate::reconciliation::{self, ReconcileConfig};
 use crate::store::positions::{NewPosition, NewSnapshot, record_snapshot};
 use crate::store::reconciliation::IBKR;
 use crate::store::{self};
@@ -154,41 +153,6 @@ pub async fn snapshot(
         ids.push((account.clone(), id));
     }
     Ok(ids)
-}
-
-/// Checks the account's windows whose fills are all on record (a sync completed after the
-/// later snapshot); a failure is logged, and the next completed sync checks them again.
-pub async fn reconcile_account(
-    pool: &deadpool_postgres::Pool,
-    config: &ReconcileConfig,
-    account: &str,
-    trigger: &str,
-) {
-    let done = async {
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| SyncError::Unavailable(format!("no database connection: {e}")))?;
-        Ok::<_, SyncError>(
-            reconciliation::reconcile(&mut **client, Some(IBKR), Some(account), config, trigger)
-                .await?,
-        )
-    }
-    .await;
-    match done {
-        Ok(windows) if windows.is_empty() => {}
-        Ok(windows) => {
-            let breaks: usize = windows.iter().map(|w| w.breaks.len()).sum();
-            tracing::info!(
-                account,
-                windows = windows.len(),
-                breaks,
-                "IBKR positions reconciled"
-            );
-        }
-        Err(e) => tracing::warn!(account, error = %e,
-            "could not reconcile IBKR positions; the next completed sync checks them again"),
-    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,22 @@ pub async fn check(
     Ok(raised)
 }
 
+/// POSTs `body` to the webhook at `url`; a refusal or failure as text without the URL (a
+/// webhook's URL is a credential: Slack's is), fit for a log or a row.
+pub(super) async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map(|_| ())
+        .map_err(|e| e.without_url().to_string())
+}
+
 /// Posts `alerts` to the webhook, when one is configured (best effort: a failure is logged).
 pub async fn post(http: &reqwest::Client, config: &ReporterConfig, alerts: &[RaisedAlert]) {
     let Some(url) = &config.webhook_url else {
@@ -102,16 +118,8 @@ pub async fn post(http: &reqwest::Client, config: &ReporterConfig, alerts: &[Rai
                 json!({"text": format!("tradegate alert {}: {}", alert.kind, alert.message)})
             }
         };
-        let sent = http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
-        if let Err(e) = sent {
+        if let Err(e) = send(http, url, &body).await {
             metrics::counter!("tradegate_alert_webhook_failures_total").increment(1);
-            // the webhook's URL is a credential (Slack's is): never in the log
-            let e = e.without_url();
             tracing::warn!(alert_id = alert.id, error = %e, "the alert webhook failed");
         }
     }

@@ -93,14 +93,7 @@ pub async fn run(
             }),
             WebhookFormat::Slack => json!({ "text": stored.text }),
         };
-        let sent = http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
-        // the webhook's URL is a credential (Slack's is): never in the row or the log
-        let error = sent.err().map(|e| e.without_url().to_string());
+        let error = super::alerts::send(http, url, &body).await.err();
         let again = retry_after(stored.attempts, check);
         reports::record_delivery(&**client, stored.day, error.as_deref(), again).await?;
         match error {

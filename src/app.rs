@@ -124,6 +124,7 @@ fn children(
         pool: pool.clone(),
         config: config.reporter.clone(),
         tls,
+        audit: config.audit.clone(),
     };
     children.push(ChildSpec::new(reporter::NAME, move || {
         (Reporter, reporter.clone())
@@ -172,6 +173,7 @@ pub struct Running {
     migrations: MigrationReport,
     trade_log: TradeLog,
     hub: StrategyHub,
+    audit: tradegate_actors::reporter::AuditConfig,
 }
 
 impl Running {
@@ -190,6 +192,7 @@ impl Running {
                 .context("the API listener's certificate ([api] tls_cert_file, tls_key_file)")?,
             )
         };
+        crate::database::install_writer_key(config)?;
         let database = Database::open(&config.database).await?;
         let migrations = database.migrate().await?;
         {
@@ -251,6 +254,7 @@ impl Running {
             migrations,
             trade_log,
             hub,
+            audit: config.audit.clone(),
         })
     }
 
@@ -321,6 +325,17 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "the HTTP listener task failed"),
         }
         let tree = self.gateway.shutdown().await;
+        // everything the actors wrote is in: a clean stop seals it
+        let sealed = async {
+            let client = self.database.connect().await?;
+            let kind = tradegate_actors::store::audit::SealKind::Stop;
+            tradegate_actors::reporter::seals::run(&client, &self.audit, kind).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = &sealed {
+            tracing::warn!(error = %e, "could not seal the audit journal at stop");
+        }
         let closed = self.database.close().await;
         tree?;
         closed

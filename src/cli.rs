@@ -174,6 +174,30 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check that nobody changed the trail: recompute every covered row's hash and every
+    /// seal's root, compare the day roots kept in [audit] seal_dir, and name the first row
+    /// altered, deleted or inserted behind the gateway's back. Exits 0 when the trail verifies
+    /// (rows written after the last seal are reported as unsealed, not as tampering), 1 when
+    /// something was found. Runs beside a running gateway or alone, read-only.
+    Verify {
+        /// Only rows written, journal entries and seals made from this UTC day on
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// ...up to this UTC day, included
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::output::Format,
+    },
+    /// Seal the audit journal now (the running gateway seals every [audit]
+    /// seal_interval_secs, at the end of each UTC day and when it stops); prints the seals
+    /// written.
+    Seal {
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::output::Format,
+    },
 }
 
 /// `tradegate tradelog ...`

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use crate::config::{Config, DatabaseConfig, redact_conninfo};
 use crate::migrate::{self, MigrationReport};
 use crate::postgres::{self, ClusterOptions, ClusterStart, EmbeddedCluster};
+use tradegate_actors::store::audit::{WriterKey, writer};
 
 /// Name of the database tradegate uses inside its private cluster.
 pub const EMBEDDED_DATABASE: &str = "tradegate";
@@ -109,7 +110,11 @@ impl Database {
         loop {
             let mut client = self.connect().await?;
             match migrate::run(&mut client).await {
-                Ok(report) => return Ok(report),
+                Ok(report) => {
+                    // the trail's writer key: registered when the database has none yet
+                    writer::register(&mut client).await?;
+                    return Ok(report);
+                }
                 Err(e) if client.is_closed() && attempt < ATTEMPTS => {
                     tracing::warn!(error = %e, attempt,
                         "the connection was lost while migrating; trying again");
@@ -148,6 +153,7 @@ pub fn pool(conninfo: &str, size: usize, timeout: Duration) -> Result<deadpool_p
     // (allocated only as a session's temporary tables grow, so other sessions pay nothing)
     let options = pg.get_options().unwrap_or_default();
     pg.options(format!("{options} -c temp_buffers=256MB").trim());
+    tradegate_actors::store::audit::writer::apply(&mut pg);
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     Ok(deadpool_postgres::Pool::builder(manager)
         .max_size(size)
@@ -157,11 +163,31 @@ pub fn pool(conninfo: &str, size: usize, timeout: Duration) -> Result<deadpool_p
         .build()?)
 }
 
+/// Makes this process's connections carry the audit writer key: `TRADEGATE_AUDIT_KEY` when
+/// set, else the key in `[audit] writer_key_file` (created when missing). The first key a
+/// process installs stays for its life.
+pub fn install_writer_key(config: &Config) -> Result<&'static WriterKey> {
+    if let Some(key) = writer::installed() {
+        return Ok(key);
+    }
+    let key = match std::env::var(crate::config::AUDIT_KEY_ENV) {
+        Ok(value) => WriterKey::new(&value)
+            .with_context(|| format!("{} holds no usable key", crate::config::AUDIT_KEY_ENV))?,
+        Err(_) => {
+            let path = &config.audit.writer_key_file;
+            let text = crate::api::auth::secret_file(path, "audit writer key")?;
+            WriterKey::new(&text).with_context(|| format!("the key in {}", path.display()))?
+        }
+    };
+    Ok(writer::install(key))
+}
+
 /// Runs `body` with the configured database open and migrated, then closes it.
 pub async fn with_database<T>(
     config: &Config,
     body: impl AsyncFnOnce(&Database) -> Result<T>,
 ) -> Result<T> {
+    install_writer_key(config)?;
     let database = Database::open(&config.database).await?;
     let result = async {
         database.migrate().await?;

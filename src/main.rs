@@ -38,6 +38,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let done = match cli.command {
+            cli::Command::Audit {
+                command: cli::AuditCommand::Verify { from, to, format },
+            } => {
+                return tradegate::commands::audit::verify(&config, from, to, format).await;
+            }
+            cli::Command::Audit {
+                command: cli::AuditCommand::Seal { format },
+            } => tradegate::commands::audit::seal(&config, format).await,
             cli::Command::Ingest {
                 task,
                 source,

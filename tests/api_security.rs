@@ -262,6 +262,7 @@ impl Secured {
                 200,
             ),
             ("GET", "/api/v1/operator-actions") => (route.into(), None, 200),
+            ("GET", "/api/v1/audit/seals") => (route.into(), None, 200),
             ("GET", "/api/v1/decisions") => (route.into(), None, 200),
             ("GET", "/api/v1/decisions/{id}") => (format!("/api/v1/decisions/{d}"), None, 200),
             ("POST", "/api/v1/ingestion/runs") => {

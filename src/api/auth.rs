@@ -96,6 +96,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/reports/strategy", AUDITOR),
     route("GET", "/api/v1/reports/failures", AUDITOR),
     route("GET", "/api/v1/reports/daily", AUDITOR),
+    route("GET", "/api/v1/audit/seals", AUDITOR),
 ];
 
 /// What `path` and `method` need; `None`: the route has no role assignment.
@@ -500,17 +501,23 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, request: Request, next: Ne
 /// starting at once agree on one token: the file appears whole or not at all (written aside,
 /// then linked into place, which fails if another got there first).
 pub fn local_operator_token(path: &Path) -> Result<String> {
-    local_operator_token_tries(path, 3)
+    secret_file(path, "token")
 }
 
-fn local_operator_token_tries(path: &Path, tries: u32) -> Result<String> {
+/// The secret in `path` (a `what` file: "token", "audit writer key"), read or created as
+/// [`local_operator_token`] says.
+pub fn secret_file(path: &Path, what: &str) -> Result<String> {
+    secret_file_tries(path, what, 3)
+}
+
+fn secret_file_tries(path: &Path, what: &str, tries: u32) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && !meta.file_type().is_file()
     {
         bail!(
-            "the token file {} is not a regular file (a symlink or a directory): remove it",
+            "the {what} file {} is not a regular file (a symlink or a directory): remove it",
             path.display()
         );
     }
@@ -519,13 +526,13 @@ fn local_operator_token_tries(path: &Path, tries: u32) -> Result<String> {
             let token = text.trim().to_string();
             if token.len() < 32 {
                 bail!(
-                    "the token file {} holds no token (delete it to have a new one made)",
+                    "the {what} file {} holds no {what} (delete it to have a new one made)",
                     path.display()
                 );
             }
             let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the token file was readable by others: its mode is now 0600");
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the {what} file was readable by others: its mode is now 0600");
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                     .with_context(|| format!("cannot make {} private", path.display()))?;
             }
@@ -552,13 +559,13 @@ fn local_operator_token_tries(path: &Path, tries: u32) -> Result<String> {
             match written {
                 Ok(()) => Ok(token),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries > 1 => {
-                    local_operator_token_tries(path, tries - 1)
+                    secret_file_tries(path, what, tries - 1)
                 }
                 Err(e) => Err(e)
-                    .with_context(|| format!("cannot create the token file {}", path.display())),
+                    .with_context(|| format!("cannot create the {what} file {}", path.display())),
             }
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read the token file {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot read the {what} file {}", path.display())),
     }
 }
 

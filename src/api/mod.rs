@@ -1,6 +1,7 @@
 //! The HTTP listener: `/health`, `/metrics`, the ingestion endpoints for data jobs (and, as they
 //! are built, the read API and the strategy WebSocket).
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod ingestion;
@@ -114,6 +115,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(audit::routes())
         .merge(ingestion::routes())
         .merge(trades::routes())
         .merge(reports::routes())

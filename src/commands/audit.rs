@@ -1,4 +1,4 @@
-//! `tradegate audit lifecycle`.
+//! `tradegate audit lifecycle`, `audit verify`, `audit seal`.
 
 use std::io::Write;
 
@@ -8,6 +8,9 @@ use tradegate_actors::store::reports::{Range, each_lifecycle_event, local_day};
 
 use crate::config::Config;
 use crate::database::with_database;
+use crate::output::Format;
+use tradegate_actors::reporter::seals as sealing;
+use tradegate_actors::store::audit::{self, Seal, SealKind, VerifyOptions, VerifyReport};
 
 /// `tradegate audit lifecycle (--day D | --from D --to D) [--timezone Z] [--out FILE]`: the
 /// order lifecycle events of the trade dates (each from midnight to midnight in `timezone`),
@@ -75,4 +78,114 @@ pub async fn lifecycle(
         events
     );
     Ok(())
+}
+
+/// `tradegate audit verify [--from D] [--to D]`: the exit code (0 clean, 1 something found).
+pub async fn verify(
+    config: &Config,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    format: Format,
+) -> Result<u8> {
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        bail!("--from {from} is after --to {to}");
+    }
+    let midnight = |day: NaiveDate| day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let kept_roots = sealing::kept_roots(&config.audit.seal_dir).map_err(|e| anyhow::anyhow!(e))?;
+    let options = VerifyOptions {
+        from: from.and_then(midnight),
+        to: to.and_then(|d| d.succ_opt()).and_then(midnight),
+        kept_roots,
+    };
+    let started = std::time::Instant::now();
+    let report = with_database(config, async |database| {
+        let mut client = database.connect().await?;
+        Ok(audit::verify::verify(&mut client, &options).await?)
+    })
+    .await?;
+    let took = started.elapsed();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => print_report(&report, took),
+    }
+    Ok(u8::from(!report.is_clean()))
+}
+
+fn print_report(report: &VerifyReport, took: std::time::Duration) {
+    println!("{:<28} {:>12} {:>9}", "table", "rows", "findings");
+    for t in &report.tables {
+        println!("{:<28} {:>12} {:>9}", t.table, t.rows, t.findings);
+    }
+    println!(
+        "{} row(s) and {} of {} seal(s) recomputed, {} kept day root(s) compared, in {:.1}s",
+        report.rows(),
+        report.seals_checked,
+        report.seals,
+        report.kept_roots_checked,
+        took.as_secs_f64()
+    );
+    if report.unsealed_entries > 0 {
+        println!(
+            "unsealed: {} row version(s) in {} journal entr{} written after the last seal (checked, not yet sealed)",
+            report.unsealed_rows,
+            report.unsealed_entries,
+            if report.unsealed_entries == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
+    if report.is_clean() {
+        println!(
+            "the trail verifies: nothing was altered, deleted or inserted behind the gateway's back"
+        );
+        return;
+    }
+    if let Some(first) = report.findings.first() {
+        println!("FIRST: {} {}: {}", first.table, first.key, first.detail);
+    }
+    for f in report.findings.iter().skip(1) {
+        println!("       {} {}: {}", f.table, f.key, f.detail);
+    }
+    let listed = report.findings.len() as i64;
+    if report.findings_total > listed {
+        println!("       ... and {} more", report.findings_total - listed);
+    }
+    println!(
+        "the trail does NOT verify: {} finding(s)",
+        report.findings_total
+    );
+}
+
+/// `tradegate audit seal`.
+pub async fn seal(config: &Config, format: Format) -> Result<()> {
+    let seals = with_database(config, async |database| {
+        let client = database.connect().await?;
+        Ok(sealing::run(&client, &config.audit, SealKind::Interval).await?)
+    })
+    .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&seals)?),
+        Format::Table if seals.is_empty() => println!("nothing to seal: every entry is sealed"),
+        Format::Table => print_seals(&seals),
+    }
+    Ok(())
+}
+
+fn print_seals(seals: &[Seal]) {
+    for s in seals {
+        println!(
+            "seal {} ({}{}) at {}: {} entries, {} row versions, root {}",
+            s.id,
+            s.kind.as_str(),
+            s.day.map(|d| format!(" {d}")).unwrap_or_default(),
+            s.sealed_at.format("%Y-%m-%d %H:%M:%S%.6f UTC"),
+            s.entries,
+            s.rows,
+            s.root
+        );
+    }
 }

@@ -159,6 +159,9 @@ impl Config {
         if let Err((key, message)) = self.reporter.validate() {
             return Err(invalid(key, message));
         }
+        if let Err((key, message)) = self.audit.validate() {
+            return Err(invalid(key, message));
+        }
         let invalid_owned = |key: String, message: String| ConfigError::InvalidKey {
             key,
             origin: origin.to_string(),

@@ -22,6 +22,9 @@ pub const ENV_PREFIX: &str = "TRADEGATE_";
 /// The environment variable holding the IB Flex Web Service token.
 pub const FLEX_TOKEN_ENV: &str = "TRADEGATE_IBKR_FLEX_TOKEN";
 
+/// The variable holding the audit writer key (else `[audit] writer_key_file`).
+pub const AUDIT_KEY_ENV: &str = "TRADEGATE_AUDIT_KEY";
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +49,8 @@ pub struct Config {
     pub alpaca: tradegate_actors::alpaca_session::AlpacaConfig,
     /// Alerts and payload retention
     pub reporter: tradegate_actors::reporter::ReporterConfig,
+    /// The audit trail's seals and writer key
+    pub audit: tradegate_actors::reporter::AuditConfig,
     /// How brokers and webhooks are verified (TLS)
     pub tls: tradegate_actors::tls::TlsConfig,
     /// How position windows are reconciled with the fills on record

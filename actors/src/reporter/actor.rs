@@ -25,6 +25,8 @@ pub struct ReporterArgs {
     pub config: ReporterConfig,
     /// How an `https` webhook is verified
     pub tls: crate::tls::ClientTls,
+    /// Sealing the audit journal
+    pub audit: super::AuditConfig,
 }
 
 /// The Reporter's state.
@@ -33,6 +35,8 @@ pub struct ReporterState {
     args: ReporterArgs,
     http: reqwest::Client,
     purge: Option<JoinHandle<()>>,
+    /// The sealing run under way
+    seal: Option<JoinHandle<()>>,
     /// The daily summary's build and delivery under way
     daily: Option<JoinHandle<()>>,
     timers: Vec<JoinHandle<()>>,
@@ -109,6 +113,10 @@ impl Actor for Reporter {
                 Duration::from_secs(args.config.daily_summary_check_secs.max(1)),
                 || ReporterMessage::DailySummary,
             ),
+            myself.send_interval(
+                Duration::from_secs(args.audit.seal_interval_secs.max(1)),
+                || ReporterMessage::Seal { reply: None },
+            ),
         ];
         // the purge runs at start too, not first a whole interval later (a gateway restarted
         // daily would never purge)
@@ -129,6 +137,7 @@ impl Actor for Reporter {
             args,
             http,
             purge: None,
+            seal: None,
             daily: None,
             timers,
             forwarded,
@@ -140,7 +149,7 @@ impl Actor for Reporter {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for task in [state.purge.take(), state.daily.take()]
+        for task in [state.purge.take(), state.daily.take(), state.seal.take()]
             .into_iter()
             .flatten()
         {
@@ -174,6 +183,31 @@ impl Actor for Reporter {
                 {
                     tracing::warn!(error = %e, "the daily summary check failed; it runs again at the next check");
                 }
+            }
+            ReporterMessage::Seal { reply } => {
+                if reply.is_none() && state.seal.as_ref().is_some_and(|t| !t.is_finished()) {
+                    return Ok(());
+                }
+                let (pool, audit) = (state.args.pool.clone(), state.args.audit.clone());
+                let previous = state.seal.take();
+                state.seal = Some(tokio::spawn(async move {
+                    // one run at a time: an asked-for seal waits for the scheduled one
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    let result = async {
+                        let client = pool.get().await?;
+                        let kind = crate::store::audit::SealKind::Interval;
+                        Ok::<_, ReporterError>(super::seals::run(&**client, &audit, kind).await?)
+                    }
+                    .await;
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "sealing the audit journal failed; it is tried again at the next interval");
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }));
             }
             ReporterMessage::PurgePayloads { reply } => {
                 if reply.is_none() && state.purge.as_ref().is_some_and(|t| !t.is_finished()) {
@@ -228,6 +262,16 @@ impl ReporterClient {
         ractor::call_t!(
             Self::actor()?,
             |reply| ReporterMessage::CheckAlerts { reply: Some(reply) },
+            u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+        )
+        .map_err(|e| ReporterError::Unanswered(e.to_string()))?
+    }
+
+    /// Seals the audit journal now; the seals written.
+    pub async fn seal(&self) -> Result<Vec<crate::store::audit::Seal>, ReporterError> {
+        ractor::call_t!(
+            Self::actor()?,
+            |reply| ReporterMessage::Seal { reply: Some(reply) },
             u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
         )
         .map_err(|e| ReporterError::Unanswered(e.to_string()))?

@@ -13,6 +13,11 @@ pub enum ReporterMessage {
         /// Reply for RPC (none for the scheduled run)
         reply: Option<RpcReplyPort<Result<Vec<RaisedAlert>, ReporterError>>>,
     },
+    /// Seal the audit journal now (closing the UTC days that ended first); the seals written.
+    Seal {
+        /// Reply for RPC (none for the scheduled run)
+        reply: Option<RpcReplyPort<Result<Vec<crate::store::audit::Seal>, ReporterError>>>,
+    },
     /// Build, store and deliver the daily summary when it is due
     DailySummary,
     /// Purge API payloads past retention now; how many were deleted.

@@ -2,6 +2,7 @@
 //! parameters always bound.
 
 pub mod alerts;
+pub mod audit;
 pub mod broker_sync;
 pub mod db;
 pub mod decisions;
@@ -102,6 +103,7 @@ async fn connect_with_task(
 ) -> Result<(tokio_postgres::Client, tokio::task::AbortHandle), tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = conninfo.parse()?;
     config.connect_timeout(timeout);
+    audit::writer::apply(&mut config);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -314,7 +314,8 @@ pub async fn export_table_rows(
     Ok(rows)
 }
 
-/// Retires `day`'s partition: detaches it from `tradelog` and renames it to
+/// Retires `day`'s partition: detaches it from `tradelog` (journaling its rows as retired) and
+/// renames it to
 /// `tradelog_retired_pYYYYMMDD_<suffix>`, in one short transaction. New events for that day
 /// then get a fresh partition, and the retired table can be exported at leisure. Returns the
 /// retired table's name.
@@ -329,8 +330,14 @@ pub async fn retire_partition(
         .transaction()
         .await
         .map_err(StoreError::new("retiring a trade-log partition"))?;
+    // the journal learns that its rows left the table on purpose (audit verify would report
+    // them deleted otherwise); DETACH locks the partition against new rows first
     tx.batch_execute(&format!(
-        "ALTER TABLE tradelog DETACH PARTITION {}; ALTER TABLE {} RENAME TO {}",
+        "ALTER TABLE tradelog DETACH PARTITION {}; \
+         INSERT INTO audit_journal (table_name, op, writer, keys) \
+         SELECT 'tradelog', 'R', false, array_agg(id::text) FROM {} HAVING count(*) > 0; \
+         ALTER TABLE {} RENAME TO {}",
+        quote(&name),
         quote(&name),
         quote(&name),
         quote(&retired)

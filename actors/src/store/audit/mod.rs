@@ -1,0 +1,66 @@
+//! The trail's tamper evidence (migration V20): the writer key the gateway's connections carry,
+//! the seals of the row-version journal, and the verification that recomputes both.
+
+pub mod seals;
+pub mod verify;
+pub mod writer;
+
+pub use seals::{Seal, SealKind};
+pub use verify::{Finding, FindingKind, VerifyOptions, VerifyReport};
+pub use writer::{WriterKey, WriterKeyError};
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The covered tables, in the order verify reports them, each with its key as SQL over the row
+/// `t` (text, as the journal keeps it) and the column that says when the row was written (for
+/// `verify --from/--to`).
+pub const COVERED: &[Covered] = &[
+    Covered::by_id("audit_writers", "registered_at"),
+    Covered::by_id("operator_actions", "at"),
+    Covered::by_id("data_ingestion_runs", "created_at"),
+    Covered {
+        table: "data_ingestion_run_records",
+        key: "t.data_ingestion_run_id || '/' || t.record_type || '/' || t.record_id",
+        written_at: "created_at",
+    },
+    Covered::by_id("api_payloads", "created_at"),
+    Covered::by_id("api_call_logs", "created_at"),
+    Covered::by_id("trade_decisions", "created_at"),
+    Covered::by_id("trade_executions", "created_at"),
+    Covered::by_id("order_state_corrections", "corrected_at"),
+    Covered::by_id("broker_order_events", "recorded_at"),
+    Covered::by_id("order_rejects", "rejected_at"),
+    Covered::by_id("broker_trades", "created_at"),
+    Covered::by_id("broker_fills", "created_at"),
+    Covered::by_id("tradelog", "local_ts"),
+];
+
+/// One table under the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    /// Its name
+    pub table: &'static str,
+    /// Its journal key, as SQL over `t`
+    pub key: &'static str,
+    /// When a row was written
+    pub written_at: &'static str,
+}
+
+impl Covered {
+    const fn by_id(table: &'static str, written_at: &'static str) -> Self {
+        Self {
+            table,
+            key: "t.id::text",
+            written_at,
+        }
+    }
+}

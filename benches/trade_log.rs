@@ -4,14 +4,17 @@
 //! (a) tradegate end to end: N events pushed through the producer handle until every row is
 //!     committed (binary COPY batches of the default size and age; `overflow = block` so that
 //!     none is dropped and every row is counted);
-//! (b) `psql \copy` of the same rows, as text, into the same (truncated) table;
+//! (b) `psql \copy` of the same rows, as text, into the same (truncated) table, bare: with
+//!     `session_replication_role = replica`, so without the audit journal's trigger (the
+//!     physical baseline; tradegate's side pays for its tamper evidence);
 //! (c) the producer's enqueue latency (default settings: drop-oldest queue, writer running).
 //!
 //! N is 1,000,000 unless `TRADEGATE_BENCH_EVENTS` says otherwise. The last line reads
 //! `trade_log: <a> rows/s, psql copy: <b> rows/s, ratio: <a/b>, enqueue p99: <n> ns`.
 //!
 //! The events are built before timing starts; (a) covers the producer pushes, batching,
-//! encoding, COPY and commits. Large batches (a backlog) are written on two connections.
+//! encoding, COPY and commits, the audit journal's hashing of every row, and sealing them all
+//! (one seal at the end, inside the timed window). Large batches (a backlog) are written on two connections.
 
 // Rates and percentiles of timings are statistics, not money.
 #![allow(clippy::float_arithmetic)]
@@ -79,6 +82,7 @@ async fn run(events: u64) {
     let socket = dir.join("pg");
     let started = Instant::now();
     let status = Command::new(&psql)
+        .env("PGOPTIONS", "-c session_replication_role=replica")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(&socket)
         .args(["-U", "postgres", "-d", "bench", "-c"])
@@ -92,6 +96,14 @@ async fn run(events: u64) {
     assert!(status.success(), "psql \\copy failed");
     assert_eq!(count(&client).await, events as i64);
     client.batch_execute("TRUNCATE tradelog").await.unwrap();
+    // what the set-up wrote is sealed first: the timed seal covers the trade log's rows only
+    tradegate_actors::store::audit::seals::seal(
+        &client,
+        tradegate_actors::store::audit::SealKind::Interval,
+        None,
+    )
+    .await
+    .unwrap();
     client.batch_execute("CHECKPOINT").await.unwrap();
 
     // (a) tradegate end to end
@@ -126,7 +138,19 @@ async fn run(events: u64) {
         600_000
     )
     .unwrap();
+    let sealed = tradegate_actors::store::audit::seals::seal(
+        &client,
+        tradegate_actors::store::audit::SealKind::Interval,
+        None,
+    )
+    .await
+    .unwrap();
     let tradegate_secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        sealed.map(|s| s.rows),
+        Some(events as i64),
+        "every row sealed"
+    );
     assert_eq!(
         count(&client).await,
         events as i64,

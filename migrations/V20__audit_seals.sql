@@ -11,9 +11,12 @@
 -- triggers were left on. A change made with the triggers off (session_replication_role =
 -- replica) leaves a row whose hash no longer matches its journal, which verify reports too.
 --
--- Row hash: SHA-256 of jsonb_strip_nulls(to_jsonb(row))::text with TimeZone UTC (so a column
--- added later with no value changes no existing row's hash). The verify command computes it
--- with its own expression, not with a function stored here.
+-- Row hash: SHA-256 of to_jsonb(row)::text with TimeZone UTC; for the trade log, written a
+-- million rows at a time, of its stored columns as a row's text (ROW(...)::text: NULLs and
+-- quoting unambiguous, the generated timestamps left out as they follow from local_ts_us),
+-- which costs a third of the JSON form. The verify command computes both with its own
+-- expressions, not with functions stored here. A migration that changes a covered table's
+-- columns journals the new hashes of its rows (an 'U' entry) in the same transaction.
 
 CREATE TABLE audit_writers (
     id            BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -129,15 +132,24 @@ BEGIN
         IF TG_OP = 'DELETE' THEN
             INSERT INTO audit_journal (table_name, op, writer, keys)
             SELECT TG_TABLE_NAME, 'D', false,
-                   array_agg(o.data_ingestion_run_id || '/' || o.record_type || '/' || o.record_id)
+                   array_agg(to_jsonb(ARRAY[o.data_ingestion_run_id::text, o.record_type, o.record_id])::text)
             FROM old_rows o HAVING count(*) > 0;
         ELSE
             INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
             SELECT TG_TABLE_NAME, left(TG_OP, 1), false,
-                   array_agg(n.data_ingestion_run_id || '/' || n.record_type || '/' || n.record_id),
-                   array_agg(sha256(convert_to(jsonb_strip_nulls(to_jsonb(n))::text, 'UTF8')))
+                   array_agg(to_jsonb(ARRAY[n.data_ingestion_run_id::text, n.record_type, n.record_id])::text),
+                   array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
             FROM new_rows n HAVING count(*) > 0;
         END IF;
+    ELSIF TG_TABLE_NAME = 'tradelog' AND TG_OP <> 'DELETE' THEN
+        INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
+        SELECT TG_TABLE_NAME, left(TG_OP, 1), false, array_agg(n.id::text),
+               array_agg(sha256(textsend((ROW(n.id, n.event_id, n.local_ts_us, n.exchange_ts_us, n.event_type, n.req_id,
+                   n.cl_ord_id, n.native_ord_id, n.market_id, n.account_id, n.symbol, n.exec_type,
+                   n.ord_status, n.side, n.is_taker, n.last_px, n.last_qty, n.leaves_qty, n.ord_px,
+                   n.ord_qty, n.fee, n.response_status, n.error_code, n.error_message, n.source,
+                   n.body, n.response_meta))::text)))
+        FROM new_rows n HAVING count(*) > 0;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO audit_journal (table_name, op, writer, keys)
         SELECT TG_TABLE_NAME, 'D', false, array_agg(o.id::text)
@@ -145,33 +157,46 @@ BEGIN
     ELSE
         INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
         SELECT TG_TABLE_NAME, left(TG_OP, 1), false, array_agg(n.id::text),
-               array_agg(sha256(convert_to(jsonb_strip_nulls(to_jsonb(n))::text, 'UTF8')))
+               array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
         FROM new_rows n HAVING count(*) > 0;
     END IF;
     RETURN NULL;
 END;
 $$;
 
--- The trail as it stands is its own first journal entry, table by table (written by this
--- migration, before the journal's guard exists, as the gateway's own).
+-- The trail as it stands is its own first journal entries, table by table, at most about
+-- 100,000 rows each (written by this migration, before the journal's guard exists, as the
+-- gateway's own).
 DO $$
 DECLARE
     t TEXT;
 BEGIN
+    -- hashed as the trigger and verify hash them, whatever this server's defaults
+    PERFORM set_config('TimeZone', 'UTC', true);
+    PERFORM set_config('bytea_output', 'hex', true);
+    PERFORM set_config('extra_float_digits', '1', true);
     FOREACH t IN ARRAY ARRAY['api_payloads', 'trade_decisions', 'trade_executions',
         'order_state_corrections', 'broker_order_events', 'order_rejects', 'data_ingestion_runs',
-        'api_call_logs', 'broker_trades', 'broker_fills', 'tradelog', 'operator_actions'] LOOP
+        'api_call_logs', 'broker_trades', 'broker_fills', 'operator_actions'] LOOP
         EXECUTE format('INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
             SELECT %L, ''I'', true, array_agg(n.id::text ORDER BY n.id),
-                   array_agg(sha256(convert_to(jsonb_strip_nulls(to_jsonb(n))::text, ''UTF8''))
+                   array_agg(sha256(convert_to(to_jsonb(n)::text, ''UTF8''))
                              ORDER BY n.id)
-            FROM %I n HAVING count(*) > 0', t, t);
+            FROM %I n GROUP BY n.id / 100000', t, t);
     END LOOP;
     INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
+    SELECT 'tradelog', 'I', true, array_agg(n.id::text),
+           array_agg(sha256(textsend((ROW(n.id, n.event_id, n.local_ts_us, n.exchange_ts_us, n.event_type, n.req_id,
+                   n.cl_ord_id, n.native_ord_id, n.market_id, n.account_id, n.symbol, n.exec_type,
+                   n.ord_status, n.side, n.is_taker, n.last_px, n.last_qty, n.leaves_qty, n.ord_px,
+                   n.ord_qty, n.fee, n.response_status, n.error_code, n.error_message, n.source,
+                   n.body, n.response_meta))::text)))
+    FROM tradelog n GROUP BY n.id / 100000;
+    INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
     SELECT 'data_ingestion_run_records', 'I', true,
-           array_agg(n.data_ingestion_run_id || '/' || n.record_type || '/' || n.record_id),
-           array_agg(sha256(convert_to(jsonb_strip_nulls(to_jsonb(n))::text, 'UTF8')))
-    FROM data_ingestion_run_records n HAVING count(*) > 0;
+           array_agg(to_jsonb(ARRAY[n.data_ingestion_run_id::text, n.record_type, n.record_id])::text),
+           array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
+    FROM data_ingestion_run_records n GROUP BY n.data_ingestion_run_id / 100;
 END;
 $$;
 
@@ -237,5 +262,25 @@ BEGIN
             covered.entries, covered.rows, covered.first_seq, covered.last_seq,
             covered.first_at, covered.last_at);
     RETURN new_id;
+END;
+$$;
+
+-- Every function above resolves names in this schema and the catalog only: a session's own
+-- temporary table named audit_writers or audit_journal must not stand in for ours. The
+-- journal is written, and sealed, with its owner's rights (SECURITY DEFINER): a writer role
+-- needs no privilege on the journal, and a role without one cannot forge an entry.
+ALTER FUNCTION audit_is_writer() SECURITY DEFINER;
+ALTER FUNCTION audit_journal_rows() SECURITY DEFINER;
+ALTER FUNCTION audit_seal(text, date) SECURITY DEFINER;
+DO $$
+DECLARE
+    f TEXT;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['audit_is_writer()', 'audit_writers_guard()',
+        'audit_entry_hash(audit_journal)', 'audit_journal_guard()', 'audit_journal_rows()',
+        'audit_seal(text, date)'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
+            f, current_schema());
+    END LOOP;
 END;
 $$;

@@ -182,12 +182,22 @@ pub fn install_writer_key(config: &Config) -> Result<&'static WriterKey> {
     Ok(writer::install(key))
 }
 
-/// Runs `body` with the configured database open and migrated, then closes it.
+/// Runs `body` with the configured database open and migrated, then closes it; its
+/// connections carry the audit writer key.
 pub async fn with_database<T>(
     config: &Config,
     body: impl AsyncFnOnce(&Database) -> Result<T>,
 ) -> Result<T> {
     install_writer_key(config)?;
+    with_database_as_reader(config, body).await
+}
+
+/// [`with_database`] without the writer key: for commands that only read the trail (`audit
+/// verify`), which an auditor runs without holding the gateway's key.
+pub async fn with_database_as_reader<T>(
+    config: &Config,
+    body: impl AsyncFnOnce(&Database) -> Result<T>,
+) -> Result<T> {
     let database = Database::open(&config.database).await?;
     let result = async {
         database.migrate().await?;

@@ -573,6 +573,8 @@ async fn the_kill_switch_keeps_its_history_under_the_tokens_name_whatever_the_bo
             .current_dir(scratch_dir("actions-cli"))
             .env_remove("TRADEGATE_CONFIG")
             .env("DATABASE_URL", &g.conninfo)
+            // the gateway's writer key: the CLI writes the same trail
+            .env("TRADEGATE_AUDIT_KEY", common::audit_key())
             .env("RUST_LOG", "warn")
             .args(args)
             .output()

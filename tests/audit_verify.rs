@@ -430,3 +430,46 @@ async fn a_rewritten_trail_is_found_by_the_day_root_kept_elsewhere() {
         report.rows()
     );
 }
+
+/// The trade log's hash covers every stored column: a column added later and left out of it
+/// would be one a tamperer could change unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trade_log_hash_covers_every_stored_column() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = 'tradelog' AND table_schema = current_schema() \
+               AND is_generated = 'NEVER' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(columns.len() > 20, "{columns:?}");
+    let hash = tradegate_actors::store::audit::TRADELOG_HASH;
+    for column in &columns {
+        assert!(
+            hash.contains(&format!("t.{column},")) || hash.contains(&format!("t.{column})")),
+            "the trade log's hash leaves out {column}"
+        );
+    }
+    // and the migration's trigger hashes the same columns
+    let trigger: String = client
+        .query_one(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'audit_journal_rows'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for column in &columns {
+        assert!(
+            trigger.contains(&format!("n.{column},")) || trigger.contains(&format!("n.{column})")),
+            "the journal trigger's trade-log hash leaves out {column}"
+        );
+    }
+}

@@ -112,6 +112,24 @@ fn demo_starts_a_private_cluster_from_scratch_and_reuses_it_the_second_time() {
     assert_eq!(modified(&data_dir.join("PG_VERSION")), initialized_at);
     eprintln!("demo from scratch took {first_took:?}, with the cluster reused {second_took:?}");
 
+    // what two demos wrote (orders filled, runs completed, trades synced: every legitimate
+    // state change) verifies, all of it sealed by the demos' clean stops
+    let verified = tradegate()
+        .args(["audit", "verify"])
+        .current_dir(&workdir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&verified);
+    assert!(
+        verified.status.success(),
+        "verify failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("the trail verifies"), "{stdout}");
+    assert!(
+        !stdout.contains("unsealed"),
+        "the clean stops sealed everything:\n{stdout}"
+    );
+
     std::fs::remove_dir_all(&workdir).unwrap();
 }
 
@@ -547,4 +565,80 @@ fn demo_keeps_the_actors_logs_to_warnings_unless_verbose() {
         stderr.contains(" INFO "),
         "--verbose shows the logs: {stderr}"
     );
+}
+
+/// `audit seal` and `audit verify` as an operator runs them against a configured database:
+/// clean and exit 0; after a row is changed behind the gateway's back, the row named and exit
+/// 1; a key that is not the database's writer key is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_exits_non_zero_naming_a_row_changed_behind_the_gateways_back() {
+    let db = TestDb::new().await;
+    let workdir = scratch_dir("audit-verify");
+    let run = |args: &[&str]| {
+        tradegate()
+            .env("DATABASE_URL", &db.conninfo)
+            .args(args)
+            .current_dir(&workdir)
+            .output()
+            .unwrap()
+    };
+    let seeded = run(&["seed-data", "--days", "2"]);
+    assert!(seeded.status.success(), "{:?}", text(&seeded));
+    let sealed = run(&["audit", "seal"]);
+    let (stdout, _) = text(&sealed);
+    assert!(
+        sealed.status.success() && stdout.contains("seal 1 (interval)"),
+        "{:?}",
+        text(&sealed)
+    );
+    let clean = run(&["audit", "verify"]);
+    let (stdout, stderr) = text(&clean);
+    assert_eq!(clean.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the trail verifies"), "{stdout}");
+
+    // someone with database access edits a fill's quantity, triggers off
+    let client = db.client().await;
+    let (foreign, connection) = tokio_postgres::connect(&db.conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let id: i64 = client
+        .query_one("SELECT min(id) FROM trade_executions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    foreign
+        .batch_execute(&format!(
+            "SET session_replication_role = replica; \
+             UPDATE trade_executions SET filled_quantity = filled_quantity + 1 WHERE id = {id}"
+        ))
+        .await
+        .unwrap();
+    let tampered = run(&["audit", "verify"]);
+    let (stdout, stderr) = text(&tampered);
+    assert_eq!(tampered.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("FIRST: trade_executions {id}: altered")),
+        "{stdout}"
+    );
+    let json = run(&["audit", "verify", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["findings"][0]["kind"], "altered", "{report}");
+
+    // another working folder, another key: refused, the database keeps its writer key
+    let elsewhere = scratch_dir("audit-verify-other");
+    let other = tradegate()
+        .env("DATABASE_URL", &db.conninfo)
+        .args(["audit", "seal"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&other);
+    assert!(!other.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("written under another writer key"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&workdir).unwrap();
+    std::fs::remove_dir_all(&elsewhere).unwrap();
 }

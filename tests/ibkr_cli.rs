@@ -13,6 +13,7 @@ fn tradegate(db: &TestDb, port: u16) -> Command {
     command
         .env_remove("TRADEGATE_CONFIG")
         .env("DATABASE_URL", &db.conninfo)
+        .env("TRADEGATE_AUDIT_KEY", common::audit_key())
         .env("TRADEGATE_IBKR__PORT", port.to_string())
         .env("RUST_LOG", "warn")
         .current_dir(common::scratch_dir("ibkr-cli"));

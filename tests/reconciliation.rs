@@ -298,6 +298,7 @@ async fn trading_reconciles_clean_and_a_change_without_a_fill_is_one_break() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
             .env("TRADEGATE_CONFIG", dir.join("config.toml"))
             .env("DATABASE_URL", &gw.db.conninfo)
+            .env("TRADEGATE_AUDIT_KEY", common::audit_key())
             .env("RUST_LOG", "warn")
             .current_dir(&dir)
             .args(args)

@@ -1258,6 +1258,7 @@ async fn retention_purges_old_payloads_but_keeps_every_referenced_one() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradegate"))
         .env_remove("TRADEGATE_CONFIG")
         .env("DATABASE_URL", &db.conninfo)
+        .env("TRADEGATE_AUDIT_KEY", common::audit_key())
         .env("RUST_LOG", "warn")
         .current_dir(common::scratch_dir("reports-purge"))
         .args(["purge", "--payload-days", "1", "--format", "json"])

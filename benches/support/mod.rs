@@ -1,5 +1,6 @@
 //! What the benchmarks share: a private, durable cluster (fsync and synchronous commit on, the
-//! server's defaults unless `settings` say otherwise) with a migrated `bench` database.
+//! server's defaults unless `settings` say otherwise) with a migrated `bench` database, written
+//! with the audit writer key (so every row is journaled for its seal, as in the gateway).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,9 +39,13 @@ pub async fn bench_database(
         .await
         .unwrap();
     let conninfo = cluster.conninfo("bench");
+    // every connection writes as the gateway does: with the audit writer key, journaled
+    use tradegate_actors::store::audit::{WriterKey, writer};
+    writer::install(WriterKey::random());
     let mut client = tradegate::postgres::connect(&conninfo, TIMEOUT)
         .await
         .unwrap();
     tradegate::migrate::run(&mut client).await.unwrap();
+    writer::register(&mut client).await.unwrap();
     (cluster, conninfo, client, dir)
 }

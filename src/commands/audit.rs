@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use tradegate_actors::store::reports::{Range, each_lifecycle_event, local_day};
 
 use crate::config::Config;
-use crate::database::with_database;
+use crate::database::{with_database, with_database_as_reader};
 use crate::output::Format;
 use tradegate_actors::reporter::seals as sealing;
 use tradegate_actors::store::audit::{self, Seal, SealKind, VerifyOptions, VerifyReport};
@@ -36,7 +36,7 @@ pub async fn lifecycle(
         to: local_day(last, zone).to,
     };
     // each event written as it arrives: a day of any size is never held whole
-    let events = with_database(config, async |database| {
+    let events = with_database_as_reader(config, async |database| {
         let client = database.connect().await?;
         let write = async |w: &mut dyn Write| -> Result<u64> {
             let n = each_lifecycle_event(&client, range, |line| {
@@ -100,7 +100,7 @@ pub async fn verify(
         kept_roots,
     };
     let started = std::time::Instant::now();
-    let report = with_database(config, async |database| {
+    let report = with_database_as_reader(config, async |database| {
         let mut client = database.connect().await?;
         Ok(audit::verify::verify(&mut client, &options).await?)
     })

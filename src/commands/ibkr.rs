@@ -13,7 +13,7 @@ use tradegate_actors::ibkr_syncer::{SessionConfig, SyncRequest, sync_account};
 use tradegate_actors::store::broker_sync;
 
 use crate::config::{Config, FLEX_TOKEN_ENV};
-use crate::database::with_database;
+use crate::database::{with_database, with_database_as_reader};
 use crate::output::{Format, opt};
 
 fn print_report(report: &SyncReport) {
@@ -319,7 +319,7 @@ fn print_fills(fills: &[BrokerFill]) {
 /// `tradegate trades list`.
 pub async fn trades_list(config: &Config, filter: TradeFilter, format: Format) -> Result<()> {
     filter.validate().map_err(anyhow::Error::msg)?;
-    let trades = with_database(config, async |database| {
+    let trades = with_database_as_reader(config, async |database| {
         let client = database.connect().await?;
         Ok(broker_sync::list_trades(&client, &filter).await?)
     })
@@ -334,7 +334,7 @@ pub async fn trades_list(config: &Config, filter: TradeFilter, format: Format) -
 
 /// `tradegate trades show ID`: the trade and its fills (canonical and superseded).
 pub async fn trades_show(config: &Config, id: i64, format: Format) -> Result<()> {
-    let (trade, fills) = with_database(config, async |database| {
+    let (trade, fills) = with_database_as_reader(config, async |database| {
         let client = database.connect().await?;
         let trade = broker_sync::get_trade(&client, id)
             .await?

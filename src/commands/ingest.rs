@@ -75,6 +75,7 @@ enum JobEnd {
 /// ingestion API on 127.0.0.1 (a free port), runs the job, and finishes the run.
 pub async fn run(config: &Config, args: IngestArgs) -> Result<IngestOutcome> {
     anyhow::ensure!(!args.command.is_empty(), "no command given after --");
+    crate::database::install_writer_key(config)?;
     let database = Database::open(&config.database).await?;
     let result = async {
         database.migrate().await?;
@@ -246,6 +247,7 @@ async fn supervise(
         .env_remove("APCA_API_KEY_ID")
         .env_remove("APCA_API_SECRET_KEY")
         .env_remove("TRADEGATE_CONFIG")
+        .env_remove(crate::config::AUDIT_KEY_ENV)
         .env("TRADEGATE_INGESTION_RUN_ID", run_id.to_string())
         .env("TRADEGATE_API_URL", format!("http://{api_addr}"))
         .env("TRADEGATE_TOKEN", &token)

@@ -8,6 +8,8 @@ use crate::migrate;
 
 /// `tradegate migrate`.
 pub async fn migrate_command(config: &Config) -> Result<()> {
+    // a migration writes the trail as the gateway does
+    crate::database::install_writer_key(config)?;
     let database = Database::open(&config.database).await?;
     let result = database.migrate().await;
     let closed = database.close().await;

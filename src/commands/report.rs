@@ -4,13 +4,14 @@ use anyhow::Result;
 use chrono::{Duration, Utc};
 
 use crate::config::Config;
-use crate::database::with_database;
+use crate::database::{with_database, with_database_as_reader};
 use crate::output::Format;
 use crate::report::{ReportRequest, produce};
 
 /// `tradegate report ...`: prints the report; an unknown decision or order is an error.
 pub async fn report_command(config: &Config, request: ReportRequest, format: Format) -> Result<()> {
-    let report = with_database(config, async |database| {
+    // reading only: no writer key needed
+    let report = with_database_as_reader(config, async |database| {
         let client = database.connect().await?;
         Ok(produce(&client, &request).await?)
     })

@@ -4,7 +4,7 @@ use anyhow::Result;
 use tradegate_actors::trade_log_writer;
 
 use crate::config::Config;
-use crate::database::with_database;
+use crate::database::with_database_as_reader;
 
 /// `tradegate tradelog export --day DATE`: writes one day of the trade log to
 /// `<out>/tradelog-DATE.jsonl.gz`.
@@ -13,7 +13,7 @@ pub async fn export_trade_log(
     day: chrono::NaiveDate,
     out: Option<&std::path::Path>,
 ) -> Result<()> {
-    let (path, rows) = with_database(config, async |database| {
+    let (path, rows) = with_database_as_reader(config, async |database| {
         let client = database.connect().await?;
         let dir = out.unwrap_or(&config.tradelog.export_dir);
         Ok(trade_log_writer::export_day(&client, day, dir).await?)

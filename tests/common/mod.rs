@@ -208,3 +208,11 @@ pub async fn metrics_text(base: &str) -> String {
         .await
         .expect("the /metrics body")
 }
+
+/// This test process's audit writer key (installed on first use, or the one an in-process
+/// gateway installed), for the `tradegate` commands a test runs against a database the process
+/// also writes: they write the same trail, so they hold the same key.
+pub fn audit_key() -> String {
+    use tradegate_actors::store::audit::{WriterKey, writer};
+    writer::install(WriterKey::random()).expose().to_string()
+}

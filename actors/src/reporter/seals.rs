@@ -73,12 +73,16 @@ pub async fn run(
         }
         day = day + Days::new(1);
     }
-    // a day file that could not be written before is written now
-    if let Some(day) = today.checked_sub_days(Days::new(1))
-        && !day_file(&config.seal_dir, day).exists()
-        && let Some(seal) = seals::day_seal(client, day).await?
-    {
-        keep_root(&config.seal_dir, &seal);
+    // a day file that could not be written before (or whose run was cut short) is written now
+    for back in 1..=DAYS_BACK {
+        let Some(day) = today.checked_sub_days(Days::new(back)) else {
+            break;
+        };
+        if !day_file(&config.seal_dir, day).exists()
+            && let Some(seal) = seals::day_seal(client, day).await?
+        {
+            keep_root(&config.seal_dir, &seal);
+        }
     }
     if let Some(seal) = seals::seal(client, kind, None).await? {
         written.push(seal);

@@ -29,8 +29,10 @@ pub const COVERED: &[Covered] = &[
     Covered::by_id("data_ingestion_runs", "created_at"),
     Covered {
         table: "data_ingestion_run_records",
-        key: "t.data_ingestion_run_id || '/' || t.record_type || '/' || t.record_id",
+        key: "pg_catalog.to_jsonb(ARRAY[t.data_ingestion_run_id::text, t.record_type, \
+              t.record_id])::text",
         written_at: "created_at",
+        hash: ROW_HASH,
     },
     Covered::by_id("api_payloads", "created_at"),
     Covered::by_id("api_call_logs", "created_at"),
@@ -41,8 +43,24 @@ pub const COVERED: &[Covered] = &[
     Covered::by_id("order_rejects", "rejected_at"),
     Covered::by_id("broker_trades", "created_at"),
     Covered::by_id("broker_fills", "created_at"),
-    Covered::by_id("tradelog", "local_ts"),
+    Covered {
+        table: "tradelog",
+        key: "t.id::text",
+        written_at: "local_ts",
+        hash: TRADELOG_HASH,
+    },
 ];
+
+/// The hash of a row `t` of most covered tables (the journal trigger's expression).
+pub const ROW_HASH: &str =
+    "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.to_jsonb(t)::text, 'UTF8'))";
+
+/// The hash of a trade-log row `t`: its stored columns as a row's text.
+pub const TRADELOG_HASH: &str = "pg_catalog.sha256(pg_catalog.textsend(ROW(t.id, t.event_id, \
+    t.local_ts_us, t.exchange_ts_us, t.event_type, t.req_id, t.cl_ord_id, t.native_ord_id, \
+    t.market_id, t.account_id, t.symbol, t.exec_type, t.ord_status, t.side, t.is_taker, \
+    t.last_px, t.last_qty, t.leaves_qty, t.ord_px, t.ord_qty, t.fee, t.response_status, \
+    t.error_code, t.error_message, t.source, t.body, t.response_meta)::text))";
 
 /// One table under the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +71,8 @@ pub struct Covered {
     pub key: &'static str,
     /// When a row was written
     pub written_at: &'static str,
+    /// Its hash, as SQL over `t`
+    pub hash: &'static str,
 }
 
 impl Covered {
@@ -61,6 +81,7 @@ impl Covered {
             table,
             key: "t.id::text",
             written_at,
+            hash: ROW_HASH,
         }
     }
 }

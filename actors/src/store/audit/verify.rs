@@ -13,10 +13,6 @@ use tokio_postgres::Client;
 use super::{COVERED, Covered};
 use crate::store::StoreError;
 
-/// The hash of row `t` (the journal trigger's expression, schema-qualified).
-const ROW_HASH: &str = "pg_catalog.sha256(pg_catalog.convert_to(\
-    pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(t))::text, 'UTF8'))";
-
 /// The hash of journal entry `j` (the seal function's expression).
 const ENTRY_HASH: &str = "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws('|', \
     j.seq, (extract(epoch FROM j.at) * 1000000)::bigint, j.table_name, j.op, j.writer, \
@@ -147,7 +143,10 @@ pub async fn verify(
         .map_err(StoreError::new("starting the verification"))?;
     tx.batch_execute(
         "SET LOCAL TimeZone = 'UTC'; SET LOCAL bytea_output = 'hex'; \
-         SET LOCAL extra_float_digits = 1",
+         SET LOCAL extra_float_digits = 1; \
+         SELECT pg_catalog.set_config('search_path', \
+             'pg_catalog, ' || pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp', \
+             true)",
     )
     .await
     .map_err(StoreError::new("starting the verification"))?;
@@ -411,6 +410,7 @@ async fn check_table(
         table,
         key,
         written_at,
+        hash,
     } = *covered;
     let ranged = options.from.is_some() || options.to.is_some();
     // in a range: the rows written in it and every row a journal entry of it touched
@@ -437,7 +437,7 @@ async fn check_table(
              FROM audit_journal j \
              CROSS JOIN LATERAL unnest(j.keys, j.hashes) AS u(key, hash) \
              WHERE j.table_name = $1 ORDER BY u.key, j.seq DESC), \
-         present AS (SELECT {key} AS key, {ROW_HASH} AS hash FROM {table} t {present_filter}), \
+         present AS (SELECT {key} AS key, {hash} AS hash FROM {table} t {present_filter}), \
          compared AS ( \
              SELECT coalesce(p.key, n.key) AS key, p.key IS NOT NULL AS here, n.seq, \
                  CASE WHEN p.key IS NULL THEN 'deleted' \

@@ -138,6 +138,7 @@ async fn run(events: u64) {
         600_000
     )
     .unwrap();
+    let flushed_secs = started.elapsed().as_secs_f64();
     let sealed = tradegate_actors::store::audit::seals::seal(
         &client,
         tradegate_actors::store::audit::SealKind::Interval,
@@ -146,6 +147,10 @@ async fn run(events: u64) {
     .await
     .unwrap();
     let tradegate_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "written in {flushed_secs:.2}s, then sealed in {:.2}s",
+        tradegate_secs - flushed_secs
+    );
     assert_eq!(
         sealed.map(|s| s.rows),
         Some(events as i64),

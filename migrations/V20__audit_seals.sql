@@ -85,18 +85,21 @@ CREATE TABLE audit_journal (
     CHECK ((op IN ('I', 'U')) = (hashes IS NOT NULL)),
     CHECK (hashes IS NULL OR cardinality(hashes) = cardinality(keys))
 );
+-- hashes do not compress: not tried
+ALTER TABLE audit_journal ALTER COLUMN hashes SET STORAGE EXTERNAL;
 CREATE INDEX audit_journal_unsealed ON audit_journal (seq) WHERE seal_id IS NULL;
 CREATE INDEX audit_journal_seal ON audit_journal (seal_id, seq);
 CREATE INDEX audit_journal_table ON audit_journal (table_name, seq);
 
--- The hash an entry is sealed with (verify recomputes it with the same expression, inline).
+-- The hash an entry is sealed with (verify recomputes it with the same expression, inline): its
+-- fields as text, the keys as a JSON array, then the row hashes' 32 bytes each.
 CREATE FUNCTION audit_entry_hash(j audit_journal) RETURNS BYTEA
 LANGUAGE sql IMMUTABLE AS $$
     SELECT sha256(convert_to(concat_ws('|', j.seq,
         (extract(epoch FROM j.at) * 1000000)::bigint, j.table_name, j.op, j.writer,
-        to_jsonb(j.keys)::text,
-        coalesce((SELECT string_agg(encode(h, 'hex'), ',' ORDER BY o)
-                  FROM unnest(j.hashes) WITH ORDINALITY u(h, o)), '')), 'UTF8'))
+        to_jsonb(j.keys)::text), 'UTF8')
+        || coalesce((SELECT string_agg(h, ''::bytea ORDER BY o)
+                     FROM unnest(j.hashes) WITH ORDINALITY u(h, o)), ''::bytea))
 $$;
 
 -- An entry says who wrote it and when, whoever inserts it; it can only ever be sealed.

@@ -473,3 +473,76 @@ async fn the_trade_log_hash_covers_every_stored_column() {
         );
     }
 }
+
+/// Trade-log rows, journaled with their hashes as a COPY or INSERT writes them: before the seal
+/// they are unsealed (not findings); one deleted behind the gateway's back before its seal is
+/// reported as deleted, one edited after it as altered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trade_log_rows_are_checked_before_and_after_their_seal() {
+    let db = TestDb::new().await;
+    let mut client = gateway_connection(&db.conninfo).await;
+    writer::register(&mut client).await.unwrap();
+    let today = Utc::now().date_naive();
+    tradegate_actors::store::ensure_tradelog_partitions(&client, today, 2)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO tradelog (event_id, local_ts_us, event_type, symbol, body) \
+             SELECT gen_random_uuid(), (extract(epoch FROM now()) * 1e6)::bigint + g, 10, 'AAPL', \
+                    jsonb_build_object('n', g) \
+             FROM generate_series(1, 500) g",
+        )
+        .await
+        .unwrap();
+    let before = verify_db(&db.conninfo).await;
+    assert!(before.is_clean(), "{:#?}", before.findings);
+    assert_eq!(
+        before.unsealed_rows, 501,
+        "the 500 rows and the writer's registration"
+    );
+    let victim: i64 = client
+        .query_one("SELECT min(id) FROM tradelog", &[])
+        .await
+        .unwrap()
+        .get(0);
+    foreign(&db.conninfo)
+        .await
+        .batch_execute(&format!(
+            "SET session_replication_role = replica; DELETE FROM tradelog WHERE id = {victim}"
+        ))
+        .await
+        .unwrap();
+    let unsealed = verify_db(&db.conninfo).await;
+    assert_eq!(
+        unsealed.findings.first().map(|f| (f.kind, f.key.clone())),
+        Some((FindingKind::Deleted, victim.to_string())),
+        "found before any seal: {:#?}",
+        unsealed.findings
+    );
+    let sealed = seals::seal(&client, SealKind::Interval, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sealed.rows, 501);
+    foreign(&db.conninfo)
+        .await
+        .batch_execute(&format!(
+            "SET session_replication_role = replica; \
+             UPDATE tradelog SET body = '{{\"n\": 0}}' WHERE id = {}",
+            victim + 1
+        ))
+        .await
+        .unwrap();
+    let after = verify_db(&db.conninfo).await;
+    assert_eq!(after.unsealed_entries, 0);
+    assert_eq!(after.findings.len(), 2, "{:#?}", after.findings);
+    assert!(
+        after
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Altered && f.key == (victim + 1).to_string()),
+        "{:#?}",
+        after.findings
+    );
+}

@@ -16,9 +16,9 @@ use crate::store::StoreError;
 /// The hash of journal entry `j` (the seal function's expression).
 const ENTRY_HASH: &str = "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws('|', \
     j.seq, (extract(epoch FROM j.at) * 1000000)::bigint, j.table_name, j.op, j.writer, \
-    pg_catalog.to_jsonb(j.keys)::text, \
-    coalesce((SELECT pg_catalog.string_agg(pg_catalog.encode(h, 'hex'), ',' ORDER BY o) \
-              FROM pg_catalog.unnest(j.hashes) WITH ORDINALITY u(h, o)), '')), 'UTF8'))";
+    pg_catalog.to_jsonb(j.keys)::text), 'UTF8') \
+    || coalesce((SELECT pg_catalog.string_agg(h, ''::bytea ORDER BY o) \
+                 FROM pg_catalog.unnest(j.hashes) WITH ORDINALITY u(h, o)), ''::bytea))";
 
 /// What to verify.
 #[derive(Debug, Clone, Default)]

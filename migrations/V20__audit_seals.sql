@@ -11,10 +11,11 @@
 -- triggers were left on. A change made with the triggers off (session_replication_role =
 -- replica) leaves a row whose hash no longer matches its journal, which verify reports too.
 --
--- Row hash: SHA-256 of to_jsonb(row)::text with TimeZone UTC; for the trade log, written a
--- million rows at a time, of its stored columns as a row's text (ROW(...)::text: NULLs and
--- quoting unambiguous, the generated timestamps left out as they follow from local_ts_us),
--- which costs a third of the JSON form. The verify command computes both with its own
+-- Row hash: SHA-256 of the row's text (row::text: NULLs and quoting unambiguous; a third of what
+-- to_jsonb costs) with TimeZone UTC, DateStyle ISO, IntervalStyle postgres, bytea hex and
+-- extra_float_digits 1; for the trade log, written a million rows at a time, of its stored
+-- columns only (ROW(...)::text, the generated timestamps left out as they follow from
+-- local_ts_us). The verify command computes both with its own
 -- expressions, not with functions stored here. A migration that changes a covered table's
 -- columns journals the new hashes of its rows (an 'U' entry) in the same transaction.
 
@@ -129,7 +130,8 @@ $$;
 -- statements per table, so the static `n.id` below is planned only where it exists.)
 CREATE FUNCTION audit_journal_rows() RETURNS trigger
 LANGUAGE plpgsql
-SET TimeZone = 'UTC' SET bytea_output = 'hex' SET extra_float_digits = 1 AS $$
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex' SET extra_float_digits = 1 AS $$
 BEGIN
     IF TG_TABLE_NAME = 'data_ingestion_run_records' THEN
         IF TG_OP = 'DELETE' THEN
@@ -141,7 +143,7 @@ BEGIN
             INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
             SELECT TG_TABLE_NAME, left(TG_OP, 1), false,
                    array_agg(to_jsonb(ARRAY[n.data_ingestion_run_id::text, n.record_type, n.record_id])::text),
-                   array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
+                   array_agg(sha256(textsend(n::text)))
             FROM new_rows n HAVING count(*) > 0;
         END IF;
     ELSIF TG_TABLE_NAME = 'tradelog' AND TG_OP <> 'DELETE' THEN
@@ -160,7 +162,7 @@ BEGIN
     ELSE
         INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
         SELECT TG_TABLE_NAME, left(TG_OP, 1), false, array_agg(n.id::text),
-               array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
+               array_agg(sha256(textsend(n::text)))
         FROM new_rows n HAVING count(*) > 0;
     END IF;
     RETURN NULL;
@@ -176,6 +178,8 @@ DECLARE
 BEGIN
     -- hashed as the trigger and verify hash them, whatever this server's defaults
     PERFORM set_config('TimeZone', 'UTC', true);
+    PERFORM set_config('DateStyle', 'ISO, MDY', true);
+    PERFORM set_config('IntervalStyle', 'postgres', true);
     PERFORM set_config('bytea_output', 'hex', true);
     PERFORM set_config('extra_float_digits', '1', true);
     FOREACH t IN ARRAY ARRAY['api_payloads', 'trade_decisions', 'trade_executions',
@@ -183,7 +187,7 @@ BEGIN
         'api_call_logs', 'broker_trades', 'broker_fills', 'operator_actions'] LOOP
         EXECUTE format('INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
             SELECT %L, ''I'', true, array_agg(n.id::text ORDER BY n.id),
-                   array_agg(sha256(convert_to(to_jsonb(n)::text, ''UTF8''))
+                   array_agg(sha256(textsend(n::text))
                              ORDER BY n.id)
             FROM %I n GROUP BY n.id / 100000', t, t);
     END LOOP;
@@ -198,7 +202,7 @@ BEGIN
     INSERT INTO audit_journal (table_name, op, writer, keys, hashes)
     SELECT 'data_ingestion_run_records', 'I', true,
            array_agg(to_jsonb(ARRAY[n.data_ingestion_run_id::text, n.record_type, n.record_id])::text),
-           array_agg(sha256(convert_to(to_jsonb(n)::text, 'UTF8')))
+           array_agg(sha256(textsend(n::text)))
     FROM data_ingestion_run_records n GROUP BY n.data_ingestion_run_id / 100;
 END;
 $$;

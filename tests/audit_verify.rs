@@ -34,7 +34,8 @@ async fn gateway_connection(conninfo: &str) -> Client {
 
 async fn verify_db(conninfo: &str) -> verify::VerifyReport {
     let mut client = foreign(conninfo).await;
-    verify::verify(&mut client, &VerifyOptions::default())
+    let mut second = foreign(conninfo).await;
+    verify::verify(&mut client, Some(&mut second), &VerifyOptions::default())
         .await
         .unwrap()
 }
@@ -399,7 +400,7 @@ async fn a_rewritten_trail_is_found_by_the_day_root_kept_elsewhere() {
         ..VerifyOptions::default()
     };
     let mut reader = foreign(&db.conninfo).await;
-    let report = verify::verify(&mut reader, &options).await.unwrap();
+    let report = verify::verify(&mut reader, None, &options).await.unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
     assert_eq!(report.kept_roots_checked, 1);
 
@@ -409,7 +410,7 @@ async fn a_rewritten_trail_is_found_by_the_day_root_kept_elsewhere() {
         seal_id: day.id,
         root: "00".repeat(32),
     }];
-    let report = verify::verify(&mut reader, &options).await.unwrap();
+    let report = verify::verify(&mut reader, None, &options).await.unwrap();
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
     assert_eq!(report.findings[0].kind, FindingKind::KeptRoot);
 
@@ -421,7 +422,7 @@ async fn a_rewritten_trail_is_found_by_the_day_root_kept_elsewhere() {
         to: Some(Utc::now() - chrono::Duration::days(1)),
         kept_roots: Vec::new(),
     };
-    let report = verify::verify(&mut reader, &ranged).await.unwrap();
+    let report = verify::verify(&mut reader, None, &ranged).await.unwrap();
     assert!(report.is_clean(), "{:#?}", report.findings);
     let all: i64 = verify_db(&db.conninfo).await.rows();
     assert!(

@@ -101,8 +101,10 @@ pub async fn verify(
     };
     let started = std::time::Instant::now();
     let report = with_database_as_reader(config, async |database| {
+        // two connections in one snapshot: the trade log is checked beside the rest
         let mut client = database.connect().await?;
-        Ok(audit::verify::verify(&mut client, &options).await?)
+        let mut second = database.connect().await?;
+        Ok(audit::verify::verify(&mut client, Some(&mut second), &options).await?)
     })
     .await?;
     let took = started.elapsed();

@@ -52,8 +52,7 @@ pub const COVERED: &[Covered] = &[
 ];
 
 /// The hash of a row `t` of most covered tables (the journal trigger's expression).
-pub const ROW_HASH: &str =
-    "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.to_jsonb(t)::text, 'UTF8'))";
+pub const ROW_HASH: &str = "pg_catalog.sha256(pg_catalog.textsend(t::text))";
 
 /// The hash of a trade-log row `t`: its stored columns as a row's text.
 pub const TRADELOG_HASH: &str = "pg_catalog.sha256(pg_catalog.textsend(ROW(t.id, t.event_id, \

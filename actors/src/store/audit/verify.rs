@@ -121,6 +121,12 @@ impl VerifyReport {
         self.tables.iter().map(|t| t.rows).sum()
     }
 
+    fn absorb(&mut self, part: VerifyReport) {
+        self.findings_total += part.findings_total;
+        let room = MAX_FINDINGS.saturating_sub(self.findings.len());
+        self.findings.extend(part.findings.into_iter().take(room));
+    }
+
     fn found(&mut self, finding: Finding) {
         self.findings_total += 1;
         if self.findings.len() < MAX_FINDINGS {
@@ -129,11 +135,15 @@ impl VerifyReport {
     }
 }
 
-/// Verifies the trail as of one snapshot.
-pub async fn verify(
-    client: &mut Client,
-    options: &VerifyOptions,
-) -> Result<VerifyReport, StoreError> {
+/// The session settings every hash is computed under, and the names it resolves.
+const SETUP: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; \
+     SET LOCAL IntervalStyle = 'postgres'; SET LOCAL bytea_output = 'hex'; \
+     SET LOCAL extra_float_digits = 1; SET LOCAL work_mem = '128MB'; \
+     SELECT pg_catalog.set_config('search_path', \
+         'pg_catalog, ' || pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp', \
+         true)";
+
+async fn start(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -141,20 +151,72 @@ pub async fn verify(
         .start()
         .await
         .map_err(StoreError::new("starting the verification"))?;
-    tx.batch_execute(
-        "SET LOCAL TimeZone = 'UTC'; SET LOCAL bytea_output = 'hex'; \
-         SET LOCAL extra_float_digits = 1; \
-         SELECT pg_catalog.set_config('search_path', \
-             'pg_catalog, ' || pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp', \
-             true)",
-    )
-    .await
-    .map_err(StoreError::new("starting the verification"))?;
+    tx.batch_execute(SETUP)
+        .await
+        .map_err(StoreError::new("starting the verification"))?;
+    Ok(tx)
+}
+
+/// Verifies the trail as of one snapshot. With a `second` connection, the trade log (most of
+/// the rows) is checked on it at the same time as the other tables, in the same snapshot
+/// (exported from the first).
+pub async fn verify(
+    client: &mut Client,
+    second: Option<&mut Client>,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, StoreError> {
+    let tx = start(client).await?;
+    let (tx2, split) = match second {
+        Some(second) => {
+            let snapshot: String = tx
+                .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+                .await
+                .map_err(StoreError::new("sharing the verification's snapshot"))?
+                .get(0);
+            let tx2 = second
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(StoreError::new("starting the verification"))?;
+            // the snapshot is set before anything else runs in the transaction
+            tx2.batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}; {SETUP}",
+                quote_literal(&snapshot)
+            ))
+            .await
+            .map_err(StoreError::new("sharing the verification's snapshot"))?;
+            (Some(tx2), true)
+        }
+        None => (None, false),
+    };
     let mut report = VerifyReport::default();
     check_seals(&tx, options, &mut report).await?;
     check_foreign(&tx, options, &mut report).await?;
-    for covered in COVERED {
-        let check = check_table(&tx, covered, options, &mut report).await?;
+    let big = |c: &&Covered| split && c.table == "tradelog";
+    let on_first = async {
+        let mut parts = Vec::new();
+        for covered in COVERED.iter().filter(|c| !big(c)) {
+            parts.push((covered.table, check_table(&tx, covered, options).await?));
+        }
+        Ok::<_, StoreError>(parts)
+    };
+    let on_second = async {
+        let mut parts = Vec::new();
+        if let Some(tx2) = &tx2 {
+            for covered in COVERED.iter().filter(big) {
+                parts.push((covered.table, check_table(tx2, covered, options).await?));
+            }
+        }
+        Ok::<_, StoreError>(parts)
+    };
+    let (first, second) = futures_util::future::join(on_first, on_second).await;
+    let mut parts: Vec<_> = first?.into_iter().chain(second?).collect();
+    // reported in COVERED's order, whichever connection checked the table
+    parts.sort_by_key(|(table, _)| COVERED.iter().position(|c| c.table == *table));
+    for (_, (check, part)) in parts {
+        report.absorb(part);
         report.tables.push(check);
     }
     let row = tx
@@ -167,10 +229,19 @@ pub async fn verify(
         .map_err(StoreError::new("counting unsealed journal entries"))?;
     report.unsealed_entries = row.get(0);
     report.unsealed_rows = row.get(1);
+    if let Some(tx2) = tx2 {
+        tx2.commit()
+            .await
+            .map_err(StoreError::new("ending the verification"))?;
+    }
     tx.commit()
         .await
         .map_err(StoreError::new("ending the verification"))?;
     Ok(report)
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 struct StoredSeal {
@@ -404,8 +475,9 @@ async fn check_table(
     tx: &tokio_postgres::Transaction<'_>,
     covered: &Covered,
     options: &VerifyOptions,
-    report: &mut VerifyReport,
-) -> Result<TableCheck, StoreError> {
+) -> Result<(TableCheck, VerifyReport), StoreError> {
+    let mut part = VerifyReport::default();
+    let report = &mut part;
     let Covered {
         table,
         key,
@@ -506,9 +578,12 @@ async fn check_table(
     }
     let listed_here = found.min(PER_CHECK);
     report.findings_total += found - listed_here;
-    Ok(TableCheck {
-        table: table.to_string(),
-        rows,
-        findings: found,
-    })
+    Ok((
+        TableCheck {
+            table: table.to_string(),
+            rows,
+            findings: found,
+        },
+        part,
+    ))
 }

@@ -199,7 +199,6 @@ async fn run(days: u32, scale: u32) {
 /// `audit verify` over the generated year (sealed first, as a running gateway would have it)
 /// against the floor: a bare sequential read of the same tables, every row sent to the client.
 async fn verify_year(client: &mut tokio_postgres::Client, conninfo: &str) {
-    let client = client;
     use futures_util::{StreamExt, pin_mut};
     use tradegate_actors::store::audit::{self, COVERED, SealKind, VerifyOptions};
     audit::seals::seal(&*client, SealKind::Interval, None)

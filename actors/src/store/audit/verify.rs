@@ -143,7 +143,11 @@ const SETUP: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY
          'pg_catalog, ' || pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp', \
          true)";
 
-async fn start(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
+/// A read-only snapshot transaction, in `snapshot` (an exported one) when given.
+async fn start<'a>(
+    client: &'a mut Client,
+    snapshot: Option<&str>,
+) -> Result<tokio_postgres::Transaction<'a>, StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -151,7 +155,12 @@ async fn start(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, S
         .start()
         .await
         .map_err(StoreError::new("starting the verification"))?;
-    tx.batch_execute(SETUP)
+    // the snapshot is set before anything else runs in the transaction
+    let setup = match snapshot {
+        Some(id) => format!("SET TRANSACTION SNAPSHOT {}; {SETUP}", quote_literal(id)),
+        None => SETUP.to_string(),
+    };
+    tx.batch_execute(&setup)
         .await
         .map_err(StoreError::new("starting the verification"))?;
     Ok(tx)
@@ -165,7 +174,7 @@ pub async fn verify(
     second: Option<&mut Client>,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, StoreError> {
-    let tx = start(client).await?;
+    let tx = start(client, None).await?;
     let (tx2, split) = match second {
         Some(second) => {
             let snapshot: String = tx
@@ -173,20 +182,7 @@ pub async fn verify(
                 .await
                 .map_err(StoreError::new("sharing the verification's snapshot"))?
                 .get(0);
-            let tx2 = second
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(StoreError::new("starting the verification"))?;
-            // the snapshot is set before anything else runs in the transaction
-            tx2.batch_execute(&format!(
-                "SET TRANSACTION SNAPSHOT {}; {SETUP}",
-                quote_literal(&snapshot)
-            ))
-            .await
-            .map_err(StoreError::new("sharing the verification's snapshot"))?;
+            let tx2 = start(second, Some(&snapshot)).await?;
             (Some(tx2), true)
         }
         None => (None, false),

@@ -121,14 +121,10 @@ fn tamper_sql(table: &str, kind: FindingKind, key_sql: &str) -> String {
                 "tradelog" => "symbol = 'EVIL'",
                 "data_ingestion_run_records" => "operation = 'skipped'",
                 "audit_writers" => "registered_at = registered_at - interval '1 day'",
-                "operator_actions" => "reason = 'nothing happened'",
-                _ => "created_at = created_at + interval '1 microsecond'",
-            };
-            let set = match table {
-                "order_state_corrections" => "reason = 'nothing happened'",
+                "operator_actions" | "order_state_corrections" => "reason = 'nothing happened'",
                 "order_rejects" => "rejected_at = rejected_at + interval '1 second'",
                 "broker_order_events" => "qty = qty + 1",
-                _ => set,
+                _ => "created_at = created_at + interval '1 microsecond'",
             };
             format!("UPDATE {table} t SET {set} WHERE {key_sql} = {victim}")
         }

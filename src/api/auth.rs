@@ -173,7 +173,7 @@ fn hex_digest(hex: &str) -> Option<[u8; 32]> {
 /// A new random token: 32 bytes from the operating system's generator, as hex.
 pub fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    tradegate_actors::store::audit::hex(&bytes)
 }
 
 impl Auth {

@@ -186,6 +186,35 @@ pub enum AuditCommand {
         /// ...up to this UTC day, included
         #[arg(long)]
         to: Option<chrono::NaiveDate>,
+        /// Check this day archive (a directory `audit export` wrote) instead of the database's
+        /// trail: its files against its manifest, its journal against its seals, every row
+        /// against its journaled hash. Nothing is loaded.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        archive: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: tradegate::output::Format,
+    },
+    /// Write one sealed UTC day of the trail as Parquet into [tradelog] export_dir
+    /// (`audit-YYYY-MM-DD/`): one file per table (the trade log one per market and account),
+    /// the journal entries and seals that cover the day, and `manifest.json` with each file's
+    /// rows and SHA-256 and the day seal's root. Read-only.
+    Export {
+        /// The UTC day, YYYY-MM-DD (it must have its day seal)
+        #[arg(long)]
+        day: chrono::NaiveDate,
+        /// Write under this directory instead of [tradelog] export_dir
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Load an exported day (a directory `audit export` wrote) into the read-only `archive`
+    /// schema, where the lineage and symbol reports find it. The archive is checked first
+    /// (files against the manifest, the journal against its seals and the roots kept in
+    /// [audit] seal_dir, every row against its journaled hash); nothing is loaded unless it
+    /// checks, and the exit code is 1 then.
+    Import {
+        /// The archive directory
+        dir: PathBuf,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: tradegate::output::Format,

@@ -39,10 +39,31 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let done = match cli.command {
             cli::Command::Audit {
-                command: cli::AuditCommand::Verify { from, to, format },
+                command:
+                    cli::AuditCommand::Verify {
+                        archive: Some(dir),
+                        format,
+                        ..
+                    },
+            } => {
+                return tradegate::commands::audit::verify_archive(&config, &dir, format).await;
+            }
+            cli::Command::Audit {
+                command:
+                    cli::AuditCommand::Verify {
+                        from, to, format, ..
+                    },
             } => {
                 return tradegate::commands::audit::verify(&config, from, to, format).await;
             }
+            cli::Command::Audit {
+                command: cli::AuditCommand::Import { dir, format },
+            } => {
+                return tradegate::commands::audit::import(&config, &dir, format).await;
+            }
+            cli::Command::Audit {
+                command: cli::AuditCommand::Export { day, dir },
+            } => tradegate::commands::audit::export(&config, day, dir.as_deref()).await,
             cli::Command::Audit {
                 command: cli::AuditCommand::Seal { format },
             } => tradegate::commands::audit::seal(&config, format).await,

@@ -273,6 +273,14 @@ fn symbol_text(r: &SymbolActivity) -> String {
         time(&r.range.from),
         time(&r.range.to)
     );
+    if !r.archived_days.is_empty() {
+        let days: Vec<String> = r.archived_days.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "from the imported day archives: {} ({} trade-log event(s) of the symbol)\n",
+            days.join(", "),
+            r.archived_tradelog_events
+        ));
+    }
     out.push_str(&outcomes_text(&r.summary));
     out.push_str(&counts_text("failures by reason", &r.failure_breakdown));
     out.push_str(&counts_text("refused before a decision", &r.rejects));
@@ -451,6 +459,12 @@ fn lineage_text(l: &Lineage) -> String {
         })
         .collect();
     out.push_str(&table(&["at (UTC)", "trail", "what"], &rows));
+    if !l.from_archive.is_empty() {
+        out.push_str(&format!(
+            "from the imported day archive (past the hot window): {}\n",
+            l.from_archive.join(", ")
+        ));
+    }
     out
 }
 

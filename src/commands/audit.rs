@@ -1,6 +1,7 @@
 //! `tradegate audit lifecycle`, `audit verify`, `audit seal`.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
@@ -10,7 +11,7 @@ use crate::config::Config;
 use crate::database::{with_database, with_database_as_reader};
 use crate::output::Format;
 use tradegate_actors::reporter::seals as sealing;
-use tradegate_actors::store::audit::{self, Seal, SealKind, VerifyOptions, VerifyReport};
+use tradegate_actors::store::audit::{self, Seal, SealKind, VerifyOptions, VerifyReport, archive};
 
 /// `tradegate audit lifecycle (--day D | --from D --to D) [--timezone Z] [--out FILE]`: the
 /// order lifecycle events of the trade dates (each from midnight to midnight in `timezone`),
@@ -160,6 +161,82 @@ fn print_report(report: &VerifyReport, took: std::time::Duration) {
         "the trail does NOT verify: {} finding(s)",
         report.findings_total
     );
+}
+
+/// `tradegate audit export --day D [--dir DIR]`.
+pub async fn export(config: &Config, day: NaiveDate, dir: Option<&Path>) -> Result<()> {
+    let export_dir = dir.unwrap_or(&config.tradelog.export_dir);
+    let manifest = with_database_as_reader(config, async |database| {
+        let mut client = database.connect().await?;
+        Ok(archive::export_day(&mut client, day, export_dir, None).await?)
+    })
+    .await?;
+    let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+    let files: usize = manifest.tables.iter().map(|t| t.files.len()).sum();
+    for t in manifest.tables.iter().filter(|t| t.rows > 0) {
+        println!(
+            "{:<28} {:>12} row(s) in {} file(s)",
+            t.table,
+            t.rows,
+            t.files.len()
+        );
+    }
+    println!(
+        "exported {day}: {rows} row(s) in {files} Parquet file(s) to {}, day seal {} root {}",
+        archive::day_dir(export_dir, day).display(),
+        manifest.day_seal.id,
+        manifest.day_seal.root
+    );
+    Ok(())
+}
+
+/// `tradegate audit import DIR`: the exit code (0 imported, 1 the archive does not check).
+pub async fn import(config: &Config, dir: &Path, format: Format) -> Result<u8> {
+    load_archive(config, dir, archive::ImportTarget::Archive, format).await
+}
+
+/// `tradegate audit verify --archive DIR`: the exit code.
+pub async fn verify_archive(config: &Config, dir: &Path, format: Format) -> Result<u8> {
+    load_archive(config, dir, archive::ImportTarget::Check, format).await
+}
+
+async fn load_archive(
+    config: &Config,
+    dir: &Path,
+    target: archive::ImportTarget,
+    format: Format,
+) -> Result<u8> {
+    let kept_roots = sealing::kept_roots(&config.audit.seal_dir).map_err(|e| anyhow::anyhow!(e))?;
+    let started = std::time::Instant::now();
+    let body = async |database: &crate::database::Database| {
+        let mut client = database.connect().await?;
+        Ok(archive::load_and_check(&mut client, dir, target, &kept_roots).await?)
+    };
+    // only the writer may load the archive schema; a check loads temporary tables
+    let (manifest, report) = match target {
+        archive::ImportTarget::Archive => with_database(config, body).await?,
+        archive::ImportTarget::Check => with_database_as_reader(config, body).await?,
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            print_report(&report, started.elapsed());
+            match (target, report.is_clean()) {
+                (archive::ImportTarget::Archive, true) => println!(
+                    "imported {} into the archive schema: the lineage and symbol reports find it there",
+                    manifest.day
+                ),
+                (archive::ImportTarget::Archive, false) => {
+                    println!(
+                        "nothing was imported: the archive of {} does not check",
+                        manifest.day
+                    )
+                }
+                (archive::ImportTarget::Check, _) => {}
+            }
+        }
+    }
+    Ok(u8::from(!report.is_clean()))
 }
 
 /// `tradegate audit seal`.

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use super::config::TradeLogConfig;
 use crate::domain::now_us;
+use crate::store::audit::archive::{self, ExportError};
 use crate::store::{self, StoreError, tradelog};
 
 /// What one maintenance run did.
@@ -22,6 +23,9 @@ pub struct MaintenanceReport {
     pub created_partitions: i32,
     /// Partitions exported: day, file, rows
     pub exported: Vec<(NaiveDate, PathBuf, u64)>,
+    /// Days archived as Parquet (`audit-YYYY-MM-DD/`, every audit table of the day) before
+    /// their partition was dropped
+    pub archived: Vec<(NaiveDate, PathBuf)>,
     /// Partitions detached and dropped
     pub dropped: Vec<NaiveDate>,
 }
@@ -84,6 +88,25 @@ pub async fn run_maintenance(
             let (path, rows) = export_table(&client, &table, day, &config.export_dir).await?;
             tracing::info!(%day, rows, file = %path.display(), "exported a retired trade-log partition");
             report.exported.push((day, path, rows));
+            // the whole day as Parquet, its trade log from the retired table; a day without
+            // its day seal (the gateway was not running when it ended) keeps the JSONL only
+            match archive::export_day(&mut client, day, &config.export_dir, Some(&table)).await {
+                Ok(_) => {
+                    let dir = archive::day_dir(&config.export_dir, day);
+                    tracing::info!(%day, dir = %dir.display(), "archived the day as Parquet");
+                    report.archived.push((day, dir));
+                }
+                Err(ExportError::Exists(dir)) => report.archived.push((day, dir)),
+                Err(ExportError::NotSealed(_)) => {
+                    tracing::warn!(%day, "the day has no day seal: its trade log is kept as JSONL only, not as a day archive");
+                }
+                Err(e) => {
+                    return Err(MaintenanceError::Export {
+                        day,
+                        message: e.to_string(),
+                    });
+                }
+            }
         }
         tradelog::drop_retired(&client, &table).await?;
         tracing::info!(%day, table = %table, "dropped a retired trade-log partition");

@@ -1,6 +1,7 @@
 //! The trail's tamper evidence (migration V20): the writer key the gateway's connections carry,
 //! the seals of the row-version journal, and the verification that recomputes both.
 
+pub mod archive;
 pub mod seals;
 pub mod verify;
 pub mod writer;

@@ -14,7 +14,7 @@ use super::{COVERED, Covered};
 use crate::store::StoreError;
 
 /// The hash of journal entry `j` (the seal function's expression).
-const ENTRY_HASH: &str = "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws('|', \
+pub(super) const ENTRY_HASH: &str = "pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws('|', \
     j.seq, (extract(epoch FROM j.at) * 1000000)::bigint, j.table_name, j.op, j.writer, \
     pg_catalog.to_jsonb(j.keys)::text), 'UTF8') \
     || coalesce((SELECT pg_catalog.string_agg(h, ''::bytea ORDER BY o) \
@@ -58,6 +58,8 @@ pub enum FindingKind {
     Seal,
     /// A seal's root differs from the one kept outside the database
     KeptRoot,
+    /// A day archive's files differ from its manifest, or its manifest from its seal
+    Archive,
 }
 
 /// One thing verify found.
@@ -127,7 +129,7 @@ impl VerifyReport {
         self.findings.extend(part.findings.into_iter().take(room));
     }
 
-    fn found(&mut self, finding: Finding) {
+    pub(crate) fn found(&mut self, finding: Finding) {
         self.findings_total += 1;
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(finding);
@@ -136,7 +138,7 @@ impl VerifyReport {
 }
 
 /// The session settings every hash is computed under, and the names it resolves.
-const SETUP: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; \
+pub(super) const SETUP: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'; \
      SET LOCAL IntervalStyle = 'postgres'; SET LOCAL bytea_output = 'hex'; \
      SET LOCAL extra_float_digits = 1; SET LOCAL work_mem = '128MB'; \
      SELECT pg_catalog.set_config('search_path', \
@@ -144,7 +146,7 @@ const SETUP: &str = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY
          true)";
 
 /// A read-only snapshot transaction, in `snapshot` (an exported one) when given.
-async fn start<'a>(
+pub(super) async fn start<'a>(
     client: &'a mut Client,
     snapshot: Option<&str>,
 ) -> Result<tokio_postgres::Transaction<'a>, StoreError> {

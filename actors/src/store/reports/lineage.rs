@@ -124,6 +124,9 @@ pub struct Lineage {
     pub execution: Option<ExecutionView>,
     /// Decision, execution, broker events and trade-log events for the order, in time order
     pub timeline: Vec<TimelineEntry>,
+    /// What was read from the imported day archives (`tradegate audit import`) because the
+    /// hot tables no longer hold it
+    pub from_archive: Vec<String>,
 }
 
 pub(super) async fn payload(
@@ -133,7 +136,13 @@ pub(super) async fn payload(
     let Some(id) = id else { return Ok(None) };
     let row = client
         .query_opt(
-            "SELECT id, type, source, captured_at, payload FROM api_payloads WHERE id = $1",
+            // a payload deleted from the hot table after its day was archived is read from
+            // the imported archive
+            "SELECT id, type, source, captured_at, payload FROM ( \
+                 SELECT id, type, source, captured_at, payload, 0 AS o FROM api_payloads \
+                 WHERE id = $1 \
+                 UNION ALL SELECT id, type, source, captured_at, payload, 1 \
+                 FROM archive.api_payloads WHERE id = $1) p ORDER BY o LIMIT 1",
             &[&id],
         )
         .await
@@ -152,25 +161,37 @@ pub async fn lineage(
     client: &impl GenericClient,
     decision_id: Uuid,
 ) -> Result<Option<Lineage>, StoreError> {
-    let Some(row) = client
-        .query_opt(
-            &format!(
-                "SELECT {DECISION_LINE}, d.primary_signal_type, d.primary_signal_id, \
-                        d.primary_ingestion_run_id, d.id, e.execution_id, e.broker, \
-                        e.error_code, e.submitted_at, e.api_request_payload_id, \
-                        e.api_response_payload_id, d.executed_at, d.failed_at, d.cancelled_at, \
-                        greatest(d.updated_at, e.updated_at, \
-                                 (SELECT max(recorded_at) FROM broker_order_events o \
-                                  WHERE o.trade_decision_id = d.id)) \
-                 FROM trade_decisions d \
-                 LEFT JOIN trade_executions e ON e.trade_decision_id = d.id \
-                 WHERE d.decision_id = $1"
-            ),
-            &[&decision_id],
-        )
-        .await
-        .map_err(StoreError::new("reading a decision"))?
-    else {
+    // the hot tables first, then the imported archive
+    let mut from_archive = Vec::new();
+    let mut found = None;
+    for schema in ["", "archive."] {
+        found = client
+            .query_opt(
+                &format!(
+                    "SELECT {DECISION_LINE}, d.primary_signal_type, d.primary_signal_id, \
+                            d.primary_ingestion_run_id, d.id, e.execution_id, e.broker, \
+                            e.error_code, e.submitted_at, e.api_request_payload_id, \
+                            e.api_response_payload_id, d.executed_at, d.failed_at, \
+                            d.cancelled_at, \
+                            greatest(d.updated_at, e.updated_at, \
+                                     (SELECT max(recorded_at) FROM {schema}broker_order_events o \
+                                      WHERE o.trade_decision_id = d.id)) \
+                     FROM {schema}trade_decisions d \
+                     LEFT JOIN {schema}trade_executions e ON e.trade_decision_id = d.id \
+                     WHERE d.decision_id = $1"
+                ),
+                &[&decision_id],
+            )
+            .await
+            .map_err(StoreError::new("reading a decision"))?;
+        if found.is_some() {
+            if !schema.is_empty() {
+                from_archive.push("the decision and its execution".to_string());
+            }
+            break;
+        }
+    }
+    let Some(row) = found else {
         return Ok(None);
     };
     let decision = decision_line(&row);
@@ -187,7 +208,10 @@ pub async fn lineage(
         Some(pk) => client
             .query_opt(
                 "SELECT run_id, task_name, data_source, status, started_at, completed_at, \
-                        records_fetched FROM data_ingestion_runs WHERE id = $1",
+                        records_fetched FROM ( \
+                     SELECT *, 0 AS o FROM data_ingestion_runs WHERE id = $1 \
+                     UNION ALL SELECT *, 1 FROM archive.data_ingestion_runs WHERE id = $1) r \
+                 ORDER BY o LIMIT 1",
                 &[&pk],
             )
             .await
@@ -206,9 +230,11 @@ pub async fn lineage(
     if let Some(pk) = run_pk {
         let calls = client
             .query(
-                "SELECT endpoint, http_method, http_status_code, duration_ms, created_at, \
-                        api_request_payload_id, api_response_payload_id \
-                 FROM api_call_logs WHERE data_ingestion_run_id = $1 ORDER BY id",
+                "SELECT DISTINCT ON (id) endpoint, http_method, http_status_code, duration_ms, \
+                        created_at, api_request_payload_id, api_response_payload_id \
+                 FROM (SELECT * FROM api_call_logs WHERE data_ingestion_run_id = $1 \
+                       UNION ALL SELECT * FROM archive.api_call_logs \
+                       WHERE data_ingestion_run_id = $1) c ORDER BY id",
                 &[&pk],
             )
             .await
@@ -275,8 +301,14 @@ pub async fn lineage(
     let events = async {
         client
             .query(
-                "SELECT coalesce(event_at, recorded_at), event, order_status, body \
-             FROM broker_order_events WHERE trade_decision_id = $1 ORDER BY id",
+                // the hot table and the imported archive, each event once
+                "SELECT DISTINCT ON (id) coalesce(event_at, recorded_at), event, order_status, \
+                        body, archived \
+                 FROM (SELECT *, false AS archived FROM broker_order_events \
+                       WHERE trade_decision_id = $1 \
+                       UNION ALL SELECT *, true FROM archive.broker_order_events \
+                       WHERE trade_decision_id = $1) o \
+                 ORDER BY id, archived",
                 &[&decision_pk],
             )
             .await
@@ -285,9 +317,15 @@ pub async fn lineage(
     let logged = async {
         client
             .query(
-                "SELECT local_ts_us, event_type, body FROM tradelog \
-             WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3 \
-             ORDER BY local_ts_us",
+                // past the hot window the order's rows are in the imported archive
+                "SELECT DISTINCT ON (id) local_ts_us, event_type, body, archived \
+                 FROM (SELECT id, local_ts_us, event_type, body, false AS archived \
+                       FROM tradelog \
+                       WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3 \
+                       UNION ALL SELECT id, local_ts_us, event_type, body, true \
+                       FROM archive.tradelog \
+                       WHERE cl_ord_id = $1 AND local_ts_us >= $2 AND local_ts_us < $3) l \
+                 ORDER BY id, archived",
                 // only the days the order lived are searched (the log is partitioned by day): from
                 // a minute before its decision to a week after its last recorded change (a refused
                 // cancel or replace changes no row but is logged)
@@ -301,6 +339,18 @@ pub async fn lineage(
             .map_err(StoreError::new("reading the order's trade-log events"))
     };
     let (events, logged) = tokio::try_join!(events, logged)?;
+    for (rows, at, what) in [
+        (&events, 4, "broker event"),
+        (&logged, 3, "trade-log event"),
+    ] {
+        let archived = rows.iter().filter(|r| r.get::<_, bool>(at)).count();
+        if archived > 0 {
+            from_archive.push(format!(
+                "{archived} {what}{}",
+                if archived == 1 { "" } else { "s" }
+            ));
+        }
+    }
     for e in &events {
         let status: Option<String> = e.get(2);
         timeline.push(TimelineEntry {
@@ -335,6 +385,7 @@ pub async fn lineage(
         data_available_before_decision,
         execution,
         timeline,
+        from_archive,
     }))
 }
 

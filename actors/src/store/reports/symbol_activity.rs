@@ -77,6 +77,11 @@ pub struct SymbolActivity {
     pub summary: Outcomes,
     /// Failures by normalized reason
     pub failure_breakdown: Vec<Count>,
+    /// The UTC days of the range read from imported day archives (`tradegate audit import`)
+    pub archived_days: Vec<chrono::NaiveDate>,
+    /// The symbol's trade-log events of the range in those archives (their partitions left
+    /// the hot table)
+    pub archived_tradelog_events: i64,
 }
 
 /// Symbol activity over `range`; lists capped at `limit` rows each, totals over everything.
@@ -161,15 +166,32 @@ pub async fn symbol_activity(
         .map_err(StoreError::new("reading a symbol's fills"))
     };
     let rejects = rejects_by_code(client, Some(symbol), range);
+    let archived = async {
+        client
+            .query_one(
+                "SELECT coalesce(array_agg(day ORDER BY day), '{}'), \
+                        (SELECT count(*) FROM archive.tradelog \
+                         WHERE symbol = $1 \
+                           AND local_ts_us >= (extract(epoch FROM $2::timestamptz) * 1000000)::int8 \
+                           AND local_ts_us < (extract(epoch FROM $3::timestamptz) * 1000000)::int8) \
+                 FROM archive.days \
+                 WHERE day >= ($2::timestamptz AT TIME ZONE 'UTC')::date \
+                   AND day <= ($3::timestamptz AT TIME ZONE 'UTC')::date",
+                &[&symbol, from, to],
+            )
+            .await
+            .map_err(StoreError::new("reading the archived days"))
+    };
     // one connection, the statements pipelined: their round trips overlap
-    let (ingested, ingested_total, decisions, summary, breakdown, fills, rejects) = tokio::try_join!(
+    let (ingested, ingested_total, decisions, summary, breakdown, fills, rejects, archived) = tokio::try_join!(
         ingested,
         ingested_total,
         decisions,
         summary,
         breakdown,
         fills,
-        rejects
+        rejects,
+        archived
     )?;
     let ingested_total: i64 = ingested_total.get(0);
     Ok(SymbolActivity {
@@ -207,5 +229,7 @@ pub async fn symbol_activity(
         rejects,
         summary: Outcomes::from_row(&summary, 0),
         failure_breakdown: breakdown,
+        archived_days: archived.get(0),
+        archived_tradelog_events: archived.get(1),
     })
 }

@@ -77,9 +77,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
-    /// Retention now: purge API payloads older than [reporter] payload_retention_days (never
-    /// one still referenced by an execution or an API call log), then the trade log's
-    /// partition retention (old days exported to compressed JSONL, checked, then dropped).
+    /// Retention now: purge API payloads older than [reporter] payload_retention_days (those
+    /// nothing refers to, and, referenced or not, those of an archived day whose archive is
+    /// still on disk, unchanged), then the trade log's partition retention (old days exported
+    /// to compressed JSONL and archived as Parquet, checked, then dropped).
     Purge {
         /// Purge payloads older than this many days instead
         #[arg(long)]

@@ -449,3 +449,183 @@ async fn a_changed_archive_is_found_and_not_imported() {
         .unwrap_err();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }
+
+/// One simulated day of load: `n` payloads (about 2 KB each) written on `day`, half of them
+/// referenced by API call logs.
+async fn day_of_payloads(client: &Client, run: i64, day: NaiveDate, n: i64) {
+    let noon = day.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    client
+        .execute(
+            "WITH p AS ( \
+                 INSERT INTO api_payloads (type, payload, source, captured_at, created_at) \
+                 SELECT CASE WHEN g % 2 = 0 THEN 'ApiRequest' ELSE 'ApiResponse' END, \
+                        jsonb_build_object('n', g, 'pad', repeat('x', 2000)), \
+                        'https://data.example/v1/bulk', $2::timestamptz + g * interval '1 second', \
+                        $2::timestamptz + g * interval '1 second' \
+                 FROM generate_series(1, $3::bigint) g RETURNING id, type) \
+             INSERT INTO api_call_logs (data_ingestion_run_id, api_request_payload_id, endpoint, \
+                 http_method, http_status_code, created_at) \
+             SELECT $1, id, '/v1/bulk', 'GET', 200, $2 FROM p \
+             WHERE type = 'ApiRequest' AND id % 4 = 0",
+            &[&run, &noon, &n],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn archived_payloads_past_retention_go_and_the_table_stays_within_the_window() {
+    let db = TestDb::new().await;
+    let mut client = gateway_connection(&db.conninfo).await;
+    let run: i64 = client
+        .query_one(
+            "INSERT INTO data_ingestion_runs (run_id, task_name, data_source, started_at) \
+             VALUES (gen_random_uuid(), 'bulk', 'example', now()) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let exports = scratch_dir("archive-retention-load");
+    const PER_DAY: i64 = 200;
+    const WINDOW: i64 = 3;
+    let first = Utc::now().date_naive() - Days::new(20);
+    let mut sizes = Vec::new();
+    // twelve days of continuous load, each day archived, then retention as of its end
+    for k in 0..12_i64 {
+        let day = first + Days::new(k as u64);
+        day_of_payloads(&client, run, day, PER_DAY).await;
+        seals::seal(&client, SealKind::Interval, None)
+            .await
+            .unwrap();
+        let manifest = archive::export_day(&mut client, day, &exports, None)
+            .await
+            .unwrap();
+        let listed = manifest
+            .tables
+            .iter()
+            .find(|t| t.table == "api_payloads")
+            .unwrap()
+            .rows;
+        assert_eq!(listed, PER_DAY as u64);
+        let now = (day + Days::new(1)).and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let before = now - chrono::Duration::days(WINDOW);
+        tradegate_actors::store::retention::purge_payloads(&client, before, 64)
+            .await
+            .unwrap();
+        let held: i64 = client
+            .query_one("SELECT count(*) FROM api_payloads", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            held,
+            (k + 1).min(WINDOW) * PER_DAY,
+            "day {k}: only the window's payloads are kept, referenced or not"
+        );
+        client.batch_execute("VACUUM api_payloads").await.unwrap();
+        let size: i64 = client
+            .query_one("SELECT pg_total_relation_size('api_payloads')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        sizes.push(size);
+    }
+    // the table's storage levels off: the last days take no more room than the first full window
+    let full = sizes[WINDOW as usize];
+    assert!(
+        sizes[WINDOW as usize..].iter().all(|&s| s <= full * 3 / 2),
+        "api_payloads keeps growing: {sizes:?}"
+    );
+    // the references stay, and say which archive holds their payload
+    let (referenced, dir): (i64, Option<String>) = {
+        let row = client
+            .query_one(
+                "SELECT c.api_request_payload_id, a.dir FROM api_call_logs c \
+                 LEFT JOIN audit_archives a \
+                   ON c.api_request_payload_id BETWEEN a.payload_first_id AND a.payload_last_id \
+                 ORDER BY c.id LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let dir = PathBuf::from(dir.expect("the first day's archive holds its payloads"));
+    assert_eq!(
+        dir,
+        std::fs::canonicalize(archive::day_dir(&exports, first)).unwrap()
+    );
+    let gone: i64 = client
+        .query_one(
+            "SELECT count(*) FROM api_payloads WHERE id = $1",
+            &[&referenced],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0, "a referenced payload of an archived day goes");
+    // ...and the archive reads it back
+    let (_, report) = archive::load_and_check(&mut client, &dir, ImportTarget::Archive, &[])
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    let back: i64 = client
+        .query_one(
+            "SELECT count(*) FROM archive.api_payloads WHERE id = $1",
+            &[&referenced],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(back, 1);
+
+    // a day whose archive changed after its export keeps its payloads
+    let day = first + Days::new(12);
+    day_of_payloads(&client, run, day, PER_DAY).await;
+    seals::seal(&client, SealKind::Interval, None)
+        .await
+        .unwrap();
+    archive::export_day(&mut client, day, &exports, None)
+        .await
+        .unwrap();
+    edit_manifest(&archive::day_dir(&exports, day), |m| {
+        m["exported_at"] = "2000-01-01T00:00:00Z".into();
+    });
+    let far = (day + Days::new(30))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    tradegate_actors::store::retention::purge_payloads(&client, far, 64)
+        .await
+        .unwrap();
+    let kept: i64 = client
+        .query_one(
+            "SELECT count(*) FROM api_payloads WHERE created_at >= $1::date::timestamptz",
+            &[&day],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // (unreferenced payloads past retention go whatever the archive, as they always did)
+    assert_eq!(
+        kept,
+        PER_DAY / 4,
+        "an archive that changed is not trusted with the day's referenced payloads"
+    );
+
+    // every delete was the gateway's: the trail verifies
+    let mut a = foreign(&db.conninfo).await;
+    let mut b = foreign(&db.conninfo).await;
+    seals::seal(&client, SealKind::Interval, None)
+        .await
+        .unwrap();
+    let verified = tradegate_actors::store::audit::verify::verify(
+        &mut a,
+        Some(&mut b),
+        &tradegate_actors::store::audit::VerifyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(verified.is_clean(), "{:?}", verified.findings);
+}

@@ -21,7 +21,8 @@ pub struct ReporterConfig {
     pub api_error_window_secs: u64,
     /// Each alert is also POSTed as JSON here, when set (best effort: a failure is logged).
     pub webhook_url: Option<String>,
-    /// API payloads older than this many days are purged, unless still referenced.
+    /// API payloads older than this many days are purged: unreferenced ones, and those of an
+    /// archived day, referenced or not.
     pub payload_retention_days: u32,
     /// Payloads deleted per statement.
     pub purge_batch_size: i64,

@@ -156,6 +156,19 @@ pub(super) async fn payload(
     }))
 }
 
+/// The day archive that holds payload `id`, by `audit_archives`' id ranges.
+async fn archived_in(client: &impl GenericClient, id: i64) -> Result<Option<String>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT dir FROM audit_archives \
+             WHERE $1 BETWEEN payload_first_id AND payload_last_id ORDER BY day LIMIT 1",
+            &[&id],
+        )
+        .await
+        .map_err(StoreError::new("finding a payload's archive"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The lineage of `decision_id`; `None` when there is no such decision.
 pub async fn lineage(
     client: &impl GenericClient,
@@ -253,6 +266,20 @@ pub async fn lineage(
     }
     let (request, response) =
         tokio::try_join!(payload(client, row.get(28)), payload(client, row.get(29)))?;
+    // a payload past retention whose day archive is not imported: where it is
+    for (what, id, view) in [
+        ("request", row.get::<_, Option<i64>>(28), &request),
+        ("response", row.get::<_, Option<i64>>(29), &response),
+    ] {
+        if let (Some(id), None) = (id, view) {
+            from_archive.push(match archived_in(client, id).await? {
+                Some(dir) => format!(
+                    "the {what} payload {id} is in the day archive {dir}, not imported (tradegate audit import)"
+                ),
+                None => format!("the {what} payload {id} is in no table and no recorded archive"),
+            });
+        }
+    }
     let execution = match row.get::<_, Option<Uuid>>(24) {
         None => None,
         Some(execution_id) => Some(ExecutionView {

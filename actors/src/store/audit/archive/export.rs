@@ -19,6 +19,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
@@ -171,7 +172,58 @@ pub async fn export_day(
     if let Ok(parent) = File::open(export_dir) {
         let _ = parent.sync_all();
     }
+    let kept_at = std::fs::canonicalize(&dir).unwrap_or(dir);
+    record(
+        client,
+        &manifest,
+        &kept_at,
+        &super::super::hex(&Sha256::digest(&text)),
+    )
+    .await?;
     Ok(manifest)
+}
+
+/// Records the archive in `audit_archives` (what lets retention delete the day's payloads).
+async fn record(
+    client: &Client,
+    manifest: &Manifest,
+    dir: &Path,
+    manifest_sha256: &str,
+) -> Result<(), StoreError> {
+    let payloads = manifest
+        .tables
+        .iter()
+        .find(|t| t.table == "api_payloads")
+        .map_or(0, |t| t.rows);
+    let from = manifest
+        .day
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_default();
+    client
+        .execute(
+            "INSERT INTO audit_archives (day, dir, manifest_sha256, payloads, payload_first_id, \
+                 payload_last_id) \
+             SELECT $1, $2, $3, $4, min(id), max(id) FROM api_payloads \
+             WHERE created_at >= $5 AND created_at < $5 + interval '1 day' \
+             ON CONFLICT (day) DO UPDATE SET dir = EXCLUDED.dir, \
+                 manifest_sha256 = EXCLUDED.manifest_sha256, payloads = EXCLUDED.payloads, \
+                 payload_first_id = coalesce(audit_archives.payload_first_id, \
+                                             EXCLUDED.payload_first_id), \
+                 payload_last_id = coalesce(audit_archives.payload_last_id, \
+                                            EXCLUDED.payload_last_id), \
+                 exported_at = now()",
+            &[
+                &manifest.day,
+                &dir.display().to_string(),
+                &manifest_sha256,
+                &i64::try_from(payloads).unwrap_or(i64::MAX),
+                &from,
+            ],
+        )
+        .await
+        .map_err(StoreError::new("recording the day archive"))?;
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -567,6 +567,65 @@ fn demo_keeps_the_actors_logs_to_warnings_unless_verbose() {
     );
 }
 
+/// `audit export`, `audit verify --archive` and `audit import` as an operator runs them: a day
+/// not yet ended is refused, a sealed one exported, checked and imported once; a missing
+/// archive is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_and_import_a_sealed_day_from_the_command_line() {
+    let db = TestDb::new().await;
+    let workdir = scratch_dir("audit-export");
+    let run = |args: &[&str]| {
+        tradegate()
+            .env("DATABASE_URL", &db.conninfo)
+            .args(args)
+            .current_dir(&workdir)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["seed-data", "--days", "2"]).status.success());
+    assert!(run(&["audit", "seal"]).status.success());
+    let today = chrono::Utc::now().date_naive();
+    let day = (today - chrono::Days::new(1)).to_string();
+    // today has not ended: it is not sealed as a day
+    let early = run(&["audit", "export", "--day", &today.to_string()]);
+    let (_, stderr) = text(&early);
+    assert!(
+        !early.status.success() && stderr.contains("is not sealed yet"),
+        "{stderr}"
+    );
+    let exported = run(&["audit", "export", "--day", &day]);
+    let (stdout, stderr) = text(&exported);
+    assert!(exported.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("exported {day}")), "{stdout}");
+    let dir = workdir
+        .join(".tradegate/exports")
+        .join(format!("audit-{day}"));
+    assert!(dir.join("manifest.json").exists(), "{stdout}");
+    let dir = dir.display().to_string();
+    let checked = run(&["audit", "verify", "--archive", &dir]);
+    let (stdout, stderr) = text(&checked);
+    assert_eq!(checked.status.code(), Some(0), "{stdout}\n{stderr}");
+    let imported = run(&["audit", "import", &dir]);
+    let (stdout, stderr) = text(&imported);
+    assert_eq!(imported.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("imported {day} into the archive schema")),
+        "{stdout}"
+    );
+    let again = run(&["audit", "import", &dir]);
+    let (_, stderr) = text(&again);
+    assert!(
+        !again.status.success() && stderr.contains("imported already"),
+        "{stderr}"
+    );
+    let missing = run(&["audit", "import", "no-such-archive"]);
+    let (_, stderr) = text(&missing);
+    assert!(
+        !missing.status.success() && stderr.contains("manifest.json"),
+        "{stderr}"
+    );
+}
+
 /// `audit seal` and `audit verify` as an operator runs them against a configured database:
 /// clean and exit 0; after a row is changed behind the gateway's back, the row named and exit
 /// 1; a key that is not the database's writer key is refused with a clear error.

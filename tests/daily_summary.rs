@@ -149,14 +149,20 @@ async fn the_daily_summary_is_sent_at_its_time_once_a_day_also_after_a_restart_a
         1,
         "Slack's form: text alone"
     );
-    let row = client
-        .query_one(
-            "SELECT day, attempts, delivered_at IS NOT NULL, last_error, text, \
-                    summary->'alerts'->0->>'key' FROM daily_summaries",
-            &[],
-        )
-        .await
-        .unwrap();
+    // the webhook has the summary before the Reporter records the delivery: wait for it
+    let row = wait_until(WAIT, || async {
+        client
+            .query_opt(
+                "SELECT day, attempts, delivered_at IS NOT NULL, last_error, text, \
+                        summary->'alerts'->0->>'key' FROM daily_summaries \
+                 WHERE delivered_at IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the delivery on record");
     assert_eq!(row.get::<_, chrono::NaiveDate>(0), today);
     assert_eq!(row.get::<_, i32>(1), 2);
     assert!(row.get::<_, bool>(2));
